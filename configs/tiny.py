@@ -1,0 +1,130 @@
+"""Tiny config: 32x32 frames, f=4 latents (8x8x4), small channels. Runs in seconds on CPU.
+
+Used by the default test tier. Every other config starts from this structure, so the
+keys documented here are the full set. Model layouts use diffusers' key names, so a
+diffusers folder converts without a mapping table of our own.
+"""
+import ml_collections
+
+from emotalker_jax.emotions import NUM_EMOTIONS
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg
+  c = ml_collections.ConfigDict()
+  c.name = "tiny"
+  c.seed = 0
+  c.dtype = "float32"        # compute dtype (bfloat16 on accelerators)
+  c.param_dtype = "float32"  # parameters and optimizer state stay float32
+
+  # ---- data ---------------------------------------------------------------------------
+  c.data = ml_collections.ConfigDict()
+  c.data.image_size = 32           # frames are image_size x image_size RGB in [-1, 1]
+  c.data.fps = 25
+  c.data.sample_rate = 16000       # Hz
+  c.data.mask = "face"             # 'face' | 'lower_face' (DiffTalk's)
+  c.data.dataset = "synthetic_talk"
+  c.data.data_dir = "data/tfds"
+  c.data.synthetic_size = "tiny"   # tiny | small | full
+
+  # ---- autoencoder (diffusers AutoencoderKL keys) --------------------------------------
+  c.autoencoder = ml_collections.ConfigDict()
+  c.autoencoder.in_channels = 3
+  c.autoencoder.out_channels = 3
+  c.autoencoder.latent_channels = 4
+  c.autoencoder.block_out_channels = (32, 32, 64)   # f = 2 ** (len - 1) = 4
+  c.autoencoder.layers_per_block = 1
+  c.autoencoder.norm_num_groups = 8
+  c.autoencoder.scaling_factor = 1.0
+  c.autoencoder.mid_block_add_attention = True
+
+  # ---- conditioning -------------------------------------------------------------------
+  c.context_dim = 64               # width of cross-attention tokens
+  c.audio = ml_collections.ConfigDict()
+  c.audio.n_mels = 80
+  c.audio.window_s = 0.2           # audio window per video frame (s)
+  c.audio.width = 64
+  c.audio.num_layers = 1
+  c.audio.num_heads = 2
+  c.audio.tokens_per_frame = 4
+  c.text = ml_collections.ConfigDict()
+  c.text.encoder = "minilm"        # 'minilm' | 'clip'
+  c.text.path = ""                 # '' -> the packaged all-MiniLM-L6-v2
+  c.text.max_length = 48
+  c.text.trainable = False
+  c.eib = ml_collections.ConfigDict()
+  c.eib.num_emotions = NUM_EMOTIONS
+  c.eib.hidden = 256
+  c.eib.num_text_tokens = 4        # learned projection of h appended after the 8 emotion tokens
+  c.use_landmark_tokens = False
+
+  # ---- denoiser (diffusers UNet2DConditionModel keys) ---------------------------------
+  c.unet = ml_collections.ConfigDict()
+  c.unet.in_channels = 3 * c.autoencoder.latent_channels   # [z_t; E(x_mask); E(x_ref)]
+  c.unet.out_channels = c.autoencoder.latent_channels
+  c.unet.block_out_channels = (32, 64)
+  c.unet.down_block_types = ("CrossAttnDownBlock2D", "DownBlock2D")
+  c.unet.up_block_types = ("UpBlock2D", "CrossAttnUpBlock2D")
+  c.unet.layers_per_block = 1
+  c.unet.attention_head_dim = 8            # per-head width (diffusers' naming quirk: SD uses heads)
+  c.unet.num_attention_heads = ml_collections.FieldReference(None, field_type=int)
+  c.unet.cross_attention_dim = c.get_ref("context_dim")
+  c.unet.transformer_layers_per_block = 1
+  c.unet.norm_num_groups = 8
+  c.unet.use_linear_projection = False
+  c.unet.dropout = 0.0
+  c.unet.remat = False
+
+  # ---- diffusion + sampler ------------------------------------------------------------
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.num_train_timesteps = 1000
+  c.diffusion.schedule = "linear"  # 'linear' | 'scaled_linear' | 'cosine'
+  c.diffusion.beta_start = 0.0015
+  c.diffusion.beta_end = 0.0195
+  c.diffusion.prediction_type = "epsilon"  # 'epsilon' | 'v_prediction'
+  c.sampler = ml_collections.ConfigDict()
+  c.sampler.steps = 10
+  c.sampler.eta = 0.0
+  c.sampler.spacing = "uniform"    # 'uniform' | 'trailing' | 'leading'
+  c.sampler.guidance = 2.0
+  c.sampler.constraint = ml_collections.ConfigDict()
+  c.sampler.constraint.strength = 0.5
+  c.sampler.constraint.schedule = "linear"   # 'constant' | 'linear' | 'cosine' decay
+  c.sampler.constraint.until = 0.6           # fraction of steps the constraint acts on
+  c.sampler.constraint.m_face = 0.0          # mask value inside the face region
+  c.sampler.constraint.init = "inversion"    # 'inversion' | 'noise'
+
+  # ---- training -----------------------------------------------------------------------
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 8           # global batch
+  c.train.steps = 300
+  c.train.lr = 1e-3
+  c.train.warmup_steps = 20
+  c.train.weight_decay = 0.01
+  c.train.grad_clip = 1.0
+  c.train.ema_decay = 0.999
+  c.train.p_uncond = 0.1
+  c.train.lambda_eib = 0.1
+  c.train.log_every = 10
+  c.train.ckpt_every = 100
+  c.train.keep_checkpoints = 3
+
+  # ---- parallelism (maxtext-style logical axis rules live here, not in modules) --------
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  c.logical_axis_rules = (
+      ("batch", ("data", "fsdp")),
+      ("embed", "fsdp"),
+      ("conv_out", "fsdp"),
+      ("conv_in", None),
+      ("heads", "tensor"),
+      ("mlp", "tensor"),
+      ("kv", None),
+      ("height", None),
+      ("width", None),
+      ("length", None),
+      ("norm", None),
+  )
+  return c

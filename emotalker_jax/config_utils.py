@@ -1,0 +1,62 @@
+"""Loading ml_collections configs by path with ``--config.a.b=value`` overrides.
+
+The CLI uses argparse for subcommands; the config flags are parsed by
+``ml_collections.config_flags`` on a private absl FlagValues, exactly as big_vision's
+``--config path.py --config.x=y`` works.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from absl import flags
+from ml_collections import config_flags, ConfigDict
+
+
+def split_config_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Splits argv into (config flag args, the rest). ``--config X`` and ``--config.k=v``."""
+    config_args, rest = [], []
+    i = 0
+    argv = list(argv)
+    while i < len(argv):
+        a = argv[i]
+        if a == "--config" and i + 1 < len(argv):
+            config_args.append(f"--config={argv[i + 1]}")
+            i += 2
+            continue
+        if a.startswith("--config=") or a.startswith("--config."):
+            if a.startswith("--config.") and "=" not in a and i + 1 < len(argv):
+                config_args.append(f"{a}={argv[i + 1]}")
+                i += 2
+                continue
+            config_args.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return config_args, rest
+
+
+def load_config(path: str, overrides: Sequence[str] = ()) -> ConfigDict:
+    """Loads ``get_config()`` from ``path`` and applies ``--config.a.b=value`` overrides.
+
+    Raises FileNotFoundError / ValueError with a message naming the bad input.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"config file {path!r} not found; pass e.g. --config configs/tiny.py")
+    args = ["emotalker", f"--config={path}"]
+    for o in overrides:
+        o = o if o.startswith("--") else f"--config.{o}"
+        if not o.startswith("--config."):
+            raise ValueError(f"override {o!r} must look like --config.a.b=value")
+        args.append(o)
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", default=path, flag_values=fv, lock_config=True,
+                                    sys_argv=args)
+    try:
+        fv(args)
+    except (flags.Error, AttributeError, KeyError) as e:
+        raise ValueError(
+            f"bad config override in {list(overrides)} for {path}: {e}; "
+            "check the key exists in the config file") from None
+    return fv.config
