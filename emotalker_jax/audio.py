@@ -108,7 +108,7 @@ def _read_wav(path: str) -> tuple[np.ndarray, int] | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", wavfile.WavFileWarning)
             sr, data = wavfile.read(path)
-    except (ValueError, EOFError, OSError, IndexError, TypeError):
+    except Exception:  # noqa: BLE001 - any parse failure: let ffmpeg try (and report)
         return None
     data = _pcm_to_float(np.asarray(data))
     if data.ndim == 2:
@@ -123,11 +123,12 @@ def _decode_ffmpeg(path: str, sample_rate: int) -> np.ndarray:
            "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     if proc.returncode != 0:
-        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        msg = " | ".join(m.strip() for m in msg[-3:]) or f"exit status {proc.returncode}"
-        if "matches no streams" in msg:
-            raise ValueError(f"audio file {path!r} has no audio stream (ffmpeg: {msg}); "
+        err = proc.stderr.decode("utf-8", "replace").strip()
+        if "matches no streams" in err:
+            raise ValueError(f"audio file {path!r} has no audio stream; "
                              "pass a file with an audio track")
+        msg = " | ".join(m.strip() for m in err.splitlines()[-3:])
+        msg = msg or f"exit status {proc.returncode}"
         raise ValueError(f"cannot decode audio file {path!r}: ffmpeg said: {msg}; "
                          "check the file is a complete, valid audio/video file")
     return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
