@@ -87,6 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sampler.eta = 0.0
   c.sampler.spacing = "uniform"    # 'uniform' | 'trailing' | 'leading'
   c.sampler.guidance = 2.0
+  c.sampler.inversion_iters = 2    # fixed-point refinements per DDIM-inversion step (0 = plain eq. 4)
   c.sampler.constraint = ml_collections.ConfigDict()
   c.sampler.constraint.strength = 0.5
   c.sampler.constraint.schedule = "linear"   # 'constant' | 'linear' | 'cosine' decay
