@@ -27,7 +27,9 @@ def get_config(arg: str | None = None):
   c.unet.up_block_types = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
                            "UpBlock2D")
   c.unet.layers_per_block = 2
-  c.unet.attention_head_dim = 64
+  # diffusers semantics (num_attention_heads None): 7 *heads* per block -> head widths
+  # 224/7=32, 448/7=64, 672/7=96, 896/7=128 (64 would mean 64 heads of width 3..14).
+  c.unet.attention_head_dim = 7
   c.unet.norm_num_groups = 32
   c.unet.remat = True
   c.sampler.steps = 25

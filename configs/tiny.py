@@ -66,7 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.unet.down_block_types = ("CrossAttnDownBlock2D", "DownBlock2D")
   c.unet.up_block_types = ("UpBlock2D", "CrossAttnUpBlock2D")
   c.unet.layers_per_block = 1
-  c.unet.attention_head_dim = 8            # per-head width (diffusers' naming quirk: SD uses heads)
+  c.unet.attention_head_dim = 8            # = number of heads per block (diffusers' naming quirk)
   c.unet.num_attention_heads = ml_collections.FieldReference(None, field_type=int)
   c.unet.cross_attention_dim = c.get_ref("context_dim")
   c.unet.transformer_layers_per_block = 1
