@@ -1,0 +1,591 @@
+"""grain pipelines: per-clip TFDS array_record records -> batches of training examples.
+
+A training example is one video frame (METHOD.md, "Training example"):
+
+  x_tgt        (H, W, 3) float32 in [-1, 1]  the target frame tau of clip c (identity i)
+  x_ref        (H, W, 3) float32 in [-1, 1]  a reference frame of identity i (below)
+  x_mask       (H, W, 3) float32 in [-1, 1]  x_tgt with ``mask_region`` set to ``fill`` (0)
+  face_mask    (H, W)    float32 {0, 1}      the face region of x_tgt (from the dataset)
+  mask_region  (H, W)    float32 {0, 1}      the blanked region: the face (``mask='face'``)
+                                             or the lower half of its box (``'lower_face'``)
+  audio_mel    (W, n_mels) float32           log-mel window centred on frame tau
+                                             (``emotalker_jax.audio``: 21 x 80 for 0.2 s)
+  emotion      (8,) float32                  intensities s of the clip, MEAD order
+  prompt       str                           a text describing s (``prompt_fn(s, rng)``)
+  identity     int32
+  mouth_open   float32                       ground-truth mouth opening; -1 if unknown
+  clip_id, frame, ref_clip_id, ref_frame  int32   provenance (tests, debugging)
+
+After batching every leaf gets a leading batch axis; ``prompt`` becomes a numpy unicode
+array (B,) (``list(batch["prompt"])`` gives the strings for a tokenizer).
+
+Reference frame x_ref, first rule that applies (rng-driven, so deterministic per seed):
+  1. a random frame of a random *reference clip* of the identity other than the target clip
+     (``is_neutral_reference`` in the record; datasets without the flag: neutral clips);
+  2. a random frame of another neutral clip of the identity;
+  3. a random frame of the same clip at least ``ref_min_gap`` (60) frames from tau;
+  4. a random frame of another clip of the identity;
+  5. the frame of the same clip farthest from tau.
+
+Index: the clips are expanded to a flat index of frames (``ClipIndex``: cumulative frame
+counts, ``locate`` by binary search); grain's ``IndexSampler`` shuffles and repeats that
+index, ``ShardOptions`` splits it between processes, a ``RandomMapTransform`` reads the
+clip records (tfds ``ArrayRecordDataSource``; a small per-worker cache keeps recent
+clips) and builds the example with the per-record rng grain derives from the seed.
+Clip metadata (frame count, identity, flags) is read once per split and cached as JSON
+beside the dataset (``clip_index.<split>.json``) when that directory is writable.
+
+Batches are per process: ``global_batch // process_count``. grain's DataLoader gives
+every process the same number of examples per epoch, so with P processes an epoch (the
+evaluation loaders, ``train=False``) skips up to P - 1 frames. The iterator is
+checkpointable: ``it.get_state()`` / ``it.set_state(state)`` (bytes), or grain's
+``PyGrainCheckpointHandler`` in orbax.
+
+Benchmark: ``python -m input_pipeline.pipeline --bench --workers 0,1,2`` (see ``main``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from typing import Any, Callable, Optional, Sequence
+
+import grain.python as gp
+import numpy as np
+
+from emotalker_jax.emotions import EMOTIONS
+
+MASK_MODES = ("face", "lower_face")
+REF_MIN_GAP = 60                     # frames between target and same-clip reference
+REFERENCE_FLAG_KEYS = ("is_neutral_reference",)
+PromptFn = Callable[[np.ndarray, np.random.Generator], str]
+
+
+# ---------------------------------------------------------------------------------------
+# Prompts
+# ---------------------------------------------------------------------------------------
+_ADJECTIVES = {"neutral": "neutral", "angry": "angry", "contempt": "contemptuous",
+               "disgusted": "disgusted", "fear": "fearful", "happy": "happy", "sad": "sad",
+               "surprised": "surprised"}
+_TEMPLATES = ("{}", "a face that looks {}", "looking {}", "a person who is {}", "{} expression",
+              "speaking while {}")
+
+
+def simple_prompt(intensities: np.ndarray, rng: np.random.Generator) -> str:
+  """A short description of an intensity vector (8,): "a slightly sad and very fearful face".
+
+  Fallback used when ``emotalker_jax.fed`` offers no ``describe(s, rng)``. Emotions above
+  0.05 are named in decreasing intensity with an adverb for the strength
+  (<0.45 "slightly", <0.8 "", else "very"); all-zero -> "neutral".
+  """
+  s = np.asarray(intensities, np.float32).reshape(-1)
+  order = [int(k) for k in np.argsort(-s, kind="stable") if s[k] > 0.05]
+  if not order:
+    order = [0]
+  words = []
+  for k in order:
+    adj = _ADJECTIVES[EMOTIONS[k]]
+    if EMOTIONS[k] != "neutral":
+      adv = "slightly " if s[k] < 0.45 else ("" if s[k] < 0.8 else "very ")
+      adj = adv + adj
+    words.append(adj)
+  desc = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+  return _TEMPLATES[int(rng.integers(len(_TEMPLATES)))].format(desc)
+
+
+def default_prompt_fn() -> PromptFn:
+  """``emotalker_jax.fed.describe`` when FED provides it, else ``simple_prompt``."""
+  try:
+    from emotalker_jax import fed  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return simple_prompt
+  fn = getattr(fed, "describe", None)
+  return fn if callable(fn) else simple_prompt
+
+
+# ---------------------------------------------------------------------------------------
+# Opening a dataset
+# ---------------------------------------------------------------------------------------
+def open_source(dataset: str, split: str, data_dir: str | None = None):
+  """A random-access tfds source over one split of a prepared array_record dataset.
+
+  ``dataset`` is a tfds name (``"synthetic_talk/tiny"``, ``"mead/res64"``) looked up in
+  ``data_dir`` from the prepared files (no builder code needed), or a path to a prepared
+  version directory (``.../synthetic_talk/tiny/1.0.0``). Returns (source, builder_dir).
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  if os.path.isfile(os.path.join(dataset, "dataset_info.json")):
+    builder = tfds.builder_from_directory(dataset)
+  else:
+    try:
+      builder = tfds.core.read_only_builder.builder_from_files(dataset, data_dir=data_dir)
+    except Exception as e:  # tfds raises its own DatasetNotFoundError / FileNotFoundError
+      raise FileNotFoundError(
+          f"dataset {dataset!r} is not prepared in data_dir {data_dir!r} ({e}); build it "
+          "first (e.g. `emotalker synth --out DIR --size tiny` for synthetic_talk, or the "
+          "mead / crema_d builders) and pass --config.data.data_dir=DIR") from None
+  fmt = getattr(builder.info.file_format, "value", builder.info.file_format)
+  if fmt != "array_record":
+    raise ValueError(f"dataset {dataset!r} is stored as {builder.info.file_format}; the grain "
+                     "pipeline needs file_format='array_record' (rebuild it with that format)")
+  if split not in builder.info.splits and not re.match(r"^\w+\[.*\]$", split):
+    raise ValueError(f"dataset {dataset!r} has no split {split!r}; it has "
+                     f"{', '.join(builder.info.splits)}")
+  return builder.as_data_source(split=split), str(builder.data_dir)
+
+
+# ---------------------------------------------------------------------------------------
+# The flat frame index
+# ---------------------------------------------------------------------------------------
+def _num_frames(record: dict) -> int:
+  for key in ("frames", "mouth_open", "face_mask"):
+    if key in record:
+      return int(np.shape(record[key])[0])
+  raise ValueError("record has no 'frames' feature")
+
+
+def _reference_flag(record: dict) -> bool:
+  for key in REFERENCE_FLAG_KEYS:
+    if key in record:
+      return bool(record[key])
+  return _is_neutral(record["emotion"])
+
+
+def _is_neutral(emotion) -> bool:
+  e = np.asarray(emotion, np.float32).reshape(-1)
+  return bool(e[0] > 0 and not np.any(e[1:] > 0))
+
+
+@dataclasses.dataclass
+class ClipIndex:
+  """Per-clip metadata of a split (C clips, in record order) and the flat frame index.
+
+  num_frames, identity, clip_id: (C,) int64; reference, neutral: (C,) bool;
+  offsets: (C + 1,) int64 cumulative frame counts (flat index f of clip c: offsets[c] + f).
+  """
+  num_frames: np.ndarray
+  identity: np.ndarray
+  clip_id: np.ndarray
+  reference: np.ndarray
+  neutral: np.ndarray
+
+  def __post_init__(self):
+    self.num_frames = np.asarray(self.num_frames, np.int64)
+    self.identity = np.asarray(self.identity, np.int64)
+    self.clip_id = np.asarray(self.clip_id, np.int64)
+    self.reference = np.asarray(self.reference, bool)
+    self.neutral = np.asarray(self.neutral, bool)
+    self.offsets = np.concatenate([[0], np.cumsum(self.num_frames)]).astype(np.int64)
+    self._by_identity = {}
+    for c, i in enumerate(self.identity.tolist()):
+      self._by_identity.setdefault(i, []).append(c)
+    self._by_identity = {i: np.asarray(v, np.int64) for i, v in self._by_identity.items()}
+
+  @property
+  def num_clips(self) -> int:
+    return int(self.num_frames.shape[0])
+
+  @property
+  def total_frames(self) -> int:
+    return int(self.offsets[-1])
+
+  def locate(self, flat: int) -> tuple[int, int]:
+    """Flat frame index -> (record index, frame index in the clip)."""
+    if not 0 <= flat < self.total_frames:
+      raise IndexError(f"frame index {flat} outside [0, {self.total_frames})")
+    c = int(np.searchsorted(self.offsets, flat, side="right") - 1)
+    return c, int(flat - self.offsets[c])
+
+  def clips_of(self, identity: int) -> np.ndarray:
+    return self._by_identity.get(int(identity), np.zeros(0, np.int64))
+
+  def to_json(self) -> dict:
+    return {k: getattr(self, k).tolist()
+            for k in ("num_frames", "identity", "clip_id", "reference", "neutral")}
+
+  @classmethod
+  def from_json(cls, d: dict) -> "ClipIndex":
+    return cls(**{k: d[k] for k in ("num_frames", "identity", "clip_id", "reference", "neutral")})
+
+  @classmethod
+  def from_source(cls, source, cache_dir: str | None = None, split: str = "",
+                  progress: bool = False) -> "ClipIndex":
+    """Reads every record once (or the JSON cache ``<cache_dir>/clip_index.<split>.json``)."""
+    n = len(source)
+    cache = None
+    if cache_dir:
+      tag = re.sub(r"[^\w.-]+", "_", split) or "split"
+      if tag != split:
+        tag += "-" + hashlib.sha1(split.encode()).hexdigest()[:8]
+      cache = os.path.join(cache_dir, f"clip_index.{tag}.json")
+      if os.path.isfile(cache):
+        try:
+          with open(cache) as f:
+            d = json.load(f)
+          if len(d["num_frames"]) == n:
+            return cls.from_json(d)
+        except (OSError, ValueError, KeyError):
+          pass
+    rows = {"num_frames": [], "identity": [], "clip_id": [], "reference": [], "neutral": []}
+    it = range(n)
+    if progress:
+      from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+      it = tqdm(it, desc=f"indexing clips ({split})", unit="clip")
+    for i in it:
+      r = source[i]
+      rows["num_frames"].append(_num_frames(r))
+      rows["identity"].append(int(r["identity"]))
+      rows["clip_id"].append(int(r.get("clip_id", i)))
+      rows["reference"].append(_reference_flag(r))
+      rows["neutral"].append(_is_neutral(r["emotion"]))
+    index = cls(**rows)
+    if cache:
+      tmp = f"{cache}.{os.getpid()}.tmp"
+      try:
+        with open(tmp, "w") as f:
+          json.dump(index.to_json(), f)
+        os.replace(tmp, cache)   # atomic: concurrent writers write identical content
+      except OSError:
+        pass
+    return index
+
+
+def choose_reference(index: ClipIndex, clip: int, frame: int, rng: np.random.Generator,
+                     min_gap: int = REF_MIN_GAP) -> tuple[int, int]:
+  """(record, frame) of the reference for target (clip, frame), by the module doc's rules."""
+  same_id = index.clips_of(index.identity[clip])
+  others = same_id[same_id != clip]
+  for pool in (others[index.reference[others]], others[index.neutral[others]]):
+    if pool.size:
+      c = int(pool[rng.integers(pool.size)])
+      return c, int(rng.integers(index.num_frames[c]))
+  t = int(index.num_frames[clip])
+  far = np.flatnonzero(np.abs(np.arange(t) - frame) >= min_gap)
+  if far.size:
+    return clip, int(far[rng.integers(far.size)])
+  if others.size:
+    c = int(others[rng.integers(others.size)])
+    return c, int(rng.integers(index.num_frames[c]))
+  return clip, (0 if frame >= t - 1 - frame else t - 1)
+
+
+# ---------------------------------------------------------------------------------------
+# Per-example transforms (numpy; run in grain worker processes)
+# ---------------------------------------------------------------------------------------
+def to_float_image(frame: np.ndarray, size: int | None = None) -> np.ndarray:
+  """uint8 (h, w, 3) -> float32 (size, size, 3) in [-1, 1] (cv2 INTER_AREA when shrinking)."""
+  frame = np.asarray(frame)
+  if size is not None and frame.shape[:2] != (size, size):
+    import cv2  # pylint: disable=import-outside-toplevel
+    interp = cv2.INTER_AREA if frame.shape[0] > size else cv2.INTER_LINEAR
+    frame = cv2.resize(np.ascontiguousarray(frame), (size, size), interpolation=interp)
+  return frame.astype(np.float32) / 127.5 - 1.0
+
+
+def binary_mask(mask: np.ndarray, size: int | None = None) -> np.ndarray:
+  """A face mask (h, w) of {0,1} or {0,255} -> float32 {0, 1} at (size, size)."""
+  m = np.asarray(mask, np.float32)
+  if m.size and m.max() > 1.0:
+    m = m / 255.0
+  if size is not None and m.shape != (size, size):
+    import cv2  # pylint: disable=import-outside-toplevel
+    interp = cv2.INTER_AREA if m.shape[0] > size else cv2.INTER_LINEAR
+    m = cv2.resize(m, (size, size), interpolation=interp)
+  return (m >= 0.5).astype(np.float32)
+
+
+def mask_region(face_mask: np.ndarray, mode: str) -> np.ndarray:
+  """The region of a frame to blank: (H, W) float32 {0, 1}.
+
+  ``'face'``: the face mask itself. ``'lower_face'`` (DiffTalk's): the lower half of the
+  face mask's bounding box, rows ``[(y0 + y1) // 2, y1)`` x columns ``[x0, x1)``; with an
+  empty face mask, the lower half of the frame.
+  """
+  if mode == "face":
+    return face_mask.astype(np.float32)
+  if mode != "lower_face":
+    raise ValueError(f"mask mode {mode!r} is not one of {', '.join(MASK_MODES)}")
+  h, w = face_mask.shape
+  out = np.zeros((h, w), np.float32)
+  rows, cols = np.flatnonzero(face_mask.any(1)), np.flatnonzero(face_mask.any(0))
+  if rows.size == 0:
+    out[h // 2:] = 1.0
+    return out
+  y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+  out[(y0 + y1) // 2:y1, x0:x1] = 1.0
+  return out
+
+
+class MelWindow:
+  """The log-mel window of one video frame, in numpy, equal to ``emotalker_jax.audio``'s
+  ``audio_features(audio, T)[frame]`` (same STFT, HTK filterbank, log floor, alignment),
+  computed from only the samples the window needs: (W, n_mels) float32."""
+
+  def __init__(self, fps: float = 25.0, window_s: float = 0.2, sample_rate: int = 16000,
+               n_mels: int = 80):
+    from emotalker_jax import audio as A  # pylint: disable=import-outside-toplevel
+    self.fps, self.window_s, self.sr = float(fps), float(window_s), int(sample_rate)
+    if self.sr == A.SAMPLE_RATE:
+      self.hop, self.n_fft, self.win = A.HOP_LENGTH, A.N_FFT, A.WIN_LENGTH
+    else:   # the same scaling as audio.audio_features
+      import math  # pylint: disable=import-outside-toplevel
+      self.hop = int(round(A.HOP_LENGTH * self.sr / A.SAMPLE_RATE))
+      self.n_fft = int(2 ** math.ceil(math.log2(A.N_FFT * self.sr / A.SAMPLE_RATE)))
+      self.win = int(round(A.WIN_LENGTH * self.sr / A.SAMPLE_RATE))
+    self.window = A.hann_window(self.win, self.n_fft).astype(np.float64)
+    self.fb = A.mel_filterbank(self.sr, self.n_fft, n_mels, A.FMIN,
+                               min(A.FMAX, self.sr / 2.0)).astype(np.float64)
+    self.floor = A.LOG_FLOOR
+    self._A = A
+    self.length = A.window_length(self.window_s, self.hop / self.sr)
+
+  def __call__(self, audio: np.ndarray, frame: int, num_frames: int) -> np.ndarray:
+    A = self._A
+    audio = np.asarray(audio, np.float64).reshape(-1)
+    m = A.num_mel_frames(audio.shape[0], self.hop)
+    idx = A.window_indices(m, num_frames, self.fps, self.window_s, self.hop / self.sr)[frame]
+    pad = self.n_fft // 2
+    start = idx.astype(np.int64)[:, None] * self.hop + np.arange(self.n_fft)[None] - pad
+    valid = (start >= 0) & (start < audio.shape[0])
+    frames = np.where(valid, audio[np.clip(start, 0, max(0, audio.shape[0] - 1))], 0.0)
+    mag = np.abs(np.fft.rfft(frames * self.window, n=self.n_fft, axis=-1))
+    return np.log(np.maximum(mag @ self.fb, self.floor)).astype(np.float32)
+
+
+class MakeExample(gp.RandomMapTransform):
+  """grain ``RandomMapTransform``: flat frame index -> one training example (module doc).
+
+  Picklable (worker processes get a copy); the clip cache is per process.
+  """
+
+  def __init__(self, source, index: ClipIndex, image_size: int | None = None,
+               mask: str = "face", fill: float = 0.0, fps: float = 25.0,
+               window_s: float = 0.2, sample_rate: int = 16000, n_mels: int = 80,
+               prompt_fn: PromptFn | None = None, ref_min_gap: int = REF_MIN_GAP,
+               cache_size: int = 8):
+    if mask not in MASK_MODES:
+      raise ValueError(f"data.mask={mask!r} is not one of {', '.join(MASK_MODES)}")
+    self.source, self.index = source, index
+    self.image_size, self.mask, self.fill = image_size, mask, float(fill)
+    self.mel = MelWindow(fps, window_s, sample_rate, n_mels)
+    self.prompt_fn = prompt_fn or default_prompt_fn()
+    self.ref_min_gap, self.cache_size = int(ref_min_gap), int(cache_size)
+    self._cache: dict[int, dict] = {}
+
+  def __getstate__(self):
+    d = dict(self.__dict__)
+    d["_cache"] = {}
+    return d
+
+  def _read(self, record: int) -> dict:
+    r = self._cache.pop(record, None)
+    if r is None:
+      r = self.source[record]
+    self._cache[record] = r                      # most recent last
+    while len(self._cache) > self.cache_size:
+      self._cache.pop(next(iter(self._cache)))
+    return r
+
+  def random_map(self, flat, rng: np.random.Generator) -> dict[str, Any]:
+    clip, frame = self.index.locate(int(flat))
+    rec = self._read(clip)
+    ref_clip, ref_frame = choose_reference(self.index, clip, frame, rng, self.ref_min_gap)
+    ref = rec if ref_clip == clip else self._read(ref_clip)
+    size = self.image_size
+    x_tgt = to_float_image(rec["frames"][frame], size)
+    x_ref = to_float_image(ref["frames"][ref_frame], size)
+    face = binary_mask(rec["face_mask"][frame], x_tgt.shape[0])
+    region = mask_region(face, self.mask)
+    x_mask = np.where(region[..., None] > 0, np.float32(self.fill), x_tgt)
+    num_frames = int(self.index.num_frames[clip])
+    emotion = np.asarray(rec["emotion"], np.float32)
+    mouth = rec["mouth_open"][frame] if "mouth_open" in rec else -1.0
+    return {
+        "x_tgt": x_tgt, "x_ref": x_ref, "x_mask": x_mask.astype(np.float32),
+        "face_mask": face, "mask_region": region,
+        "audio_mel": self.mel(rec["audio"], frame, num_frames),
+        "emotion": emotion,
+        "prompt": np.asarray(str(self.prompt_fn(emotion, rng))),
+        "identity": np.int32(rec["identity"]),
+        "mouth_open": np.float32(mouth),
+        "clip_id": np.int32(self.index.clip_id[clip]), "frame": np.int32(frame),
+        "ref_clip_id": np.int32(self.index.clip_id[ref_clip]), "ref_frame": np.int32(ref_frame),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Loaders
+# ---------------------------------------------------------------------------------------
+def ensure_absl_flags_parsed() -> None:
+  """grain worker processes read absl flags; outside absl.app mark them parsed (DESIGN.md)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def process_shard_options(drop_remainder: bool = True):
+  """grain ShardOptions for this JAX process: shard ``jax.process_index()`` of ``process_count()``."""
+  import jax  # pylint: disable=import-outside-toplevel
+  return gp.ShardOptions(shard_index=jax.process_index(), shard_count=jax.process_count(),
+                         drop_remainder=drop_remainder)
+
+
+def make_loader(dataset: str, split: str, *, batch_size: int, seed: int = 0,
+                data_dir: str | None = None, train: bool = True,
+                shard_options=None, worker_count: int = 0, worker_buffer_size: int = 2,
+                image_size: int | None = None, mask: str = "face", fill: float = 0.0,
+                fps: float = 25.0, window_s: float = 0.2, sample_rate: int = 16000,
+                n_mels: int = 80, prompt_fn: PromptFn | None = None,
+                ref_min_gap: int = REF_MIN_GAP, num_epochs: int | None = None,
+                read_threads: int = 1, cache_size: int = 8, progress: bool = False):
+  """A grain DataLoader of per-process batches of training examples (module doc).
+
+  Args:
+    dataset, split, data_dir: see ``open_source``.
+    batch_size: examples per batch *in this process* (``global // process_count``).
+    seed: shuffling and per-example randomness (reference frame, prompt).
+    train: shuffle, repeat forever (``num_epochs=None``), drop the last partial batch.
+      False: dataset order, one epoch (unless ``num_epochs``), keep the partial batch.
+    shard_options: ``grain.python.ShardOptions``; None -> this JAX process's shard.
+    worker_count: grain worker processes (0: in this process).
+    image_size: resize frames to this (None: the dataset's resolution).
+    mask: 'face' | 'lower_face'; fill: the value blanked pixels get in x_mask.
+  Returns: ``grain.python.DataLoader``; ``iter(loader)`` is a checkpointable iterator.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  source, builder_dir = open_source(dataset, split, data_dir)
+  cache_dir = builder_dir if os.access(builder_dir, os.W_OK) else None
+  index = ClipIndex.from_source(source, cache_dir=cache_dir, split=split, progress=progress)
+  if index.total_frames == 0:
+    raise ValueError(f"dataset {dataset!r} split {split!r} has no frames")
+  if shard_options is None:
+    shard_options = process_shard_options(drop_remainder=train)
+  transform = MakeExample(
+      source=source, index=index, image_size=image_size, mask=mask, fill=fill, fps=fps,
+      window_s=window_s, sample_rate=sample_rate, n_mels=n_mels, prompt_fn=prompt_fn,
+      ref_min_gap=ref_min_gap, cache_size=cache_size)
+  sampler = gp.IndexSampler(
+      num_records=index.total_frames, shard_options=shard_options, shuffle=train,
+      num_epochs=(num_epochs if (num_epochs is not None or train) else 1), seed=int(seed))
+  if worker_count > 0:
+    ensure_absl_flags_parsed()
+  return gp.DataLoader(
+      data_source=gp.RangeDataSource(0, index.total_frames, 1), sampler=sampler,
+      operations=[transform, gp.Batch(batch_size=batch_size, drop_remainder=train)],
+      worker_count=worker_count, worker_buffer_size=worker_buffer_size,
+      shard_options=shard_options,
+      read_options=gp.ReadOptions(num_threads=read_threads, prefetch_buffer_size=64))
+
+
+def per_process_batch_size(global_batch: int, process_count: int) -> int:
+  """global // process_count; ValueError when it does not divide."""
+  if global_batch % process_count:
+    raise ValueError(f"train.batch_size={global_batch} is not divisible by the "
+                     f"{process_count} processes; use a multiple of {process_count}")
+  return global_batch // process_count
+
+
+def dataset_name(config) -> str:
+  """tfds name of ``config.data.dataset`` (synthetic_talk gets its size as config name)."""
+  name = config.data.dataset
+  if name == "synthetic_talk" and "/" not in name:
+    name = f"synthetic_talk/{config.data.get('synthetic_size', 'tiny')}"
+  return name
+
+
+def make_train_loader(config, split: str = "train", *, data_dir: str | None = None,
+                      shard_options=None, worker_count: int | None = None,
+                      prompt_fn: PromptFn | None = None, train: bool = True, seed=None):
+  """``make_loader`` with everything from a config (data.*, audio.*, train.batch_size, seed).
+
+  Per-process batch = ``train.batch_size // process_count`` (process count from
+  ``shard_options`` or JAX). ``data.worker_count`` (default 0) sets worker processes.
+  """
+  if shard_options is None:
+    shard_options = process_shard_options(drop_remainder=train)
+  d = config.data
+  return make_loader(
+      dataset_name(config), split,
+      batch_size=per_process_batch_size(config.train.batch_size, shard_options.shard_count),
+      seed=int(config.seed if seed is None else seed),
+      data_dir=data_dir or d.data_dir, train=train, shard_options=shard_options,
+      worker_count=int(d.get("worker_count", 0) if worker_count is None else worker_count),
+      image_size=d.image_size, mask=d.mask, fps=d.fps, window_s=config.audio.window_s,
+      sample_rate=d.sample_rate, n_mels=config.audio.n_mels, prompt_fn=prompt_fn,
+      ref_min_gap=int(d.get("ref_min_gap", REF_MIN_GAP)))
+
+
+# ---------------------------------------------------------------------------------------
+# Benchmark
+# ---------------------------------------------------------------------------------------
+def benchmark(dataset: str, data_dir: str | None, split: str = "train",
+              workers: Sequence[int] = (0, 1, 2), batch_size: int = 8, batches: int = 50,
+              warmup: int = 5, image_size: int | None = None, seed: int = 0) -> list[dict]:
+  """examples/s of the training loader per worker count (after ``warmup`` batches)."""
+  import time  # pylint: disable=import-outside-toplevel
+  results = []
+  for w in workers:
+    loader = make_loader(dataset, split, batch_size=batch_size, seed=seed, data_dir=data_dir,
+                         worker_count=w, image_size=image_size,
+                         shard_options=gp.NoSharding())
+    it = iter(loader)
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+      next(it)
+    t1 = time.perf_counter()
+    for _ in range(batches):
+      next(it)
+    t2 = time.perf_counter()
+    results.append({"workers": w, "batch_size": batch_size, "batches": batches,
+                    "startup_s": round(t1 - t0, 3),
+                    "examples_per_s": round(batches * batch_size / (t2 - t1), 1)})
+    del it, loader
+  return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  import argparse  # pylint: disable=import-outside-toplevel
+  p = argparse.ArgumentParser(
+      prog="python -m input_pipeline.pipeline",
+      description="Throughput of the grain training pipeline (examples/s per worker count).")
+  p.add_argument("--bench", action="store_true", help="run the throughput benchmark")
+  p.add_argument("--dataset", default="synthetic_talk/tiny")
+  p.add_argument("--data_dir", default="data/tfds",
+                 help="TFDS data dir; synthetic_talk is built there first if missing")
+  p.add_argument("--split", default="train")
+  p.add_argument("--workers", default="0,1,2", help="comma-separated worker counts")
+  p.add_argument("--batch_size", type=int, default=8)
+  p.add_argument("--batches", type=int, default=50)
+  p.add_argument("--image_size", type=int, default=None)
+  p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+  args = p.parse_args(argv)
+  if not args.bench:
+    p.print_help()
+    return 2
+  if args.dataset.startswith("synthetic_talk"):
+    from input_pipeline import synthetic_talk  # pylint: disable=import-outside-toplevel
+    size = args.dataset.split("/")[1] if "/" in args.dataset else "tiny"
+    synthetic_talk.SyntheticTalk(config=size, data_dir=args.data_dir).download_and_prepare()
+  import platform  # pylint: disable=import-outside-toplevel
+  import grain  # pylint: disable=import-outside-toplevel
+  res = benchmark(args.dataset, args.data_dir, args.split,
+                  [int(w) for w in args.workers.split(",")], args.batch_size, args.batches,
+                  image_size=args.image_size)
+  out = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+         "grain": getattr(grain, "__version__", "?"), "dataset": args.dataset,
+         "split": args.split, "results": res}
+  for r in res:
+    print(f"workers={r['workers']}: {r['examples_per_s']} examples/s "
+          f"(batch {r['batch_size']}, {r['batches']} batches, startup {r['startup_s']} s)")
+  if args.json:
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+      json.dump(out, f, indent=2)
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
