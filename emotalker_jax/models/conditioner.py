@@ -37,15 +37,47 @@ def _dtype(name_or_dtype) -> Dtype:
     return jnp.dtype(name_or_dtype)
 
 
-def _dense(features, names, dtype, param_dtype, name, axis=-1, use_bias=True):
-    """DenseGeneral whose kernel carries the logical axis ``names``."""
-    return nn.DenseGeneral(
-        features=features, axis=axis, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), names),
-        bias_init=nn.with_logical_partitioning(
-            nn.initializers.zeros_init(),
-            names[-len(features):] if isinstance(features, tuple) else names[-1:]),
-        name=name)
+class _Dense(nn.Module):
+    """Dense layer over the trailing ``len(in_axes_names)`` axes with named kernel axes.
+
+    Kernel shape ``in_shape + features`` with logical names ``names`` (input axes first).
+    Written out (rather than ``nn.DenseGeneral``) so the partitioned initialiser sees the
+    kernel's real rank: DenseGeneral initialises a flattened 2-D kernel, which breaks
+    the sharding constraint of a 3-D name tuple under a mesh.
+    """
+    features: tuple[int, ...]
+    names: tuple[str | None, ...]
+    n_in: int = 1
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        in_shape = x.shape[x.ndim - self.n_in:]
+        n_out = len(self.features)
+        init = nn.initializers.variance_scaling(
+            1.0, "fan_in", "truncated_normal", in_axis=tuple(range(self.n_in)),
+            out_axis=tuple(range(self.n_in, self.n_in + n_out)))
+        kernel = self.param("kernel", nn.with_logical_partitioning(init, self.names),
+                            tuple(in_shape) + tuple(self.features), self.param_dtype)
+        x = x.astype(self.dtype)
+        y = jax.lax.dot_general(
+            x, kernel.astype(self.dtype),
+            ((tuple(range(x.ndim - self.n_in, x.ndim)), tuple(range(self.n_in))), ((), ())))
+        if self.use_bias:
+            bias = self.param("bias", nn.with_logical_partitioning(
+                nn.initializers.zeros_init(), self.names[self.n_in:]),
+                tuple(self.features), self.param_dtype)
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+def _dense(features, names, dtype, param_dtype, name, n_in=1, use_bias=True):
+    """A ``_Dense`` with kernel (in..., features...) carrying the logical axis ``names``."""
+    features = tuple(features) if isinstance(features, (tuple, list)) else (int(features),)
+    return _Dense(features=features, names=tuple(names), n_in=n_in, use_bias=use_bias,
+                  dtype=dtype, param_dtype=param_dtype, name=name)
 
 
 def _layer_norm(dtype, param_dtype, name):
@@ -78,7 +110,7 @@ class Attention(nn.Module):
         q, k, v = proj("query")(x), proj("key")(kv), proj("value")(kv)   # (B, T, H, hd)
         out = jax.nn.dot_product_attention(q, k, v)
         return _dense(d, ("heads", "kv", "embed"), self.dtype, self.param_dtype, "out",
-                      axis=(-2, -1))(out)
+                      n_in=2)(out)
 
 
 class TransformerBlock(nn.Module):
@@ -170,6 +202,14 @@ class AudioEncoder(nn.Module):
         return tok.reshape(lead + tok.shape[1:])
 
 
+def _check_landmarks(landmarks):
+    ok = (landmarks.ndim == 3 and landmarks.shape[-1] == 2) or (
+        landmarks.ndim == 2 and landmarks.shape[-1] % 2 == 0)
+    if not ok:
+        raise ValueError(f"landmarks must be (B, P, 2) or (B, P*2) coordinates, got shape "
+                         f"{tuple(landmarks.shape)}")
+
+
 class LandmarkEncoder(nn.Module):
     """Facial landmarks -> ``num_tokens`` context tokens.
 
@@ -185,12 +225,9 @@ class LandmarkEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, landmarks):
+        _check_landmarks(landmarks)
         if landmarks.ndim == 3:
-            if landmarks.shape[-1] != 2:
-                raise ValueError(f"landmarks must be (B, P, 2) or (B, P*2), got {landmarks.shape}")
             landmarks = landmarks.reshape(landmarks.shape[0], -1)
-        elif landmarks.ndim != 2 or landmarks.shape[-1] % 2:
-            raise ValueError(f"landmarks must be (B, P, 2) or (B, P*2), got {landmarks.shape}")
         x = landmarks.astype(self.dtype)
         x = _dense(self.hidden, ("embed", "mlp"), self.dtype, self.param_dtype, "fc1")(x)
         x = nn.gelu(x)
@@ -245,12 +282,14 @@ class Conditioner(nn.Module):
 
     @nn.compact
     def __call__(self, mel_windows, emotion_tokens, landmarks=None):
-        audio_tokens = self.audio(mel_windows)
-        landmark_tokens = None
         if self.use_landmark_tokens:
             if landmarks is None:
                 raise ValueError("use_landmark_tokens is on but no landmarks were given; "
                                  "pass landmarks or set --config.use_landmark_tokens=False")
+            _check_landmarks(landmarks)
+        audio_tokens = self.audio(mel_windows)
+        landmark_tokens = None
+        if self.use_landmark_tokens:
             landmark_tokens = LandmarkEncoder(
                 num_tokens=self.num_landmark_tokens, context_dim=self.audio.context_dim,
                 dtype=self.audio.dtype, param_dtype=self.audio.param_dtype,
