@@ -117,6 +117,19 @@ def test_truncation_flagged(minilm, torch_minilm):
   np.testing.assert_allclose(e_batch[2], e_single[0], atol=1e-5)
 
 
+def test_vocab_txt_tokenizer_matches_tokenizer_json(minilm, tmp_path):
+  """A BERT folder with only vocab.txt (no tokenizer.json) tokenizes identically."""
+  src = te.default_minilm_path()
+  for f in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"):
+    os.symlink(os.path.join(src, f), tmp_path / f)
+  enc = te.load_text_encoder(str(tmp_path))
+  texts = SENTENCES + ["happy " * 2000]
+  a, b = enc.tokenize(texts), minilm.tokenize(texts)
+  for k in ("input_ids", "attention_mask", "truncated"):
+    np.testing.assert_array_equal(a[k], b[k])
+  assert enc.kind == "bert"
+
+
 def test_mean_pool_ignores_padding():
   key = jax.random.key(0)
   h = jax.random.normal(key, (2, 5, 3))

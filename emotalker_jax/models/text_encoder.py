@@ -706,8 +706,10 @@ class TextEncoder:
   def embed(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
     """Texts -> sentence embeddings (B, D) float32: mean pool over real tokens, L2-normalised.
 
-    Runs in chunks of ``batch_size``; each chunk is padded to a power of two (>= 8) so a
-    few compiled shapes serve every batch size.
+    Runs in chunks of ``batch_size``; each chunk is padded to a power of two (>= 8) rows
+    and cut to the shortest multiple of 16 tokens (at most max_length) that holds its
+    longest text, so a few compiled shapes serve every batch and short texts do not pay
+    for max_length. Padding does not change the result (masked mean, absolute positions).
     """
     texts = list(texts)
     if not texts:
@@ -726,9 +728,11 @@ class TextEncoder:
       tok = self.tokenize(chunk)
       n = len(chunk)
       b = max(8, 1 << (n - 1).bit_length())
-      ids = np.full((b, self.max_length), self.pad_id, np.int32)
-      mask = np.zeros((b, self.max_length), np.int32)
-      ids[:n], mask[:n] = tok["input_ids"], tok["attention_mask"]
+      longest = int(tok["attention_mask"].sum(1).max())
+      length = min(self.max_length, -(-longest // 16) * 16)
+      ids = np.full((b, length), self.pad_id, np.int32)
+      mask = np.zeros((b, length), np.int32)
+      ids[:n], mask[:n] = tok["input_ids"][:, :length], tok["attention_mask"][:, :length]
       mask[n:, 0] = 1  # filler rows: one token, so no row is empty
       outs.append(np.asarray(self._embed_fn(self.params, ids, mask))[:n])
     return np.concatenate(outs, axis=0)
