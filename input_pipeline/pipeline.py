@@ -11,7 +11,10 @@ A training example is one video frame (METHOD.md, "Training example"):
   audio_mel    (W, n_mels) float32           log-mel window centred on frame tau
                                              (``emotalker_jax.audio``: 21 x 80 for 0.2 s)
   emotion      (8,) float32                  intensities s of the clip, MEAD order
-  prompt       str                           a text describing s (``prompt_fn(s, rng)``)
+  prompt       str                           a text describing s: by default a FED prompt
+                                             (``emotalker_jax.fed.describe(s, rng)``)
+  prompt_emotion (8,) float32                the prompt's own label (FED: s rounded to its
+                                             degree grid; plain-string prompt_fn: s)
   identity     int32
   mouth_open   float32                       ground-truth mouth opening; -1 if unknown
   clip_id, frame, ref_clip_id, ref_frame  int32   provenance (tests, debugging)
@@ -60,7 +63,8 @@ from emotalker_jax.emotions import EMOTIONS
 MASK_MODES = ("face", "lower_face")
 REF_MIN_GAP = 60                     # frames between target and same-clip reference
 REFERENCE_FLAG_KEYS = ("is_neutral_reference",)
-PromptFn = Callable[[np.ndarray, np.random.Generator], str]
+# prompt_fn(s (8,), rng) -> str, or an object with .prompt (str) and .intensities (8,)
+PromptFn = Callable[[np.ndarray, np.random.Generator], Any]
 
 
 # ---------------------------------------------------------------------------------------
@@ -95,14 +99,20 @@ def simple_prompt(intensities: np.ndarray, rng: np.random.Generator) -> str:
   return _TEMPLATES[int(rng.integers(len(_TEMPLATES)))].format(desc)
 
 
+def fed_prompt(intensities: np.ndarray, rng: np.random.Generator):
+  """A FED prompt for s: ``emotalker_jax.fed.describe(s, rng)`` (a FedRecord with
+  ``.prompt`` and ``.intensities``, the prompt's own label: s rounded to FED's degree grid)."""
+  from emotalker_jax import fed  # pylint: disable=import-outside-toplevel
+  return fed.describe(intensities, rng)
+
+
 def default_prompt_fn() -> PromptFn:
-  """``emotalker_jax.fed.describe`` when FED provides it, else ``simple_prompt``."""
+  """``fed_prompt`` when ``emotalker_jax.fed.describe`` exists, else ``simple_prompt``."""
   try:
     from emotalker_jax import fed  # pylint: disable=import-outside-toplevel
   except ImportError:
     return simple_prompt
-  fn = getattr(fed, "describe", None)
-  return fn if callable(fn) else simple_prompt
+  return fed_prompt if callable(getattr(fed, "describe", None)) else simple_prompt
 
 
 # ---------------------------------------------------------------------------------------
@@ -402,12 +412,15 @@ class MakeExample(gp.RandomMapTransform):
     num_frames = int(self.index.num_frames[clip])
     emotion = np.asarray(rec["emotion"], np.float32)
     mouth = rec["mouth_open"][frame] if "mouth_open" in rec else -1.0
+    p = self.prompt_fn(emotion, rng)
+    text, p_emotion = (p, emotion) if isinstance(p, str) else (p.prompt, p.intensities)
     return {
         "x_tgt": x_tgt, "x_ref": x_ref, "x_mask": x_mask.astype(np.float32),
         "face_mask": face, "mask_region": region,
         "audio_mel": self.mel(rec["audio"], frame, num_frames),
         "emotion": emotion,
-        "prompt": np.asarray(str(self.prompt_fn(emotion, rng))),
+        "prompt": np.asarray(str(text)),
+        "prompt_emotion": np.asarray(p_emotion, np.float32),
         "identity": np.int32(rec["identity"]),
         "mouth_open": np.float32(mouth),
         "clip_id": np.int32(self.index.clip_id[clip]), "frame": np.int32(frame),

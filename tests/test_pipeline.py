@@ -114,6 +114,9 @@ def data_dir(tmp_path_factory):
 
 
 def loader(data_dir, **kw):
+  """make_loader on the fake dataset; prompts default to the cheap ``simple_prompt``
+  (pass prompt_fn=None for the real default, FED)."""
+  kw.setdefault("prompt_fn", P.simple_prompt)
   kw.setdefault("batch_size", 4)
   kw.setdefault("seed", 0)
   kw.setdefault("shard_options", gp.NoSharding())
@@ -191,7 +194,7 @@ def test_reference_rules(data_dir):
 
 
 def test_examples_match_records(data_dir):
-  batches = take(iter(loader(data_dir, batch_size=8)), 4)
+  batches = take(iter(loader(data_dir, batch_size=8, prompt_fn=None)), 4)
   n_checked = 0
   for b in batches:
     for i in range(8):
@@ -208,6 +211,9 @@ def test_examples_match_records(data_dir):
       assert b["emotion"][i].argmax() == [e for c, _, _, e, _, _ in clip_specs(PLAN)
                                           if c == cid][0]
       assert isinstance(b["prompt"][i], str) and b["prompt"][i]
+      # the default prompts are FED's (describe(s)): their label keeps the dominant emotion
+      assert b["prompt_emotion"][i].argmax() == b["emotion"][i].argmax()
+      assert np.abs(b["prompt_emotion"][i] - b["emotion"][i]).max() < 0.35
       n_checked += 1
   assert n_checked == 32
   # x_tgt covers both signs of [-1, 1]
@@ -312,8 +318,8 @@ def by_example(batches):
 def test_worker_processes(data_dir):
   """2 workers: deterministic, resumable, and the same examples as in-process loading
   (grain batches within each worker, so batch composition depends on worker_count)."""
-  ref = by_example(take(iter(loader(data_dir, seed=11, worker_count=0)), 6))
-  it = iter(loader(data_dir, seed=11, worker_count=2))
+  ref = by_example(take(iter(loader(data_dir, seed=11, worker_count=0, prompt_fn=None)), 6))
+  it = iter(loader(data_dir, seed=11, worker_count=2, prompt_fn=None))
   got = take(it, 3)
   state = it.get_state()
   got += take(it, 3)
@@ -323,7 +329,7 @@ def test_worker_processes(data_dir):
   for key in ex:
     for k in ex[key]:
       np.testing.assert_array_equal(ex[key][k], ref[key][k], err_msg=str((key, k)))
-  it2 = iter(loader(data_dir, seed=11, worker_count=2))
+  it2 = iter(loader(data_dir, seed=11, worker_count=2, prompt_fn=None))
   it2.set_state(state)
   assert_batches_equal(take(it2, 3), got[3:])
 
@@ -357,6 +363,16 @@ def test_bad_inputs_raise_clear_errors(data_dir, tmp_path):
     loader(data_dir, split="validation")
   with pytest.raises(ValueError, match="mask"):
     loader(data_dir, mask="eyes")
+
+
+def shouting_prompt(s, rng):
+  return "EMOTION %d" % int(np.argmax(s))
+
+
+def test_injected_prompt_fn(data_dir):
+  b = next(iter(loader(data_dir, batch_size=8, prompt_fn=shouting_prompt)))
+  assert list(b["prompt"]) == ["EMOTION %d" % e for e in b["emotion"].argmax(1)]
+  np.testing.assert_array_equal(b["prompt_emotion"], b["emotion"])
 
 
 def test_prompts_describe_the_emotion():
