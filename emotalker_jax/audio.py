@@ -345,7 +345,7 @@ def audio_features(audio, num_frames: int, fps: float = 25.0, window_s: float = 
     return audio_windows(mel, num_frames, fps=fps, window_s=window_s, hop_s=hop / sample_rate)
 
 
-def features_from_config(audio, num_frames: int, config) -> "object":
+def features_from_config(audio, num_frames: int, config):
     """``audio_features`` with fps, window, rate and n_mels from a config (data.*, audio.*)."""
     return audio_features(audio, num_frames, fps=config.data.fps,
                           window_s=config.audio.window_s,

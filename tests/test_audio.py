@@ -258,7 +258,6 @@ def test_read_wav_pcm_and_float_formats(tmp_path):
 
 def _aligned_correlation(ref, y, max_lag=4000):
     n = min(len(ref), len(y))
-    best = -1.0
     # lag search by FFT cross-correlation, then Pearson r at the best lag
     a, b = ref[:n] - ref[:n].mean(), y[:n] - y[:n].mean()
     cc = np.fft.irfft(np.fft.rfft(b, 2 * n) * np.conj(np.fft.rfft(a, 2 * n)))

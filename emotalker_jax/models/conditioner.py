@@ -19,7 +19,6 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from emotalker_jax.audio import (  # noqa: F401  (re-exported frontend)
     audio_features, audio_windows, features_from_config, log_mel_spectrogram,
