@@ -33,8 +33,8 @@ Reference frame x_ref, first rule that applies (rng-driven, so deterministic per
 Index: the clips are expanded to a flat index of frames (``ClipIndex``: cumulative frame
 counts, ``locate`` by binary search); grain's ``IndexSampler`` shuffles and repeats that
 index, ``ShardOptions`` splits it between processes, a ``RandomMapTransform`` reads the
-clip records (tfds ``ArrayRecordDataSource``; a small per-worker cache keeps recent
-clips) and builds the example with the per-record rng grain derives from the seed.
+clip records (tfds ``ArrayRecordDataSource``; a per-process LRU cache of ``cache_mb``
+MiB keeps recent clips) and builds the example with the per-record rng grain derives from the seed.
 Clip metadata (frame count, identity, flags) is read once per split and cached as JSON
 beside the dataset (``clip_index.<split>.json``) when that directory is writable.
 
@@ -374,29 +374,33 @@ class MakeExample(gp.RandomMapTransform):
                mask: str = "face", fill: float = 0.0, fps: float = 25.0,
                window_s: float = 0.2, sample_rate: int = 16000, n_mels: int = 80,
                prompt_fn: PromptFn | None = None, ref_min_gap: int = REF_MIN_GAP,
-               cache_size: int = 8):
+               cache_mb: float = 256.0):
     if mask not in MASK_MODES:
       raise ValueError(f"data.mask={mask!r} is not one of {', '.join(MASK_MODES)}")
     self.source, self.index = source, index
     self.image_size, self.mask, self.fill = image_size, mask, float(fill)
     self.mel = MelWindow(fps, window_s, sample_rate, n_mels)
     self.prompt_fn = prompt_fn or default_prompt_fn()
-    self.ref_min_gap, self.cache_size = int(ref_min_gap), int(cache_size)
-    self._cache: dict[int, dict] = {}
+    self.ref_min_gap, self.cache_bytes = int(ref_min_gap), int(cache_mb * 2 ** 20)
+    self._cache: dict[int, tuple[dict, int]] = {}
+    self._cached_bytes = 0
 
   def __getstate__(self):
     d = dict(self.__dict__)
-    d["_cache"] = {}
+    d["_cache"], d["_cached_bytes"] = {}, 0
     return d
 
   def _read(self, record: int) -> dict:
-    r = self._cache.pop(record, None)
-    if r is None:
+    """The decoded record, through an LRU cache of at most ``cache_mb`` MiB per process."""
+    hit = self._cache.pop(record, None)
+    if hit is None:
       r = self.source[record]
-    self._cache[record] = r                      # most recent last
-    while len(self._cache) > self.cache_size:
-      self._cache.pop(next(iter(self._cache)))
-    return r
+      hit = (r, sum(int(getattr(v, "nbytes", 8)) for v in r.values()))
+      self._cached_bytes += hit[1]
+    self._cache[record] = hit                    # most recent last
+    while self._cached_bytes > self.cache_bytes and self._cache:
+      self._cached_bytes -= self._cache.pop(next(iter(self._cache)))[1]
+    return hit[0]
 
   def random_map(self, flat, rng: np.random.Generator) -> dict[str, Any]:
     clip, frame = self.index.locate(int(flat))
@@ -452,7 +456,7 @@ def make_loader(dataset: str, split: str, *, batch_size: int, seed: int = 0,
                 fps: float = 25.0, window_s: float = 0.2, sample_rate: int = 16000,
                 n_mels: int = 80, prompt_fn: PromptFn | None = None,
                 ref_min_gap: int = REF_MIN_GAP, num_epochs: int | None = None,
-                read_threads: int = 1, cache_size: int = 8, progress: bool = False):
+                read_threads: int = 1, cache_mb: float = 256.0, progress: bool = False):
   """A grain DataLoader of per-process batches of training examples (module doc).
 
   Args:
@@ -465,6 +469,8 @@ def make_loader(dataset: str, split: str, *, batch_size: int, seed: int = 0,
     worker_count: grain worker processes (0: in this process).
     image_size: resize frames to this (None: the dataset's resolution).
     mask: 'face' | 'lower_face'; fill: the value blanked pixels get in x_mask.
+    cache_mb: per-process LRU cache of decoded clip records (reference clips are reused
+      by many examples; a small dataset ends up fully cached). 0 disables it.
   Returns: ``grain.python.DataLoader``; ``iter(loader)`` is a checkpointable iterator.
   """
   if batch_size < 1:
@@ -479,7 +485,7 @@ def make_loader(dataset: str, split: str, *, batch_size: int, seed: int = 0,
   transform = MakeExample(
       source=source, index=index, image_size=image_size, mask=mask, fill=fill, fps=fps,
       window_s=window_s, sample_rate=sample_rate, n_mels=n_mels, prompt_fn=prompt_fn,
-      ref_min_gap=ref_min_gap, cache_size=cache_size)
+      ref_min_gap=ref_min_gap, cache_mb=cache_mb)
   sampler = gp.IndexSampler(
       num_records=index.total_frames, shard_options=shard_options, shuffle=train,
       num_epochs=(num_epochs if (num_epochs is not None or train) else 1), seed=int(seed))
@@ -536,13 +542,14 @@ def make_train_loader(config, split: str = "train", *, data_dir: str | None = No
 # ---------------------------------------------------------------------------------------
 def benchmark(dataset: str, data_dir: str | None, split: str = "train",
               workers: Sequence[int] = (0, 1, 2), batch_size: int = 8, batches: int = 50,
-              warmup: int = 5, image_size: int | None = None, seed: int = 0) -> list[dict]:
+              warmup: int = 5, image_size: int | None = None, seed: int = 0,
+              cache_mb: float = 256.0) -> list[dict]:
   """examples/s of the training loader per worker count (after ``warmup`` batches)."""
   import time  # pylint: disable=import-outside-toplevel
   results = []
   for w in workers:
     loader = make_loader(dataset, split, batch_size=batch_size, seed=seed, data_dir=data_dir,
-                         worker_count=w, image_size=image_size,
+                         worker_count=w, image_size=image_size, cache_mb=cache_mb,
                          shard_options=gp.NoSharding())
     it = iter(loader)
     t0 = time.perf_counter()
@@ -553,6 +560,7 @@ def benchmark(dataset: str, data_dir: str | None, split: str = "train",
       next(it)
     t2 = time.perf_counter()
     results.append({"workers": w, "batch_size": batch_size, "batches": batches,
+                    "cache_mb": cache_mb,
                     "startup_s": round(t1 - t0, 3),
                     "examples_per_s": round(batches * batch_size / (t2 - t1), 1)})
     del it, loader
@@ -573,6 +581,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument("--batch_size", type=int, default=8)
   p.add_argument("--batches", type=int, default=50)
   p.add_argument("--image_size", type=int, default=None)
+  p.add_argument("--cache_mb", type=float, default=256.0,
+                 help="per-process clip cache (0: every example decodes its clips)")
   p.add_argument("--json", default=None, help="also write the figures to this JSON file")
   args = p.parse_args(argv)
   if not args.bench:
@@ -586,13 +596,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   import grain  # pylint: disable=import-outside-toplevel
   res = benchmark(args.dataset, args.data_dir, args.split,
                   [int(w) for w in args.workers.split(",")], args.batch_size, args.batches,
-                  image_size=args.image_size)
+                  image_size=args.image_size, cache_mb=args.cache_mb)
   out = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
          "grain": getattr(grain, "__version__", "?"), "dataset": args.dataset,
          "split": args.split, "results": res}
   for r in res:
     print(f"workers={r['workers']}: {r['examples_per_s']} examples/s "
-          f"(batch {r['batch_size']}, {r['batches']} batches, startup {r['startup_s']} s)")
+          f"(batch {r['batch_size']}, {r['batches']} batches, cache {r['cache_mb']} MiB, "
+          f"startup {r['startup_s']} s)")
   if args.json:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
