@@ -63,6 +63,7 @@ def fake_audio(clip_id, t):
 
 class FakeTalk(tfds.core.GeneratorBasedBuilder):
   """synthetic_talk's per-clip layout, variable clip length."""
+  name = "pipeline_fake_talk"
   VERSION = tfds.core.Version("1.0.0")
 
   # tfds 4.9.10 finds the code path of a builder inside a package with the optional
@@ -103,7 +104,7 @@ class FakeTalk(tfds.core.GeneratorBasedBuilder):
 SPECS = {cid: dict(identity=i, t=t, ref=r, neutral=(e == 0))
          for cid, i, t, e, _, r in clip_specs(PLAN)}
 TOTAL = sum(s["t"] for s in SPECS.values())
-NAME = "fake_talk"
+NAME = "pipeline_fake_talk"
 
 
 @pytest.fixture(scope="module")
