@@ -34,7 +34,8 @@ Index: the clips are expanded to a flat index of frames (``ClipIndex``: cumulati
 counts, ``locate`` by binary search); grain's ``IndexSampler`` shuffles and repeats that
 index, ``ShardOptions`` splits it between processes, a ``RandomMapTransform`` reads the
 clip records (tfds ``ArrayRecordDataSource``; a per-process LRU cache of ``cache_mb``
-MiB keeps recent clips) and builds the example with the per-record rng grain derives from the seed.
+MiB keeps recent clips) and builds the example with the per-record rng grain derives
+from the seed.
 Clip metadata (frame count, identity, flags) is read once per split and cached as JSON
 beside the dataset (``clip_index.<split>.json``) when that directory is writable.
 
@@ -42,7 +43,9 @@ Batches are per process: ``global_batch // process_count``. grain's DataLoader g
 every process the same number of examples per epoch, so with P processes an epoch (the
 evaluation loaders, ``train=False``) skips up to P - 1 frames. The iterator is
 checkpointable: ``it.get_state()`` / ``it.set_state(state)`` (bytes), or grain's
-``PyGrainCheckpointHandler`` in orbax.
+``PyGrainCheckpointHandler`` in orbax. Each example depends only on (seed, position in
+the stream); grain batches inside each worker, so which examples share a batch depends on
+``worker_count``: keep it fixed across a resume (grain checks it).
 
 Benchmark: ``python -m input_pipeline.pipeline --bench --workers 0,1,2`` (see ``main``).
 """
@@ -348,11 +351,10 @@ class MelWindow:
     self.fb = A.mel_filterbank(self.sr, self.n_fft, n_mels, A.FMIN,
                                min(A.FMAX, self.sr / 2.0)).astype(np.float64)
     self.floor = A.LOG_FLOOR
-    self._A = A
     self.length = A.window_length(self.window_s, self.hop / self.sr)
 
   def __call__(self, audio: np.ndarray, frame: int, num_frames: int) -> np.ndarray:
-    A = self._A
+    from emotalker_jax import audio as A  # pylint: disable=import-outside-toplevel
     audio = np.asarray(audio, np.float64).reshape(-1)
     m = A.num_mel_frames(audio.shape[0], self.hop)
     idx = A.window_indices(m, num_frames, self.fps, self.window_s, self.hop / self.sr)[frame]
