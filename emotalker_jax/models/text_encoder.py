@@ -605,9 +605,6 @@ def load_tokenizer(tok_dir: str, family: str):
       raise ValueError(f"cannot read {tj}: {e}; replace it with the model's tokenizer.json") from e
     if tok.padding is not None:
       pad_id = tok.padding.get("pad_id")
-    pad_tok = _special_token(tok_dir, "pad_token")
-    if pad_tok is not None and tok.token_to_id(pad_tok) is not None:
-      pad_id = tok.token_to_id(pad_tok)
   elif family == "clip" and os.path.isfile(os.path.join(tok_dir, "vocab.json")):
     if not os.path.isfile(os.path.join(tok_dir, "merges.txt")):
       raise FileNotFoundError(f"{tok_dir} has vocab.json but no merges.txt; copy the CLIP "
@@ -617,14 +614,16 @@ def load_tokenizer(tok_dir: str, family: str):
     tok, pad_id = hf.backend_tokenizer, hf.pad_token_id
   elif family == "bert" and os.path.isfile(os.path.join(tok_dir, "vocab.txt")):
     from tokenizers import BertWordPieceTokenizer
-    lower = _read_json(os.path.join(tok_dir, "tokenizer_config.json")).get(
-        "do_lower_case", True) if os.path.isfile(os.path.join(tok_dir, "tokenizer_config.json")) \
-        else True
+    tc = os.path.join(tok_dir, "tokenizer_config.json")
+    lower = _read_json(tc).get("do_lower_case", True) if os.path.isfile(tc) else True
     tok = BertWordPieceTokenizer(os.path.join(tok_dir, "vocab.txt"), lowercase=lower)._tokenizer
   else:
     want = "tokenizer.json or vocab.json + merges.txt" if family == "clip" else \
         "tokenizer.json or vocab.txt"
     raise FileNotFoundError(f"no tokenizer in {tok_dir}: expected {want}")
+  pad_tok = _special_token(tok_dir, "pad_token")  # the folder's own word wins
+  if pad_tok is not None and tok.token_to_id(pad_tok) is not None:
+    pad_id = tok.token_to_id(pad_tok)
   tok.no_padding()
   tok.no_truncation()
   if pad_id is None:
