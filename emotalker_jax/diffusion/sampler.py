@@ -267,9 +267,10 @@ def ddim_invert(denoise_fn: DenoiseFn, schedule: Schedule, z0: jnp.ndarray, cond
       x0 = (z - jnp.sqrt(1.0 - ac) * eps) / jnp.sqrt(ac)        # f(z_t) of eq. (4)
       return jnp.sqrt(an) * x0 + jnp.sqrt(1.0 - an) * eps
 
-    z_next = up(z)
-    if iters:
-      z_next = jax.lax.fori_loop(0, iters, lambda _, y: up(y), z_next)
+    if iters == 0:
+      z_next = up(z)
+    else:   # the first pass (y = z) is plain eq. (4); one traced denoiser call either way
+      z_next = jax.lax.fori_loop(0, iters + 1, lambda _, y: up(y), z)
     return z_next, z_next
 
   z_T, ups = jax.lax.scan(step, z0, (jnp.asarray(ts), a_cur, a_next))
