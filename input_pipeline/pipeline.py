@@ -545,14 +545,14 @@ def make_train_loader(config, split: str = "train", *, data_dir: str | None = No
 def benchmark(dataset: str, data_dir: str | None, split: str = "train",
               workers: Sequence[int] = (0, 1, 2), batch_size: int = 8, batches: int = 50,
               warmup: int = 5, image_size: int | None = None, seed: int = 0,
-              cache_mb: float = 256.0) -> list[dict]:
+              cache_mb: float = 256.0, prompt_fn: PromptFn | None = None) -> list[dict]:
   """examples/s of the training loader per worker count (after ``warmup`` batches)."""
   import time  # pylint: disable=import-outside-toplevel
   results = []
   for w in workers:
     loader = make_loader(dataset, split, batch_size=batch_size, seed=seed, data_dir=data_dir,
                          worker_count=w, image_size=image_size, cache_mb=cache_mb,
-                         shard_options=gp.NoSharding())
+                         prompt_fn=prompt_fn, shard_options=gp.NoSharding())
     it = iter(loader)
     t0 = time.perf_counter()
     for _ in range(warmup):
@@ -585,6 +585,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument("--image_size", type=int, default=None)
   p.add_argument("--cache_mb", type=float, default=256.0,
                  help="per-process clip cache (0: every example decodes its clips)")
+  p.add_argument("--prompt", choices=("default", "simple"), default="default",
+                 help="default: FED prompts (fed.describe) when available; simple: simple_prompt")
   p.add_argument("--json", default=None, help="also write the figures to this JSON file")
   args = p.parse_args(argv)
   if not args.bench:
@@ -598,10 +600,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   import grain  # pylint: disable=import-outside-toplevel
   res = benchmark(args.dataset, args.data_dir, args.split,
                   [int(w) for w in args.workers.split(",")], args.batch_size, args.batches,
-                  image_size=args.image_size, cache_mb=args.cache_mb)
+                  image_size=args.image_size, cache_mb=args.cache_mb,
+                  prompt_fn=simple_prompt if args.prompt == "simple" else None)
   out = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
          "grain": getattr(grain, "__version__", "?"), "dataset": args.dataset,
-         "split": args.split, "results": res}
+         "split": args.split, "prompt": args.prompt,
+         "prompt_fn": (simple_prompt if args.prompt == "simple" else default_prompt_fn()).__name__,
+         "load_average_1m": os.getloadavg()[0], "results": res}
   for r in res:
     print(f"workers={r['workers']}: {r['examples_per_s']} examples/s "
           f"(batch {r['batch_size']}, {r['batches']} batches, cache {r['cache_mb']} MiB, "
