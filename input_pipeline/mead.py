@@ -414,7 +414,8 @@ def main(argv=None, builder_cls=Mead, scan=scan_manual_dir, name="mead") -> int:
     b = build(a.manual_dir, a.data_dir, builder_cls, scan, a.image_size, a.max_clips,
               a.max_frames, actors, a.num_workers, strict=a.strict)
   except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}")
+    import sys  # pylint: disable=import-outside-toplevel
+    print(f"python -m input_pipeline.{name}: error: {e}", file=sys.stderr)
     return 2
   print(f"built {b.name}/{b.builder_config.name} in {b.data_dir}: "
         + ", ".join(f"{k}={v.num_examples}" for k, v in b.info.splits.items()))
