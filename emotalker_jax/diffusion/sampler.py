@@ -482,6 +482,9 @@ def generate_latents_sharded(denoise_apply: Callable, params: Any, schedule: Sch
                          return_trajectory=return_trajectory)
   axes = tuple(batch_axes) if batch_axes is not None else _default_batch_axes(mesh)
   n = math.prod(mesh.shape[a] for a in axes)
+  if mask is not None:
+    mask = jnp.asarray(mask, jnp.float32)
+    mask = mask[None] if mask.ndim == 2 else mask     # (1 or B, h, w): axis 0 is the batch
   B_pad = -(-B // n) * n
   cond, uncond, mask_p = (_pad_batch(x, B, B_pad) for x in (cond, uncond, mask))
   bsh = NamedSharding(mesh, P(axes))
