@@ -168,6 +168,35 @@ def test_minilm_apply_inside_jit_and_logical_axes(minilm):
   assert boxed["layer_0"]["attention"]["query"]["kernel"].names == ("embed", "heads", "kv")
 
 
+def test_minilm_sharded_matches_single_device(minilm):
+  """Params sharded by tiny.py's logical rules (fsdp=2, tensor=2 on 8 devices, 'vocab'
+  unmapped -> replicated) give the same embeddings as the single-device path."""
+  from flax import linen as nn
+  from configs import tiny
+  from emotalker_jax import parallel
+  c = tiny.get_config()
+  c.mesh.fsdp, c.mesh.tensor = 2, 2
+  mesh = parallel.create_mesh(c.mesh, jax.devices()[:8])
+  rules = parallel.rules_from_config(c)
+  boxed = te.abstract_params(minilm.module, minilm.max_length)
+  shardings = parallel.fit_shardings(nn.unbox(boxed),
+                                     parallel.logical_shardings(boxed, mesh, rules))
+  q = shardings["layer_0"]["attention"]["query"]["kernel"]
+  assert tuple(q.spec) == ("fsdp", "tensor", None)
+  params = jax.device_put(minilm.params, shardings)
+  texts = ["happy", "a little sad", "utterly furious!", "calm", "x", "y", "z", "w"]
+  tok = minilm.tokenize(texts)
+
+  def f(p, ids, mask):
+    return te.l2_normalize(te.mean_pool(minilm.module.apply({"params": p}, ids, mask), mask))
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    ids = parallel.shard_batch(tok["input_ids"], mesh)
+    mask = parallel.shard_batch(tok["attention_mask"], mesh)
+    got = jax.jit(f)(params, ids, mask)
+  np.testing.assert_allclose(np.asarray(got), minilm.embed(texts), atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------
 # Bad input
 # ---------------------------------------------------------------------------------------

@@ -155,6 +155,40 @@ def _embed(num: int, features: int, row_name: str | None, dtype, name: str) -> n
       embedding_init=nn.with_logical_partitioning(_dense_init(), (row_name, "embed")))
 
 
+class HeadsDense(nn.Module):
+  """Linear map that splits into / merges heads, with logical axis names.
+
+  split=True: x (B, L, D) -> (B, L, H, Dh), kernel (D, H, Dh) ('embed', 'heads', 'kv'),
+  bias (H, Dh). split=False: x (B, L, H, Dh) -> (B, L, D), kernel (H, Dh, D)
+  ('heads', 'kv', 'embed'), bias (D,). (An explicit param + einsum rather than
+  nn.DenseGeneral, whose flat-then-reshape kernel init breaks flax's param shape check
+  under a mesh with logical rules.)
+  """
+  num_heads: int
+  head_dim: int
+  features: int = 0       # output width D when split=False
+  split: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h, k = self.num_heads, self.head_dim
+    if self.split:
+      kshape, knames, bshape, bnames = (x.shape[-1], h, k), ("embed", "heads", "kv"), (h, k), \
+          ("heads", "kv")
+      eq = "...d,dhk->...hk"
+    else:
+      kshape, knames, bshape, bnames = (h, k, self.features), ("heads", "kv", "embed"), \
+          (self.features,), ("embed",)
+      eq = "...hk,hkd->...d"
+    kernel = self.param("kernel", nn.with_logical_partitioning(_dense_init(), knames), kshape,
+                        jnp.float32)
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, bnames), bshape,
+                      jnp.float32)
+    x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
+    return jnp.einsum(eq, x, kernel) + bias
+
+
 class SelfAttention(nn.Module):
   """Multi-head self-attention (jax.nn.dot_product_attention).
 
@@ -168,28 +202,18 @@ class SelfAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    d = x.shape[-1]
-
-    def proj(name):
-      return nn.DenseGeneral(
-          (self.num_heads, self.head_dim), dtype=self.dtype, param_dtype=jnp.float32, name=name,
-          kernel_init=nn.with_logical_partitioning(_dense_init(), ("embed", "heads", "kv")),
-          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")))(x)
-
-    q, k, v = proj("query"), proj("key"), proj("value")  # (B, L, H, Dh)
-    q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
-    k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
-    v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
+    names = ("batch", "length", "heads", "kv")
+    q, k, v = (nn.with_logical_constraint(
+        HeadsDense(self.num_heads, self.head_dim, dtype=self.dtype, name=n)(x), names)
+        for n in ("query", "key", "value"))  # (B, L, H, Dh)
     attn_mask = None
     if mask is not None:
       attn_mask = (mask != 0)[:, None, None, :]  # (B, 1, 1, L): keys that may be attended
     y = jax.nn.dot_product_attention(q, k, v, mask=attn_mask, is_causal=self.causal,
                                      scale=1.0 / math.sqrt(self.head_dim))
-    y = nn.with_logical_constraint(y, ("batch", "length", "heads", "kv"))
-    return nn.DenseGeneral(
-        d, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, name="out",
-        kernel_init=nn.with_logical_partitioning(_dense_init(), ("heads", "kv", "embed")),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(y)
+    y = nn.with_logical_constraint(y, names)
+    return HeadsDense(self.num_heads, self.head_dim, x.shape[-1], split=False, dtype=self.dtype,
+                      name="out")(y)
 
 
 class BertLayer(nn.Module):
