@@ -1,0 +1,304 @@
+"""The training loop: data, sharded steps, orbax checkpoints, metrics, signals.
+
+``emotalker train --config configs/X.py --workdir DIR`` runs ``train(config, DIR)``:
+- resumes from the latest checkpoint in DIR/checkpoints automatically (train state +
+  grain iterator state: the data order continues exactly where it stopped);
+- SIGTERM / SIGINT (preemption) saves a checkpoint at the next step boundary and exits;
+- a non-finite loss stops training with a message naming the step (checked one step
+  behind, so the host never waits on the device inside the loop);
+- metrics go to DIR/metrics.jsonl and TensorBoard event files (tensorboardX, no TF);
+- ``--profile`` writes a jax.profiler trace of a few steps to DIR/profile.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+from flax import linen as nn
+
+from emotalker_jax import parallel
+from emotalker_jax.diffusion import schedule as sched
+from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
+from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
+from emotalker_jax.models.text_encoder import load_text_encoder
+from emotalker_jax.training import state as state_lib
+from emotalker_jax.training.step import BATCH_KEYS, jit_train_step, make_train_step
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/Inf loss; the message names the step."""
+
+
+@dataclasses.dataclass
+class Trainer:
+    """Everything a train step needs, built once from a config (see ``build_trainer``)."""
+    config: Any
+    mesh: Any
+    rules: Any
+    model: EmoTalker
+    vae: Any
+    text: Any                 # models.text_encoder.TextEncoder (frozen)
+    schedule: sched.Schedule
+    state: state_lib.TrainState
+    state_shardings: Any
+    frozen: dict
+    frozen_shardings: Any
+    step_fn: Any
+
+    def device_batch(self, host_batch: dict) -> dict:
+        """Pipeline batch (numpy, with 'prompt' strings) -> sharded arrays of BATCH_KEYS."""
+        tok = self.text.tokenize([str(p) for p in np.asarray(host_batch["prompt"]).reshape(-1)])
+        batch = {k: np.asarray(host_batch[k], np.float32) for k in BATCH_KEYS[:5]}
+        batch["input_ids"] = tok["input_ids"]
+        batch["attention_mask"] = tok["attention_mask"]
+        return parallel.shard_batch(batch, self.mesh)
+
+    def step(self, batch: dict):
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+            self.state, metrics = self.step_fn(self.state, self.frozen, batch)
+        return metrics
+
+
+def load_frozen_autoencoder(config, vae, rng) -> Any:
+    """Autoencoder params from ``config.train.autoencoder_checkpoint`` (a directory written by
+    ``emotalker train --stage autoencoder`` or ``emotalker convert``); '' -> fresh random
+    init (only sensible for tests and smoke runs: a warning says so)."""
+    path = config.train.get("autoencoder_checkpoint", "")
+    if path:
+        from emotalker_jax import checkpoints
+        params, _ = checkpoints.load_params(path)
+        return params["vae"] if "vae" in params else params
+    log.warning("config.train.autoencoder_checkpoint is empty: using a randomly initialised "
+                "(untrained) autoencoder")
+    return nn.meta.unbox(init_autoencoder(vae, rng, config.data.image_size)["params"])
+
+
+def build_trainer(config, mesh=None, rng: jax.Array | None = None, text=None,
+                  vae_params=None) -> Trainer:
+    """Model, frozen parts, sharded state and the jitted step for ``config``."""
+    mesh = mesh if mesh is not None else parallel.create_mesh(config.mesh)
+    rules = parallel.rules_from_config(config)
+    rng = jax.random.key(int(config.seed)) if rng is None else rng
+    r_init, r_vae = jax.random.split(rng)
+    if text is None:
+        text = load_text_encoder(config.text.path or None, kind=config.text.encoder,
+                                 max_length=int(config.text.max_length))
+    if config.text.trainable:
+        raise ValueError("config.text.trainable=True is not supported by `emotalker train` "
+                         "yet: the text encoder is frozen here (fine-tune it with eib-train)")
+    model = EmoTalker(config)
+    vae = build_autoencoder(config)
+    if vae_params is None:
+        vae_params = load_frozen_autoencoder(config, vae, r_vae)
+    tx = state_lib.make_optimizer(config.train)
+    init = state_lib.init_state_fn(lambda r: init_emotalker(model, r, text.hidden_size), tx)
+    state, state_shardings = state_lib.create_sharded_state(init, r_init, mesh, rules)
+    frozen = {"vae": vae_params, "text": text.params}
+    frozen_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), frozen)
+    frozen = jax.device_put(frozen, frozen_shardings)
+    schedule = sched.from_config(config.diffusion)
+    step = make_train_step(model, vae, text.module, schedule, config)
+    batch_shardings = {k: parallel.batch_sharding(mesh, 2 if k in ("emotion", "input_ids",
+                                                                   "attention_mask") else
+                                                  (3 if k == "audio_mel" else 4))
+                       for k in BATCH_KEYS}
+    step_fn = jit_train_step(step, state_shardings, frozen_shardings, batch_shardings)
+    return Trainer(config, mesh, rules, model, vae, text, schedule, state, state_shardings,
+                   frozen, frozen_shardings, step_fn)
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------
+def checkpoint_manager(workdir: str, config):
+    import orbax.checkpoint as ocp
+    opts = ocp.CheckpointManagerOptions(
+        max_to_keep=int(config.train.keep_checkpoints), create=True,
+        enable_async_checkpointing=bool(config.train.get("async_checkpointing", True)))
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
+                                 options=opts, item_names=("state", "data", "config"))
+
+
+def save_checkpoint(mngr, trainer: Trainer, iterator, force: bool = False) -> int:
+    import orbax.checkpoint as ocp
+    step = int(jax.device_get(trainer.state.step))
+    data = {"iterator": _iterator_state(iterator)}
+    mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(trainer.state), data=ocp.args.JsonSave(data),
+        config=ocp.args.JsonSave(json.loads(trainer.config.to_json()))), force=force)
+    return step
+
+
+def restore_checkpoint(mngr, trainer: Trainer, iterator, step: int | None = None) -> int:
+    import orbax.checkpoint as ocp
+    step = mngr.latest_step() if step is None else step
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        trainer.state, trainer.state_shardings)
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+    trainer.state = restored["state"]
+    if iterator is not None and restored["data"].get("iterator") is not None:
+        _set_iterator_state(iterator, restored["data"]["iterator"])
+    return step
+
+
+def _iterator_state(iterator) -> str | None:
+    if iterator is None or not hasattr(iterator, "get_state"):
+        return None
+    s = iterator.get_state()
+    return s.decode() if isinstance(s, bytes) else json.dumps(s)
+
+
+def _set_iterator_state(iterator, s: str) -> None:
+    try:
+        iterator.set_state(s.encode())
+    except (TypeError, AttributeError):
+        iterator.set_state(json.loads(s))
+
+
+# ---------------------------------------------------------------------------------------
+# Loop
+# ---------------------------------------------------------------------------------------
+class _Signals:
+    """Turns SIGTERM/SIGINT into a flag checked at step boundaries (save, then exit)."""
+
+    def __init__(self):
+        self.stop = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. inside some test runners)
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        del frame
+        self.stop = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class MetricWriter:
+    """JSONL + TensorBoard (tensorboardX) scalars, written by process 0 only."""
+
+    def __init__(self, workdir: str):
+        self.active = jax.process_index() == 0
+        self._jsonl = self._tb = None
+        if self.active:
+            os.makedirs(workdir, exist_ok=True)
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+            from tensorboardX import SummaryWriter
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, scalars: dict) -> None:
+        if not self.active:
+            return
+        row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+        self._jsonl.write(json.dumps(row) + "\n")
+        self._jsonl.flush()
+        for k, v in scalars.items():
+            self._tb.add_scalar(k, float(v), int(step))
+
+    def close(self) -> None:
+        if self.active:
+            self._jsonl.close()
+            self._tb.close()
+
+
+def train(config, workdir: str, *, loader=None, trainer: Trainer | None = None,
+          max_steps: int | None = None, profile: bool = False, progress: bool = True) -> dict:
+    """Trains until ``config.train.steps`` (or ``max_steps`` more steps in this call).
+
+    Returns {'step', 'stopped_by' ('done' | 'max_steps' | 'SIGTERM' | 'SIGINT'), 'last'
+    (the last logged metrics)}. Raises NonFiniteLossError on a NaN/Inf loss.
+    """
+    from tqdm import tqdm
+    tc = config.train
+    trainer = trainer or build_trainer(config)
+    if loader is None:
+        from input_pipeline.pipeline import make_train_loader
+        loader = make_train_loader(config)
+    iterator: Iterator = iter(loader)
+    mngr = checkpoint_manager(workdir, config)
+    start = 0
+    if mngr.latest_step() is not None:
+        start = restore_checkpoint(mngr, trainer, iterator)
+        log.info("resumed from %s at step %d", workdir, start)
+    total = int(tc.steps)
+    end = total if max_steps is None else min(total, start + int(max_steps))
+    writer = MetricWriter(workdir)
+    stopped_by, last, pending = "done", {}, None
+    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not progress,
+               dynamic_ncols=True)
+    t0, n0 = time.perf_counter(), start
+    try:
+        with _Signals() as signals:
+            step = start
+            while step < end:
+                batch = trainer.device_batch(next(iterator))
+                if profile and step == start + 2:
+                    jax.profiler.start_trace(os.path.join(workdir, "profile"))
+                metrics = trainer.step(batch)
+                if profile and step == start + 5:
+                    jax.profiler.stop_trace()
+                if pending is not None:  # check the previous step: no sync on this one
+                    _check_finite(*pending)
+                pending = (step, metrics)
+                step += 1
+                bar.update(1)
+                if step % int(tc.log_every) == 0 or step == end:
+                    _check_finite(*pending)
+                    last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    dt = time.perf_counter() - t0
+                    last["steps_per_s"] = (step - n0) / max(dt, 1e-9)
+                    t0, n0 = time.perf_counter(), step
+                    writer.write(step, last)
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
+                if step % int(tc.ckpt_every) == 0 or step == total:
+                    save_checkpoint(mngr, trainer, iterator)
+                if signals.stop:
+                    stopped_by = signals.stop
+                    save_checkpoint(mngr, trainer, iterator, force=True)
+                    log.warning("%s received: checkpoint saved at step %d", signals.stop, step)
+                    break
+            if pending is not None:
+                _check_finite(*pending)
+            if stopped_by == "done" and step < total:
+                stopped_by = "max_steps"
+                save_checkpoint(mngr, trainer, iterator, force=True)
+    finally:
+        bar.close()
+        mngr.wait_until_finished()
+        mngr.close()
+        writer.close()
+    return {"step": int(jax.device_get(trainer.state.step)), "stopped_by": stopped_by,
+            "last": last}
+
+
+def _check_finite(step: int, metrics: dict) -> None:
+    loss = float(jax.device_get(metrics["loss"]))
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f"loss is {loss} at step {step} (0-based; the batch of that step or a too large "
+            "learning rate is the cause): training stopped, the last checkpoint is intact; "
+            "lower --config.train.lr or check the data")
+
+
+__all__ = ["Trainer", "build_trainer", "train", "checkpoint_manager", "save_checkpoint",
+           "restore_checkpoint", "NonFiniteLossError", "MetricWriter"]

@@ -1,0 +1,98 @@
+"""The train step: L = L_LDM + lambda_EIB * L_EIB (METHOD.md eq. 2, 3), pure and jitted.
+
+Batch (host arrays, batch axis first; ``parallel.shard_batch`` puts them on the mesh):
+  x_tgt, x_mask, x_ref (B, H, W, 3) float32 in [-1, 1]; audio_mel (B, W, n_mels);
+  emotion (B, 8) intensities; input_ids, attention_mask (B, L) int32 (the prompt).
+Frozen params (replicated): {'vae': autoencoder params, 'text': text-encoder params}.
+
+Per step, from ``fold_in(state.rng, state.step)`` (so a resumed run draws the same
+randomness): t ~ U{0..T-1}, eps ~ N(0, I), the conditioning-dropout mask (p_uncond: the
+emotion tokens become the learned null set, for classifier-free guidance) and the
+explicit-intensity mask (p_explicit: the emotion tokens come from the label vector s,
+which trains the ``--emotion`` path). The latents are the autoencoder's posterior means,
+computed in the step (the autoencoder is frozen).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from emotalker_jax.diffusion import schedule as sched
+from emotalker_jax.models.autoencoder import encode_to_latent
+from emotalker_jax.models.eib import eib_loss
+
+BATCH_KEYS = ("x_tgt", "x_mask", "x_ref", "audio_mel", "emotion", "input_ids",
+              "attention_mask")
+
+
+def text_hidden_states(text_module, text_params, input_ids, attention_mask):
+    """Frozen text-encoder token states (B, L, D) float32 (no gradient flows back)."""
+    out = text_module.apply({"params": text_params}, input_ids, attention_mask)
+    hidden = out[0] if isinstance(out, tuple) else out
+    return jax.lax.stop_gradient(hidden.astype(jnp.float32))
+
+
+def make_loss_fn(model, vae, text_module, schedule: sched.Schedule, config) -> Callable:
+    """(params, frozen, batch, rng) -> (loss, metrics dict of scalars)."""
+    tc = config.train
+    T = schedule.alphas_cumprod.shape[0]
+
+    def loss_fn(params, frozen, batch, rng):
+        r_t, r_eps, r_drop, r_expl, r_dropout = jax.random.split(rng, 5)
+        b = batch["x_tgt"].shape[0]
+        images = jnp.concatenate([batch["x_tgt"], batch["x_mask"], batch["x_ref"]], axis=0)
+        z = jax.lax.stop_gradient(encode_to_latent(vae, frozen["vae"], images))
+        z0, z_mask, z_ref = jnp.split(z, 3, axis=0)
+        t = jax.random.randint(r_t, (b,), 0, T)
+        eps = jax.random.normal(r_eps, z0.shape, z0.dtype)
+        z_t = sched.q_sample(schedule, z0, t, eps)
+        target = sched.training_target(schedule, z0, eps, t)
+        hidden = text_hidden_states(text_module, frozen["text"], batch["input_ids"],
+                                    batch["attention_mask"])
+        drop = jax.random.bernoulli(r_drop, tc.p_uncond, (b,))
+        use_text = ~jax.random.bernoulli(r_expl, tc.get("p_explicit", 0.0), (b,))
+        pred, logits = model.apply(
+            {"params": params}, z_t, t, jnp.concatenate([z_mask, z_ref], axis=-1),
+            batch["audio_mel"], hidden, batch["attention_mask"], batch["emotion"], use_text,
+            drop, train=True, rngs={"dropout": r_dropout})
+        l_ldm = sched.diffusion_loss(pred, target)
+        l_eib, eib_metrics = eib_loss(logits, batch["emotion"])
+        loss = l_ldm + tc.lambda_eib * l_eib
+        return loss, {"loss": loss, "loss_ldm": l_ldm, "loss_eib": l_eib,
+                      "eib_mae": eib_metrics["mae"]}
+
+    return loss_fn
+
+
+def make_train_step(model, vae, text_module, schedule: sched.Schedule, config) -> Callable:
+    """(state, frozen, batch) -> (state, metrics). Not jitted here: ``jit_train_step`` adds
+    the shardings. Metrics include the global gradient norm and the learning rate."""
+    from emotalker_jax.training.state import learning_rate_schedule
+    loss_fn = make_loss_fn(model, vae, text_module, schedule, config)
+    lr_fn = learning_rate_schedule(config.train)
+    ema_decay = float(config.train.ema_decay)
+
+    def train_step(state, frozen, batch):
+        rng = jax.random.fold_in(state.rng, state.step)
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, frozen, batch, rng)
+        metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32)))
+                                            for g in jax.tree.leaves(grads)))
+        metrics["lr"] = lr_fn(state.step)
+        return state.apply_gradients(grads, ema_decay), metrics
+
+    return train_step
+
+
+def jit_train_step(train_step, state_shardings, frozen_shardings, batch_shardings):
+    """jax.jit with explicit in/out shardings; the state is donated (updated in place)."""
+    return jax.jit(train_step,
+                   in_shardings=(state_shardings, frozen_shardings, batch_shardings),
+                   out_shardings=(state_shardings, None),
+                   donate_argnums=(0,))
+
+
+__all__ = ["make_loss_fn", "make_train_step", "jit_train_step", "text_hidden_states",
+           "BATCH_KEYS"]
