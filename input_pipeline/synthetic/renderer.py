@@ -44,7 +44,7 @@ IDENTITY_PARAM_NAMES: tuple[str, ...] = (
     "hair_warmth",     # ash .. auburn/red
     "hair_length",     # short (above the ears) .. long (to the shoulders)
     "hair_volume",     # hair extent beyond the head: 0.03 .. 0.17
-    "hairline",        # forehead hairline height (fringe): -0.52 .. -0.36
+    "hairline",        # forehead hairline height at the parting: -0.60 .. -0.48
     "hair_part",       # parting offset: -0.12 .. 0.12
     "eye_spacing",     # half-distance between eye centres: 0.17 .. 0.23
     "eye_size",        # eye scale: 0.85 .. 1.2
@@ -87,7 +87,8 @@ CONTROL_NAMES: tuple[str, ...] = (
     "chin_raise",          # AU17: lower lip pushed up, chin wrinkle
     "lip_stretch",         # AU20: corners pulled sideways, lips thinned
     "lip_press",           # AU23/24: lips pressed thin, mouth narrower
-    "jaw_drop",            # AU26/27: mouth open (adds to the speech opening)
+    "lips_part",           # AU25: lips apart, jaw closed: teeth show (fear, broad smile)
+    "jaw_drop",            # AU26/27: mouth open and rounded (adds to the speech opening)
 )
 NUM_CONTROLS = len(CONTROL_NAMES)
 _C = {n: i for i, n in enumerate(CONTROL_NAMES)}
@@ -99,11 +100,10 @@ _MAP_ROWS: dict[str, dict[str, float]] = {
               "lip_press": 1.0, "chin_raise": 0.5},
     "contempt": {"smirk": 1.0, "lid_tighten": 0.25},
     "disgusted": {"nose_wrinkle": 1.0, "upper_lip_raise": 1.0, "brow_lower": 0.5,
-                  "lid_tighten": 0.3, "cheek_raise": 0.3, "lip_corner_depress": 0.3,
-                  "chin_raise": 0.3},
-    "fear": {"inner_brow_raise": 1.0, "outer_brow_raise": 0.5, "brow_lower": 0.5,
-             "upper_lid_raise": 1.0, "lip_stretch": 1.0, "jaw_drop": 0.3},
-    "happy": {"cheek_raise": 1.0, "lip_corner_pull": 1.0, "jaw_drop": 0.2},
+                  "lid_tighten": 0.3, "lip_corner_depress": 0.4, "chin_raise": 0.3},
+    "fear": {"inner_brow_raise": 1.0, "outer_brow_raise": 0.5, "brow_lower": 0.6,
+             "upper_lid_raise": 1.0, "lip_stretch": 1.0, "lips_part": 1.0},
+    "happy": {"cheek_raise": 1.0, "lip_corner_pull": 1.0, "lips_part": 0.4},
     "sad": {"inner_brow_raise": 0.9, "brow_lower": 0.4, "lid_droop": 0.7,
             "lip_corner_depress": 1.0, "chin_raise": 0.6},
     "surprised": {"inner_brow_raise": 1.0, "outer_brow_raise": 1.0, "upper_lid_raise": 1.0,
@@ -116,7 +116,7 @@ for _e, _row in _MAP_ROWS.items():
 EXPRESSION_MAP.setflags(write=False)
 
 NUM_LANDMARKS = 68  # iBUG 300-W / dlib layout (see docs/SYNTHETIC.md)
-CONTROL_GAMMA = 0.7  # appearance response exponent, see control_response
+CONTROL_GAMMA = 0.6  # appearance response exponent, see control_response
 
 
 def expression_controls(s) -> np.ndarray:
@@ -225,7 +225,7 @@ def identity_geometry(u) -> IdentityGeometry:
       nose_w=_lerp(0.045, 0.075, g["nose_width"]),
       mouth_w=_lerp(0.125, 0.175, g["mouth_width"]),
       lip_scale=_lerp(0.75, 1.25, g["lip_thickness"]),
-      hairline=_lerp(-0.52, -0.36, g["hairline"]),
+      hairline=_lerp(-0.60, -0.48, g["hairline"]),
       hair_part=_lerp(-0.12, 0.12, g["hair_part"]),
       hair_length=g["hair_length"],
       hair_volume=_lerp(0.03, 0.17, g["hair_volume"]),
@@ -294,6 +294,8 @@ def _face_geometry(ig: IdentityGeometry, controls: np.ndarray, m: Motion) -> dic
   g["brow_arch"] = 0.022 + 0.03 * c["outer_brow_raise"] - 0.015 * c["brow_lower"] \
       - 0.01 * c["inner_brow_raise"]
   g["forehead_alpha"] = np.clip(0.45 * (c["inner_brow_raise"] + c["outer_brow_raise"]), 0, 0.9)
+  # With AU4 the forehead lines gather in the centre (AU1+4: fear, sadness).
+  g["forehead_half_len"] = np.clip(0.21 - 0.1 * c["brow_lower"], 0.08, 0.21)
   g["glabella_alpha"] = np.clip(0.85 * c["brow_lower"], 0, 0.9)
   # Eyes.
   es = ig.eye_size
@@ -323,18 +325,19 @@ def _face_geometry(ig: IdentityGeometry, controls: np.ndarray, m: Motion) -> dic
   my = ig.eye_y + ig.nose_len + 0.12
   g["mouth_x"] = 0.6 * yaw
   vis = np.clip(m.viseme_width, -1, 1) * np.clip(2.0 * m.mouth_open, 0, 1)
-  half_w = ig.mouth_w * (1.0 + 0.12 * vis) - 0.015 * m.mouth_open
-  dx_common = 0.05 * c["lip_corner_pull"] + 0.045 * c["lip_stretch"] \
+  half_w = ig.mouth_w * (1.0 + 0.08 * vis) - 0.015 * m.mouth_open
+  dx_common = 0.05 * c["lip_corner_pull"] + 0.055 * c["lip_stretch"] \
       - 0.025 * c["lip_press"] - 0.01 * c["lip_corner_depress"]
   dy_common = -0.085 * c["lip_corner_pull"] + 0.075 * c["lip_corner_depress"] \
-      + 0.02 * c["lip_stretch"] - 0.015 * c["upper_lip_raise"] + 0.25 * open_total
-  g["corner_x"] = np.stack([half_w + dx_common, half_w + dx_common + 0.035 * c["smirk"]], -1)
-  g["corner_y"] = np.stack([my + dy_common, my + dy_common - 0.085 * c["smirk"]], -1)
+      + 0.02 * c["lip_stretch"] - 0.015 * c["upper_lip_raise"] + 0.15 * open_total
+  g["corner_x"] = np.stack([half_w + dx_common, half_w + dx_common + 0.045 * c["smirk"]], -1)
+  g["corner_y"] = np.stack([my + dy_common, my + dy_common - 0.10 * c["smirk"]], -1)
   ls = ig.lip_scale
-  yui = my - 0.055 * c["upper_lip_raise"] - 0.1 * open_total
+  yui = my - 0.055 * c["upper_lip_raise"] - 0.1 * open_total - 0.012 * c["lips_part"]
   th_u = np.maximum(0.030 * ls - 0.02 * c["lip_press"] - 0.01 * c["lip_stretch"]
                     - 0.004 * c["lip_corner_pull"], 0.008)
-  yli = np.maximum(my + 0.9 * open_total - 0.02 * c["chin_raise"], yui)
+  yli = np.maximum(my + 0.9 * open_total - 0.02 * c["chin_raise"] + 0.055 * c["lips_part"],
+                   yui)
   th_l = np.maximum(0.040 * ls - 0.022 * c["lip_press"] - 0.01 * c["lip_stretch"]
                     + 0.012 * c["chin_raise"], 0.010)
   g["lip_ui"] = yui
@@ -348,7 +351,8 @@ def _face_geometry(ig: IdentityGeometry, controls: np.ndarray, m: Motion) -> dic
   g["fold_alpha"] = np.clip(0.25 * c["cheek_raise"] + 0.4 * c["lip_corner_pull"]
                             + 0.7 * c["upper_lip_raise"] + 0.3 * c["nose_wrinkle"]
                             + 0.12, 0, 0.9)
-  g["dimple_alpha"] = np.clip(0.9 * c["smirk"], 0, 0.9)
+  g["dimple_alpha"] = np.clip(1.2 * c["smirk"], 0, 0.95)
+  g["fold_alpha_right"] = np.clip(g["fold_alpha"] + 0.5 * c["smirk"], 0, 0.9)
   g["chin_alpha"] = np.clip(0.8 * c["chin_raise"], 0, 0.8)
   g["mouth_y"] = my * one
   return g
@@ -559,14 +563,14 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
       * _t(np.clip(g["cheek_alpha"] - 0.1, 0, 1))
   cv.paint(sl, fold, skin * 0.62)
 
-  # Forehead lines (AU1+2), above the brows.
+  # Forehead lines (AU1+2), above the brows; shorter (central) when the brows are drawn in.
   dark = np.clip(skin * 0.45 - 0.02, 0, 1)
   fa = _t(g["forehead_alpha"])
   byi_mean = 0.5 * (g["brow_yi"] + g["brow_yo"])
   sl, X, Y = cv.window(-0.3, -bt, 0.3, 0.0)
   for k, off in enumerate((0.075, 0.13)):
     yc = _t(byi_mean - off) + 0.5 * X ** 2
-    d = np.maximum(np.abs(Y - yc) - 0.5 * lw, np.abs(X) - (0.2 - 0.04 * k))
+    d = np.maximum(np.abs(Y - yc) - 0.5 * lw, np.abs(X) - (_t(g["forehead_half_len"]) - 0.04 * k))
     cv.paint(sl, _cov(d, ppu) * fa, dark)
 
   # Glabellar lines (AU4): short vertical lines between the brows.
@@ -645,8 +649,8 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
   # Nasolabial folds and the smirk dimple.
   mx = _t(g["mouth_x"])
   sl, X, Y = cv.window(-0.45, ig.eye_y + 0.05, 0.45, g["mouth_y"] + 0.25)
-  fa = _t(g["fold_alpha"])
   for s_idx, sgn in ((0, -1.0), (1, 1.0)):
+    fa = _t(g["fold_alpha_right" if s_idx else "fold_alpha"])
     x0 = nx + sgn * (nw + 0.03)
     y0 = tip - 0.005
     x2 = mx + sgn * (_t(g["corner_x"][:, s_idx]) + 0.04)
@@ -693,7 +697,7 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
   # Hair in front: the hair cap above the hairline (over the forehead).
   sl, X, Y = cv.window(-a - vol - 0.1, -bt - vol - 0.2, a + vol + 0.1, 0.1)
   cap = _cov(_ellipse_sd(X, Y, 0.0, -0.22, a + vol, 0.5 + vol), ppu)
-  hl_y = ig.hairline + 0.9 * (X - ig.hair_part) ** 2 - 0.05 * np.sign(X - ig.hair_part) \
+  hl_y = ig.hairline + 0.5 * (X - ig.hair_part) ** 2 - 0.05 * np.sign(X - ig.hair_part) \
       * ig.hair_part
   cap = cap * _cov(Y - hl_y, ppu)
   cv.paint(sl, cap, ig.hair)
