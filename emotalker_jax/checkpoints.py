@@ -91,7 +91,7 @@ def _read_model_weights(folder: str) -> dict[str, np.ndarray]:
         "checkpoints to safetensors first)")
 
 
-def _read_json(path: str) -> dict:
+def read_json(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path} not found")
     with open(path) as fh:
@@ -324,18 +324,36 @@ def _adaptation(path: str, src: np.ndarray, target_shape: tuple) -> tuple[str, C
     return None
 
 
+def fresh_init(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """A freshly initialised tensor as our modules would make it: biases 0, norm scales 1,
+    kernels lecun_normal (fan-in = all input axes; attention kernels (D, heads, head_dim)
+    have fan-in D). Deterministic in (name, seed)."""
+    import zlib
+
+    import jax
+    leaf = name.split(SEP)[-1]
+    if leaf == "bias":
+        return np.zeros(shape, np.float32)
+    if leaf == "scale":
+        return np.ones(shape, np.float32)
+    key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+    init = jax.nn.initializers.lecun_normal()
+    if len(shape) == 3:                                    # DenseGeneral (in, heads, head_dim)
+        return np.asarray(init(key, (shape[0], shape[1] * shape[2]))).reshape(shape)
+    return np.asarray(init(key, shape), np.float32)
+
+
 def convert_state_dict(state: Mapping[str, np.ndarray], target: Mapping, *, source: str,
-                       fresh: Mapping | None = None) -> tuple[dict, list[Adapted]]:
+                       adapt_seed: int | None = None) -> tuple[dict, list[Adapted]]:
     """Maps a diffusers state dict onto the (abstract or concrete) params tree ``target``.
 
     target: nested dict whose leaves have ``.shape`` (e.g. from ``jax.eval_shape``).
-    fresh: a freshly initialised params tree of the same model; when given, tensors whose
-    shape differs in an allowed place (conv_in input channels, conv_out, attn2 to_k/to_v)
-    are adapted instead of raising. Returns (params as float32 numpy, adapted list).
+    adapt_seed: when given, tensors whose shape differs in an allowed place (conv_in input
+    channels, conv_out, attn2 to_k/to_v) are adapted (``fresh_init`` with this seed for
+    re-initialised ones) instead of raising. Returns (params as float32 numpy, adapted).
     Raises ValueError naming ``source`` on missing/unexpected/mis-shaped tensors.
     """
     flat_t = {k: tuple(v.shape) for k, v in flatten_params(_unbox(target)).items()}
-    flat_f = flatten_params(_unbox(fresh)) if fresh is not None else None
     out: dict[str, np.ndarray] = {}
     adapted: list[Adapted] = []
     unexpected, mismatched = [], []
@@ -355,12 +373,12 @@ def convert_state_dict(state: Mapping[str, np.ndarray], target: Mapping, *, sour
         shape = flat_t[name]
         a = _to_flax(arr, leaf, shape)
         if a is None:
-            rule = _adaptation(name, np.asarray(arr), shape) if flat_f is not None else None
+            rule = _adaptation(name, np.asarray(arr), shape) if adapt_seed is not None else None
             if rule is None:
                 mismatched.append(f"{key} {tuple(arr.shape)} vs ours {name} {shape}")
                 continue
             how, fn = rule
-            a = np.asarray(fn(np.asarray(flat_f[name], np.float32)), np.float32)
+            a = np.asarray(fn(fresh_init(name, shape, adapt_seed)), np.float32)
             adapted.append(Adapted(name, tuple(arr.shape), shape, how))
         out[name] = np.ascontiguousarray(a, dtype=np.float32)
     missing = sorted(set(flat_t) - set(out))
@@ -395,14 +413,11 @@ def _model_folder(folder: str, sub: str) -> str:
                             f"model folder")
 
 
-def _abstract_unet(cfg, rng_seed: int | None = None):
+def _abstract_unet(cfg):
     import jax
     from emotalker_jax.models.unet import UNet, UNetSpec, init_unet
     model = UNet(UNetSpec.from_config(cfg))
-    if rng_seed is None:
-        return model, jax.eval_shape(lambda: init_unet(model, jax.random.key(0)))["params"], None
-    fresh = jax.jit(lambda k: init_unet(model, k))(jax.random.key(rng_seed))["params"]
-    return model, fresh, fresh
+    return jax.eval_shape(lambda: init_unet(model, jax.random.key(0)))["params"]
 
 
 def _abstract_vae(cfg):
@@ -420,10 +435,10 @@ def load_diffusers_unet(folder: str) -> tuple[dict, dict]:
     """
     folder = _model_folder(folder, "unet")
     cfg_path = os.path.join(folder, CONFIG_NAME)
-    cfg = unet_config_from_diffusers(_read_json(cfg_path), cfg_path)
+    cfg = unet_config_from_diffusers(read_json(cfg_path), cfg_path)
     state = _read_model_weights(folder)
-    _, abstract, _ = _abstract_unet(cfg)
-    params, _ = convert_state_dict(state, abstract, source=os.path.join(folder, WEIGHTS_NAME))
+    params, _ = convert_state_dict(state, _abstract_unet(cfg),
+                                   source=os.path.join(folder, WEIGHTS_NAME))
     return cfg, params
 
 
@@ -432,7 +447,7 @@ def load_diffusers_vae(folder: str) -> tuple[dict, dict]:
     ``config.autoencoder`` dict, params tree)."""
     folder = _model_folder(folder, "vae")
     cfg_path = os.path.join(folder, CONFIG_NAME)
-    cfg = vae_config_from_diffusers(_read_json(cfg_path), cfg_path)
+    cfg = vae_config_from_diffusers(read_json(cfg_path), cfg_path)
     state = _read_model_weights(folder)
     params, _ = convert_state_dict(state, _abstract_vae(cfg),
                                    source=os.path.join(folder, WEIGHTS_NAME))
@@ -451,10 +466,20 @@ def convert_unet_into(folder: str, unet_config, seed: int = 0) -> tuple[dict, li
     cross_attention_dim may differ and are adapted (see the module docstring), the fresh
     tensors coming from an init with ``jax.random.key(seed)``. Returns (params, adapted).
     """
+    folder = check_unet_layout(folder, unet_config)
+    state = _read_model_weights(folder)
+    return convert_state_dict(state, _abstract_unet(unet_config),
+                              source=os.path.join(folder, WEIGHTS_NAME), adapt_seed=seed)
+
+
+def check_unet_layout(folder: str, unet_config) -> str:
+    """Raises ValueError unless the diffusers UNet in ``folder`` has the block layout of
+    ``unet_config`` (channels, block types, layers, groups, projections, heads); returns
+    the model folder. Cheap: reads config.json only."""
     from emotalker_jax.models.unet import UNetSpec
     folder = _model_folder(folder, "unet")
     cfg_path = os.path.join(folder, CONFIG_NAME)
-    src = UNetSpec.from_config(unet_config_from_diffusers(_read_json(cfg_path), cfg_path))
+    src = UNetSpec.from_config(unet_config_from_diffusers(read_json(cfg_path), cfg_path))
     dst = UNetSpec.from_config(unet_config)
     diff = [k for k in _LAYOUT_KEYS + ("heads",) if getattr(src, k) != getattr(dst, k)]
     if diff:
@@ -462,10 +487,7 @@ def convert_unet_into(folder: str, unet_config, seed: int = 0) -> tuple[dict, li
             f"{cfg_path} does not match the config's UNet layout: " + ", ".join(
                 f"{k}: checkpoint {getattr(src, k)} vs config {getattr(dst, k)}" for k in diff)
             + "; use a config with the checkpoint's layout (e.g. configs/sd15_init.py)")
-    state = _read_model_weights(folder)
-    _, fresh, _ = _abstract_unet(dst, rng_seed=seed)
-    return convert_state_dict(state, fresh, source=os.path.join(folder, WEIGHTS_NAME),
-                              fresh=fresh)
+    return folder
 
 
 def check_vae_matches(vae_cfg: Mapping, autoencoder_config, source: str) -> None:
@@ -527,7 +549,7 @@ def load_params(path: str) -> tuple[dict, dict | None]:
                                 "`emotalker convert` or save_params")
     flat = {k: np.array(v) for k, v in read_safetensors(weights).items()}
     cfg_path = os.path.join(path, CONFIG_NAME)
-    cfg = _read_json(cfg_path) if os.path.isfile(cfg_path) else None
+    cfg = read_json(cfg_path) if os.path.isfile(cfg_path) else None
     return unflatten_params(flat), cfg
 
 
