@@ -1,0 +1,183 @@
+"""Training at scale (issue #7): sharding equivalence, exact resume, signals, NaN, overfit.
+
+One small config for all tests; the compiled step of the single-device trainer is reused
+by every test that does not need another mesh (module-scoped fixture).
+"""
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from emotalker_jax import parallel
+from emotalker_jax.config_utils import load_config
+from emotalker_jax.models.text_encoder import load_text_encoder
+from emotalker_jax.training import loop
+
+B = 8
+PROMPTS = np.array(["angry", "very happy", "a little sad", "fearful", "surprised",
+                    "disgusted", "calm and neutral", "contemptuous"])
+
+
+def small_config(**over):
+    args = ["--config.unet.block_out_channels=(16, 32)", "--config.unet.norm_num_groups=8",
+            "--config.context_dim=32", "--config.audio.width=32", "--config.eib.hidden=64",
+            "--config.train.batch_size=8", "--config.train.warmup_steps=2",
+            "--config.train.log_every=1", "--config.train.ckpt_every=1000",
+            "--config.seed=0"]
+    args += [f"--config.{k}={v}" for k, v in over.items()]
+    return load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"), args)
+
+
+def host_batch(i: int, nan: bool = False) -> dict:
+    """Deterministic batch number i (a function of i only, so data order is checkable)."""
+    r = np.random.default_rng(1000 + i)
+    x = np.tanh(np.cumsum(r.normal(size=(B, 32, 32, 3)), axis=1) / 6).astype(np.float32)
+    if nan:
+        x[0, 0, 0, 0] = np.nan
+    return dict(x_tgt=x, x_mask=x * (r.uniform(size=(B, 32, 32, 1)) > 0.3),
+                x_ref=x[::-1].copy(), audio_mel=r.normal(size=(B, 21, 80)).astype(np.float32),
+                emotion=np.eye(8, dtype=np.float32)[r.integers(0, 8, B)],
+                prompt=PROMPTS[r.permutation(B)], batch_index=np.full((B,), i))
+
+
+class CountingIterator:
+    """A checkpointable iterator (grain's protocol: get_state/set_state) over host_batch."""
+
+    def __init__(self, nan_at=None, sigterm_at=None):
+        self.i, self.nan_at, self.sigterm_at, self.served = 0, nan_at, sigterm_at, []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.sigterm_at is not None and self.i == self.sigterm_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        b = host_batch(self.i, nan=self.i == self.nan_at)
+        self.served.append(self.i)
+        self.i += 1
+        return b
+
+    def get_state(self):
+        return str(self.i).encode()
+
+    def set_state(self, s):
+        self.i = int(s.decode())
+
+
+@pytest.fixture(scope="module")
+def text():
+    return load_text_encoder(max_length=16)
+
+
+@pytest.fixture(scope="module")
+def trainer(text):
+    c = small_config(**{"train.steps": 6})
+    mesh = parallel.create_mesh(c.mesh, jax.devices()[:1])
+    tr = loop.build_trainer(c, mesh, text=text)
+    init = jax.device_get(tr.state)
+    return tr, init
+
+
+def reset(tr, init):
+    tr.state = jax.device_put(init, tr.state_shardings)
+
+
+def run_steps(tr, n):
+    losses = []
+    for i in range(n):
+        losses.append(float(jax.device_get(tr.step(tr.device_batch(host_batch(i))))["loss"]))
+    return losses, jax.device_get(tr.state)
+
+
+def test_meshes_give_the_same_training(trainer, text):
+    tr1, init = trainer
+    reset(tr1, init)
+    ref_losses, ref_state = run_steps(tr1, 3)
+    devices = jax.devices()[:8]
+    for data, fsdp in [(2, 4), (1, 8)]:
+        c = small_config(**{"train.steps": 6, "mesh.data": data, "mesh.fsdp": fsdp})
+        mesh = parallel.create_mesh(c.mesh, devices)
+        assert dict(mesh.shape) == {"data": data, "fsdp": fsdp, "tensor": 1}
+        tr = loop.build_trainer(c, mesh, text=text, vae_params=jax.device_get(tr1.frozen["vae"]))
+        # The same initial values, laid out on this mesh.
+        tr.state = jax.device_put(init, tr.state_shardings)
+        sharded = [s for s in jax.tree.leaves(tr.state_shardings)
+                   if any(a is not None for a in s.spec)]
+        assert sharded, "some parameters must actually be sharded over fsdp"
+        losses, state = run_steps(tr, 3)
+        np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _leaves_equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb)
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+def test_sigterm_checkpoint_resumes_bitwise(trainer, tmp_path):
+    tr, init = trainer
+    reset(tr, init)
+    straight_it = CountingIterator()
+    res = loop.train(tr.config, str(tmp_path / "a"), loader=straight_it, trainer=tr,
+                     progress=False)
+    assert res["stopped_by"] == "done" and res["step"] == 6
+    straight = jax.device_get(tr.state)
+
+    # SIGTERM arrives while the 4th batch is fetched: step 3 runs, then save and exit.
+    reset(tr, init)
+    it1 = CountingIterator(sigterm_at=3)
+    res1 = loop.train(tr.config, str(tmp_path / "b"), loader=it1, trainer=tr, progress=False)
+    assert res1["stopped_by"] == "SIGTERM" and res1["step"] == 4
+    assert os.path.isdir(tmp_path / "b" / "checkpoints" / "4")
+
+    reset(tr, init)  # a fresh process would start from init; the checkpoint must win
+    it2 = CountingIterator()
+    res2 = loop.train(tr.config, str(tmp_path / "b"), loader=it2, trainer=tr, progress=False)
+    assert res2["step"] == 6
+    assert it1.served + it2.served == straight_it.served == list(range(6))
+    resumed = jax.device_get(tr.state)
+    assert _leaves_equal(resumed.params, straight.params)
+    assert _leaves_equal(resumed.opt_state, straight.opt_state)
+    assert _leaves_equal(resumed.ema_params, straight.ema_params)
+
+
+def test_max_steps_then_resume_matches_straight_run(trainer, tmp_path):
+    tr, init = trainer
+    reset(tr, init)
+    loop.train(tr.config, str(tmp_path / "a"), loader=CountingIterator(), trainer=tr,
+               progress=False)
+    straight = jax.device_get(tr.state)
+    reset(tr, init)
+    r1 = loop.train(tr.config, str(tmp_path / "b"), loader=CountingIterator(), trainer=tr,
+                    max_steps=3, progress=False)
+    assert r1["stopped_by"] == "max_steps" and r1["step"] == 3
+    reset(tr, init)
+    loop.train(tr.config, str(tmp_path / "b"), loader=CountingIterator(), trainer=tr,
+               progress=False)
+    assert _leaves_equal(jax.device_get(tr.state).params, straight.params)
+    rows = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [int(r.split('"step": ')[1].split(",")[0]) for r in rows] == list(range(1, 7))
+
+
+def test_nan_in_batch_stops_with_message_naming_the_step(trainer, tmp_path):
+    tr, init = trainer
+    reset(tr, init)
+    with pytest.raises(loop.NonFiniteLossError, match="at step 2"):
+        loop.train(tr.config, str(tmp_path / "n"), loader=CountingIterator(nan_at=2),
+                   trainer=tr, progress=False)
+
+
+@pytest.mark.slow
+def test_tiny_overfits_a_fixed_batch(text):
+    c = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"),
+                    ["--config.train.steps=300", "--config.train.warmup_steps=10",
+                     "--config.train.lr=2e-3"])
+    tr = loop.build_trainer(c, parallel.create_mesh(c.mesh, jax.devices()[:1]), text=text)
+    batch = tr.device_batch(host_batch(0))
+    losses = [float(jax.device_get(tr.step(batch))["loss"]) for _ in range(300)]
+    first, last = np.mean(losses[:10]), np.mean(losses[-20:])
+    assert first / last >= 10, (first, last)
