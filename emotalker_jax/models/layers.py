@@ -36,19 +36,47 @@ def _names_init(init, names):
     return nn.with_logical_partitioning(init, tuple(names))
 
 
-def dense(features, names: Sequence[str | None], *, dtype: Dtype, param_dtype: Dtype,
-          name: str, axis=-1, use_bias: bool = True, kernel_init=None) -> nn.DenseGeneral:
-    """A DenseGeneral whose kernel carries the logical axis ``names`` (one per kernel axis).
+class Dense(nn.Module):
+    """Linear layer contracting the last ``n_in`` input axes into ``features`` (an int or a
+    tuple, e.g. (heads, head_dim)); kernel ``in_shape + features`` named ``names``.
 
-    ``features`` may be a tuple (e.g. (heads, head_dim)); the bias gets the names of the
-    output axes.
+    Unlike ``nn.DenseGeneral`` the kernel is created in its final shape (no flat init then
+    reshape), so its logical names stay valid under an active mesh (sharded init/apply).
+    Init: lecun_normal with fan-in = all contracted axes; bias zeros.
     """
-    n_out = len(features) if isinstance(features, tuple) else 1
-    return nn.DenseGeneral(
-        features=features, axis=axis, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-        kernel_init=_names_init(kernel_init or nn.initializers.lecun_normal(), names),
-        bias_init=_names_init(nn.initializers.zeros_init(), tuple(names)[-n_out:]),
-        name=name)
+    features: int | tuple[int, ...]
+    names: tuple
+    n_in: int = 1
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        feats = tuple(self.features) if isinstance(self.features, (tuple, list)) else (self.features,)
+        n_in, n_out = self.n_in, len(feats)
+        init = self.kernel_init or nn.initializers.variance_scaling(
+            1.0, "fan_in", "truncated_normal", in_axis=tuple(range(n_in)),
+            out_axis=tuple(range(n_in, n_in + n_out)))
+        kernel = self.param("kernel", _names_init(init, self.names),
+                            tuple(x.shape[x.ndim - n_in:]) + feats, self.param_dtype)
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+        y = jax.lax.dot_general(
+            x, kernel, ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ())))
+        if self.use_bias:
+            bias = self.param("bias", _names_init(nn.initializers.zeros_init(),
+                                                  tuple(self.names)[-n_out:]),
+                              feats, self.param_dtype)
+            y = y + jnp.asarray(bias, y.dtype)
+        return y
+
+
+def dense(features, names: Sequence[str | None], *, dtype: Dtype, param_dtype: Dtype,
+          name: str, n_in: int = 1, use_bias: bool = True, kernel_init=None) -> Dense:
+    """A ``Dense`` whose kernel carries the logical axis ``names`` (one per kernel axis)."""
+    return Dense(features=features, names=tuple(names), n_in=n_in, use_bias=use_bias,
+                 dtype=dtype, param_dtype=param_dtype, kernel_init=kernel_init, name=name)
 
 
 def conv(features: int, kernel: int, *, dtype: Dtype, param_dtype: Dtype,
@@ -216,7 +244,7 @@ def multi_head_attention(x, context, *, heads: int, head_dim: int, out_features:
     k = dense((heads, head_dim), ("embed", "heads", "kv"), name="to_k", **kw)(kv)
     v = dense((heads, head_dim), ("embed", "heads", "kv"), name="to_v", **kw)(kv)
     out = jax.nn.dot_product_attention(q, k, v)                      # (B, Lq, heads, hd)
-    out = dense(out_features, ("heads", "kv", "embed"), axis=(-2, -1), name="to_out_0",
+    out = dense(out_features, ("heads", "kv", "embed"), n_in=2, name="to_out_0",
                 dtype=dtype, param_dtype=param_dtype)(out)
     return nn.with_logical_constraint(out, TOKEN_AXES)
 
