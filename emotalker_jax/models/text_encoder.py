@@ -729,12 +729,16 @@ class TextEncoder:
   def embed(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
     """Texts -> sentence embeddings (B, D) float32: mean pool over real tokens, L2-normalised.
 
-    Runs in chunks of ``batch_size``; each chunk is padded to a power of two (>= 8) rows
-    and cut to the shortest multiple of 16 tokens (at most max_length) that holds its
-    longest text, so a few compiled shapes serve every batch and short texts do not pay
-    for max_length. Padding does not change the result (masked mean, absolute positions).
+    Texts are sorted by token count and run in chunks of ``batch_size``; each chunk is
+    padded to a power of two (>= 8) rows and cut to the shortest multiple of 16 tokens
+    (at most max_length) that holds its longest text, so a few compiled shapes serve
+    every batch and short texts do not pay for max_length. Neither the padding nor the
+    order changes the result (masked mean, absolute positions); rows come back in the
+    input order.
     """
     texts = list(texts)
+    if batch_size < 1:
+      raise ValueError(f"batch_size={batch_size} must be >= 1")
     if not texts:
       return np.zeros((0, self.hidden_size), np.float32)
     if self._embed_fn is None:
@@ -745,20 +749,22 @@ class TextEncoder:
         hidden = out[0] if isinstance(out, tuple) else out
         return l2_normalize(mean_pool(hidden, mask))
       self._embed_fn = jax.jit(fn)
-    outs = []
+    tok = self.tokenize(texts)
+    lengths = tok["attention_mask"].sum(1)
+    order = np.argsort(lengths, kind="stable")
+    out = np.zeros((len(texts), self.hidden_size), np.float32)
     for s in range(0, len(texts), batch_size):
-      chunk = texts[s:s + batch_size]
-      tok = self.tokenize(chunk)
-      n = len(chunk)
+      rows = order[s:s + batch_size]
+      n = len(rows)
       b = max(8, 1 << (n - 1).bit_length())
-      longest = int(tok["attention_mask"].sum(1).max())
-      length = min(self.max_length, -(-longest // 16) * 16)
+      length = min(self.max_length, -(-int(lengths[rows].max()) // 16) * 16)
       ids = np.full((b, length), self.pad_id, np.int32)
       mask = np.zeros((b, length), np.int32)
-      ids[:n], mask[:n] = tok["input_ids"][:, :length], tok["attention_mask"][:, :length]
+      ids[:n] = tok["input_ids"][rows, :length]
+      mask[:n] = tok["attention_mask"][rows, :length]
       mask[n:, 0] = 1  # filler rows: one token, so no row is empty
-      outs.append(np.asarray(self._embed_fn(self.params, ids, mask))[:n])
-    return np.concatenate(outs, axis=0)
+      out[rows] = np.asarray(self._embed_fn(self.params, ids, mask))[:n]
+    return out
 
   _embed_fn: Any = dataclasses.field(default=None, repr=False)
 
