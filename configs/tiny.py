@@ -56,6 +56,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eib.num_emotions = NUM_EMOTIONS
   c.eib.hidden = 256
   c.eib.num_text_tokens = 4        # learned projection of h appended after the 8 emotion tokens
+  c.eib.attn_heads = 4             # heads of the text-token attention pooling
+  c.eib.pool = "mean"              # 'mean' | 'mean_max': pooling of h for the intensity head
+  c.eib.dropout = 0.0
+  c.eib.ce_weight = 1.0            # L_EIB = ||s_hat - s||^2 + ce_weight * CE (eq. 3)
+  # `emotalker eib-train` (head on frozen text features, FED corpus generated in memory)
+  c.eib.fed_size = 60000
+  c.eib.fed_seed = 0
+  c.eib.steps = 3000
+  c.eib.batch_size = 256
+  c.eib.lr = 3e-3
+  c.eib.weight_decay = 1e-4
+  c.eib.warmup_steps = 100
   c.use_landmark_tokens = False
 
   # ---- denoiser (diffusers UNet2DConditionModel keys) ---------------------------------
@@ -109,6 +121,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.log_every = 10
   c.train.ckpt_every = 100
   c.train.keep_checkpoints = 3
+  c.train.async_checkpointing = True
+  c.train.p_explicit = 0.2          # rows whose emotion tokens come from the label vector s
+  c.train.autoencoder_checkpoint = ""  # dir with params.safetensors ('' -> random init + warning)
+
+  # ---- stage 1: the autoencoder (`emotalker train --stage autoencoder`) ------------------
+  c.autoencoder_train = ml_collections.ConfigDict()
+  c.autoencoder_train.steps = 1500
+  c.autoencoder_train.lr = 2e-3
+  c.autoencoder_train.warmup_steps = 50
+  c.autoencoder_train.weight_decay = 0.0
+  c.autoencoder_train.grad_clip = 1.0
+  c.autoencoder_train.ema_decay = 0.99
+  c.autoencoder_train.kl_weight = 1e-6
 
   # ---- parallelism (maxtext-style logical axis rules live here, not in modules) --------
   c.mesh = ml_collections.ConfigDict()

@@ -9,6 +9,9 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, tensorboard/")
+    p.add_argument("--stage", choices=("diffusion", "autoencoder"), default="diffusion",
+                   help="'autoencoder': stage 1, train E/D on the frames and write "
+                        "WORKDIR/autoencoder; 'diffusion' (default): EmoTalker itself")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many steps in this run (checkpointed; resume later)")
     p.add_argument("--profile", action="store_true", help="jax.profiler trace of steps 2-5")
@@ -29,8 +32,13 @@ def run(args) -> int:
     path = args.config_args[0].split("=", 1)[1]
     config = load_config(path, args.config_args[1:])
     parallel.maybe_initialize_distributed(args.distributed)  # before any other JAX call
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from emotalker_jax.training.loop import train
-    result = train(config, args.workdir, max_steps=args.max_steps, profile=args.profile)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("emotalker_jax").setLevel(logging.INFO)
+    if args.stage == "autoencoder":
+        from emotalker_jax.training.autoencoder import train_autoencoder
+        result = train_autoencoder(config, args.workdir, max_steps=args.max_steps)
+    else:
+        from emotalker_jax.training.loop import train
+        result = train(config, args.workdir, max_steps=args.max_steps, profile=args.profile)
     print(json.dumps({"workdir": args.workdir, **result}))
     return 0
