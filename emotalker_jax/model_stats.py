@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     if "unet_forward" in s:
         f = s["unet_forward"]
         print(f"UNet forward, input {tuple(f['input_shape'])}, context "
-              f"{tuple(f['context_shape'])}, {f['dtype']}: {f['flops'] / 1e9:.2f} GFLOPs "
-              f"(XLA cost analysis; compile {f['compile_s']:.1f} s)")
+              f"{tuple(f['context_shape'])}, {f['dtype']}: {f['flops'] / 1e9:.4g} GFLOPs "
+              f"({f['flops']:.4e} FLOPs; XLA cost analysis; compile {f['compile_s']:.1f} s)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(s, fh, indent=2)

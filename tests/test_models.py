@@ -92,7 +92,7 @@ def test_every_parameter_has_logical_axis_names(tiny, which):
     kernels = 0
     for path, leaf in leaves:
         assert isinstance(leaf, nn.LogicallyPartitioned), f"{path} has no logical axis names"
-        assert len(leaf.names) == leaf.value.ndim, f"{path}: names {leaf.names} vs {leaf.value.shape}"
+        assert len(leaf.names) == leaf.value.ndim, f"{path}: {leaf.names} vs {leaf.value.shape}"
         if path.endswith("kernel") or path.endswith("embedding"):
             kernels += 1
             assert any(n is not None for n in leaf.names), f"{path}: all axes unnamed"

@@ -178,3 +178,15 @@ def test_vae_decode_parity(vae_pair):
     # decode_latent undoes the scaling: D(z / scaling_factor).
     np.testing.assert_allclose(np.asarray(decode_latent(model, params, z * 0.5)),
                                np.asarray(ours), rtol=1e-5, atol=1e-5)
+
+
+def test_param_count_parity(unet_pair, vae_pair):
+    """model_stats' eval_shape counts equal diffusers' parameter counts."""
+    import ml_collections
+
+    from emotalker_jax import model_stats
+    (uref, ucfg, _), (vref, vcfg, _) = unet_pair, vae_pair
+    config = ml_collections.ConfigDict({"dtype": "float32", "unet": ucfg, "autoencoder": vcfg})
+    assert model_stats.unet_param_count(config) == sum(p.numel() for p in uref.parameters())
+    assert model_stats.autoencoder_param_count(config) == sum(
+        p.numel() for p in vref.parameters())

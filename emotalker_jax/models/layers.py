@@ -54,7 +54,8 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        feats = tuple(self.features) if isinstance(self.features, (tuple, list)) else (self.features,)
+        feats = self.features
+        feats = tuple(feats) if isinstance(feats, (tuple, list)) else (feats,)
         n_in, n_out = self.n_in, len(feats)
         init = self.kernel_init or nn.initializers.variance_scaling(
             1.0, "fan_in", "truncated_normal", in_axis=tuple(range(n_in)),
