@@ -1,0 +1,315 @@
+"""``emotalker eib-train --out DIR [--config configs/tiny.py] [--steps N] [--fed DIR]``.
+
+Trains the EIB's intensity head on FED (METHOD.md eq. 3) with the text encoder frozen:
+
+1. the FED corpus: generated in memory from ``config.eib.fed_size`` / ``fed_seed``
+   (or read from ``--fed DIR/fed.jsonl`` written by ``emotalker fed``);
+2. pooled text-encoder features of every prompt, computed once in length-sorted batches
+   (progress bar) and cached in ``DIR/features-<key>.npz`` (key: encoder, pool, corpus);
+3. the head, trained with optax AdamW (warmup + cosine) in a jitted step on random
+   batches of cached features;
+4. evaluation on the validation and test splits (top-1, mixed top-2, MAE, per category,
+   confusion) and the monotonicity sweep ("slightly X" < "X" < "extremely X");
+5. ``DIR/checkpoint`` (orbax, all EIB params: the trained head plus the freshly
+   initialised token basis / text-token pooling / null set, which the generator's
+   training learns), ``DIR/config.json``, ``DIR/eib.json`` (text encoder, FED, steps)
+   and ``DIR/metrics.json``.
+
+With ``config.text.trainable`` the encoder is still frozen here; fine-tuning it is part of
+the generator's training (``TextEIB``).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+
+DEFAULT_CONFIG = "configs/tiny.py"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--out", required=True, help="output folder for the trained EIB")
+  parser.add_argument("--steps", type=int, default=None,
+                      help="training steps (default: config.eib.steps)")
+  parser.add_argument("--fed", default=None,
+                      help="folder with fed.jsonl from `emotalker fed` (default: generate the "
+                           "corpus in memory from config.eib.fed_size / fed_seed)")
+  parser.add_argument("--batch-size", type=int, default=None,
+                      help="examples per step (default: config.eib.batch_size)")
+  parser.add_argument("--encode-batch", type=int, default=256,
+                      help="prompts per text-encoder call when caching features")
+  parser.add_argument("--config", dest="_config_placeholder", default=None,
+                      help=f"config file (default {DEFAULT_CONFIG}); --config.a.b=v overrides")
+
+
+def _eib_settings(config) -> dict:
+  e = config.eib
+  return {"steps": int(e.get("steps", 3000)), "batch_size": int(e.get("batch_size", 256)),
+          "lr": float(e.get("lr", 3e-3)), "weight_decay": float(e.get("weight_decay", 1e-4)),
+          "warmup": int(e.get("warmup_steps", 100)), "ce_weight": float(e.get("ce_weight", 1.0)),
+          "fed_size": int(e.get("fed_size", 60000)), "fed_seed": int(e.get("fed_seed", 0)),
+          "pool": str(e.get("pool", "mean"))}
+
+
+def load_corpus(fed_dir: str | None, size: int, seed: int):
+  """{split: [FedRecord]} from fed_dir/fed.jsonl, or generated."""
+  from emotalker_jax import fed
+  if fed_dir is None:
+    return fed.generate(size, seed)
+  path = os.path.join(fed_dir, "fed.jsonl") if os.path.isdir(fed_dir) else fed_dir
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--fed {fed_dir!r}: no fed.jsonl there; write one with "
+                            f"`emotalker fed --out {fed_dir}`")
+  records = {s: [] for s in fed.ALL_SPLITS}
+  for r in fed.read_jsonl(path):
+    if r.split not in records:
+      raise ValueError(f"{path}: unknown split {r.split!r}; regenerate it with `emotalker fed`")
+    records[r.split].append(r)
+  for s in fed.SPLITS:
+    if not records[s]:
+      raise ValueError(f"{path} has no {s!r} records; regenerate it with `emotalker fed`")
+  return {s: v for s, v in records.items() if v}
+
+
+def encode_pooled(encoder, prompts, pool: str, batch_size: int = 256, progress=None):
+  """Pooled token states of the frozen encoder for every prompt: (N, P) float32.
+
+  Prompts are sorted by token count and each batch is cut to its longest prompt (rounded
+  up to a multiple of 8), so short prompts cost short sequences; results come back in the
+  input order. progress(n) is called after each batch.
+  """
+  import jax
+  import numpy as np
+
+  from emotalker_jax.models.eib import pool_features, pooled_dim
+
+  module = encoder.module
+
+  @jax.jit
+  def fn(params, ids, mask):
+    out = module.apply({"params": params}, ids, mask)
+    hidden = out[0] if isinstance(out, tuple) else out
+    return pool_features(hidden, mask, pool)
+
+  n = len(prompts)
+  feats = np.zeros((n, pooled_dim(encoder.hidden_size, pool)), np.float32)
+  if n == 0:
+    return feats
+  tok = encoder.tokenize(list(prompts))
+  lens = tok["attention_mask"].sum(axis=1)
+  order = np.argsort(lens, kind="stable")
+  for start in range(0, n, batch_size):
+    idx = order[start:start + batch_size]
+    length = min(encoder.max_length, int(-(-int(lens[idx].max()) // 8) * 8))
+    ids = np.full((batch_size, length), encoder.pad_id, np.int32)
+    mask = np.zeros((batch_size, length), np.int32)
+    ids[:len(idx)] = tok["input_ids"][idx, :length]
+    mask[:len(idx)] = tok["attention_mask"][idx, :length]
+    mask[len(idx):, 0] = 1   # filler rows
+    feats[idx] = np.asarray(fn(encoder.params, ids, mask))[:len(idx)]
+    if progress is not None:
+      progress(len(idx))
+  return feats
+
+
+def train_head(features, targets, *, hidden: int, steps: int, batch_size: int, lr: float,
+               weight_decay: float, warmup: int, ce_weight: float, seed: int = 0,
+               dropout: float = 0.0, progress=None):
+  """Trains IntensityHead on (features (N, P), targets (N, 8)); returns (params, losses)."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  from emotalker_jax.models.eib import IntensityHead, eib_loss
+
+  if steps < 1:
+    raise ValueError(f"--steps must be >= 1, got {steps}")
+  head = IntensityHead(hidden=hidden, dropout=dropout)
+  key = jax.random.key(seed)
+  key, init_key = jax.random.split(key)
+  x = jnp.asarray(features)
+  y = jnp.asarray(targets)
+  params = nn.unbox(head.init(init_key, x[:1])["params"])
+  sched = optax.warmup_cosine_decay_schedule(0.0, lr, min(warmup, max(steps - 1, 1)),
+                                             max(steps, 2), lr * 0.02)
+  opt = optax.adamw(sched, weight_decay=weight_decay)
+  opt_state = opt.init(params)
+
+  @jax.jit
+  def step(params, opt_state, key):
+    k_idx, k_drop = jax.random.split(key)
+    idx = jax.random.randint(k_idx, (batch_size,), 0, x.shape[0])
+
+    def loss_fn(p):
+      logits = head.apply({"params": p}, x[idx], deterministic=False, rngs={"dropout": k_drop})
+      return eib_loss(logits, y[idx], ce_weight)
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, aux["mae"]
+
+  losses = []
+  for i in range(steps):
+    key, sub = jax.random.split(key)
+    params, opt_state, loss, mae = step(params, opt_state, sub)
+    if progress is not None and (i % 50 == 0 or i == steps - 1):
+      loss_f = float(loss)
+      losses.append((i, loss_f))
+      progress(i, loss_f, float(mae))
+  return params, losses
+
+
+def predict_head(params, features, hidden: int, batch: int = 4096):
+  import jax
+  import numpy as np
+
+  from emotalker_jax.models.eib import IntensityHead
+  head = IntensityHead(hidden=hidden)
+  fn = jax.jit(lambda p, x: jax.nn.sigmoid(head.apply({"params": p}, x)))
+  return np.concatenate([np.asarray(fn(params, features[i:i + batch]))
+                         for i in range(0, len(features), batch)] or [np.zeros((0, 8))])
+
+
+def evaluate(params, feats, records, hidden: int) -> dict:
+  """FED metrics of the head on one split: overall and per category."""
+  import numpy as np
+
+  from emotalker_jax.models.eib import intensity_metrics
+  pred = predict_head(params, feats, hidden)
+  target = np.stack([r.intensities for r in records])
+  mixed = np.array([r.is_mixed for r in records])
+  out = intensity_metrics(pred, target, mixed)
+  cats = np.array([r.category for r in records])
+  out["per_category"] = {}
+  for c in sorted(set(cats)):
+    ix = cats == c
+    m = intensity_metrics(pred[ix], target[ix], mixed[ix])
+    out["per_category"][c] = {k: m[k] for k in ("n", "top1", "top2_mixed", "mae")}
+  orders = [(i, r.order) for i, r in enumerate(records) if len(r.order) >= 2]
+  if orders:   # worded order respected: "mostly X, a little Y" -> s_hat_X > s_hat_Y
+    ok = [all(pred[i, o[j]] > pred[i, o[j + 1]] for j in range(len(o) - 1)) for i, o in orders]
+    out["worded_order"] = float(np.mean(ok))
+  return out
+
+
+def feature_cache_path(out: str, encoder, pool: str, prompts) -> str:
+  h = hashlib.sha256()
+  h.update(f"{encoder.path}|{encoder.kind}|{encoder.max_length}|{pool}|".encode())
+  for p in prompts:
+    h.update(p.encode("utf-8"))
+    h.update(b"\n")
+  return os.path.join(out, f"features-{h.hexdigest()[:16]}.npz")
+
+
+def run(args) -> int:
+  import numpy as np
+  from tqdm import tqdm
+
+  from emotalker_jax.config_utils import load_config
+
+  path, overrides = DEFAULT_CONFIG, []
+  for a in args.config_args:
+    if a.startswith("--config="):
+      path = a.split("=", 1)[1]
+    else:
+      overrides.append(a)
+  config = load_config(path, overrides)
+  st = _eib_settings(config)
+  steps = st["steps"] if args.steps is None else int(args.steps)
+  batch_size = st["batch_size"] if args.batch_size is None else int(args.batch_size)
+  if steps < 1:
+    raise ValueError(f"--steps must be >= 1, got {steps}")
+  if batch_size < 1:
+    raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+  if os.path.exists(args.out) and not os.path.isdir(args.out):
+    raise ValueError(f"--out {args.out!r} is a file; give a folder path")
+  os.makedirs(args.out, exist_ok=True)
+  t0 = time.time()
+
+  import jax
+  import jax.numpy as jnp
+
+  from emotalker_jax import fed
+  from emotalker_jax.models import eib as eib_lib
+  from emotalker_jax.models.text_encoder import load_text_encoder
+
+  records = load_corpus(args.fed, st["fed_size"], st["fed_seed"])
+  encoder = load_text_encoder(config.text.path or None, config.text.encoder,
+                              int(config.text.max_length))
+  splits = list(records)
+  prompts = [r.prompt for s in splits for r in records[s]]
+  cache = feature_cache_path(args.out, encoder, st["pool"], prompts)
+  if os.path.isfile(cache):
+    feats = np.load(cache)["features"]
+    print(f"eib-train: using cached features {cache}", file=sys.stderr)
+  else:
+    with tqdm(total=len(prompts), desc="EIB: encoding FED", unit="prompt", file=sys.stderr) as bar:
+      feats = encode_pooled(encoder, prompts, st["pool"], args.encode_batch, bar.update)
+    np.savez(cache, features=feats)
+  t_encode = time.time() - t0
+  offsets, start = {}, 0
+  for s in splits:
+    offsets[s] = (start, start + len(records[s]))
+    start += len(records[s])
+  split_feats = {s: feats[a:b] for s, (a, b) in offsets.items()}
+  targets = np.stack([r.intensities for r in records["train"]])
+
+  hidden = int(config.eib.hidden)
+  bar = tqdm(total=steps, desc="EIB: training", unit="step", file=sys.stderr)
+  last = [0]
+
+  def progress(i, loss, mae):
+    bar.update(i + 1 - last[0])
+    last[0] = i + 1
+    bar.set_postfix(loss=f"{loss:.4f}", mae=f"{mae:.4f}")
+
+  t1 = time.time()
+  head_params, losses = train_head(
+      split_feats["train"], targets, hidden=hidden, steps=steps, batch_size=batch_size,
+      lr=st["lr"], weight_decay=st["weight_decay"], warmup=st["warmup"],
+      ce_weight=st["ce_weight"], seed=int(config.seed),
+      dropout=float(config.eib.get("dropout", 0.0)), progress=progress)
+  bar.close()
+  t_train = time.time() - t1
+
+  metrics = {s: evaluate(head_params, split_feats[s], records[s], hidden) for s in splits}
+  mono_prompts = eib_lib.monotonic_prompts()
+  mono_feats = encode_pooled(encoder, [p for *_, p in mono_prompts], st["pool"], 128)
+  mono = eib_lib.monotonicity_report(mono_prompts, predict_head(head_params, mono_feats, hidden))
+
+  # Full EIB params: the trained head + initialised tokens / pooling / null set.
+  module = eib_lib.eib_from_config(config)
+  h0 = jnp.zeros((1, 8, encoder.hidden_size), jnp.float32)
+  m0 = jnp.ones((1, 8), jnp.int32)
+  variables = module.init(jax.random.key(int(config.seed)), h0, m0,
+                          method=eib_lib.EmotionIntensityBlock.init_all)
+  params = eib_lib.unbox(variables["params"])
+  params["head"] = head_params
+  params = eib_lib.unbox(params)
+  eib_lib.save_eib(args.out, params, config, {
+      "text_path": encoder.path, "text_kind": encoder.kind, "max_length": encoder.max_length,
+      "hidden_size": encoder.hidden_size, "pool": st["pool"], "steps": steps,
+      "batch_size": batch_size, "fed": {"source": args.fed or "generated",
+                                        "size": sum(len(v) for v in records.values()),
+                                        "seed": st["fed_seed"], "version": fed.FED_VERSION}})
+  summary = {
+      "test": {k: metrics["test"][k] for k in ("top1", "top2_mixed", "mae", "n", "n_top1",
+                                               "n_mixed", "worded_order") if k in metrics["test"]},
+      "validation": {k: metrics["validation"][k] for k in ("top1", "top2_mixed", "mae")},
+      "train": {k: metrics["train"][k] for k in ("top1", "top2_mixed", "mae")},
+      **({"test_frames": {k: metrics["test_frames"][k] for k in ("top1", "top2_mixed", "mae")}}
+         if "test_frames" in metrics else {}),
+      "monotonic_all": mono["all"], "monotonic_fraction": mono["fraction"],
+      "monotonic_per_emotion": mono["per_emotion"],
+      "seconds": {"encode": round(t_encode, 1), "train": round(t_train, 1),
+                  "total": round(time.time() - t0, 1)},
+  }
+  with open(os.path.join(args.out, "metrics.json"), "w") as f:
+    json.dump({"summary": summary, "splits": metrics, "monotonicity": mono,
+               "losses": losses, "config": path, "overrides": overrides}, f, indent=1)
+  print(json.dumps(summary, indent=1))
+  return 0

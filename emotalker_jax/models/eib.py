@@ -1,0 +1,505 @@
+"""The Emotion Intensity Block (EIB): prompt -> per-emotion intensities + emotion tokens.
+
+METHOD.md, model item 3 and equation (3). Inputs are the token states of a text encoder
+(frozen by default; ``config.text.trainable`` puts the encoder inside, see ``TextEIB``):
+
+    h: (B, L, D_text) float, mask: (B, L) {0, 1}
+    pooled = pool(h, mask)                          (B, P)   masked mean (config.eib.pool)
+    s_hat  = sigmoid(MLP(LayerNorm(pooled)))        (B, K)   K = 8 intensities in [0, 1]
+    e_k    = s_hat_k * B_k + b_k                    (B, K, C) one token per emotion
+    t_j    = attention pooling of h with learned queries q_j      (B, T, C)
+    tokens = [e_1 .. e_K ; t_1 .. t_T]              (B, K + T, C), C = config.context_dim
+
+``b`` in METHOD.md is a per-token offset here (b_k), so a token at zero intensity still
+says which emotion it stands for. ``from_intensities(s)`` builds the same tokens from an
+explicit intensity vector (``--emotion happy=0.7``): the emotion tokens come from s and
+the text tokens are a learned "no text" set (T, C), trained whenever the training
+pipeline feeds intensities instead of prompts. ``null_tokens`` is the learned token set
+(K + T, C) that replaces the whole EIB output for classifier-free guidance;
+``apply_null(tokens, null, drop)`` swaps it in under a boolean mask (B,).
+
+Loss (eq. 3): ``L_EIB = mean_b ||s_hat - s||^2 + ce_weight * CE(argmax s, softmax(logits))``;
+the CE uses a softmax over the same 8 logits whose sigmoids are s_hat; when several
+emotions tie for the maximum the target mass is split equally between them (so "equal
+parts X and Y" does not favour the lower index), and rows with s = 0 are left out of CE.
+
+Logical axis names: kernels ("embed", "mlp"), ("mlp", "embed"), ("embed", "heads", "kv"),
+("heads", "kv", "embed"); token tables (None, "embed"); LayerNorm ("norm",). The
+8-emotion axis is never sharded (None).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import warnings
+from typing import Any, Sequence
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
+from emotalker_jax.models import layers
+
+Dtype = Any
+POOLS = ("mean", "mean_max")
+
+
+# ----------------------------------------------------------------------------------------
+# Pooling (shared by the module and the feature cache of `emotalker eib-train`).
+# ----------------------------------------------------------------------------------------
+
+def pool_features(hidden: jax.Array, mask: jax.Array, kind: str = "mean") -> jax.Array:
+  """Pools token states (B, L, D) over real tokens (mask (B, L) = 1) -> (B, P), float32.
+
+  'mean': masked mean, P = D (the sentence-transformers embedding before L2 norm).
+  'mean_max': [masked mean, masked max], P = 2D.
+  """
+  if kind not in POOLS:
+    raise ValueError(f"config.eib.pool={kind!r} is unknown; use one of {POOLS}")
+  h = hidden.astype(jnp.float32)
+  m = mask.astype(jnp.float32)[..., None]
+  mean = jnp.sum(h * m, axis=-2) / jnp.maximum(jnp.sum(m, axis=-2), 1e-9)
+  if kind == "mean":
+    return mean
+  mx = jnp.max(jnp.where(m > 0, h, -1e9), axis=-2)
+  return jnp.concatenate([mean, mx], axis=-1)
+
+
+def pooled_dim(hidden_size: int, kind: str) -> int:
+  return hidden_size * (2 if kind == "mean_max" else 1)
+
+
+# ----------------------------------------------------------------------------------------
+# Modules
+# ----------------------------------------------------------------------------------------
+
+def _dense(features, names, dtype, param_dtype, name, axis=-1):
+  # layers.Dense creates the kernel in its final shape, so multi-axis logical names stay
+  # valid under an active mesh (nn.DenseGeneral's flat init breaks flax's shape check).
+  n_in = len(axis) if isinstance(axis, tuple) else 1
+  return layers.dense(features, names, dtype=dtype, param_dtype=param_dtype, name=name,
+                      n_in=n_in, kernel_init=nn.initializers.lecun_normal())
+
+
+def _layer_norm(dtype, param_dtype, name):
+  return nn.LayerNorm(
+      epsilon=1e-5, dtype=dtype, param_dtype=param_dtype, name=name,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)))
+
+
+class IntensityHead(nn.Module):
+  """pooled (B, P) -> intensity logits (B, K); s_hat = sigmoid(logits).
+
+  LayerNorm -> Dense(hidden) -> GELU -> Dense(hidden) -> GELU -> Dense(K), with dropout
+  after each GELU when ``dropout > 0`` and ``deterministic`` is False.
+  """
+  hidden: int = 256
+  num_emotions: int = NUM_EMOTIONS
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, pooled: jax.Array, deterministic: bool = True) -> jax.Array:
+    x = _layer_norm(self.dtype, self.param_dtype, "norm")(pooled)
+    x = nn.gelu(_dense(self.hidden, ("embed", "mlp"), self.dtype, self.param_dtype, "fc1")(x))
+    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    x = nn.gelu(_dense(self.hidden, ("mlp", "embed"), self.dtype, self.param_dtype, "fc2")(x))
+    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    logits = _dense(self.num_emotions, ("embed", None), self.dtype, self.param_dtype, "out")(x)
+    return logits.astype(jnp.float32)
+
+
+class TextTokenPool(nn.Module):
+  """Attention pooling of h with T learned queries: (B, L, D) + mask -> (B, T, C).
+
+  h is projected to C, T learned queries (T, C) attend over the real tokens with
+  ``num_heads`` heads, then an output projection and LayerNorm.
+  """
+  num_tokens: int
+  context_dim: int
+  num_heads: int = 4
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, hidden: jax.Array, mask: jax.Array) -> jax.Array:
+    c, nh = self.context_dim, self.num_heads
+    if c % nh:
+      raise ValueError(f"context_dim {c} is not divisible by config.eib.attn_heads {nh}")
+    hd = c // nh
+    x = _dense(c, ("embed", "mlp"), self.dtype, self.param_dtype, "in_proj")(hidden)
+    x = _layer_norm(self.dtype, self.param_dtype, "in_norm")(x)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    queries = self.param(
+        "queries", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
+        (self.num_tokens, c), self.param_dtype)
+    q = jnp.broadcast_to(queries.astype(self.dtype)[None], (x.shape[0],) + queries.shape)
+    proj = lambda n, y: _dense((nh, hd), ("embed", "heads", "kv"), self.dtype,  # noqa: E731
+                               self.param_dtype, n)(y)
+    qh, kh, vh = proj("query", q), proj("key", x), proj("value", x)   # (B, T|L, H, hd)
+    attn_mask = (mask != 0)[:, None, None, :]                         # (B, 1, 1, L)
+    y = jax.nn.dot_product_attention(qh, kh, vh, mask=attn_mask)      # (B, T, H, hd)
+    y = _dense(c, ("heads", "kv", "embed"), self.dtype, self.param_dtype, "out",
+               axis=(-2, -1))(y)
+    y = _layer_norm(self.dtype, self.param_dtype, "out_norm")(y)
+    return nn.with_logical_constraint(y, ("batch", "length", "embed"))
+
+
+@flax.struct.dataclass
+class EIBOutput:
+  tokens: jax.Array        # (B, K + T, C) cross-attention tokens
+  intensities: jax.Array   # (B, K) s_hat in [0, 1]
+  logits: jax.Array        # (B, K) pre-sigmoid scores (the CE uses their softmax)
+
+
+class EmotionIntensityBlock(nn.Module):
+  """The EIB on top of text-encoder token states. See the module docstring.
+
+  Methods (all with ``module.apply(variables, ..., method=...)``):
+    __call__(hidden (B, L, D), mask (B, L)) -> EIBOutput
+    intensity_logits(pooled (B, P)) -> (B, K)          the head alone (cached features)
+    emotion_tokens(s (B, K)) -> (B, K, C)
+    from_intensities(s (B, K)) -> (B, K + T, C)         explicit intensities, no text
+    null_tokens(batch: int) -> (B, K + T, C)           the learned CFG null set
+  """
+  context_dim: int = 64
+  hidden: int = 256
+  num_text_tokens: int = 4
+  num_emotions: int = NUM_EMOTIONS
+  attn_heads: int = 4
+  pool: str = "mean"
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    k, c, t = self.num_emotions, self.context_dim, self.num_text_tokens
+    emb = lambda std: nn.with_logical_partitioning(nn.initializers.normal(std), (None, "embed"))  # noqa: E731
+    self.head = IntensityHead(self.hidden, k, self.dropout, self.dtype, self.param_dtype)
+    self.basis = self.param("basis", emb(1.0), (k, c), self.param_dtype)          # B_k
+    self.offset = self.param("offset", emb(0.02), (k, c), self.param_dtype)       # b_k
+    self.null = self.param("null", emb(0.02), (k + t, c), self.param_dtype)
+    if t > 0:
+      self.text_pool = TextTokenPool(t, c, self.attn_heads, self.dtype, self.param_dtype)
+      self.no_text = self.param("no_text", emb(0.02), (t, c), self.param_dtype)
+
+  def intensity_logits(self, pooled: jax.Array, deterministic: bool = True) -> jax.Array:
+    return self.head(pooled, deterministic)
+
+  def emotion_tokens(self, s: jax.Array) -> jax.Array:
+    """s (B, K) in [0, 1] -> e (B, K, C): e_k = s_k * B_k + b_k."""
+    s = s.astype(self.dtype)
+    e = s[..., None] * self.basis.astype(self.dtype)[None] + self.offset.astype(self.dtype)[None]
+    return nn.with_logical_constraint(e, ("batch", "length", "embed"))
+
+  def __call__(self, hidden: jax.Array, mask: jax.Array,
+               deterministic: bool = True) -> EIBOutput:
+    logits = self.intensity_logits(pool_features(hidden, mask, self.pool), deterministic)
+    s_hat = jax.nn.sigmoid(logits)
+    tokens = self.emotion_tokens(s_hat)
+    if self.num_text_tokens > 0:
+      tokens = jnp.concatenate([tokens, self.text_pool(hidden.astype(self.dtype), mask)], axis=1)
+    return EIBOutput(tokens=tokens, intensities=s_hat, logits=logits)
+
+  def from_intensities(self, s: jax.Array) -> jax.Array:
+    """Tokens (B, K + T, C) from an explicit intensity vector s (B, K) (no prompt)."""
+    tokens = self.emotion_tokens(s)
+    if self.num_text_tokens > 0:
+      no_text = jnp.broadcast_to(self.no_text.astype(self.dtype)[None],
+                                 (s.shape[0],) + self.no_text.shape)
+      tokens = jnp.concatenate([tokens, no_text], axis=1)
+    return tokens
+
+  def null_tokens(self, batch: int) -> jax.Array:
+    return jnp.broadcast_to(self.null.astype(self.dtype)[None], (batch,) + self.null.shape)
+
+  def init_all(self, hidden: jax.Array, mask: jax.Array) -> EIBOutput:
+    """Touches every parameter (use as ``init(..., method=EmotionIntensityBlock.init_all)``)."""
+    out = self(hidden, mask)
+    self.from_intensities(out.intensities)
+    self.null_tokens(hidden.shape[0])
+    return out
+
+
+class TextEIB(nn.Module):
+  """Text encoder + EIB in one module, for ``config.text.trainable=True``.
+
+  __call__(input_ids (B, L), attention_mask (B, L)) -> EIBOutput. Params:
+  {'text_encoder': <the encoder's tree>, 'eib': ...}; load the pretrained encoder params
+  into 'text_encoder' (``with_pretrained_text``). Freezing is the optimizer's business
+  (an optax mask), not this module's.
+  """
+  text_encoder: nn.Module
+  eib: EmotionIntensityBlock
+
+  def __call__(self, input_ids, attention_mask, deterministic: bool = True) -> EIBOutput:
+    out = self.text_encoder(input_ids, attention_mask)
+    hidden = out[0] if isinstance(out, tuple) else out
+    return self.eib(hidden, attention_mask, deterministic)
+
+
+def with_pretrained_text(params: dict, text_params: Any) -> dict:
+  """Returns TextEIB params with 'text_encoder' replaced by the pretrained tree."""
+  params = dict(params)
+  params["text_encoder"] = text_params
+  return params
+
+
+def eib_from_config(config) -> EmotionIntensityBlock:
+  """The EIB module of ``config`` (context_dim, eib.*, dtype, param_dtype)."""
+  e = config.eib
+  return EmotionIntensityBlock(
+      context_dim=int(config.context_dim), hidden=int(e.hidden),
+      num_text_tokens=int(e.num_text_tokens), num_emotions=int(e.num_emotions),
+      attn_heads=int(e.get("attn_heads", 4)), pool=str(e.get("pool", "mean")),
+      dropout=float(e.get("dropout", 0.0)),
+      dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype))
+
+
+# ----------------------------------------------------------------------------------------
+# Classifier-free guidance
+# ----------------------------------------------------------------------------------------
+
+def apply_null(tokens: jax.Array, null: jax.Array, drop: jax.Array) -> jax.Array:
+  """tokens (B, N, C), null (N, C) or (B, N, C), drop (B,) bool -> tokens with the rows
+  where drop is True replaced by the null set (conditioning dropout / the CFG branch)."""
+  null = jnp.broadcast_to(null.astype(tokens.dtype), tokens.shape)
+  return jnp.where(drop.astype(bool)[:, None, None], null, tokens)
+
+
+def drop_mask(rng: jax.Array, batch: int, p_uncond: float) -> jax.Array:
+  """(B,) bool, True with probability p_uncond (explicit key)."""
+  return jax.random.bernoulli(rng, p_uncond, (batch,))
+
+
+# ----------------------------------------------------------------------------------------
+# Loss (eq. 3) and metrics
+# ----------------------------------------------------------------------------------------
+
+def dominant_target(s: jax.Array, tol: float = 1e-4) -> jax.Array:
+  """(B, K) intensities -> (B, K) CE target: 1/n on the n emotions tied for the max."""
+  s = s.astype(jnp.float32)
+  top = (s >= jnp.max(s, axis=-1, keepdims=True) - tol).astype(jnp.float32)
+  return top / jnp.sum(top, axis=-1, keepdims=True)
+
+
+def eib_loss(logits: jax.Array, s: jax.Array, ce_weight: float = 1.0,
+             weights: jax.Array | None = None) -> tuple[jax.Array, dict]:
+  """L_EIB (eq. 3) averaged over the batch: sum_k (sigmoid(logits) - s)^2 + ce_weight * CE.
+
+  logits, s: (B, K); weights: optional (B,) per-example weights (e.g. a padding mask).
+  Returns (loss, {'mse', 'ce', 'mae'}).
+  """
+  s = s.astype(jnp.float32)
+  logits = logits.astype(jnp.float32)
+  w = jnp.ones(s.shape[:1], jnp.float32) if weights is None else weights.astype(jnp.float32)
+  wsum = jnp.maximum(jnp.sum(w), 1.0)
+  s_hat = jax.nn.sigmoid(logits)
+  sq = jnp.sum(jnp.square(s_hat - s), axis=-1)
+  has = (jnp.max(s, axis=-1) > 0).astype(jnp.float32) * w
+  ce = -jnp.sum(dominant_target(s) * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+  mse = jnp.sum(sq * w) / wsum
+  ce_mean = jnp.sum(ce * has) / jnp.maximum(jnp.sum(has), 1.0)
+  mae = jnp.sum(jnp.mean(jnp.abs(s_hat - s), axis=-1) * w) / wsum
+  return mse + ce_weight * ce_mean, {"mse": mse, "ce": ce_mean, "mae": mae}
+
+
+def top2_correct(pred: np.ndarray, target: np.ndarray, tol: float = 1e-4) -> np.ndarray:
+  """(N, K) x2 -> (N,) bool: the predicted two largest emotions are the target's two
+  largest; when the target ties at the boundary any of the tied emotions counts."""
+  pred, target = np.asarray(pred), np.asarray(target)
+  top2 = np.argsort(-pred, axis=-1, kind="stable")[:, :2]
+  second = -np.sort(-target, axis=-1)[:, 1]
+  picked = np.take_along_axis(target, top2, axis=-1)
+  return np.all(picked >= second[:, None] - tol, axis=-1)
+
+
+def intensity_metrics(pred: np.ndarray, target: np.ndarray, is_mixed: np.ndarray,
+                      margin: float = 0.1) -> dict:
+  """FED metrics (the figures `emotalker eib-train` reports).
+
+  top1: fraction of prompts with a clear dominant emotion (largest intensity >= the
+  second + ``margin``) whose predicted argmax is that emotion. top2: fraction of mixed
+  prompts (>= 2 emotions) whose predicted top-2 set is the target's (tie-aware). mae:
+  mean |s_hat - s| over all prompts and the 8 emotions. Also per-emotion top-1 and a
+  confusion matrix (rows: true dominant, columns: predicted argmax).
+  """
+  pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
+  is_mixed = np.asarray(is_mixed, bool)
+  srt = -np.sort(-target, axis=-1)
+  clear = (srt[:, 0] - srt[:, 1]) >= margin - 1e-6
+  true_top = np.argmax(target, axis=-1)
+  pred_top = np.argmax(pred, axis=-1)
+  ok1 = (true_top == pred_top)[clear]
+  ok2 = top2_correct(pred, target)[is_mixed]
+  conf = np.zeros((NUM_EMOTIONS, NUM_EMOTIONS), np.int64)
+  np.add.at(conf, (true_top[clear], pred_top[clear]), 1)
+  per = {EMOTIONS[k]: (float(conf[k, k] / conf[k].sum()) if conf[k].sum() else None)
+         for k in range(NUM_EMOTIONS)}
+  return {
+      "n": int(len(target)), "n_top1": int(clear.sum()), "n_mixed": int(is_mixed.sum()),
+      "top1": float(ok1.mean()) if ok1.size else float("nan"),
+      "top2_mixed": float(ok2.mean()) if ok2.size else float("nan"),
+      "mae": float(np.mean(np.abs(pred - target))),
+      "top1_per_emotion": per, "confusion": conf.tolist(),
+  }
+
+
+# Canonical words for the monotonicity check ("slightly X" < "X" < "extremely X").
+# Neutral uses the word "neutral" itself: FED grades neutral words like any other
+# emotion ("slightly neutral" 0.3, "neutral" 0.7, "extremely neutral" 0.95).
+MONOTONIC_WORDS = ("neutral", "angry", "contemptuous", "disgusted", "fearful", "happy", "sad",
+                   "surprised")
+MONOTONIC_FRAMES = ("{}", "she looks {}", "make him {}", "a {} expression")
+MONOTONIC_DEGREES = ("slightly", "", "extremely")
+
+
+def monotonic_prompts() -> list[tuple[int, str, int, str]]:
+  """[(emotion index, frame, degree index, prompt)] for the monotonicity sweep."""
+  out = []
+  for k, word in enumerate(MONOTONIC_WORDS):
+    for frame in MONOTONIC_FRAMES:
+      for j, deg in enumerate(MONOTONIC_DEGREES):
+        phrase = f"{deg} {word}".strip()
+        text = frame.format(phrase)
+        if frame.startswith("a {}") and phrase[0] in "aeiou":
+          text = "an" + text[1:]
+        out.append((k, frame, j, text))
+  return out
+
+
+def monotonicity_report(prompts: list[tuple[int, str, int, str]], s_hat: np.ndarray) -> dict:
+  """Is s_hat[k] strictly increasing over slightly < bare < extremely, per emotion and
+  frame? Returns {'all': bool, 'fraction': f, 'per_emotion': {name: bool},
+  'values': {name: {frame: [3 floats]}}}."""
+  vals: dict = {}
+  for (k, frame, j, _), row in zip(prompts, np.asarray(s_hat)):
+    vals.setdefault(EMOTIONS[k], {}).setdefault(frame, [None] * len(MONOTONIC_DEGREES))[j] = \
+        round(float(row[k]), 4)
+  ok = {name: {f: all(v[i] < v[i + 1] for i in range(len(v) - 1)) for f, v in frames.items()}
+        for name, frames in vals.items()}
+  flat = [x for per in ok.values() for x in per.values()]
+  return {"all": all(flat), "fraction": float(np.mean(flat)),
+          "per_emotion": {name: all(per.values()) for name, per in ok.items()},
+          "values": vals}
+
+
+# ----------------------------------------------------------------------------------------
+# Saving / loading a trained EIB folder (what `emotalker eib-train` writes)
+# ----------------------------------------------------------------------------------------
+
+def unbox(tree) -> dict:
+  """Params without logical-partitioning boxes, as plain nested dicts."""
+  tree = nn.unbox(tree)
+  if hasattr(tree, "unfreeze"):
+    tree = tree.unfreeze()
+  return jax.tree.map(lambda x: x, dict(tree))
+
+
+def save_eib(out: str, params: dict, config, info: dict) -> None:
+  """Writes out/checkpoint (orbax), out/config.json and out/eib.json."""
+  import orbax.checkpoint as ocp
+  ckpt = os.path.abspath(os.path.join(out, "checkpoint"))
+  if os.path.exists(ckpt):
+    shutil.rmtree(ckpt)
+  with ocp.StandardCheckpointer() as c:
+    c.save(ckpt, jax.tree.map(np.asarray, params))
+  with open(os.path.join(out, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=1))
+  with open(os.path.join(out, "eib.json"), "w") as f:
+    json.dump(info, f, indent=1)
+
+
+# Prompts whose largest non-neutral intensity is below this and that contain no FED
+# emotion word are reported as "no emotion content" and mapped to neutral.
+NO_CONTENT_THRESHOLD = 0.5
+
+
+@dataclasses.dataclass
+class LoadedEIB:
+  """A trained EIB folder: module, params, config, text encoder, and jitted prediction."""
+  module: EmotionIntensityBlock
+  params: Any
+  config: Any
+  info: dict
+  encoder: Any
+  path: str = ""
+  _fn: Any = dataclasses.field(default=None, repr=False)
+
+  def predict(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """prompts -> (s_hat (N, 8) float32, truncated (N,) bool). Batches of 64, padded."""
+    if self._fn is None:
+      enc_module, module = self.encoder.module, self.module
+
+      def fn(enc_params, params, ids, mask):
+        out = enc_module.apply({"params": enc_params}, ids, mask)
+        hidden = out[0] if isinstance(out, tuple) else out
+        logits = module.apply({"params": params}, pool_features(hidden, mask, module.pool),
+                              method=EmotionIntensityBlock.intensity_logits)
+        return jax.nn.sigmoid(logits)
+      self._fn = jax.jit(fn)
+    prompts = list(prompts)
+    out = np.zeros((len(prompts), NUM_EMOTIONS), np.float32)
+    trunc = np.zeros((len(prompts),), bool)
+    bs = 64
+    for i in range(0, len(prompts), bs):
+      chunk = prompts[i:i + bs]
+      tok = self.encoder.tokenize(chunk)
+      b = max(8, 1 << (len(chunk) - 1).bit_length())
+      ids = np.full((b, self.encoder.max_length), self.encoder.pad_id, np.int32)
+      mask = np.zeros((b, self.encoder.max_length), np.int32)
+      ids[:len(chunk)], mask[:len(chunk)] = tok["input_ids"], tok["attention_mask"]
+      mask[len(chunk):, 0] = 1
+      out[i:i + len(chunk)] = np.asarray(self._fn(self.encoder.params, self.params, ids, mask))[
+          :len(chunk)]
+      trunc[i:i + len(chunk)] = tok["truncated"]
+    return out, trunc
+
+
+def load_eib(path: str, encoder=None) -> LoadedEIB:
+  """Loads a folder written by `emotalker eib-train`. Raises FileNotFoundError /
+  ValueError naming the folder and the fix."""
+  import ml_collections
+  import orbax.checkpoint as ocp
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"EIB folder {path!r} not found; train one with "
+                            f"`emotalker eib-train --out {path}`")
+  need = ("config.json", "eib.json", "checkpoint")
+  missing = [n for n in need if not os.path.exists(os.path.join(path, n))]
+  if missing:
+    raise FileNotFoundError(f"EIB folder {path!r} lacks {', '.join(missing)}; it is not (or "
+                            f"not completely) written by `emotalker eib-train --out {path}`")
+  try:
+    with open(os.path.join(path, "config.json")) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+    with open(os.path.join(path, "eib.json")) as f:
+      info = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"EIB folder {path!r}: unreadable config.json / eib.json ({e}); "
+                     "retrain with `emotalker eib-train`") from None
+  module = eib_from_config(config)
+  ckpt = os.path.abspath(os.path.join(path, "checkpoint"))
+  try:
+    with ocp.StandardCheckpointer() as c:
+      params = c.restore(ckpt)
+  except Exception as e:  # orbax raises several types for damaged folders
+    raise ValueError(f"EIB folder {path!r}: cannot restore the checkpoint ({type(e).__name__}: "
+                     f"{e}); retrain with `emotalker eib-train --out {path}`") from None
+  params = jax.tree.map(jnp.asarray, params)
+  if encoder is None:
+    from emotalker_jax.models.text_encoder import load_text_encoder
+    text_path = info.get("text_path") or None
+    if text_path and not os.path.isdir(text_path):
+      warnings.warn(f"text encoder folder {text_path} recorded in {path}/eib.json is gone; "
+                    "using config.text.path")
+      text_path = config.text.path or None
+    encoder = load_text_encoder(text_path, info.get("text_kind") or config.text.encoder,
+                                int(info.get("max_length", config.text.max_length)))
+  return LoadedEIB(module, params, config, info, encoder, path)
