@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("evaluate", "evaluate a checkpoint (emotion, identity, lip sync, PSNR/SSIM)", "#8"),
     "bench": ("bench", "benchmarks: JAX vs PyTorch, FLOPs, compile time, memory", "#9"),
     "convert": ("convert", "import a diffusers UNet/VAE folder into our params", "#3"),
+    "aot-compile": ("aot_compile", "compile the train step for a TPU topology / N devices, "
+                    "report per-device memory", "#7"),
     "demo": ("demo", "end-to-end demo on the synthetic benchmark (make demo)", "#8"),
 }
 

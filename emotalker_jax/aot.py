@@ -1,0 +1,143 @@
+"""Ahead-of-time compilation of the train step for a target topology, with no accelerator.
+
+    emotalker aot-compile --config configs/base256.py --topology v5e:2x2
+    emotalker aot-compile --config configs/tiny.py --cpu-devices 8
+
+With ``--topology`` the step is lowered and compiled for that TPU slice through
+``jax.experimental.topologies`` (needs the ``libtpu`` package at the version ``jax[tpu]``
+pins, e.g. ``pip install 'libtpu==0.0.42.*'`` for jax 0.10.2; no TPU is attached). With
+``--cpu-devices N`` it compiles for N simulated CPU devices instead. Either way it prints
+and saves (``--json``) per-device memory (arguments, outputs, temporaries, generated
+code) and the FLOPs of one step from XLA's analyses: whether a config fits before any pod
+time is spent. Nothing is allocated: every array is a ``jax.ShapeDtypeStruct``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+
+def abstract_train_step(config, mesh):
+    """(jitted step, abstract (state, frozen, batch) with shardings) for ``config`` on ``mesh``."""
+    import jax
+    import jax.numpy as jnp
+    from emotalker_jax import parallel
+    from emotalker_jax.audio import window_length
+    from emotalker_jax.diffusion import schedule as sched
+    from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
+    from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
+    from emotalker_jax.models import text_encoder as te
+    from emotalker_jax.training import state as state_lib
+    from emotalker_jax.training.step import jit_train_step, make_train_step
+
+    rules = parallel.rules_from_config(config)
+    family, tcfg, _, _ = te.read_text_config(config.text.path or None, kind=config.text.encoder)
+    text_module = (te.BertTextModel(tcfg, dtype=jnp.dtype(config.dtype)) if family == "bert"
+                   else te.CLIPTextModel(tcfg, dtype=jnp.dtype(config.dtype)))
+    L = int(config.text.max_length)
+    model, vae = EmoTalker(config), build_autoencoder(config)
+    tx = state_lib.make_optimizer(config.train)
+    init = state_lib.init_state_fn(lambda r: init_emotalker(model, r, tcfg.hidden_size), tx)
+    abstract_state, state_sh = state_lib.abstract_state_and_shardings(init, mesh, rules)
+    rep = parallel.replicated(mesh)
+    from flax import linen as nn
+    ids = jnp.zeros((1, L), jnp.int32)
+    frozen = {
+        "vae": nn.meta.unbox(jax.eval_shape(
+            lambda r: init_autoencoder(vae, r, config.data.image_size)["params"],
+            jax.random.key(0))),
+        "text": nn.meta.unbox(jax.eval_shape(
+            lambda r: text_module.init(r, ids, ids)["params"], jax.random.key(0))),
+    }
+    frozen_sh = jax.tree.map(lambda _: rep, frozen)
+    b, s = int(config.train.batch_size), int(config.data.image_size)
+    w = window_length(config.audio.window_s)
+    shapes = {"x_tgt": (b, s, s, 3), "x_mask": (b, s, s, 3), "x_ref": (b, s, s, 3),
+              "audio_mel": (b, w, config.audio.n_mels), "emotion": (b, 8),
+              "input_ids": (b, L), "attention_mask": (b, L)}
+    batch = {k: jax.ShapeDtypeStruct(v, jnp.int32 if k in ("input_ids", "attention_mask")
+                                     else jnp.float32) for k, v in shapes.items()}
+    batch_sh = {k: parallel.batch_sharding(mesh, len(v)) for k, v in shapes.items()}
+    step = make_train_step(model, vae, text_module, sched.from_config(config.diffusion), config)
+    jitted = jit_train_step(step, state_sh, frozen_sh, batch_sh)
+    return jitted, (abstract_state, frozen, batch), rules
+
+
+def compile_report(config, devices, target: str) -> dict:
+    import jax
+    from flax import linen as nn
+    from emotalker_jax import parallel
+    from emotalker_jax.training.state import param_count
+    mesh = parallel.create_mesh(config.mesh, devices)
+    jitted, args, rules = abstract_train_step(config, mesh)
+    t0 = time.perf_counter()
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        lowered = jitted.lower(*args)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    gib = 1024 ** 3
+    fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
+              "generated_code_size_in_bytes", "alias_size_in_bytes")
+    per_device = {f: int(getattr(mem, f, 0) or 0) for f in fields} if mem is not None else {}
+    peak = (per_device.get("argument_size_in_bytes", 0) + per_device.get("output_size_in_bytes", 0)
+            + per_device.get("temp_size_in_bytes", 0) - per_device.get("alias_size_in_bytes", 0))
+    return {
+        "target": target, "config": config.name, "num_devices": len(devices),
+        "device_kind": devices[0].device_kind, "mesh": dict(mesh.shape),
+        "global_batch": int(config.train.batch_size), "dtype": config.dtype,
+        "remat": bool(config.unet.remat), "trainable_params": param_count(args[0].params),
+        "per_device_bytes": per_device, "per_device_peak_gib_estimate": peak / gib,
+        "flops_per_step": float(cost.get("flops", -1)) if cost else None,
+        "lower_s": t1 - t0, "compile_s": t2 - t1,
+    }
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--topology", default=None,
+                   help="TPU topology, e.g. v5e:2x2, v5p:2x2x2, v6e:4x4 (needs libtpu)")
+    g.add_argument("--cpu-devices", type=int, default=8, help="simulated CPU devices")
+    p.add_argument("--json", default=None, help="write the report here")
+
+
+def run(args) -> int:
+    from emotalker_jax.config_utils import load_config
+    if not args.config_args:
+        raise ValueError("no config given: pass --config configs/base256.py")
+    config = load_config(args.config_args[0].split("=", 1)[1], args.config_args[1:])
+    if args.topology:
+        os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        import jax
+        from jax.experimental import topologies
+        try:
+            topo = topologies.get_topology_desc(topology_name=args.topology, platform="tpu")
+        except Exception as e:  # noqa: BLE001 - libtpu missing or bad name: say which
+            raise ValueError(
+                f"--topology {args.topology}: no TPU compiler available ({type(e).__name__}: "
+                f"{str(e)[:200]}); install libtpu at the version jax[tpu] pins "
+                "(jax 0.10.2: pip install 'libtpu==0.0.42.*') or use --cpu-devices N") from None
+        devices, target = list(topo.devices), f"tpu:{args.topology}"
+    else:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = (
+            f"{flags} --xla_force_host_platform_device_count={args.cpu_devices}").strip()
+        os.environ["JAX_PLATFORMS"] = "cpu"
+        import jax
+        devices, target = jax.devices()[:args.cpu_devices], f"cpu:{args.cpu_devices}"
+        if len(devices) < args.cpu_devices:
+            raise ValueError(f"--cpu-devices {args.cpu_devices}: JAX was already started with "
+                             f"{len(devices)} devices; run in a fresh process")
+    report = compile_report(config, devices, target)
+    print(json.dumps(report, indent=2))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+    return 0
