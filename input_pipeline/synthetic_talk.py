@@ -43,7 +43,7 @@ class SyntheticTalkConfig(tfds.core.BuilderConfig):
   num_train_identities: int = 12
   frames_per_clip: int = 25
   num_neutral: int = 3
-  num_mixtures: int = 4
+  num_mixtures: int = 7
   seed: int = 0
 
   @property

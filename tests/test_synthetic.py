@@ -83,10 +83,14 @@ def test_mixture_blends_between_its_components():
   assert corner(lm["mix"]) < corner(lm["surprised"]) - 1.0
 
 
-def test_frames_change_with_expression_but_mask_does_not():
-  neutral = _still(2, _onehot("neutral"))
-  for name in ("angry", "happy", "surprised", "disgusted"):
-    other = _still(2, _onehot(name, 1 / 3))
+@pytest.mark.parametrize("identity_id", [2, 11])
+def test_frames_change_with_expression_but_mask_does_not(identity_id):
+  neutral = _still(identity_id, _onehot("neutral"))
+  cases = [(n, _onehot(n, lvl)) for n in ("angry", "contempt", "disgusted", "fear", "happy",
+                                          "sad", "surprised") for lvl in (1 / 3, 1.0)]
+  cases.append(("surprised+fear+sad", _onehot("surprised") + _onehot("fear") + _onehot("sad")))
+  for name, s in cases:
+    other = _still(identity_id, s)
     diff = np.abs(other["frames"].astype(int) - neutral["frames"].astype(int))
     assert diff.max() > 40, name
     # Changes are confined to the face mask (expression lives in the masked region) ...
@@ -187,13 +191,17 @@ def built(tmp_path_factory):
 
 def test_clip_plan_covers_emotions_levels_and_mixtures():
   plan = clips_lib.clip_plan(9, seed=0)
-  assert len(plan) == 3 + 7 * 3 + 4 and [p.clip_index for p in plan] == list(range(len(plan)))
+  assert len(plan) == 3 + 7 * 3 + 7 and [p.clip_index for p in plan] == list(range(len(plan)))
   assert plan[0].is_neutral_reference and sum(p.is_neutral_reference for p in plan) == 1
   singles = {(int(np.argmax(p.emotion)), round(float(p.emotion.max()), 3))
              for p in plan if (p.emotion > 0).sum() == 1 and p.emotion[0] == 0}
   assert singles == {(e, round(l, 3)) for e in range(1, 8) for l in clips_lib.LEVELS}
   mixes = [p.emotion for p in plan if (p.emotion > 0).sum() == 2]
-  assert len(mixes) == 4 and all(m[0] == 0 for m in mixes)
+  assert len(mixes) == 7 and all(m[0] == 0 for m in mixes)
+  pairs = {tuple(np.flatnonzero(m)) for m in mixes}
+  assert len(pairs) == 7  # distinct pairs
+  levels = np.array(clips_lib.MIXTURE_LEVELS)
+  assert all(np.isclose(v, levels).any() for m in mixes for v in m[m > 0])
 
 
 def test_tfds_roundtrip_without_tensorflow_and_disjoint_splits(built):
@@ -248,3 +256,58 @@ def test_synth_command_builds_and_writes_contact_sheet(tmp_path, capsys):
   assert cli.main(["synth", "--out", str(tmp_path), "--size", "tiny", "--num-identities", "2",
                    "--num-train-identities", "2"]) == 2
   assert "num_train_identities" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- learnability
+@pytest.mark.slow
+def test_emotion_is_learnable_on_held_out_identities():
+  """A deliberately small CNN, 1500 steps on 40 identities, classifies held-out identities.
+
+  Measured on the 2-core CPU: 0.99 top-1 (all levels, speech + head motion + blinks).
+  """
+  import jax
+  import jax.numpy as jnp
+  import flax.linen as nn
+  import optax
+
+  def make(ids):
+    xs, ys = [], []
+    for i in ids:
+      u = renderer.sample_identity(i, 0)
+      for spec in clips_lib.clip_plan(i, 0, num_mixtures=0):
+        xs.append(clips_lib.render_clip(spec, u, 64, 8, 0)["frames"])
+        ys += [int(np.argmax(spec.emotion))] * 8
+    return np.concatenate(xs).astype(np.float32) / 127.5 - 1, np.array(ys)
+
+  x_tr, y_tr = make(range(40))
+  x_te, y_te = make(range(1000, 1010))
+
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      x = nn.relu(nn.Conv(16, (3, 3), strides=2)(x))
+      for f in (16, 32, 64):
+        x = nn.relu(nn.Conv(f, (3, 3))(x))
+        x = nn.relu(nn.Conv(2 * f, (3, 3), strides=2)(x))
+      return nn.Dense(8)(nn.relu(nn.Dense(128)(x.reshape(x.shape[0], -1))))
+
+  net, steps = Net(), 1500
+  params = net.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  opt = optax.adam(optax.cosine_decay_schedule(1e-3, steps))
+  state = opt.init(params)
+
+  @jax.jit
+  def step(p, s, x, y):
+    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(net.apply(p, x), y).mean()
+    g = jax.grad(loss)(p)
+    u, s = opt.update(g, s, p)
+    return optax.apply_updates(p, u), s
+
+  rng = np.random.default_rng(0)
+  for _ in range(steps):
+    idx = rng.integers(0, len(x_tr), 32)
+    params, state = step(params, state, x_tr[idx], y_tr[idx])
+  pred = np.concatenate([np.asarray(jax.jit(net.apply)(params, x_te[j:j + 256]).argmax(-1))
+                         for j in range(0, len(x_te), 256)])
+  acc = (pred == y_te).mean()
+  assert acc >= 0.97, acc

@@ -46,7 +46,7 @@ class ClipSpec:
 
 
 def clip_plan(identity_id: int, seed: int = 0, num_neutral: int = 3,
-              num_mixtures: int = 4) -> list[ClipSpec]:
+              num_mixtures: int = 7) -> list[ClipSpec]:
   """The clips of one identity: neutral clips, 7 emotions x 3 levels, then mixtures."""
   if num_neutral < 1:
     raise ValueError(f"num_neutral must be >= 1 (clip 0 is the reference), got {num_neutral}")

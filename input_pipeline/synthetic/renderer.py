@@ -104,7 +104,7 @@ _MAP_ROWS: dict[str, dict[str, float]] = {
     "fear": {"inner_brow_raise": 1.0, "outer_brow_raise": 0.5, "brow_lower": 0.6,
              "upper_lid_raise": 1.0, "lip_stretch": 1.0, "lips_part": 1.0},
     "happy": {"cheek_raise": 1.0, "lip_corner_pull": 1.0, "lips_part": 0.4},
-    "sad": {"inner_brow_raise": 0.9, "brow_lower": 0.4, "lid_droop": 0.7,
+    "sad": {"inner_brow_raise": 0.9, "brow_lower": 0.4, "lid_droop": 1.0,
             "lip_corner_depress": 1.0, "chin_raise": 0.6},
     "surprised": {"inner_brow_raise": 1.0, "outer_brow_raise": 1.0, "upper_lid_raise": 1.0,
                   "jaw_drop": 1.0},
@@ -311,7 +311,7 @@ def _face_geometry(ig: IdentityGeometry, controls: np.ndarray, m: Motion) -> dic
   g["gaze_x"] = 0.025 * m.gaze[:, 0]
   g["gaze_y"] = 0.012 * m.gaze[:, 1]
   g["eye_cx_shift"] = 0.5 * yaw
-  g["crowsfeet_alpha"] = np.clip(0.7 * c["cheek_raise"] + 0.3 * c["lid_tighten"], 0, 0.9)
+  g["crowsfeet_alpha"] = np.clip(0.9 * c["cheek_raise"] + 0.3 * c["lid_tighten"], 0, 0.9)
   # Nose.
   g["nose_x"] = 1.0 * yaw
   g["nose_tip_y"] = ig.eye_y + ig.nose_len - 0.02 * c["nose_wrinkle"] \
@@ -717,7 +717,7 @@ def face_mask(cv: _Canvas, ig: IdentityGeometry) -> np.ndarray:
   Independent of expression and speech (covers their full range), follows the head pose.
   """
   bmax = ig.face_b + 0.45 * (0.13 + 0.15) + 0.04
-  top = ig.eye_y - ig.brow_gap - 0.26
+  top = ig.eye_y - ig.brow_gap - 0.30  # above the highest forehead line (full AU1+2)
   yb = np.where(cv.Y > 0, cv.Y / bmax, cv.Y / ig.face_b)
   taper = 1.0 - ig.jaw_taper * np.clip(yb, 0, 1) ** 2
   d = np.maximum(_ellipse_sd(cv.X / taper, cv.Y, 0.0, 0.0, ig.face_a + 0.02,
