@@ -83,7 +83,7 @@ def _dense(features, names, dtype, param_dtype, name, axis=-1):
   # valid under an active mesh (nn.DenseGeneral's flat init breaks flax's shape check).
   n_in = len(axis) if isinstance(axis, tuple) else 1
   return layers.dense(features, names, dtype=dtype, param_dtype=param_dtype, name=name,
-                      n_in=n_in, kernel_init=nn.initializers.lecun_normal())
+                      n_in=n_in)
 
 
 def _layer_norm(dtype, param_dtype, name):
