@@ -201,7 +201,9 @@ def unet_config_from_diffusers(d: Mapping, source: str = "config.json") -> dict:
     Raises ValueError naming ``source`` and the key for options we do not implement.
     """
     for key, ok in _UNET_FIXED.items():
-        if key in d and _tuples(d[key]) not in ok and d[key] not in ok:
+        vals = d.get(key)
+        vals = list(vals) if isinstance(vals, (list, tuple)) else [vals]  # per-block lists
+        if key in d and any(v not in ok for v in vals):
             raise ValueError(f"{source}: {key}={d[key]!r} is not supported by our UNet "
                              f"(supported: {ok})")
     for key in ("down_block_types", "up_block_types"):
