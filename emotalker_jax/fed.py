@@ -53,6 +53,7 @@ DEFAULT_SIZE = 60_000         # records over all three splits
 BARE = 0.7                    # degree of a term with no degree word
 NEUTRAL_DEFAULT = BARE        # label of "no emotion content" / a negated-only prompt
 PRIMARY = 0.8                 # degree of the primary emotion in "mostly X, ..." phrases
+P_CANONICAL = 0.2             # chance a train phrase uses a pinned (canonical) term
 CATEGORIES = ("single", "mixture", "proportion", "negation", "contrast", "content_free")
 KINDS = ("adj", "noun", "verb", "facs")
 FED_VERSION = "1.0.0"
@@ -114,7 +115,7 @@ verb showing no particular emotion 0.8 fixed
 verb keeping {Poss} face still 0.7 fixed
 verb breathing evenly 0.6 fixed
 verb looking straight ahead 0.6 fixed
-facs face | relaxed | fixed
+facs facial muscles | loose | fixed
 facs brows | level | fixed
 facs mouth | at rest | fixed
 facs lips | loosely closed | fixed
@@ -283,7 +284,7 @@ facs tongue | poking out
 facs head | pulled back
 facs nostrils | pinched
 facs chin | pushed up
-facs mouth | twisted in revulsion
+facs mouth | pulled into a grimace
 """,
     "fear": """
 adj fearful pin
@@ -474,7 +475,7 @@ verb crying {Poss} eyes out 1.0 fixed
 facs inner brows | raised
 facs lip corners | pulled down
 facs mouth corners | drooping
-facs eyes | downcast
+facs eyes | cast down
 facs eyelids | heavy
 facs lower lip | pushed out
 facs gaze | lowered
@@ -1224,6 +1225,9 @@ class _Gen:
       cands = [t for t in cands if not t.fixed and "{" not in t.text]
     if w_range is not None:
       cands = [t for t in cands if w_range[0] <= t.w <= w_range[1]]
+    pinned = [t for t in cands if t.pin]
+    if pinned and self.rng.random() < P_CANONICAL:   # the emotion's own name, more often
+      return self.choice(pinned)
     return self.choice(cands) if cands else None
 
   def degree(self, kind: str, lo=0.0, hi=1.0, p_bare=0.25, allow_bare=True):

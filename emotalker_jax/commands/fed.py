@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import sys
@@ -47,7 +48,8 @@ def run(args) -> int:
 
     from input_pipeline import fed_tfds
     tfds.disable_progress_bar()
-    with tqdm(total=total, desc="FED: writing TFDS", unit="prompt", file=sys.stderr) as bar:
+    with tqdm(total=total, desc="FED: writing TFDS", unit="prompt", file=sys.stderr) as bar, \
+        contextlib.redirect_stdout(sys.stderr):   # tfds prints its own notes on stdout
       b = fed_tfds.builder(args.out, args.size, args.seed, records=records, progress=bar.update)
       b.download_and_prepare()
     where = f"{b.data_dir} and {jsonl}"
