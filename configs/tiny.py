@@ -152,5 +152,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       ("width", None),
       ("length", None),
       ("norm", None),
+      ("vocab", None),                # token-embedding rows (text encoders)
   )
   return c
