@@ -8,9 +8,10 @@ A face is drawn from three inputs:
   * per-frame motion: speech mouth opening (0..1), viseme width/rounding, head pose
     (translation, roll, yaw-like feature shift), blinks and gaze.
 
-Geometry lives in *face units*: the image spans [-1, 1] in both axes, x to the right, y
-down, the face centre at ``FACE_CENTRE``; one unit is S/2 pixels for an S x S image. Head
-pose maps face units to image units. Every shape is drawn with an analytic signed distance
+Geometry lives in *face units*: x to the right, y down, origin at the face centre. Image
+units span [-1, 1] across an S x S image; at rest a face unit is ``FACE_ZOOM`` image units
+(1.12 x S/2 pixels) and the face centre sits at ``FACE_CENTRE``. Head pose (translation,
+roll) maps face units to image units. Every shape is drawn with an analytic signed distance
 (in pixels) and a 1-pixel linear coverage ramp, so edges are anti-aliased without
 supersampling and the same geometry renders at any resolution (32, 64, 128, 256).
 
@@ -390,7 +391,7 @@ def _t(a):
 
 
 class _Canvas:
-  """RGB float canvas (T, S, S, 3) plus each pixel centre in face coordinates."""
+  """RGB float canvas, channels first (3, T, S, S), plus each pixel centre in face units."""
 
   def __init__(self, size: int, pose: np.ndarray):
     self.S = size
@@ -470,7 +471,7 @@ def _mouth_contour_points(g, center_y, p, ts):
   x = xl[:, None] + (xr - xl)[:, None] * ts
   b = 4.0 * ts * (1.0 - ts)
   shp = b ** p[:, None]
-  y = (yl + (yr - yl) * 0.0)[:, None] + (yr - yl)[:, None] * ts \
+  y = yl[:, None] + (yr - yl)[:, None] * ts \
       + (center_y - 0.5 * (yl + yr))[:, None] * shp
   return x, y
 
@@ -503,7 +504,7 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
   g = _face_geometry(ig, controls, motion)
   cv = _Canvas(image_size, np.asarray(motion.pose, np.float32))
   ppu = cv.ppu
-  lw = max(0.016, 1.0 / ppu)  # line half... full width of drawn lines: >= 1 pixel
+  lw = max(0.016, 1.0 / ppu)  # full width of drawn lines (face units): at least 1 pixel
   a, bt = ig.face_a, ig.face_b
   skin = ig.skin
 
@@ -706,12 +707,12 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
   cv.paint(sl, part * 0.5, ig.hair * 0.6)
 
   frames = np.clip(np.rint(cv.img.transpose(1, 2, 3, 0) * 255.0), 0, 255).astype(np.uint8)
-  mask = face_mask(cv, ig)
+  mask = _face_mask(cv, ig)
   lms = _landmarks(cv, ig, g, p)
   return {"frames": frames, "landmarks": lms, "face_mask": mask}
 
 
-def face_mask(cv: _Canvas, ig: IdentityGeometry) -> np.ndarray:
+def _face_mask(cv: _Canvas, ig: IdentityGeometry) -> np.ndarray:
   """(T, S, S) uint8 {0,1}: face ellipse at full jaw extension, from above the brows down.
 
   Independent of expression and speech (covers their full range), follows the head pose.
