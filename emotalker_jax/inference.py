@@ -122,7 +122,8 @@ def read_portrait(path: str | os.PathLike) -> np.ndarray:
   try:
     with Image.open(path) as im:
       w, h = im.size
-      _check_size(w, h, path, None)
+      if max(w, h) > MAX_PORTRAIT_SIDE:     # before decoding (the small side: prepare_portrait)
+        _check_size(w, h, repr(path), None)
       im = ImageOps.exif_transpose(im)
       if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = (np.asarray(im, np.float64) / (257.0 if im.mode.startswith("I;16") else 1.0))
@@ -287,9 +288,9 @@ def config_from_json(saved: dict, overrides: Sequence[str] = ()):
   if len(args) == 1:
     return config
   fv = flags.FlagValues()
-  config_flags.DEFINE_config_dict("config", config, flag_values=fv, lock_config=True,
-                                  sys_argv=args)
-  try:
+  try:   # the overrides are applied while the flag is defined (sys_argv) and parsed
+    config_flags.DEFINE_config_dict("config", config, flag_values=fv, lock_config=True,
+                                    sys_argv=args)
     fv(args)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     raise ValueError(f"bad config override in {list(overrides)}: {e}; check the key exists "
@@ -430,6 +431,10 @@ def load_generator(checkpoint_dir: str | os.PathLike, config_overrides: Sequence
 # ---------------------------------------------------------------------------------------
 # The generator
 # ---------------------------------------------------------------------------------------
+# Compiled executables, shared by Generators of the same structure (see _structure_key).
+_COMPILED: dict = {}
+
+
 def _round_up(x: int, m: int) -> int:
   return -(-int(x) // int(m)) * int(m)
 
@@ -437,9 +442,10 @@ def _round_up(x: int, m: int) -> int:
 @dataclasses.dataclass
 class Generator:
   """A loaded checkpoint ready to generate (see the module docstring). Build it with
-  ``load_generator``. Compiled functions are cached on the instance, per shape and per
-  static sampler setting (steps, eta, spacing, inversion_iters, constraint schedule /
-  until / init); guidance and constraint strength are traced (sweeping them is free)."""
+  ``load_generator``. Compiled functions are cached per model structure, shape and static
+  sampler setting (steps, eta, spacing, inversion_iters, constraint schedule / until /
+  init), in this process; guidance, constraint strength and the parameters are arguments
+  (sweeping them, or loading another checkpoint of the same config, does not recompile)."""
   config: Any
   mesh: Any
   rules: Any
@@ -454,7 +460,7 @@ class Generator:
   checkpoint_dir: str
   use_ema: bool = True
   last_compile_s: float = 0.0
-  _compiled: dict = dataclasses.field(default_factory=dict, repr=False)
+  _key: tuple | None = dataclasses.field(default=None, repr=False)
 
   # ---- properties ----------------------------------------------------------------------
   @property
@@ -481,21 +487,35 @@ class Generator:
     return _round_up(batch_frames, self.batch_devices)
 
   # ---- compiled pieces -----------------------------------------------------------------
+  def _structure_key(self) -> tuple:
+    """What the compiled functions bake in besides their arguments: the model, autoencoder
+    and text-tower structure (the config), the mesh and the rules. Generators that agree
+    on it share compiled executables (``_COMPILED``), e.g. several checkpoints of one run."""
+    if self._key is None:
+      t = self.text
+      cfg = {k: v for k, v in self.config.to_dict().items()
+             if k not in ("sampler", "train", "name", "seed")}   # not part of the graphs
+      self._key = (repr(sorted(cfg.items())), tuple(d.id for d in self.mesh.devices.flat),
+                   tuple(self.mesh.shape.items()), tuple(map(tuple, self.rules)),
+                   t.kind, t.path, int(t.max_length))
+    return self._key
+
   def _compile(self, name: str, fn: Callable, args: tuple, static: dict, rules: bool):
-    """AOT-compiles ``fn(*args, **static)`` once per (name, static, arg shapes/shardings)."""
+    """AOT-compiles ``fn(*args, **static)`` once per (structure, name, static values, arg
+    shapes / dtypes / shardings); later calls with the same key reuse the executable."""
     import jax
     from flax import linen as nn
     leaves, tree = jax.tree.flatten(args)
     sig = tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x))),
                  str(getattr(x, "sharding", ""))) for x in leaves)
-    key = (name, tuple(sorted(static.items())), tree, sig)
-    hit = self._compiled.get(key)
+    key = (self._structure_key(), name, tuple(sorted(static.items())), tree, sig)
+    hit = _COMPILED.get(key)
     if hit is None:
       t0 = time.perf_counter()
       jitted = jax.jit(functools.partial(fn, **static))
       with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules if rules else ()):
         hit = jitted.lower(*args).compile()
-      self._compiled[key] = hit
+      _COMPILED[key] = hit
       self.last_compile_s += time.perf_counter() - t0
     return hit
 

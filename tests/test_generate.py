@@ -1,0 +1,491 @@
+"""Generation (issue #6, items 3 and 4): `emotalker generate`, `emotalker generate-dataset`,
+the Generator against an independent single-batch reference, bad inputs, kill + resume.
+
+One tiny random-weight checkpoint per module (configs/tiny.py: 32x32 frames; its TrainState
+built from the same ``init_state_fn`` as training and written with ``loop.save_checkpoint``;
+the values are drawn directly instead of by ``build_trainer``, whose jitted init costs
+minutes on a loaded 2-core machine). One Generator is compiled once and shared; the CLI is
+exercised in-process (the compiled functions are cached per model structure) except the
+kill/resume test, which needs a real process to SIGKILL.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+from PIL import Image
+from scipy.io import wavfile
+
+from emotalker_jax import cli
+from emotalker_jax import inference as I
+from emotalker_jax.commands import generate_dataset as GD
+from emotalker_jax.emotions import EMOTIONS
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+STEPS = 3
+SR = 16000
+HAPPY = np.eye(8, dtype=np.float32)[EMOTIONS.index("happy")] * 0.7
+
+
+# ---- fixtures -------------------------------------------------------------------------------
+
+def random_fill(abstract, seed):
+  """Values for an abstract param tree: fan-in scaled normals, norm scales 1, small biases."""
+  rng = np.random.default_rng(seed)
+
+  def fill(path, x):
+    name = str(path[-1])
+    if "scale" in name:
+      return np.ones(x.shape, x.dtype)
+    if "bias" in name or x.ndim < 2:
+      return (0.02 * rng.standard_normal(x.shape)).astype(x.dtype)
+    return (rng.standard_normal(x.shape) / np.sqrt(np.prod(x.shape[:-1]))).astype(x.dtype)
+  return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def make_checkpoint(workdir):
+  """A training workdir (orbax 'state' / 'data' / 'config' items) of configs/tiny.py with
+  random weights and an autoencoder checkpoint (save_params) named in the config."""
+  from emotalker_jax import checkpoints
+  from emotalker_jax.config_utils import load_config
+  from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
+  from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
+  from emotalker_jax.models.text_encoder import read_text_config
+  from emotalker_jax.training import loop, state as state_lib
+  config = load_config(os.path.join(REPO, "configs", "tiny.py"))
+  vae = build_autoencoder(config)
+  size = config.data.image_size
+  vabs = nn.meta.unbox(jax.eval_shape(lambda r: init_autoencoder(vae, r, size),
+                                      jax.random.key(0))["params"])
+  vae_dir = os.path.join(workdir, "vae")
+  checkpoints.save_params(vae_dir, random_fill(vabs, 1))
+  with config.unlocked():
+    config.train.autoencoder_checkpoint = vae_dir
+    config.train.async_checkpointing = False
+  text_dim = read_text_config(None, config.text.encoder)[1].hidden_size
+  model = EmoTalker(config)
+  tx = state_lib.make_optimizer(config.train)
+  init = state_lib.init_state_fn(lambda r: init_emotalker(model, r, text_dim), tx)
+  abstract = nn.meta.unbox(jax.eval_shape(init, jax.random.key(0)))
+  params = random_fill(abstract.params, 2)
+  state = state_lib.TrainState(step=jnp.int32(3), params=params,
+                               ema_params=random_fill(abstract.ema_params, 3),
+                               opt_state=tx.init(params), rng=jax.random.key(5), tx=tx)
+  mngr = loop.checkpoint_manager(workdir, config)
+  loop.save_checkpoint(mngr, types.SimpleNamespace(state=state, config=config), None)
+  mngr.wait_until_finished()
+  mngr.close()
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  return make_checkpoint(str(tmp_path_factory.mktemp("ckpt")))
+
+
+@pytest.fixture(scope="module")
+def gen(workdir):
+  return I.load_generator(workdir)
+
+
+def speech(seconds, seed=0, amp=0.3):
+  """A voiced-speech-like waveform: 140 Hz harmonics under a 4 Hz syllable envelope."""
+  t = np.arange(int(round(seconds * SR))) / SR
+  env = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t + seed)
+  x = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 6))
+  return (amp * env * x / 2).astype(np.float32)
+
+
+def portrait32(seed=0):
+  """A smooth random 32x32 'portrait' (the tiny model's size: taken as is)."""
+  r = np.random.default_rng(seed)
+  x = np.cumsum(np.cumsum(r.normal(size=(32, 32, 3)), 0), 1)
+  x = (x - x.min()) / (x.max() - x.min())
+  return np.round(255 * x).astype(np.uint8)
+
+
+def draw_face(h=160, w=200, cx=100, cy=85):
+  """A cartoon face OpenCV's Haar cascade detects (RGB uint8)."""
+  import cv2
+  img = np.full((h, w, 3), (100, 120, 140), np.uint8)
+  cv2.ellipse(img, (cx, cy), (42, 57), 0, 0, 360, (220, 180, 150), -1)
+  cv2.ellipse(img, (cx, cy - 36), (45, 27), 0, 180, 360, (60, 40, 30), -1)
+  for dx in (-1, 1):
+    ex, ey = cx + dx * 17, cy - 9
+    cv2.ellipse(img, (ex, ey), (9, 5), 0, 0, 360, (245, 245, 245), -1)
+    cv2.circle(img, (ex, ey), 4, (20, 30, 40), -1)
+    cv2.line(img, (ex - 10, ey - 10), (ex + 10, ey - 11), (70, 50, 40), 3)
+  cv2.fillPoly(img, [np.array([[cx, cy - 3], [cx - 6, cy + 15], [cx + 6, cy + 15]])],
+               (195, 150, 120))
+  cv2.ellipse(img, (cx, cy + 30), (15, 5), 0, 0, 360, (150, 60, 60), -1)
+  return cv2.GaussianBlur(img, (0, 0), 1.2)
+
+
+def write_png(path, arr):
+  Image.fromarray(arr).save(path)
+  return str(path)
+
+
+def write_wav(path, x):
+  wavfile.write(str(path), SR, np.asarray(x, np.float32))
+  return str(path)
+
+
+def probe(path):
+  """(video frame count, has an audio stream) with the bundled ffmpeg."""
+  import imageio_ffmpeg
+  n, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+  err = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                       capture_output=True, text=True).stderr
+  return n, "Audio: aac" in err
+
+
+# ---- the generator against an independent reference ---------------------------------------
+
+def reference_frames(gen, portrait, face_mask, audio, intensities, steps, guidance,
+                     constraint):
+  """Every frame as ONE batch through ``sampler.generate_latents`` (which inverts inside),
+  conditions assembled here from the model's methods, on the default device, no mesh."""
+  from emotalker_jax.audio import features_from_config
+  from emotalker_jax.diffusion import sampler
+  from emotalker_jax.models.autoencoder import decode_latent, encode_to_latent
+  c = gen.config
+  n = int(len(audio) * 25 // SR)
+  x_ref = portrait.astype(np.float32) / 127.5 - 1
+  x_mask = np.where(face_mask[..., None] > 0, 0.0, x_ref).astype(np.float32)
+  mel = features_from_config(audio, n, c)
+  silence = features_from_config(np.zeros(640, np.float32), 1, c)
+  neutral = np.eye(8, dtype=np.float32)[:1]
+  params, vae_params = jax.device_get(gen.params), jax.device_get(gen.vae_params)
+  schedule = jax.device_get(gen.schedule)
+  m = gen.model
+
+  @jax.jit
+  def run(params, vae_params, x, mel, silence, s):
+    p = {"params": params}
+    z = encode_to_latent(gen.vae, vae_params, x)
+    spatial = jnp.concatenate([z[:1], z[1:]], -1)
+    ctx = m.apply(p, mel, m.apply(p, s, method="explicit_emotion"), method="context")
+    ctx_null = m.apply(p, mel, m.apply(p, 1, method="null_emotion"), method="context")
+    ctx_src = m.apply(p, silence, m.apply(p, neutral, method="explicit_emotion"),
+                      method="context")
+    den = lambda zt, t, cond: m.apply(p, zt, t, cond["spatial"], cond["context"],  # noqa
+                                      method="denoise")
+    mask = sampler.latent_mask_from_face_mask(face_mask, z.shape[1:3], constraint.m_face)
+    z0 = sampler.generate_latents(
+        den, schedule, z[1:], {"spatial": spatial, "context": ctx_src},
+        {"spatial": jnp.broadcast_to(spatial, (n,) + spatial.shape[1:]), "context": ctx},
+        steps=steps, guidance=guidance, uncond={"spatial": spatial, "context": ctx_null},
+        constraint=constraint, mask=mask, inversion_iters=int(c.sampler.inversion_iters))
+    x = decode_latent(gen.vae, vae_params, z0)
+    return jnp.clip(jnp.round((x + 1) * 127.5), 0, 255).astype(jnp.uint8)
+
+  return np.asarray(run(params, vae_params, np.stack([x_mask, x_ref]), mel, silence,
+                        intensities[None]))
+
+
+def test_generator_matches_single_batch_reference_and_is_deterministic(gen):
+  from emotalker_jax.diffusion import sampler
+  portrait = portrait32()
+  face = I.centre_face_mask(32).astype(np.float32)
+  audio = speech(0.4)                       # 10 frames: two chunks of 8 on 8 devices
+  constraint = sampler.ConstraintConfig.from_config(gen.config.sampler.constraint)
+  frames, info = gen.generate(portrait, audio, intensities=HAPPY, steps=STEPS, seed=0,
+                              face_mask=face, batch_frames=8, constraint=constraint)
+  assert frames.shape == (10, 32, 32, 3) and frames.dtype == np.uint8
+  assert info["devices"] == 8 and info["batch_frames"] == 8
+  assert info["emotion_source"] == "intensities"
+  np.testing.assert_allclose(list(info["intensities"].values()), HAPPY, atol=1e-4)
+  ref = reference_frames(gen, portrait, face, audio, HAPPY, STEPS, 2.0, constraint)
+  diff = np.abs(frames.astype(int) - ref.astype(int))
+  assert diff.max() <= 2 and diff.mean() < 0.05, (diff.max(), diff.mean())
+  assert np.std(frames.astype(float), axis=0).mean() > 1.0   # frames follow their audio
+  again, _ = gen.generate(portrait, audio, intensities=HAPPY, steps=STEPS, seed=0,
+                          face_mask=face, batch_frames=8, constraint=constraint)
+  np.testing.assert_array_equal(again, frames)     # deterministic, bit for bit
+
+
+def test_prompt_and_explicit_intensities_both_drive_generation(gen):
+  portrait, audio = portrait32(), speech(0.2)
+  happy, info_h = gen.generate(portrait, audio, intensities=HAPPY, steps=STEPS)
+  sad, _ = gen.generate(portrait, audio, intensities=np.eye(8)[6], steps=STEPS)
+  prompt, info_p = gen.generate(portrait, audio, prompt="very happy", steps=STEPS)
+  assert len(happy) == len(prompt) == 5
+  assert info_p["emotion_source"] == "prompt"
+  # The prompt's intensities are the EIB's s_hat on the text encoder's tokens.
+  hidden, mask = gen.text.encode(["very happy"])
+  _, s_hat = gen.model.apply({"params": jax.device_get(gen.params)}, hidden, mask,
+                             method="text_emotion")
+  np.testing.assert_allclose(list(info_p["intensities"].values()), np.asarray(s_hat)[0],
+                             atol=1e-4)
+  for a, b in [(happy, sad), (happy, prompt)]:
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 0.5
+  with pytest.raises(ValueError, match="exactly one"):
+    gen.generate(portrait, audio, prompt="happy", intensities=HAPPY, steps=STEPS)
+  with pytest.raises(ValueError, match="empty"):
+    gen.generate(portrait, audio, prompt="  ", steps=STEPS)
+  with pytest.raises(ValueError, match=r"8 numbers in \[0, 1\]"):
+    gen.generate(portrait, audio, intensities=[2.0] * 8, steps=STEPS)
+
+
+def test_silent_audio_warns_and_still_generates(gen):
+  with pytest.warns(UserWarning, match="silent"):
+    frames, info = gen.generate(portrait32(), np.zeros(3200, np.float32), intensities=HAPPY,
+                                steps=STEPS)
+  assert frames.shape == (5, 32, 32, 3) and info["audio_silent"]
+
+
+# ---- bad inputs -------------------------------------------------------------------------------
+
+def test_portrait_preparation_and_bad_portraits(tmp_path):
+  face = draw_face()
+  p = I.prepare_portrait(write_png(tmp_path / "face.png", face), 64)
+  assert p.crop == "face" and p.image.shape == (64, 64, 3) and p.image.dtype == np.uint8
+  x0, y0, x1, y1 = p.face_box
+  assert abs((x0 + x1) / 2 - 100) < 12 and abs((y0 + y1) / 2 - 85) < 15   # the drawn face
+  ys, xs = np.nonzero(p.face_mask)
+  assert 0.35 < xs.mean() / 64 < 0.65 and 0.35 < ys.mean() / 64 < 0.7
+  # Greyscale -> three equal channels; RGBA -> composited over white.
+  grey = write_png(tmp_path / "grey.png", face.mean(-1).astype(np.uint8))
+  g = I.prepare_portrait(grey, 64)
+  assert np.array_equal(g.image[..., 0], g.image[..., 1])
+  rgba = np.dstack([np.full((80, 80, 3), 10, np.uint8), np.zeros((80, 80), np.uint8)])
+  rgba[20:60, 20:60, 3] = 255
+  c = I.prepare_portrait(write_png(tmp_path / "rgba.png", rgba), 40, detect=False)
+  assert c.crop == "center" and (c.image[0, 0] == 255).all() and (c.image[20, 20] == 10).all()
+  # A non-square image: the central square.
+  wide = np.zeros((100, 300, 3), np.uint8)
+  wide[:, 100:200] = 200
+  assert (I.prepare_portrait(wide, 50, detect=False).image == 200).all()
+  # Exactly the model size: taken as is (even below 64 px).
+  small = portrait32()
+  assert np.array_equal(I.prepare_portrait(small, 32).image, small)
+  with pytest.raises(ValueError, match="is 40x40, at least 64 px needed"):
+    I.prepare_portrait(write_png(tmp_path / "tiny.png", face[:40, :40]), 32)
+  with pytest.raises(ValueError, match="is 8200x8, larger than 8192 px"):
+    I.prepare_portrait(write_png(tmp_path / "huge.png", np.zeros((8, 8200, 3), np.uint8)), 32)
+  (tmp_path / "text.png").write_text("not an image")
+  with pytest.raises(ValueError, match="cannot read portrait .*text.png.*PNG or JPEG"):
+    I.prepare_portrait(str(tmp_path / "text.png"), 32)
+  with pytest.raises(FileNotFoundError, match="portrait .*nope.png.* not found"):
+    I.prepare_portrait(str(tmp_path / "nope.png"), 32)
+  with pytest.raises(ValueError, match="no face found .*--crop center"):
+    I.prepare_portrait(write_png(tmp_path / "flat.png", np.full((96, 96, 3), 128, np.uint8)), 32)
+
+
+def test_bad_audio(tmp_path):
+  with pytest.raises(ValueError, match="30 ms long; at least 40 ms"):
+    I.load_generation_audio(write_wav(tmp_path / "short.wav", speech(0.03)), SR)
+  with pytest.raises(ValueError, match=r"1\.5 s long, over the limit of 1 s.*--max-audio-seconds"):
+    I.load_generation_audio(write_wav(tmp_path / "long.wav", speech(1.5)), SR, max_seconds=1)
+  with pytest.raises(FileNotFoundError, match="not found"):
+    I.load_generation_audio(str(tmp_path / "nope.wav"), SR)
+  # Silent audio loads (the warning comes once, from generate); 1 s -> 25 frames.
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    x = I.load_generation_audio(write_wav(tmp_path / "silent.wav", np.zeros(SR)), SR)
+  assert I.check_audio(x, SR) == 25 and I.num_frames_for(3199, SR, 25) == 4
+
+
+def test_missing_checkpoint_and_config_overrides(tmp_path, workdir):
+  with pytest.raises(FileNotFoundError, match="checkpoint directory .*nope not found.*emotalker train"):
+    I.load_generator(str(tmp_path / "nope"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="no checkpoint in .*empty.*emotalker train"):
+    I.load_generator(str(tmp_path / "empty"))
+  cfg, folder, step = I.load_checkpoint_config(
+      workdir, ["--config.sampler.constraint.strength=0.9", "--config.sampler.steps=7"])
+  assert (cfg.sampler.constraint.strength, cfg.sampler.steps, step) == (0.9, 7, 3)
+  assert folder.endswith("checkpoints")
+  assert cfg.unet.block_out_channels == (32, 64)      # JSON lists are tuples again
+  # the checkpoints/ folder itself works too
+  assert I.load_checkpoint_config(folder)[2] == 3
+  with pytest.raises(ValueError, match="bad config override.*sampler.nope"):
+    I.load_checkpoint_config(workdir, ["--config.sampler.nope=1"])
+
+
+# ---- emotalker generate -----------------------------------------------------------------------
+
+def test_cli_generate_writes_mp4_with_audio_and_contact_sheet(tmp_path, workdir, gen, capsys):
+  del gen  # compiled functions are shared through the module-level cache
+  portrait = write_png(tmp_path / "p.png", portrait32())
+  audio = write_wav(tmp_path / "a.wav", speech(0.2))
+  outs = []
+  for k in range(2):
+    out = tmp_path / f"o{k}" / "clip.mp4"
+    rc = cli.main(["generate", "--checkpoint", workdir, "--portrait", portrait, "--audio",
+                   audio, "--emotion", "happy=0.7", "--out", str(out), "--steps", str(STEPS),
+                   "--no-progress", "--config.sampler.constraint.strength=0.8"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["constraint"]["strength"] == 0.8 and summary["num_frames"] == 5
+    assert summary["intensities"]["happy"] == 0.7 and summary["crop"] == "as_is"
+    assert probe(out) == (5, True)
+    sheet = np.asarray(Image.open(out.with_suffix(".png")))
+    assert sheet.shape[2] == 3 and sheet.shape[0] >= 128
+    assert sorted(os.listdir(out.parent)) == ["clip.mp4", "clip.png"]   # no temp files
+    outs.append(out.read_bytes())
+  assert outs[0] == outs[1]                    # same seed, same bytes
+  rc = cli.main(["generate", "--checkpoint", workdir, "--portrait", str(tmp_path / "x.png"),
+                 "--audio", audio, "--prompt", "happy", "--out", str(tmp_path / "x.mp4")])
+  err = capsys.readouterr().err.strip()
+  assert rc == 2 and err.startswith("emotalker generate: error: portrait") and "not found" in err
+  rc = cli.main(["generate", "--checkpoint", str(tmp_path / "none"), "--portrait", portrait,
+                 "--audio", audio, "--prompt", "happy", "--out", str(tmp_path / "x.mp4")])
+  assert rc == 2 and "emotalker train" in capsys.readouterr().err
+
+
+# ---- emotalker generate-dataset --------------------------------------------------------------
+
+GOOD_ROWS = [
+    {"id": "a", "portrait": "p0.png", "audio": "s0.wav", "prompt": "a little sad"},
+    {"id": "b", "portrait": "p1.png", "audio": "s1.wav", "emotion": {"happy": 0.7}},
+    {"id": "c", "portrait": "p0.png", "audio": "s1.wav", "intensities": [0, 0, 0, 0, 0.5, 0, 0, 1]},
+    {"id": "d", "portrait": "p1.png", "audio": "s0.wav", "emotion": "angry=0.4"},
+    {"id": "e", "portrait": "p0.png", "audio": "s0.wav", "prompt": "grinning"},
+    {"id": "f", "portrait": "p1.png", "audio": "s1.wav", "emotion": {"surprised": 1.0}},
+]
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+  d = tmp_path_factory.mktemp("ds")
+  write_png(d / "p0.png", portrait32(0))
+  write_png(d / "p1.png", portrait32(1))
+  write_png(d / "noface.png", np.full((96, 96, 3), 90, np.uint8))
+  write_wav(d / "s0.wav", speech(0.2, 0))
+  write_wav(d / "s1.wav", speech(0.16, 1))
+  return d
+
+
+def write_manifest(path, rows, extra_lines=()):
+  with open(path, "w") as fh:
+    for r in rows:
+      fh.write(json.dumps(r) + "\n")
+    for line in extra_lines:
+      fh.write(line + "\n")
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def reference_run(gen, dataset_dir):
+  """An uninterrupted run over GOOD_ROWS (in-process)."""
+  out = str(dataset_dir / "ref")
+  man = write_manifest(dataset_dir / "good.jsonl", GOOD_ROWS)
+  summary = GD.process_manifest(gen, GD.read_manifest(man), out, steps=STEPS, progress=False,
+                                log=lambda m: None)
+  assert summary["generated"] == len(GOOD_ROWS) and summary["failed"] == 0
+  return out, man
+
+
+def done_ids(out):
+  with open(os.path.join(out, "done.jsonl")) as fh:
+    return [json.loads(line)["id"] for line in fh]
+
+
+def assert_same_outputs(out, ref):
+  for r in GOOD_ROWS:
+    a, b = np.load(os.path.join(out, r["id"] + ".npz")), np.load(os.path.join(ref, r["id"] + ".npz"))
+    assert sorted(a.files) == sorted(b.files)
+    for k in a.files:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=f"{r['id']}:{k}")
+    for ext in (".mp4", ".png"):
+      with open(os.path.join(out, r["id"] + ext), "rb") as f1, \
+          open(os.path.join(ref, r["id"] + ext), "rb") as f2:
+        assert f1.read() == f2.read(), r["id"] + ext
+
+
+def test_dataset_outputs_bad_rows_and_resume_after_leftovers(gen, dataset_dir, reference_run):
+  ref, _ = reference_run
+  assert sorted(done_ids(ref)) == [r["id"] for r in GOOD_ROWS]
+  z = np.load(os.path.join(ref, "b.npz"))
+  assert z["frames"].shape == (4, 32, 32, 3) and z["seed"] == I.seed_for("b", 0)
+  np.testing.assert_allclose(z["intensities"][EMOTIONS.index("happy")], 0.7)
+  assert probe(os.path.join(ref, "a.mp4")) == (5, True)
+  bad = [
+      {"id": "m1", "portrait": "missing.png", "audio": "s0.wav", "prompt": "sad"},
+      {"id": "m2", "portrait": "p0.png", "audio": "missing.wav", "prompt": "sad"},
+      {"id": "m3", "portrait": "p0.png", "audio": "s0.wav", "emotion": {"grumpy": 0.5}},
+      {"id": "m4", "portrait": "noface.png", "audio": "s0.wav", "prompt": "sad", "crop": "face"},
+      {"id": "m5", "portrait": "p0.png", "audio": "s0.wav"},
+      {"id": "../m6", "portrait": "p0.png", "audio": "s0.wav", "prompt": "sad"},
+  ]
+  out = dataset_dir / "mixed"
+  out.mkdir()
+  # Leftovers of a killed run: a temp file, a torn done line, a finished-but-unlisted row.
+  (out / ".tmp-x1y2.npz").write_bytes(b"partial")
+  with open(out / "done.jsonl", "w") as fh:
+    fh.write(json.dumps({"id": "a", "outputs": []}) + "\n" + '{"id": "b", "outp')
+  (out / "c.npz").write_bytes(b"stale")
+  man = write_manifest(dataset_dir / "mixed.jsonl", GOOD_ROWS[1:] + bad, ["{not json"])
+  summary = GD.process_manifest(gen, GD.read_manifest(man), str(out), steps=STEPS,
+                                progress=False, log=lambda m: None)
+  assert summary["temp_files_removed"] == 1 and summary["already_done"] == 0
+  assert summary["generated"] == 5 and summary["failed"] == 7
+  fails = [json.loads(line) for line in open(out / "failures.jsonl")]
+  reasons = {f["id"] or f"line{f['line']}": f["error"] for f in fails}
+  assert "portrait" in reasons["m1"] and "not found" in reasons["m1"]
+  assert "audio" in reasons["m2"] and "not found" in reasons["m2"]
+  assert "unknown emotion 'grumpy'" in reasons["m3"]
+  assert "no face found" in reasons["m4"] and "--crop center" in reasons["m4"]
+  assert "exactly one of prompt, emotion, intensities" in reasons["m5"]
+  assert "not a file name" in reasons["../m6"]
+  assert "not valid JSON" in reasons[f"line{len(GOOD_ROWS) - 1 + len(bad) + 1}"]
+  ids = done_ids(out)
+  assert ids[0] == "a" and sorted(ids) == sorted({r["id"] for r in GOOD_ROWS})   # a: listed
+  assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
+  for r in GOOD_ROWS[1:]:
+    np.testing.assert_array_equal(np.load(out / f"{r['id']}.npz")["frames"],
+                                  np.load(os.path.join(ref, r["id"] + ".npz"))["frames"])
+  # A second run has nothing left to do but the bad rows.
+  again = GD.process_manifest(gen, GD.read_manifest(man), str(out), steps=STEPS,
+                              progress=False, log=lambda m: None)
+  assert again["already_done"] == 5 and again["generated"] == 0 and again["failed"] == 7
+  # Duplicate ids: an error before any work.
+  dup = write_manifest(dataset_dir / "dup.jsonl", GOOD_ROWS[:2] + [GOOD_ROWS[0]])
+  with pytest.raises(ValueError, match=r"duplicate ids: 'a' \(lines 1 and 3\)"):
+    GD.read_manifest(dup)
+
+
+def test_dataset_survives_sigkill_and_resumes_to_the_same_outputs(gen, dataset_dir,
+                                                                  reference_run, workdir):
+  ref, man = reference_run
+  out = str(dataset_dir / "killed")
+  log = open(dataset_dir / "killed.log", "w")
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "emotalker_jax.cli", "generate-dataset", "--checkpoint", workdir,
+       "--manifest", man, "--out", out, "--steps", str(STEPS), "--no-progress"],
+      stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ))
+  done = os.path.join(out, "done.jsonl")
+  deadline = time.time() + 600
+  try:
+    while time.time() < deadline and proc.poll() is None:
+      if os.path.exists(done) and os.path.getsize(done) > 0:
+        break
+      time.sleep(0.01)
+    assert proc.poll() is None, open(dataset_dir / "killed.log").read()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+    log.close()
+  assert proc.returncode == -signal.SIGKILL
+  assert 1 <= len(done_ids(out)) < len(GOOD_ROWS)       # killed mid-run
+  summary = GD.process_manifest(gen, GD.read_manifest(man), out, steps=STEPS, progress=False,
+                                log=lambda m: None)
+  assert summary["failed"] == 0
+  assert summary["already_done"] + summary["generated"] == len(GOOD_ROWS)
+  ids = done_ids(out)
+  assert len(ids) == len(set(ids)) == len(GOOD_ROWS)      # nothing lost, nothing twice
+  assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
+  assert_same_outputs(out, ref)                         # equals the uninterrupted run
