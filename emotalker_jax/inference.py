@@ -732,16 +732,23 @@ class Generator:
     t_prep = time.perf_counter()
     if progress is not None:
       progress(0)       # sampling starts now (everything is compiled)
-    t_sample = 0.0
-    for i, start in enumerate(range(0, n, bsz)):
-      stop = min(n, start + bsz)
-      args = chunk_args(i, start, stop)
-      t0 = time.perf_counter()
-      out = np.asarray(jax.device_get(chunk_fn(*args)))
-      t_sample += time.perf_counter() - t0
-      frames[start:stop] = out[:stop - start]
+    t0 = time.perf_counter()
+    pending = None            # chunk i+1 is dispatched before chunk i is fetched
+
+    def collect(item):
+      start, stop, out = item
+      frames[start:stop] = np.asarray(jax.device_get(out))[:stop - start]
       if progress is not None:
         progress(stop - start)
+
+    for i, start in enumerate(range(0, n, bsz)):
+      stop = min(n, start + bsz)
+      out = chunk_fn(*chunk_args(i, start, stop))
+      if pending is not None:
+        collect(pending)
+      pending = (start, stop, out)
+    collect(pending)
+    t_sample = time.perf_counter() - t0
     total = time.perf_counter() - t_start
     info = {
         "num_frames": n, "fps": self.fps, "duration_s": round(audio.shape[0] / self.sample_rate, 4),

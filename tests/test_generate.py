@@ -30,6 +30,9 @@ from emotalker_jax import inference as I
 from emotalker_jax.commands import generate_dataset as GD
 from emotalker_jax.emotions import EMOTIONS
 
+# ffmpeg is started by fork+exec from this (JAX, multithreaded) process: harmless here.
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 STEPS = 3
 SR = 16000
@@ -84,12 +87,17 @@ def make_checkpoint(workdir):
   loop.save_checkpoint(mngr, types.SimpleNamespace(state=state, config=config), None)
   mngr.wait_until_finished()
   mngr.close()
-  return workdir
+  return {"workdir": workdir, "params": params, "ema_params": state.ema_params}
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def saved(tmp_path_factory):
   return make_checkpoint(str(tmp_path_factory.mktemp("ckpt")))
+
+
+@pytest.fixture(scope="module")
+def workdir(saved):
+  return saved["workdir"]
 
 
 @pytest.fixture(scope="module")
@@ -294,6 +302,17 @@ def test_bad_audio(tmp_path):
     warnings.simplefilter("error")
     x = I.load_generation_audio(write_wav(tmp_path / "silent.wav", np.zeros(SR)), SR)
   assert I.check_audio(x, SR) == 25 and I.num_frames_for(3199, SR, 25) == 4
+
+
+def test_restores_ema_or_raw_params_exactly(gen, saved):
+  def same(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), y) for x, y in zip(la, lb))
+  assert gen.step == 3 and same(gen.params, saved["ema_params"])
+  raw = I.load_generator(saved["workdir"], use_ema=False, text=gen.text)
+  assert same(raw.params, saved["params"]) and not same(raw.params, saved["ema_params"])
+  assert all(s.mesh == gen.mesh for s in
+             (x.sharding for x in jax.tree.leaves(raw.params)))   # laid out on the mesh
 
 
 def test_missing_checkpoint_and_config_overrides(tmp_path, workdir):

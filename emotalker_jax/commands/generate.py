@@ -50,6 +50,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output .mp4 (OUT.png is written beside it)")
 
 
+def quiet_fork_warning() -> None:
+    """ffmpeg is started with fork+exec; JAX's warning about fork in a multithreaded process
+    does not apply (the child execs at once), so it is hidden from the command's output."""
+    import warnings
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+
+
 def config_overrides(args) -> list[str]:
     """The ``--config.a.b=v`` flags; a bare ``--config FILE`` is refused (the checkpoint
     carries its config)."""
@@ -92,6 +99,7 @@ def run(args) -> int:
     from emotalker_jax import inference as I
     from emotalker_jax.emotions import parse_emotion_spec
 
+    quiet_fork_warning()
     overrides = config_overrides(args)
     out = os.fspath(args.out)
     if not out.lower().endswith(".mp4"):

@@ -282,8 +282,9 @@ def run(args) -> int:
     import sys
 
     from emotalker_jax import inference as I
-    from emotalker_jax.commands.generate import config_overrides
+    from emotalker_jax.commands.generate import config_overrides, quiet_fork_warning
 
+    quiet_fork_warning()
     overrides = config_overrides(args)
     outputs = parse_outputs(args.outputs)
     rows = read_manifest(args.manifest)          # duplicate ids: error before any work
