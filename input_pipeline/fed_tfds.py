@@ -3,7 +3,8 @@
 Needs no TensorFlow: only Text / Tensor / Scalar / ClassLabel features are used and the
 files are array_record, read back with ``tfds.data_source`` (random access, grain-ready).
 
-Builder configs carry (size, seed): ``FedConfig(name=..., size=60000, seed=0)``;
+Splits: train / validation / test (80 / 10 / 10 % of size) and the diagnostic
+test_frames (docs/FED.md). Builder configs carry (size, seed): ``FedConfig(name=..., size=60000, seed=0)``;
 ``builder(data_dir, size, seed)`` makes one. Features per example:
 
     prompt       Text                   the description (UTF-8; data_source returns bytes)
