@@ -44,7 +44,11 @@ FAILURES = "failures.jsonl"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from emotalker_jax.commands.generate import add_common_arguments
     add_common_arguments(p)
-    p.add_argument("--manifest", required=True, help="JSONL rows (see the command's doc)")
+    p.add_argument("--manifest", required=True,
+                   help='JSONL, one row per line: {"id": "a01", "portrait": "img.png", '
+                        '"audio": "a.wav", and one of "prompt": "a little sad" | "emotion": '
+                        '{"happy": 0.7} | "intensities": [8 floats, MEAD order]; optional '
+                        '"crop": "face"|"center"}; relative paths are relative to the manifest')
     p.add_argument("--out", required=True, help="output folder (resumable: re-run to continue)")
     p.add_argument("--outputs", default="npz,mp4,png",
                    help="comma list of what to write per row: npz, mp4, png (default all)")
