@@ -124,6 +124,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.async_checkpointing = True
   c.train.p_explicit = 0.2          # rows whose emotion tokens come from the label vector s
   c.train.autoencoder_checkpoint = ""  # dir with params.safetensors ('' -> random init + warning)
+  c.train.eib_checkpoint = ""       # `emotalker eib-train` folder to initialise the EIB ('' -> fresh)
 
   # ---- stage 1: the autoencoder (`emotalker train --stage autoencoder`) ------------------
   c.autoencoder_train = ml_collections.ConfigDict()

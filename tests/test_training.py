@@ -22,6 +22,7 @@ PROMPTS = np.array(["angry", "very happy", "a little sad", "fearful", "surprised
 
 def small_config(**over):
     args = ["--config.unet.block_out_channels=(16, 32)", "--config.unet.norm_num_groups=8",
+            "--config.autoencoder.block_out_channels=(16, 16, 32)",
             "--config.context_dim=32", "--config.audio.width=32", "--config.eib.hidden=64",
             "--config.train.batch_size=8", "--config.train.warmup_steps=2",
             "--config.train.log_every=1", "--config.train.ckpt_every=1000",
@@ -67,8 +68,24 @@ class CountingIterator:
 
 
 @pytest.fixture(scope="module")
-def text():
-    return load_text_encoder(max_length=16)
+def text(tmp_path_factory):
+    """A 1-layer, 32-wide random BERT with MiniLM's tokenizer: the frozen text tower's role
+    in these tests is structural, and a small one keeps each step compile short."""
+    import shutil
+
+    import torch
+    import transformers
+
+    from emotalker_jax.models.text_encoder import default_minilm_path
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=64)
+    transformers.BertModel(cfg, add_pooling_layer=False).save_pretrained(folder)
+    for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
+              "special_tokens_map.json"):
+        shutil.copy(os.path.join(default_minilm_path(), f), folder)
+    return load_text_encoder(str(folder), kind="bert", max_length=16)
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +93,16 @@ def trainer(text):
     c = small_config(**{"train.steps": 6})
     mesh = parallel.create_mesh(c.mesh, jax.devices()[:1])
     tr = loop.build_trainer(c, mesh, text=text)
-    init = jax.device_get(tr.state)
-    return tr, init
+    return tr, fresh_copy(tr.state)
+
+
+def fresh_copy(state):
+    """New buffers (the step donates its state; PRNG keys cannot go through numpy)."""
+    return jax.tree.map(lambda x: jax.numpy.array(x, copy=True), state)
 
 
 def reset(tr, init):
-    tr.state = jax.device_put(init, tr.state_shardings)
+    tr.state = jax.device_put(fresh_copy(init), tr.state_shardings)
 
 
 def run_steps(tr, n):
@@ -101,15 +122,20 @@ def test_meshes_give_the_same_training(trainer, text):
         mesh = parallel.create_mesh(c.mesh, devices)
         assert dict(mesh.shape) == {"data": data, "fsdp": fsdp, "tensor": 1}
         tr = loop.build_trainer(c, mesh, text=text, vae_params=jax.device_get(tr1.frozen["vae"]))
-        # The same initial values, laid out on this mesh.
-        tr.state = jax.device_put(init, tr.state_shardings)
+        # The same initial values, laid out on this mesh (tx is static metadata).
+        tr.state = jax.device_put(fresh_copy(init).replace(tx=tr.state.tx), tr.state_shardings)
         sharded = [s for s in jax.tree.leaves(tr.state_shardings)
                    if any(a is not None for a in s.spec)]
         assert sharded, "some parameters must actually be sharded over fsdp"
         losses, state = run_steps(tr, 3)
         np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
-        for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params)):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        a = np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)])
+        b = np.concatenate([np.ravel(x) for x in jax.tree.leaves(ref_state.params)])
+        # The whole parameter vector agrees to 1e-5 relative. Element-wise, Adam turns
+        # round-off-level gradients (params whose true gradient is ~0, e.g. biases in front
+        # of a norm) into updates of ~lr * 1e-3, so those get an absolute bound instead.
+        assert np.linalg.norm(a - b) <= 1e-5 * np.linalg.norm(b)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5)
 
 
 def _leaves_equal(a, b):

@@ -83,6 +83,28 @@ def load_frozen_autoencoder(config, vae, rng) -> Any:
     return nn.meta.unbox(init_autoencoder(vae, rng, config.data.image_size)["params"])
 
 
+def with_pretrained_eib(state, shardings, path: str):
+    """Replaces the EIB params (and their EMA) by those of an `emotalker eib-train` folder
+    (its intensity head is trained on FED; the generator then fine-tunes everything)."""
+    import orbax.checkpoint as ocp
+    ckpt = os.path.abspath(os.path.join(path, "checkpoint"))
+    if not os.path.isdir(ckpt):
+        raise FileNotFoundError(f"config.train.eib_checkpoint={path!r} has no checkpoint/; "
+                                f"write one with `emotalker eib-train --out {path}`")
+    with ocp.StandardCheckpointer() as c:
+        eib = c.restore(ckpt)
+    want = jax.tree.map(lambda x: x.shape, state.params["eib"])
+    got = jax.tree.map(lambda x: tuple(x.shape), eib)
+    if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
+        raise ValueError(f"EIB in {path} does not fit this config's EIB (context_dim, "
+                         "eib.hidden, eib.num_text_tokens must match the eib-train config)")
+    eib = jax.device_put(eib, shardings.params["eib"])
+    params = {**state.params, "eib": eib}
+    ema = {**state.ema_params, "eib": jax.tree.map(lambda x: x.copy(), eib)}
+    log.info("EIB initialised from %s", path)
+    return state.replace(params=params, ema_params=ema)
+
+
 def build_trainer(config, mesh=None, rng: jax.Array | None = None, text=None,
                   vae_params=None) -> Trainer:
     """Model, frozen parts, sharded state and the jitted step for ``config``."""
@@ -103,6 +125,8 @@ def build_trainer(config, mesh=None, rng: jax.Array | None = None, text=None,
     tx = state_lib.make_optimizer(config.train)
     init = state_lib.init_state_fn(lambda r: init_emotalker(model, r, text.hidden_size), tx)
     state, state_shardings = state_lib.create_sharded_state(init, r_init, mesh, rules)
+    if config.train.get("eib_checkpoint", ""):
+        state = with_pretrained_eib(state, state_shardings, config.train.eib_checkpoint)
     frozen = {"vae": vae_params, "text": text.params}
     frozen_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), frozen)
     frozen = jax.device_put(frozen, frozen_shardings)
