@@ -156,6 +156,10 @@ def checkpoint_manager(workdir: str, config):
 def save_checkpoint(mngr, trainer: Trainer, iterator, force: bool = False) -> int:
     import orbax.checkpoint as ocp
     step = int(jax.device_get(trainer.state.step))
+    if force:  # an end-of-run / signal save may land on a step the schedule just saved
+        mngr.wait_until_finished()
+        if step in mngr.all_steps():
+            return step
     data = {"iterator": _iterator_state(iterator)}
     mngr.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(trainer.state), data=ocp.args.JsonSave(data),
