@@ -598,6 +598,12 @@ def run_sampler_bench(config, *, batch: int = 4, steps: int | None = None, repea
   prob = make_sampler_problem(config, batch, steps, seed)
   device = _torch_device()
   bf16 = str(config.dtype) == "bfloat16"
+  import jax
+  device_note = None
+  if jax.devices()[0].platform != "cpu" and device == "cpu":
+    device_note = ("JAX runs on the accelerator but this torch build has no CUDA: the PyTorch "
+                   "side ran on the CPU (install a CUDA torch for a like-for-like comparison)")
+    _log(progress, f"sampler: warning: {device_note}")
   _log(progress, f"sampler: building diffusers models and converting weights ({config.name})")
   unet_t, vae_t = build_torch_models(config, seed)
   unet_p, vae_p = torch_params_to_ours(config, unet_t, vae_t)
@@ -669,7 +675,7 @@ def run_sampler_bench(config, *, batch: int = 4, steps: int | None = None, repea
       "context_shape": list(prob.ctx.shape[1:]),
       "unet_calls_per_run": {"inversion_batch_1": steps * (prob.inversion_iters + 1),
                              "sampling_batch_2B": steps},
-      "torch_device": device, "torch_threads": torch.get_num_threads(),
+      "torch_device": device, "torch_device_note": device_note, "torch_threads": torch.get_num_threads(),
       "torch_autocast": "bfloat16" if bf16 else None,
       "torch_compile_backend": compile_backend if torch_compile else None,
       "repeats": int(repeats), "warmup": int(warmup),
@@ -975,10 +981,14 @@ def run_pipeline_bench(config, *, workers: Sequence[int] = (0, 2), batches: int 
   data_dir = data_dir or config.data.data_dir
   folder = os.path.join(data_dir, *name.split("/"))
   if not os.path.isdir(folder):
+    if not name.startswith("synthetic_talk"):
+      raise FileNotFoundError(f"dataset {name} not found under {data_dir} ({folder}); build "
+                              "the TFDS dataset first (see input_pipeline/)")
     size = name.split("/")[1] if "/" in name else "tiny"
-    hint = (f"build it with `emotalker synth --out {data_dir} --size {size}`"
-            if name.startswith("synthetic_talk") else "build the TFDS dataset first")
-    raise FileNotFoundError(f"dataset {name} not found under {data_dir} ({folder}); {hint}")
+    _log(progress, f"pipeline: {name} not under {data_dir}: building it (as `emotalker synth "
+                   f"--out {data_dir} --size {size}` does)")
+    from input_pipeline import synthetic_talk
+    synthetic_talk.SyntheticTalk(config=size, data_dir=data_dir).download_and_prepare()
   _log(progress, f"pipeline: {name}, workers {list(workers)}, batch "
                  f"{int(config.train.batch_size)}")
   rows = pl.benchmark(name, data_dir, "train", workers=tuple(int(w) for w in workers),
@@ -1122,7 +1132,7 @@ the same commands with bf16 compute:
 
 ```bash
 .venv/bin/pip install -U "jax[cuda12]==0.10.2"
-.venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128
+.venv/bin/pip install torch==2.13.0   # a CUDA build of the same version, from PyTorch's own wheel index
 # UNet roofline + MFU, train-step MFU (remat on/off), compile, pipeline, and the sampler:
 .venv/bin/emotalker bench all --config configs/base256.py --config.dtype=bfloat16 \\
     --batch 16 --steps 25 --json docs/bench/h100_base256_bf16.json
@@ -1137,6 +1147,9 @@ peak, the PyTorch side runs on `cuda` under `torch.autocast(bfloat16)`, and the 
 `cudnn_fused_attention` says whether XLA's compiled UNet calls cuDNN's fused attention
 (`__cudnn$fmha*` custom calls). With bf16 the JAX/PyTorch agreement is checked against a
 looser tolerance (5% of the output's range) and recorded, not enforced.
+Note that in jax 0.10.2 `jax.nn.dot_product_attention(..., implementation=None)` (what
+`models/layers.py` calls) runs XLA's attention, not cuDNN's: `cudnn_fused_attention` is
+false unless the layers ask for `implementation='cudnn'` on a GPU.
 """
 
 
@@ -1189,7 +1202,8 @@ def _spread(t: dict | None, batch: int | None = None) -> str:
     return "–"
   if batch:
     return (f"{batch / t['median_s']:.3g} [{batch / t['max_s']:.3g}–{batch / t['min_s']:.3g}]")
-  return f"{t['median_s'] * 1e3:.3g} [{t['min_s'] * 1e3:.3g}–{t['max_s'] * 1e3:.3g}]"
+  ms = lambda v: f"{v * 1e3:,.0f}" if v >= 1.0 else f"{v * 1e3:.3g}"  # noqa: E731
+  return f"{ms(t['median_s'])} [{ms(t['min_s'])}–{ms(t['max_s'])}]"
 
 
 def _cmd(doc: dict) -> str:
@@ -1209,6 +1223,51 @@ def _row(cells) -> str:
   return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
 
+def _is_gpu(top: dict) -> bool:
+  return bool(top.get("machine", {}).get("gpu"))
+
+
+def render_goals(tables: dict) -> str:
+  """The issue's goals, each with the recorded figures that speak to it (from the JSON)."""
+  lines = ["## Goals and where they stand\n",
+           _row(["goal", "measured (config, machine)", "met?"]), _row(["---"] * 3)]
+
+  def add(goal, rows, empty):
+    if not rows:
+      lines.append(_row([goal, empty, "–"]))
+    for text, ok in rows:
+      lines.append(_row([goal, text, "yes" if ok else "no"]))
+
+  def ok_num(v, goal):
+    return v is not None and v >= goal
+  add("CPU: sampler time PyTorch eager / JAX >= 1.5",
+      [(f"{_fmt(r.get('ratio_torch_eager_over_jax'))} (torch.compile/JAX "
+        f"{_fmt(r.get('ratio_torch_compile_over_jax'))}; {top.get('config')}, B={r.get('batch')}, "
+        f"{r.get('steps')} steps, {_machine_str(top)})",
+        ok_num(r.get("ratio_torch_eager_over_jax"), 1.5))
+       for _, r, top in tables["sampler"] if not _is_gpu(top)], "no CPU sampler run recorded")
+  add("CPU: UNet forward roofline >= 0.6 of the measured matmul rate",
+      [(f"{_fmt(r.get('roofline_fraction'))} ({top.get('config')}, B={r.get('batch')}, "
+        f"{_machine_str(top)})", ok_num(r.get("roofline_fraction"), 0.6))
+       for _, r, top in tables["unet"] if not _is_gpu(top)], "no CPU UNet run recorded")
+  add("GPU: train-step MFU >= 0.45 (bf16)",
+      [(f"{_fmt(v.get('mfu'))} (remat {k}; {top.get('config')}, {top.get('dtype')}, "
+        f"{_machine_str(top)})", ok_num(v.get("mfu"), 0.45))
+       for _, r, top in tables["train-step"] if _is_gpu(top)
+       for k, v in r.get("remat", {}).items()], "no GPU run recorded yet (commands: Reproducing on a GPU)")
+  add("GPU: sampler >= 25 frames/s at 256x256, 25 guided steps (bf16)",
+      [(f"{_fmt(r.get('jax_frames_per_s'))} frames/s ({top.get('config')}, B={r.get('batch')}, "
+        f"{top.get('dtype')}, {_machine_str(top)})", ok_num(r.get("jax_frames_per_s"), 25.0))
+       for _, r, top in tables["sampler"] if _is_gpu(top) and r.get("image_size") == 256
+       and r.get("steps") == 25], "no GPU run recorded yet (commands: Reproducing on a GPU)")
+  add("GPU: cuDNN fused (flash) attention in the compiled UNet",
+      [(f"{_fmt(r.get('cudnn_fused_attention'))} ({top.get('config')}, {top.get('dtype')}, "
+        f"{_machine_str(top)})", bool(r.get("cudnn_fused_attention")))
+       for _, r, top in tables["unet"] if _is_gpu(top)], "no GPU run recorded yet (commands: Reproducing on a GPU)")
+  lines.append("")
+  return "\n".join(lines)
+
+
 def render_report(docs: Sequence[tuple[str, dict]]) -> str:
   """The markdown of docs/BENCHMARKS.md from (file name, JSON dict) pairs."""
   tables = {w: [] for w in WHATS}
@@ -1226,7 +1285,7 @@ def render_report(docs: Sequence[tuple[str, dict]]) -> str:
         continue
       tables[what].append((name, r, top))
 
-  out = [REPORT_INTRO, "## Results\n"]
+  out = [REPORT_INTRO, render_goals(tables), "## Results\n"]
   base = lambda top: [_machine_str(top), top.get("config", "?"), top.get("dtype", "?")]  # noqa: E731
 
   out.append("### Sampler: JAX vs PyTorch (frames/s, median [min–max])\n")
