@@ -247,6 +247,29 @@ def make_matmul(n: int, dtype: str = "float32", seed: int = 0):
   return (lambda: _block(compiled(a, b))), 2.0 * n ** 3, _cost_flops(compiled)
 
 
+def make_torch_matmul(n: int, dtype: str = "float32", seed: int = 0):
+  """(fn() -> one torch n x n matmul, synchronised; flops 2 n^3) on the device the sampler's
+  PyTorch side uses, or None when torch is not installed. Context for the roofline: the
+  rate a vendor BLAS (MKL / oneDNN / cuBLAS) reaches on this machine."""
+  try:
+    import torch
+  except ImportError:
+    return None
+  device = _torch_device()
+  g = torch.Generator().manual_seed(int(seed))
+  tdt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+  a = torch.randn(n, n, generator=g).to(device=device, dtype=tdt)
+  b = torch.randn(n, n, generator=g).to(device=device, dtype=tdt)
+
+  def fn():
+    with torch.inference_mode():
+      torch.mm(a, b)
+    if device == "cuda":
+      torch.cuda.synchronize()
+  fn()
+  return fn, 2.0 * n ** 3
+
+
 def _repeat_fn(fn: Callable[[], Any], min_s: float = 0.2, max_inner: int = 64):
   """(fn called k times in a row, k) with k chosen so one sample takes >= min_s (short GPU
   kernels otherwise measure launch overhead). Dispatch is async; only the last is waited on,
@@ -706,10 +729,12 @@ def run_sampler_bench(config, *, batch: int = 4, steps: int | None = None, repea
 # -----------------------------------------------------------------------------------------
 
 def run_unet_bench(config, *, batch: int = 4, repeats: int = 5, warmup: int = 1,
-                   matmul_n: int | None = None, seed: int = 0, progress=None) -> dict:
+                   matmul_n: int | None = None, seed: int = 0, torch_matmul: bool = True,
+                   progress=None) -> dict:
   """One UNet forward and forward+backward (grad of mean(out^2) w.r.t. the params) at the
   config's latent size; FLOPs from XLA cost analysis, achieved FLOP/s, roofline fraction vs
-  a jitted dense matmul (config dtype, n = ``matmul_n``) timed in the same rounds."""
+  a jitted dense matmul (config dtype, n = ``matmul_n``) timed in the same rounds; the same
+  matmul in torch (vendor BLAS) is timed alongside for context."""
   import jax
   import jax.numpy as jnp
   from emotalker_jax.model_stats import context_length, count_params
@@ -746,9 +771,12 @@ def run_unet_bench(config, *, batch: int = 4, repeats: int = 5, warmup: int = 1,
   for _ in range(int(warmup)):
     f_fwd(), f_fb(), mm_fn()
   (f_fwd_k, k_fwd), (f_fb_k, k_fb), (mm_k, k_mm) = (_repeat_fn(f) for f in (f_fwd, f_fb, mm_fn))
-  times = interleaved_timings({"matmul": mm_k, "forward": f_fwd_k, "forward_backward": f_fb_k},
-                              repeats, progress, label=f"unet {config.name}")
+  fns = {"matmul": mm_k, "forward": f_fwd_k, "forward_backward": f_fb_k}
   per_call = {"matmul": k_mm, "forward": k_fwd, "forward_backward": k_fb}
+  tmm = make_torch_matmul(n, str(config.dtype)) if torch_matmul else None
+  if tmm is not None:
+    fns["torch_matmul"], per_call["torch_matmul"] = _repeat_fn(tmm[0])
+  times = interleaved_timings(fns, repeats, progress, label=f"unet {config.name}")
   st = {name: stats([s / per_call[name] for s in v]) for name, v in times.items()}
   mm_rate = mm_flops / st["matmul"]["median_s"]
   peak = vendor_bf16_peak(dev.device_kind) if dev.platform == "gpu" else None
@@ -775,6 +803,10 @@ def run_unet_bench(config, *, batch: int = 4, repeats: int = 5, warmup: int = 1,
       "forward": fw, "forward_backward": fb,
       "matmul": {"n": n, "dtype": str(config.dtype), "flops": mm_flops,
                  "xla_flops": mm_xla_flops, "time": st["matmul"]},
+      "torch_matmul_flops_per_s": (mm_flops / st["torch_matmul"]["median_s"]
+                                   if "torch_matmul" in st else None),
+      "roofline_fraction_vs_torch_matmul": (fw["achieved_flops_per_s"] * st["torch_matmul"][
+          "median_s"] / mm_flops if "torch_matmul" in st else None),
       "compile_s": {"forward": t1 - t0, "forward_backward": t2 - t1},
       "cudnn_fused_attention": "__cudnn$fmha" in hlo,
   }
@@ -1112,7 +1144,8 @@ How the figures are made (`emotalker_jax/bench.py`):
   parameters); FLOPs from XLA's cost analysis of the compiled program (a multiply-add
   counts 2); achieved FLOP/s = FLOPs / median time; *roofline* = achieved / the dense
   matmul FLOP/s of this machine, measured in the same rounds (a jitted n×n matmul in the
-  config's dtype: n = 2048 on CPU, 8192 on GPU). On a GPU, *MFU* = achieved / the vendor's
+  config's dtype: n = 2048 on CPU, 8192 on GPU; the same matmul in torch, i.e. a vendor
+  BLAS, is shown beside it for context). On a GPU, *MFU* = achieved / the vendor's
   dense bf16 peak (H100 SXM and H200: 989 TFLOP/s).
 - **train-step**: the real jitted, sharded train step (`training.loop.build_trainer`:
   autoencoder encode, frozen text encoder, EIB, UNet forward/backward, AdamW, EMA) on a
@@ -1132,13 +1165,20 @@ the same commands with bf16 compute:
 
 ```bash
 .venv/bin/pip install -U "jax[cuda12]==0.10.2"
-.venv/bin/pip install torch==2.13.0   # a CUDA build of the same version, from PyTorch's own wheel index
-# UNet roofline + MFU, train-step MFU (remat on/off), compile, pipeline, and the sampler:
-.venv/bin/emotalker bench all --config configs/base256.py --config.dtype=bfloat16 \\
-    --batch 16 --steps 25 --json docs/bench/h100_base256_bf16.json
-# Sampler frames/s at 256x256 with 25 guided steps (goal: >= 25 frames/s):
-.venv/bin/emotalker bench sampler --config configs/base256.py --config.dtype=bfloat16 \\
-    --batch 32 --steps 25 --json docs/bench/h100_sampler_base256_bf16.json
+.venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128  # or the cuXXX of the driver
+B="--config configs/base256.py --config.dtype=bfloat16"
+# UNet forward / forward+backward: FLOPs, roofline vs a bf16 8192^2 matmul, MFU, cuDNN attention
+.venv/bin/emotalker bench unet $B --batch 16 --json docs/bench/gpu_base256_unet_bf16.json
+# train step (global batch config.train.batch_size = 64), remat on/off: MFU, peak memory
+.venv/bin/emotalker bench train-step $B --json docs/bench/gpu_base256_train_step_bf16.json
+# sampler at 256x256, 25 guided steps (goal >= 25 frames/s), JAX vs PyTorch eager/compile
+.venv/bin/emotalker bench sampler $B --batch 32 --steps 25 \
+    --json docs/bench/gpu_base256_sampler_bf16.json
+# sampler compile time at 10/25/50 steps and the train step's
+.venv/bin/emotalker bench compile $B --batch 32 --json docs/bench/gpu_base256_compile_bf16.json
+# everything on the tiny config (its pipeline section reads data/tfds synthetic_talk/tiny,
+# built on first use; base256's 'full' dataset takes long to render)
+.venv/bin/emotalker bench all --config configs/tiny.py --json docs/bench/gpu_tiny.json
 .venv/bin/emotalker bench report --json-dir docs/bench --out docs/BENCHMARKS.md
 ```
 
@@ -1307,7 +1347,7 @@ def render_report(docs: Sequence[tuple[str, dict]]) -> str:
 
   out.append("### UNet forward and forward+backward: FLOPs and roofline\n")
   out.append(_row(["machine", "config", "dtype", "B", "fwd FLOPs", "fwd FLOP/s",
-                   "fwd ms", "matmul FLOP/s", "fwd roofline", "fwd+bwd FLOPs",
+                   "fwd ms", "matmul FLOP/s (XLA / torch)", "fwd roofline", "fwd+bwd FLOPs",
                    "fwd+bwd FLOP/s", "fwd+bwd roofline", "MFU fwd / fwd+bwd", "command"]))
   out.append(_row(["---"] * 14))
   for name, r, top in tables["unet"]:
@@ -1315,7 +1355,9 @@ def render_report(docs: Sequence[tuple[str, dict]]) -> str:
     mfu = (f"{_fmt(fw.get('mfu'))} / {_fmt(fb.get('mfu'))}" if fw.get("mfu") else "–")
     out.append(_row(base(top) + [r.get("batch"), _si(r.get("flops")),
                                  _si(r.get("achieved_flops_per_s")),
-                                 _spread(fw.get("time")), _si(r.get("matmul_flops_per_s")),
+                                 _spread(fw.get("time")),
+                                 f"{_si(r.get('matmul_flops_per_s'))} / "
+                                 f"{_si(r.get('torch_matmul_flops_per_s'))}",
                                  _fmt(r.get("roofline_fraction")), _si(fb.get("flops")),
                                  _si(fb.get("achieved_flops_per_s")),
                                  _fmt(fb.get("roofline_fraction")), mfu, _cmd(top)]))
