@@ -126,7 +126,7 @@ def open_source(dataset: str, split: str, data_dir: str | None = None):
 
   ``dataset`` is a tfds name (``"synthetic_talk/tiny"``, ``"mead/res64"``) looked up in
   ``data_dir`` from the prepared files (no builder code needed), or a path to a prepared
-  version directory (``.../synthetic_talk/tiny/1.0.0``). Returns (source, builder_dir).
+  version directory (``.../synthetic_talk/tiny/<version>``). Returns (source, builder_dir).
   """
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   if os.path.isfile(os.path.join(dataset, "dataset_info.json")):

@@ -2,7 +2,7 @@
 
   emotalker synth --out data/tfds --size tiny [--seed 0] [--workers 2]
 
-Writes ``<out>/synthetic_talk/<config>/1.0.0/`` (array_record, readable without TensorFlow
+Writes ``<out>/synthetic_talk/<config>/<version>/`` (array_record, readable without TensorFlow
 via ``tfds.data_source('synthetic_talk/<config>', data_dir=<out>)``), a PNG contact sheet of
 a few test identities x 8 emotions (rows: intensity 1, then the same identities at 1/3), and
 prints a summary.

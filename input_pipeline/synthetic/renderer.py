@@ -682,7 +682,10 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
   y_in_top, _ = _mouth_contour(X, g, g["lip_ui"], p)
   y_in_bot, _ = _mouth_contour(X, g, yli_eff, p)
   inner = _cov(np.maximum(y_in_top - Y, Y - y_in_bot), ppu)
-  cv.paint(sl, inner, np.array([0.22, 0.06, 0.07], np.float32))
+  # The interior band is never thinner than `gap` (one pixel); below that opening it fades
+  # in with opacity opening/gap, so small openings stay visible in proportion at 32x32.
+  inner_alpha = _t(np.clip((g["lip_li"] - g["lip_ui"]) / gap, 0, 1))
+  cv.paint(sl, inner * inner_alpha, np.array([0.22, 0.06, 0.07], np.float32))
   edge_t = np.minimum(tpar, 1 - tpar)
   # Teeth show only where the mouth is open beyond the closed-lip line.
   shown = _t(np.clip((g["lip_li"] - g["lip_ui"] - gap) / 0.02, 0, 1))
