@@ -35,7 +35,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.autoencoder.block_out_channels = (32, 32, 64)   # f = 2 ** (len - 1) = 4
   c.autoencoder.layers_per_block = 1
   c.autoencoder.norm_num_groups = 8
+  # z0 = (E(x) - shift_factor) * scaling_factor. `emotalker train --stage autoencoder`
+  # measures both for unit-variance latents and saves them in its config.json.
   c.autoencoder.scaling_factor = 1.0
+  c.autoencoder.shift_factor = 0.0
   c.autoencoder.mid_block_add_attention = True
 
   # ---- conditioning -------------------------------------------------------------------

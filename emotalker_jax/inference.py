@@ -623,7 +623,7 @@ class Generator:
                intensities=None, *, steps: int | None = None, guidance: float | None = None,
                eta: float | None = None, constraint=None, seed: int = 0, face_mask=None,
                batch_frames: int = 8, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
-               progress: Callable[[int], None] | None = None):
+               mask: str | None = None, progress: Callable[[int], None] | None = None):
     """Talking-face frames for a prepared portrait and a waveform.
 
     Args:
@@ -635,6 +635,8 @@ class Generator:
       seed: int (see the module docstring for what it changes).
       face_mask: (S, S) {0, 1} face region (None: ``centre_face_mask``).
       batch_frames: frames per compiled chunk (rounded up to a multiple of the devices).
+      mask: the region of the portrait to blank, 'face' | 'lower_face' (None:
+        config.data.mask, what the model was trained with).
       progress: called with 0 once everything is compiled and sampling starts, then with
         the number of frames finished after each chunk.
     Returns:
@@ -687,7 +689,7 @@ class Generator:
     face = (np.asarray(face_mask, np.float32) > 0.5).astype(np.float32)
     if face.shape != (S, S):
       raise ValueError(f"face mask must be ({S}, {S}), got {face.shape}")
-    region = mask_region(face, str(c.data.mask))
+    region = mask_region(face, str(c.data.mask if mask is None else mask))
     x_ref = portrait.astype(np.float32) / 127.5 - 1.0
     x_mask = np.where(region[..., None] > 0, np.float32(0.0), x_ref)
     mel_src = np.asarray(features_from_config(

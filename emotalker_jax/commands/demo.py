@@ -4,17 +4,17 @@ Stages, each skipped when its output already exists (so a second run reuses the 
 checkpoints), each printing its progress:
 
 1. ``emotalker synth``: the procedural benchmark ``synthetic_talk/tiny`` (32x32).
-2. ``emotalker eib-train``: the Emotion Intensity Block on FED (frozen MiniLM).
-3. ``emotalker train --stage autoencoder``: the KL autoencoder on the frames.
-4. ``emotalker train``: EmoTalker on the synthetic set (configs/tiny.py).
-5. generation for a held-out (test-split) identity: the same portrait and audio under the
+2. ``emotalker eib-train``: the Emotion Intensity Block on FED.
+3. the judge (``python -m emotalker_jax.evaluation.judge train --size tiny``).
+4. ``emotalker train --stage autoencoder``: the KL autoencoder on the frames (it measures
+   the latent shift / scale, which the next stage gets as config overrides).
+5. ``emotalker train``: EmoTalker on the synthetic set (configs/tiny.py).
+6. generation for a held-out (test-split) identity: the same portrait and audio under the
    8 single-emotion prompts (the paper's Figure 2), one emotion at increasing strengths
    (Figure 3), mixed prompts, and a talking clip as mp4 with its audio.
-6. ``report.md`` with the figures and the settings, ``summary.json``.
-
-The judged metrics of issue #8 (emotion accuracy, intensity Spearman, identity similarity
-with/without the constraint, lip sync -> ``metrics.json``) come with ``emotalker eval``;
-this command prints where they stand rather than inventing numbers.
+7. ``emotalker eval``'s protocol on the held-out identities (``evaluation/evaluate.py``;
+   with the ablations in full mode): ``metrics.json``, ``eval.md``, ``tradeoff.png``.
+8. ``report.md`` with the figures, the metrics and the settings, ``summary.json``.
 """
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ import time
 MODES = {
     # steps of: eib head, autoencoder, diffusion; DDIM steps at generation
     "quick": {"eib_steps": 600, "ae_steps": 300, "train_steps": 400, "sample_steps": 10,
-              "fed_size": 8000},
+              "fed_size": 8000, "eval_frames": 2, "ablations": False},
     "full": {"eib_steps": 3000, "ae_steps": 1500, "train_steps": 4000, "sample_steps": 25,
-             "fed_size": 60000},
+             "fed_size": 60000, "eval_frames": 4, "ablations": True},
 }
 FIG2_PROMPTS = ("neutral", "angry", "contemptuous", "disgusted", "fearful", "happy", "sad",
                 "surprised")
@@ -69,19 +69,23 @@ def run(args) -> int:
            f"--config.seed={args.seed}"]
     ae_dir = os.path.join(run_dir, "autoencoder")
     times = {}
-    times["synth"] = _stage("1/5 synthetic benchmark", exe + [
+    times["synth"] = _stage("1/7 synthetic benchmark", exe + [
         "synth", "--out", data, "--size", "tiny"],
         os.path.isdir(os.path.join(data, "synthetic_talk", "tiny")))
-    times["eib"] = _stage("2/5 EIB on FED", exe + [
+    times["eib"] = _stage("2/7 EIB on FED", exe + [
         "eib-train", "--out", eib_dir, "--steps", str(m["eib_steps"]), "--config",
         "configs/tiny.py", f"--config.eib.fed_size={m['fed_size']}"],
         os.path.isfile(os.path.join(eib_dir, "metrics.json")))
-    times["autoencoder"] = _stage("3/5 autoencoder", exe + [
+    judge_dir = os.path.join(out, "judge_tiny")
+    times["judge"] = _stage("3/7 judge", [
+        sys.executable, "-m", "emotalker_jax.evaluation.judge", "train", "--size", "tiny",
+        "--out", judge_dir], os.path.isfile(os.path.join(judge_dir, "config.json")))
+    times["autoencoder"] = _stage("4/7 autoencoder", exe + [
         "train", "--stage", "autoencoder", "--workdir", run_dir] + cfg + [
         f"--config.autoencoder_train.steps={m['ae_steps']}"],
         os.path.isfile(os.path.join(ae_dir, "params.safetensors")))
-    times["train"] = _stage("4/5 EmoTalker", exe + [
-        "train", "--workdir", run_dir] + cfg + [
+    times["train"] = _stage("5/7 EmoTalker", exe + [
+        "train", "--workdir", run_dir] + cfg + _latent_calibration(ae_dir) + [
         f"--config.train.steps={m['train_steps']}",
         f"--config.train.autoencoder_checkpoint={ae_dir}",
         f"--config.train.eib_checkpoint={eib_dir}",
@@ -89,8 +93,15 @@ def run(args) -> int:
         os.path.isfile(os.path.join(run_dir, "train_done.json")))
     with open(os.path.join(run_dir, "train_done.json"), "w") as fh:
         json.dump({"steps": m["train_steps"]}, fh)
-    print("[demo] 5/5 generation for a held-out identity", flush=True)
-    summary = generate_figures(run_dir, data, out, m["sample_steps"], args.seed)
+    print("[demo] 6/7 generation for a held-out identity", flush=True)
+    t0 = time.perf_counter()
+    gen = load_generator(run_dir)
+    summary = generate_figures(gen, data, out, m["sample_steps"], args.seed)
+    times["figures"] = time.perf_counter() - t0
+    print("[demo] 7/7 evaluation on the held-out identities (emotalker eval)", flush=True)
+    t0 = time.perf_counter()
+    summary["metrics"] = evaluate_demo(gen, judge_dir, data, out, m, args.seed)
+    times["eval"] = time.perf_counter() - t0
     summary["stage_seconds"] = times
     eib_metrics = os.path.join(eib_dir, "metrics.json")
     if os.path.isfile(eib_metrics):
@@ -101,6 +112,18 @@ def run(args) -> int:
     write_report(out, summary, args.mode)
     print(f"[demo] done: {os.path.join(out, 'report.md')}")
     return 0
+
+
+def _latent_calibration(ae_dir: str) -> list[str]:
+    """The autoencoder's measured latent shift/scale as config overrides for the diffusion
+    stage (``train --stage autoencoder`` writes them into its config.json)."""
+    path = os.path.join(ae_dir, "config.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as fh:
+        saved = json.load(fh)
+    return [f"--config.autoencoder.{k}={float(saved[k])!r}"
+            for k in ("shift_factor", "scaling_factor") if saved.get(k) is not None]
 
 
 def _test_identity(data: str):
@@ -118,11 +141,37 @@ def _test_identity(data: str):
     raise ValueError(f"no neutral reference clip in the test split of {data}")
 
 
-def generate_figures(run_dir: str, data: str, out: str, steps: int, seed: int) -> dict:
+def load_generator(run_dir: str):
+    from emotalker_jax.inference import load_generator as load
+    return load(run_dir)
+
+
+def evaluate_demo(gen, judge_dir: str, data: str, out: str, m: dict, seed: int) -> dict:
+    """``emotalker eval``'s protocol with the demo's generator: writes metrics.json, eval.md
+    (and ablations.json, tradeoff.png in full mode) into ``out``; returns the headline
+    metrics."""
+    from emotalker_jax.evaluation import evaluate as ev
+    from emotalker_jax.evaluation.judge import load_judge
+    judge = load_judge(judge_dir)
+    st = ev.EvalSettings(num_identities=4, frames=m["eval_frames"], lip_frames=25,
+                         steps=m["sample_steps"], seed=seed).validate()
+    sources, where = ev.heldout_sources("tiny", data, st.num_identities)
+    result = ev.evaluate(gen, judge, sources, st, log=ev.log_stderr)
+    abl = ev.run_ablations(gen, judge, sources, st, log=ev.log_stderr) if m["ablations"] \
+        else None
+    meta = {"checkpoint": gen.checkpoint_dir, "checkpoint_step": gen.step, "judge": judge_dir,
+            "data": where, "steps": m["sample_steps"],
+            "guidance": float(gen.config.sampler.guidance),
+            "constraint": dict(gen.config.sampler.constraint), "mask": str(gen.config.data.mask),
+            "command": "emotalker demo (stage 7: emotalker eval's protocol)"}
+    ev.write_outputs(out, result, abl, meta)
+    return {k: result[k] for k in ev.METRIC_KEYS}
+
+
+def generate_figures(gen, data: str, out: str, steps: int, seed: int) -> dict:
     import numpy as np
 
-    from emotalker_jax.inference import load_generator, write_mp4, write_png
-    gen = load_generator(run_dir)
+    from emotalker_jax.inference import write_mp4, write_png
     portrait, audio, identity, face_mask = _test_identity(data)
     short = audio[: int(0.2 * 16000)]  # 5 frames per figure cell
     kw = dict(steps=steps, seed=seed, face_mask=face_mask, batch_frames=8)
@@ -176,6 +225,12 @@ def write_report(out: str, s: dict, mode: str) -> None:
              "## Mixed prompts", "", f"{'; '.join(s['mixed_prompts'])}", "",
              "![mixed](fig_mixed.png)", "",
              f"## Talking clip: `clip_happy.mp4` ({s['clip_frames']} frames with audio)", "",
+             "## Metrics on the held-out identities (judge network; details: eval.md)", "",
+             "| metric | value |", "|---|---|"] + [
+                 f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
+                 for k, v in s.get("metrics", {}).items()] + [
+             "", "![trade-off](tradeoff.png)" if os.path.isfile(
+                 os.path.join(out, "tradeoff.png")) else "", "",
              "## EIB intensities read from the prompts", "", "| prompt | top emotions |",
              "|---|---|"]
     for p, d in zip(s["fig2_prompts"] + s["mixed_prompts"],

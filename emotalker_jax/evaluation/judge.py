@@ -568,7 +568,7 @@ def train_judge(config: JudgeConfig, progress: bool = True, log_every: int = 100
 SWEEP_STRENGTHS = tuple(np.round(np.linspace(0.1, 1.0, 10), 4))
 
 
-def _test_clips(size: str, data_dir: str | None, synthetic_seed: int):
+def test_clips(size: str, data_dir: str | None, synthetic_seed: int):
   """The records of synthetic_talk/<size> 'test' split: from TFDS when built under
   data_dir, else rendered in-process (same functions, identical clips). (records, source)."""
   from input_pipeline import synthetic_talk as st
@@ -634,7 +634,7 @@ def evaluate_judge(judge: Judge, size: str = "tiny", data_dir: str | None = None
           "are resized", file=sys.stderr)
   out: dict[str, Any] = {}
   t0 = time.perf_counter()
-  recs, source = _test_clips(size, data_dir, c.synthetic_seed)
+  recs, source = test_clips(size, data_dir, c.synthetic_seed)
   frames = np.concatenate([r["frames"] for r in recs])
   t = recs[0]["frames"].shape[0]
   pred = judge.predict(frames)

@@ -64,6 +64,22 @@ def build_autoencoder_trainer(config, mesh=None, rng=None):
     return vae, state, shardings, step_fn, mesh, train_cfg
 
 
+def latent_calibration(vae, params, batches, num_batches: int = 8) -> dict:
+    """Scalar shift and scale that make the posterior means zero-mean, unit-variance.
+
+    The diffusion schedule assumes x_0 of roughly unit variance (SD's 0.18215 is the same
+    calibration for its VAE); our autoencoders are trained from scratch, so the factors are
+    measured on ``num_batches`` training batches (iterator of dicts with "x_tgt" (B,H,W,3)
+    in [-1, 1]). Returns {"shift_factor": mean, "scaling_factor": 1 / std} as floats.
+    """
+    import jax.numpy as jnp
+    enc = jax.jit(lambda p, x: vae.apply({"params": p}, x, method="encode")[0])
+    means = [np.asarray(enc(params, jnp.asarray(np.asarray(next(batches)["x_tgt"], np.float32))))
+             for _ in range(num_batches)]
+    z = np.concatenate(means).astype(np.float64)
+    return {"shift_factor": float(z.mean()), "scaling_factor": float(1.0 / max(z.std(), 1e-6))}
+
+
 def train_autoencoder(config, workdir: str, *, loader=None, max_steps=None,
                       progress: bool = True) -> dict:
     """Trains the autoencoder; returns {'step', 'psnr', 'path'} (path: the saved params)."""
@@ -106,12 +122,19 @@ def train_autoencoder(config, workdir: str, *, loader=None, max_steps=None,
         mngr.close()
         writer.close()
     path = os.path.join(workdir, "autoencoder")
-    checkpoints.save_params(path, jax.device_get(holder.state.ema_params),
-                            config.autoencoder.to_dict())
+    ema = jax.device_get(holder.state.ema_params)
+    ae_cfg = {**config.autoencoder.to_dict(), **latent_calibration(vae, ema, it)}
+    checkpoints.save_params(path, ema, ae_cfg)
+    log.info("latent calibration: shift_factor=%.4f scaling_factor=%.4f (unit-variance "
+             "latents; pass --config.autoencoder.shift_factor=%.4f "
+             "--config.autoencoder.scaling_factor=%.4f to the diffusion stage)",
+             ae_cfg["shift_factor"], ae_cfg["scaling_factor"], ae_cfg["shift_factor"],
+             ae_cfg["scaling_factor"])
     log.info("autoencoder params written to %s (point config.train.autoencoder_checkpoint "
              "at it)", path)
     return {"step": int(jax.device_get(holder.state.step)), "psnr": last.get("psnr"),
             "path": path}
 
 
-__all__ = ["autoencoder_loss", "build_autoencoder_trainer", "train_autoencoder"]
+__all__ = ["autoencoder_loss", "build_autoencoder_trainer", "latent_calibration",
+           "train_autoencoder"]

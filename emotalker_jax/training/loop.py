@@ -76,7 +76,14 @@ def load_frozen_autoencoder(config, vae, rng) -> Any:
     path = config.train.get("autoencoder_checkpoint", "")
     if path:
         from emotalker_jax import checkpoints
-        params, _ = checkpoints.load_params(path)
+        params, saved = checkpoints.load_params(path)
+        for key in ("scaling_factor", "shift_factor"):
+            want = float((saved or {}).get(key) or 0.0)
+            have = float(config.autoencoder.get(key) or 0.0)
+            if saved and key in saved and abs(want - have) > 1e-6 * max(1.0, abs(want)):
+                log.warning("autoencoder %s: %s was calibrated with %s=%.6g but the config "
+                            "has %.6g; pass --config.autoencoder.%s=%.6g so the latents "
+                            "have unit variance", path, key, key, want, have, key, want)
         return params["vae"] if "vae" in params else params
     log.warning("config.train.autoencoder_checkpoint is empty: using a randomly initialised "
                 "(untrained) autoencoder")
