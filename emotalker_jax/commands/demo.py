@@ -186,13 +186,8 @@ def generate_figures(gen, data: str, out: str, steps: int, seed: int) -> dict:
 
     fig2, fig2_int = row(prompts=list(FIG2_PROMPTS))
     write_png(os.path.join(out, "fig2_emotions.png"), _upscale(fig2))
-    from emotalker_jax.emotions import EMOTION_INDEX
-    strengths = []
-    for a in FIG3_STRENGTHS:
-        s = np.zeros(8, np.float32)
-        s[EMOTION_INDEX[FIG3_EMOTION]] = a
-        s[0] = 1.0 - a
-        strengths.append(s)
+    from emotalker_jax.evaluation.evaluate import one_hot
+    strengths = [one_hot(FIG3_EMOTION, a) for a in FIG3_STRENGTHS]
     fig3, _ = row(intensities=strengths)
     write_png(os.path.join(out, "fig3_strength.png"), _upscale(fig3))
     mixed, mixed_int = row(prompts=list(MIXED_PROMPTS))

@@ -11,8 +11,8 @@ it), and every condition generates ``frames`` frames from the start of that audi
   identity constraint off (strength 0: ``identity_similarity_no_constraint``).
 * **mixed**: ``MIXED_PROMPTS`` -> the judge's top-2 set per frame against the prompt's two
   emotions (``mixed_top2_accuracy``).
-* **sweep**: explicit intensities s_k = a (a in ``SWEEP_STRENGTHS``, neutral = 1 - a) for
-  the 7 non-neutral emotions -> Spearman of the judge's intensity k against a, on the mean
+* **sweep**: explicit intensities s_k = a (a in ``SWEEP_STRENGTHS``, the rest 0, as the
+  benchmark labels a clip of that strength) for the 7 non-neutral emotions -> Spearman of the judge's intensity k against a, on the mean
   per strength (``intensity_spearman``, ``metrics.intensity_spearman``).
 * **lip**: ``lip_frames`` frames (the reference clip's audio, explicit neutral) -> Pearson
   of the judge's mouth opening with the audio envelope per clip (``lip_sync_correlation``),
@@ -106,10 +106,13 @@ def heldout_sources(size: str, data_dir: str | None, num_identities: int,
 
 
 def one_hot(name: str, strength: float = 1.0) -> np.ndarray:
-  """(8,) float32 with ``name`` at ``strength`` and neutral at 1 - strength."""
+  """(8,) float32 in the benchmark's (and MEAD's) labelling: ``name`` at ``strength``, every
+  other entry 0 (a level-1 'sad' clip is sad = 1/3, neutral = 0); strength 0 -> neutral 1."""
   v = np.zeros(NUM_EMOTIONS, np.float32)
-  v[EMOTION_INDEX["neutral"]] = 1.0 - strength
-  v[EMOTION_INDEX[name]] += strength
+  if strength <= 0:
+    v[EMOTION_INDEX["neutral"]] = 1.0
+  else:
+    v[EMOTION_INDEX[name]] = strength
   return v
 
 

@@ -152,6 +152,81 @@ class TextTokenPool(nn.Module):
     return nn.with_logical_constraint(y, ("batch", "length", "embed"))
 
 
+class TokenIntensityHead(nn.Module):
+  """Token-level intensity head: token states h (B, L, D) + mask (B, L) -> logits (B, K).
+
+  The head looks at every token instead of a sentence average, so it can attend to the
+  emotion words and ignore the sentence frame:
+
+    x_l   = GELU(Dense_H(LayerNorm(h_l)))                         (B, L, H) per token
+    a_l   = [max_j cos(h_l, A_kj)]_k                              (B, L, K) anchor sims
+    u_l   = x_l + Dense_H(a_l)            (only when anchors are used, A: (K, N_a, D))
+    w_ql  = softmax_l(q_q . Dense(u_l))   over real tokens        (B, Q, L)
+    p_q   = sum_l w_ql Dense(u_l)                                 (B, Q, H)
+    mean  = masked mean of u_l                                    (B, H)
+    amax  = max_l a_l                                             (B, K)
+    logits = MLP(LayerNorm([p_1 .. p_Q, mean, amax]))             (B, K)
+
+  The anchors A (``num_anchors`` per emotion) are frozen text-encoder embeddings of the
+  emotion names and a few train-split words, written by `emotalker eib-train`
+  (``anchor_texts``); gradients never reach them (stop_gradient). ``token_dropout``
+  (training only) hides each real token from the pooling with that probability.
+  """
+  hidden: int = 256
+  num_emotions: int = NUM_EMOTIONS
+  num_queries: int = 8
+  num_anchors: int = 0
+  dropout: float = 0.0
+  token_dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def anchor_sims(self, hidden: jax.Array) -> jax.Array:
+    """(B, L, D) -> (B, L, K): per emotion, the largest cosine to its anchors."""
+    a = self.param("anchors", nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                           (None, None, "embed")),
+                   (self.num_emotions, self.num_anchors, hidden.shape[-1]), self.param_dtype)
+    a = jax.lax.stop_gradient(a.astype(jnp.float32))
+    a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-6)
+    h = hidden.astype(jnp.float32)
+    h = h / jnp.maximum(jnp.linalg.norm(h, axis=-1, keepdims=True), 1e-6)
+    return jnp.max(jnp.einsum("bld,kad->blka", h, a), axis=-1)
+
+  @nn.compact
+  def __call__(self, hidden: jax.Array, mask: jax.Array,
+               deterministic: bool = True) -> jax.Array:
+    hd, dt, pdt = self.hidden, self.dtype, self.param_dtype
+    m = mask.astype(bool)
+    if self.token_dropout > 0 and not deterministic:
+      keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.token_dropout, m.shape)
+      keep = keep | (jnp.sum(m & keep, axis=-1, keepdims=True) == 0)   # never drop all
+      m = m & keep
+    x = _layer_norm(dt, pdt, "norm")(hidden)
+    x = nn.gelu(_dense(hd, ("embed", "mlp"), dt, pdt, "token")(x))          # (B, L, H)
+    feats = []
+    if self.num_anchors > 0:
+      sims = self.anchor_sims(hidden)                                       # (B, L, K)
+      x = x + _dense(hd, (None, "mlp"), dt, pdt, "anchor_proj")(sims.astype(dt))
+      feats.append(jnp.max(jnp.where(m[..., None], sims, -1.0), axis=1))    # (B, K)
+    mf = m.astype(jnp.float32)[..., None]
+    mean = jnp.sum(x.astype(jnp.float32) * mf, axis=1) / jnp.maximum(jnp.sum(mf, axis=1), 1.0)
+    keys = _dense(hd, ("mlp", "embed"), dt, pdt, "key")(x)
+    vals = _dense(hd, ("mlp", "embed"), dt, pdt, "value")(x)
+    queries = self.param(
+        "queries", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
+        (self.num_queries, hd), pdt)
+    scores = jnp.einsum("qh,blh->bql", queries.astype(jnp.float32), keys.astype(jnp.float32))
+    scores = jnp.where(m[:, None, :], scores / np.sqrt(hd), -1e9)
+    w = jax.nn.softmax(scores, axis=-1)
+    pooled = jnp.einsum("bql,blh->bqh", w, vals.astype(jnp.float32))     # (B, Q, H)
+    z = jnp.concatenate([pooled.reshape(pooled.shape[0], -1), mean] + feats, axis=-1)
+    z = _layer_norm(dt, pdt, "pool_norm")(z.astype(dt))
+    z = nn.gelu(_dense(hd, ("embed", "mlp"), dt, pdt, "fc1")(z))
+    z = nn.Dropout(self.dropout)(z, deterministic=deterministic)
+    logits = _dense(self.num_emotions, ("mlp", None), dt, pdt, "out")(z)
+    return logits.astype(jnp.float32)
+
+
 @flax.struct.dataclass
 class EIBOutput:
   tokens: jax.Array        # (B, K + T, C) cross-attention tokens
