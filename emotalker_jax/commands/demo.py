@@ -3,7 +3,8 @@
 Stages, each skipped when its output already exists (so a second run reuses the trained
 checkpoints), each printing its progress:
 
-1. ``emotalker synth``: the procedural benchmark ``synthetic_talk/tiny`` (32x32).
+1. ``emotalker synth``: the procedural benchmark at 32x32: ``synthetic_talk/demo`` (128
+   train identities) in full mode, ``synthetic_talk/tiny`` (12) in quick mode.
 2. ``emotalker eib-train``: the Emotion Intensity Block on FED.
 3. the judge (``python -m emotalker_jax.evaluation.judge train --size tiny``).
 4. ``emotalker train --stage autoencoder``: the KL autoencoder on the frames (it measures
@@ -28,9 +29,9 @@ import time
 MODES = {
     # steps of: eib head, autoencoder, diffusion; DDIM steps at generation
     "quick": {"eib_steps": 600, "ae_steps": 300, "train_steps": 400, "sample_steps": 10,
-              "fed_size": 8000, "eval_frames": 2, "ablations": False},
-    "full": {"eib_steps": 3000, "ae_steps": 1500, "train_steps": 4000, "sample_steps": 25,
-             "fed_size": 60000, "eval_frames": 4, "ablations": True},
+              "fed_size": 8000, "eval_frames": 2, "ablations": False, "data": "tiny"},
+    "full": {"eib_steps": 3000, "ae_steps": 1500, "train_steps": 6000, "sample_steps": 25,
+             "fed_size": 60000, "eval_frames": 4, "ablations": True, "data": "demo"},
 }
 FIG2_PROMPTS = ("neutral", "angry", "contemptuous", "disgusted", "fearful", "happy", "sad",
                 "surprised")
@@ -66,12 +67,12 @@ def run(args) -> int:
     run_dir = os.path.join(out, f"run_{args.mode}")
     eib_dir = os.path.join(out, f"eib_{args.mode}")
     cfg = ["--config", "configs/tiny.py", f"--config.data.data_dir={data}",
+           f"--config.data.synthetic_size={m['data']}",
            f"--config.seed={args.seed}"]
     ae_dir = os.path.join(run_dir, "autoencoder")
     times = {}
     times["synth"] = _stage("1/7 synthetic benchmark", exe + [
-        "synth", "--out", data, "--size", "tiny"],
-        os.path.isdir(os.path.join(data, "synthetic_talk", "tiny")))
+        "synth", "--out", data, "--size", m["data"]], _built(data, m["data"]))
     times["eib"] = _stage("2/7 EIB on FED", exe + [
         "eib-train", "--out", eib_dir, "--steps", str(m["eib_steps"]), "--config",
         "configs/tiny.py", f"--config.eib.fed_size={m['fed_size']}"],
@@ -96,7 +97,7 @@ def run(args) -> int:
     print("[demo] 6/7 generation for a held-out identity", flush=True)
     t0 = time.perf_counter()
     gen = load_generator(run_dir)
-    summary = generate_figures(gen, data, out, m["sample_steps"], args.seed)
+    summary = generate_figures(gen, data, out, m["sample_steps"], args.seed, m["data"])
     times["figures"] = time.perf_counter() - t0
     print("[demo] 7/7 evaluation on the held-out identities (emotalker eval)", flush=True)
     t0 = time.perf_counter()
@@ -126,13 +127,19 @@ def _latent_calibration(ae_dir: str) -> list[str]:
             for k in ("shift_factor", "scaling_factor") if saved.get(k) is not None]
 
 
-def _test_identity(data: str):
+def _built(data: str, size: str) -> bool:
+    """Whether synthetic_talk/<size> (this code's version) is built under ``data``."""
+    from input_pipeline import synthetic_talk as st
+    return st.get_builder(size, data).is_prepared()
+
+
+def _test_identity(data: str, size: str):
     """(portrait uint8 (S,S,3), audio (L,), identity id, face mask) from the first test clip
     that is its identity's neutral reference."""
     import numpy as np
 
     from input_pipeline.pipeline import open_source
-    src, _ = open_source("synthetic_talk/tiny", "test", data)
+    src, _ = open_source(f"synthetic_talk/{size}", "test", data)
     for i in range(len(src)):
         rec = src[i]
         if bool(rec.get("is_neutral_reference", False)):
@@ -155,7 +162,7 @@ def evaluate_demo(gen, judge_dir: str, data: str, out: str, m: dict, seed: int) 
     judge = load_judge(judge_dir)
     st = ev.EvalSettings(num_identities=4, frames=m["eval_frames"], lip_frames=25,
                          steps=m["sample_steps"], seed=seed).validate()
-    sources, where = ev.heldout_sources("tiny", data, st.num_identities)
+    sources, where = ev.heldout_sources(m["data"], data, st.num_identities)
     result = ev.evaluate(gen, judge, sources, st, log=ev.log_stderr)
     abl = ev.run_ablations(gen, judge, sources, st, log=ev.log_stderr) if m["ablations"] \
         else None
@@ -168,11 +175,11 @@ def evaluate_demo(gen, judge_dir: str, data: str, out: str, m: dict, seed: int) 
     return {k: result[k] for k in ev.METRIC_KEYS}
 
 
-def generate_figures(gen, data: str, out: str, steps: int, seed: int) -> dict:
+def generate_figures(gen, data: str, out: str, steps: int, seed: int, size: str) -> dict:
     import numpy as np
 
     from emotalker_jax.inference import write_mp4, write_png
-    portrait, audio, identity, face_mask = _test_identity(data)
+    portrait, audio, identity, face_mask = _test_identity(data, size)
     short = audio[: int(0.2 * 16000)]  # 5 frames per figure cell
     kw = dict(steps=steps, seed=seed, face_mask=face_mask, batch_frames=8)
 
@@ -194,7 +201,7 @@ def generate_figures(gen, data: str, out: str, steps: int, seed: int) -> dict:
     write_png(os.path.join(out, "fig_mixed.png"), _upscale(mixed))
     frames, info = gen.generate(portrait, audio, prompt="very happy", **kw)
     write_mp4(os.path.join(out, "clip_happy.mp4"), _upscale(frames, 4), audio)
-    return {"identity": identity, "checkpoint_step": gen.step, "sampler_steps": steps,
+    return {"identity": identity, "data": size, "checkpoint_step": gen.step, "sampler_steps": steps,
             "guidance": float(gen.config.sampler.guidance),
             "constraint": dict(gen.config.sampler.constraint),
             "fig2_prompts": list(FIG2_PROMPTS), "fig2_intensities": fig2_int,
@@ -211,7 +218,7 @@ def write_report(out: str, s: dict, mode: str) -> None:
     lines = [f"# EmoTalker demo ({mode})", "",
              f"Checkpoint step {s['checkpoint_step']}, DDIM steps {s['sampler_steps']}, "
              f"guidance {s['guidance']}, constraint {s['constraint']}, held-out identity "
-             f"{s['identity']} of synthetic_talk/tiny.", "",
+             f"{s['identity']} of synthetic_talk/{s['data']}.", "",
              "## Figure 2: one portrait, 8 emotion prompts", "",
              f"Prompts: {', '.join(s['fig2_prompts'])} (first cell: the source portrait).", "",
              "![fig2](fig2_emotions.png)", "",

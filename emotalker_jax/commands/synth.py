@@ -16,7 +16,7 @@ import time
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--out", required=True, help="TFDS data_dir to build into")
-  parser.add_argument("--size", default="tiny", choices=("tiny", "small", "full"),
+  parser.add_argument("--size", default="tiny", choices=("tiny", "demo", "small", "full"),
                       help="benchmark size (docs/SYNTHETIC.md)")
   parser.add_argument("--seed", type=int, default=0,
                       help="generation seed; a non-zero seed builds config '<size>_seed<S>'")

@@ -629,7 +629,7 @@ def evaluate_judge(judge: Judge, size: str = "tiny", data_dir: str | None = None
   from input_pipeline.synthetic import audio as audio_lib
   from input_pipeline.synthetic import renderer
   c = judge.config
-  if c.image_size != {"tiny": 32, "small": 64, "full": 128}.get(size, c.image_size):
+  if c.image_size != {"tiny": 32, "demo": 32, "small": 64, "full": 128}.get(size, c.image_size):
     print(f"note: judge resolution {c.image_size} differs from synthetic_talk/{size}; frames "
           "are resized", file=sys.stderr)
   out: dict[str, Any] = {}
@@ -824,7 +824,7 @@ def main(argv=None) -> int:
   t.add_argument("--quiet", action="store_true")
   e = sub.add_parser("evaluate", help="held-out figures of a trained judge")
   e.add_argument("--judge", required=True)
-  e.add_argument("--size", default="tiny", choices=("tiny", "small", "full"))
+  e.add_argument("--size", default="tiny", choices=("tiny", "demo", "small", "full"))
   e.add_argument("--data-dir", default=None)
   e.add_argument("--extra-identities", type=int, default=32)
   e.add_argument("--json", default=None)
