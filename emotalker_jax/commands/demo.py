@@ -9,7 +9,8 @@ checkpoints), each printing its progress:
 3. the judge (``python -m emotalker_jax.evaluation.judge train --size tiny``).
 4. ``emotalker train --stage autoencoder``: the KL autoencoder on the frames (it measures
    the latent shift / scale, which the next stage gets as config overrides).
-5. ``emotalker train``: EmoTalker on the synthetic set (configs/tiny.py).
+5. ``emotalker train``: EmoTalker on the synthetic set (full: configs/demo.py, an f=2
+   autoencoder; quick: configs/tiny.py).
 6. generation for a held-out (test-split) identity: the same portrait and audio under the
    8 single-emotion prompts (the paper's Figure 2), one emotion at increasing strengths
    (Figure 3), mixed prompts, and a talking clip as mp4 with its audio.
@@ -29,9 +30,11 @@ import time
 MODES = {
     # steps of: eib head, autoencoder, diffusion; DDIM steps at generation
     "quick": {"eib_steps": 600, "ae_steps": 300, "train_steps": 400, "sample_steps": 10,
-              "fed_size": 8000, "eval_frames": 2, "ablations": False, "data": "tiny"},
+              "fed_size": 8000, "eval_frames": 2, "ablations": False, "data": "tiny",
+              "config": "configs/tiny.py"},
     "full": {"eib_steps": 3000, "ae_steps": 1500, "train_steps": 6000, "sample_steps": 25,
-             "fed_size": 60000, "eval_frames": 4, "ablations": True, "data": "demo"},
+             "fed_size": 60000, "eval_frames": 4, "ablations": True, "data": "demo",
+             "config": "configs/demo.py"},
 }
 FIG2_PROMPTS = ("neutral", "angry", "contemptuous", "disgusted", "fearful", "happy", "sad",
                 "surprised")
@@ -66,7 +69,7 @@ def run(args) -> int:
     data = os.path.join(out, "data")
     run_dir = os.path.join(out, f"run_{args.mode}")
     eib_dir = os.path.join(out, f"eib_{args.mode}")
-    cfg = ["--config", "configs/tiny.py", f"--config.data.data_dir={data}",
+    cfg = ["--config", m["config"], f"--config.data.data_dir={data}",
            f"--config.data.synthetic_size={m['data']}",
            f"--config.seed={args.seed}"]
     ae_dir = os.path.join(run_dir, "autoencoder")
@@ -75,7 +78,7 @@ def run(args) -> int:
         "synth", "--out", data, "--size", m["data"]], _built(data, m["data"]))
     times["eib"] = _stage("2/7 EIB on FED", exe + [
         "eib-train", "--out", eib_dir, "--steps", str(m["eib_steps"]), "--config",
-        "configs/tiny.py", f"--config.eib.fed_size={m['fed_size']}"],
+        m["config"], f"--config.eib.fed_size={m['fed_size']}"],
         os.path.isfile(os.path.join(eib_dir, "metrics.json")))
     judge_dir = os.path.join(out, "judge_tiny")
     times["judge"] = _stage("3/7 judge", [
