@@ -49,6 +49,12 @@ class RenderingGenerator:
                    for s, i in zip(sources, ids)}
     self.copy = copy
     self.calls = []
+    # An untrained autoencoder: the harness's ceiling part decodes through it.
+    import jax
+    from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
+    self.vae = build_autoencoder(self.config)
+    import flax.linen as nn
+    self.vae_params = nn.meta.unbox(init_autoencoder(self.vae, jax.random.key(0), 32)["params"])
 
   def generate(self, portrait, audio, prompt=None, intensities=None, **kw):
     from input_pipeline.synthetic import audio as audio_lib
@@ -104,6 +110,20 @@ def test_oracle_scores_high(oracle_result):
   # The constraint does not exist for the oracle: both runs render the same frames.
   assert r["identity_similarity_no_constraint"] == pytest.approx(r["identity_similarity"])
   assert r["n_identities"] == 2
+
+
+def test_ceiling_reads_the_ground_truth_frames(judge, sources, oracle_result):
+  from emotalker_jax.evaluation import metrics
+  c = oracle_result[0]["details"]["ceiling"]
+  x = np.concatenate([s.clip_frames for s in sources])
+  ref = metrics.emotion_accuracy(judge.predict(x)["intensities"],
+                                 np.concatenate([s.clip_emotions for s in sources]))
+  assert c["frames"] == len(x) == 2 * 31 * 5          # every 5th frame of 31 clips each
+  assert c["ground_truth"]["emotion_top1"] == pytest.approx(ref["top1"])
+  assert c["ground_truth"]["mixed_top2"] == pytest.approx(ref["top2_mixed"])
+  # an untrained autoencoder destroys the expression
+  assert c["autoencoder"]["emotion_top1"] < c["ground_truth"]["emotion_top1"] - 0.3
+  assert c["autoencoder_psnr"] < 15
 
 
 def test_frame_counts_and_conditions(oracle_result):

@@ -20,6 +20,9 @@ it), and every condition generates ``frames`` frames from the start of that audi
   of the generated against the ground-truth frames (same identity, audio and emotion; the
   head motion and blinks of the ground truth are not in the condition, so this is a loose
   reconstruction measure).
+* **ceiling**: the judge on ground-truth test frames of the same identities and on their
+  autoencoder reconstructions: no generator that decodes through this autoencoder can do
+  better than the latter.
 
 Ablations (``run_ablations``) repeat *single* under one change at a time (constraint
 strength, init noise vs Z_T, guidance, one-hot intensities instead of text, lower-face
@@ -80,12 +83,18 @@ class EvalSettings:
 @dataclasses.dataclass
 class Source:
   """A held-out identity's source: portrait (S,S,3) uint8, face mask (S,S), audio (L,)
-  float32 16 kHz, ground-truth frames of the reference clip (T,S,S,3) uint8."""
+  float32 16 kHz, ground-truth frames of the reference clip (T,S,S,3) uint8; and every
+  CLIP_STRIDE-th frame of all its test clips (N,S,S,3) uint8 with their labels (N,8)."""
   identity: int
   portrait: np.ndarray
   face_mask: np.ndarray
   audio: np.ndarray
   truth: np.ndarray
+  clip_frames: np.ndarray | None = None
+  clip_emotions: np.ndarray | None = None
+
+
+CLIP_STRIDE = 5
 
 
 def heldout_sources(size: str, data_dir: str | None, num_identities: int,
@@ -99,10 +108,41 @@ def heldout_sources(size: str, data_dir: str | None, num_identities: int,
   if len(refs) < num_identities:
     raise ValueError(f"synthetic_talk/{size} has {len(refs)} test identities, fewer than "
                      f"--identities {num_identities}")
-  out = [Source(int(r["identity"]), np.asarray(r["frames"][0]),
-                np.asarray(r["face_mask"][0]), np.asarray(r["audio"], np.float32),
-                np.asarray(r["frames"])) for r in refs[:num_identities]]
+  out = []
+  for r in refs[:num_identities]:
+    mine = [q for q in recs if int(q["identity"]) == int(r["identity"])]
+    frames = np.concatenate([np.asarray(q["frames"])[::CLIP_STRIDE] for q in mine])
+    labels = np.concatenate([np.repeat(np.asarray(q["emotion"], np.float32)[None],
+                                       len(np.asarray(q["frames"])[::CLIP_STRIDE]), 0)
+                             for q in mine])
+    out.append(Source(int(r["identity"]), np.asarray(r["frames"][0]),
+                      np.asarray(r["face_mask"][0]), np.asarray(r["audio"], np.float32),
+                      np.asarray(r["frames"]), frames, labels))
   return out, where
+
+
+def autoencoder_ceiling(gen, judge, sources: Sequence[Source]) -> dict:
+  """What the judge reads from the sources' ground-truth test frames and from their
+  autoencoder reconstructions D(E(x)): an upper bound on any generator that decodes
+  through this autoencoder (top-1 on single-emotion frames, top-2 on mixtures, PSNR)."""
+  import jax
+  import jax.numpy as jnp
+
+  from emotalker_jax.evaluation import metrics
+  from emotalker_jax.models.autoencoder import decode_latent, encode_to_latent
+  x = np.concatenate([s.clip_frames for s in sources])
+  labels = np.concatenate([s.clip_emotions for s in sources])
+  rt = jax.jit(lambda p, v: decode_latent(gen.vae, p, encode_to_latent(gen.vae, p, v)))
+  rec = np.concatenate([np.asarray(rt(gen.vae_params, jnp.asarray(x[i:i + 64] / 127.5 - 1.0,
+                                                                    jnp.float32)))
+                        for i in range(0, len(x), 64)])
+  rec = np.clip(np.rint((rec + 1.0) * 127.5), 0, 255).astype(np.uint8)
+  out = {"frames": int(len(x))}
+  for name, f in (("ground_truth", x), ("autoencoder", rec)):
+    acc = metrics.emotion_accuracy(judge.predict(f)["intensities"], labels)
+    out[name] = {"emotion_top1": acc["top1"], "mixed_top2": acc["top2_mixed"]}
+  out["autoencoder_psnr"] = metrics.psnr_ssim(rec / 255.0, x / 255.0)["psnr"]
+  return out
 
 
 def one_hot(name: str, strength: float = 1.0) -> np.ndarray:
@@ -249,7 +289,8 @@ def evaluate(gen, judge, sources: Sequence[Source], st: EvalSettings,
                strength=0.0))),
            ("mixed", lambda: _mixed(run)),
            ("sweep", lambda: _sweep(run)),
-           ("lip", lambda: _lip(run))]
+           ("lip", lambda: _lip(run)),
+           ("ceiling", lambda: autoencoder_ceiling(gen, judge, sources))]
   for k, (name, fn) in enumerate(steps):
     t = time.perf_counter()
     parts[name] = fn()
@@ -269,6 +310,8 @@ def evaluate(gen, judge, sources: Sequence[Source], st: EvalSettings,
       "psnr_vs_ground_truth": parts["lip"]["psnr_vs_ground_truth"],
       "ssim_vs_ground_truth": parts["lip"]["ssim_vs_ground_truth"],
       "emotion_accuracy_no_constraint": parts["single_no_constraint"]["emotion_accuracy"],
+      "ceiling_emotion_accuracy_autoencoder": parts["ceiling"]["autoencoder"]["emotion_top1"],
+      "ceiling_mixed_top2_autoencoder": parts["ceiling"]["autoencoder"]["mixed_top2"],
       "details": parts,
       "settings": dataclasses.asdict(st),
       "identities": [s.identity for s in sources],
@@ -372,7 +415,9 @@ def markdown(result: dict, ablations: Sequence[dict] | None, meta: dict) -> str:
   lines += [f"- {k}: `{v}`" for k, v in meta.items()]
   lines += ["", "| metric | value | target |", "|---|---|---|"]
   for k in METRIC_KEYS + ("lip_sync_ground_truth_frames", "psnr_vs_ground_truth",
-                          "ssim_vs_ground_truth", "emotion_accuracy_no_constraint"):
+                          "ssim_vs_ground_truth", "emotion_accuracy_no_constraint",
+                          "ceiling_emotion_accuracy_autoencoder",
+                          "ceiling_mixed_top2_autoencoder"):
     v = result[k]
     lines.append(f"| {k} | {v:.4f} | {targets.get(k, '')} |" if isinstance(v, float)
                  else f"| {k} | {v} | {targets.get(k, '')} |")
