@@ -6,6 +6,9 @@ Trains the EIB's intensity head on FED (METHOD.md eq. 3) with the text encoder f
    (or read from ``--fed DIR/fed.jsonl`` written by ``emotalker fed``);
 2. pooled text-encoder features of every prompt, computed once in length-sorted batches
    (progress bar) and cached in ``DIR/features-<key>.npz`` (key: encoder, pool, corpus);
+   with ``config.eib.pool='tokens'`` the token states themselves (float16, in memory only)
+   for the token-level head, plus its frozen anchor table (``anchor_embeddings``: the
+   emotion names and train-split terms, encoded alone);
 3. the head, trained with optax AdamW (warmup + cosine) in a jitted step on random
    batches of cached features;
 4. evaluation on the validation and test splits (top-1, mixed top-2, MAE, per category,
@@ -51,7 +54,9 @@ def _eib_settings(config) -> dict:
           "lr": float(e.get("lr", 3e-3)), "weight_decay": float(e.get("weight_decay", 1e-4)),
           "warmup": int(e.get("warmup_steps", 100)), "ce_weight": float(e.get("ce_weight", 1.0)),
           "fed_size": int(e.get("fed_size", 60000)), "fed_seed": int(e.get("fed_seed", 0)),
-          "pool": str(e.get("pool", "mean"))}
+          "pool": str(e.get("pool", "mean")), "num_queries": int(e.get("num_queries", 8)),
+          "num_anchors": int(e.get("num_anchors", 0)),
+          "token_dropout": float(e.get("token_dropout", 0.0))}
 
 
 def load_corpus(fed_dir: str | None, size: int, seed: int):
@@ -115,10 +120,95 @@ def encode_pooled(encoder, prompts, pool: str, batch_size: int = 256, progress=N
   return feats
 
 
+def encode_tokens(encoder, prompts, batch_size: int = 256, progress=None):
+  """Token states of the frozen encoder for every prompt, for config.eib.pool='tokens'.
+
+  Returns (hidden (N, L, D) float16, mask (N, L) int32) with L the longest prompt's token
+  count rounded up to a multiple of 8 (float16 halves the memory: 60k prompts, L = 32,
+  D = 384 is 1.5 GB). Batching as in ``encode_pooled``.
+  """
+  import jax
+  import numpy as np
+
+  module = encoder.module
+
+  @jax.jit
+  def fn(params, ids, mask):
+    out = module.apply({"params": params}, ids, mask)
+    return (out[0] if isinstance(out, tuple) else out).astype(jax.numpy.float16)
+
+  n = len(prompts)
+  tok = encoder.tokenize(list(prompts))
+  lens = tok["attention_mask"].sum(axis=1)
+  L = min(encoder.max_length, max(8, int(-(-int(lens.max(initial=1)) // 8) * 8)))
+  hidden = np.zeros((n, L, encoder.hidden_size), np.float16)
+  mask = np.ascontiguousarray(tok["attention_mask"][:, :L])
+  order = np.argsort(lens, kind="stable")
+  for start in range(0, n, batch_size):
+    idx = order[start:start + batch_size]
+    length = min(L, int(-(-int(lens[idx].max()) // 8) * 8))
+    ids = np.full((batch_size, length), encoder.pad_id, np.int32)
+    m = np.zeros((batch_size, length), np.int32)
+    ids[:len(idx)] = tok["input_ids"][idx, :length]
+    m[:len(idx)] = tok["attention_mask"][idx, :length]
+    m[len(idx):, 0] = 1   # filler rows
+    hidden[idx, :length] = np.asarray(fn(encoder.params, ids, m))[:len(idx)]
+    if progress is not None:
+      progress(len(idx))
+  return hidden, mask
+
+
+def anchor_words(num: int) -> list[list[str]]:
+  """Per emotion, ``num`` anchor phrases from the TRAIN split's vocabulary only: the
+  emotion's name word first, then its train terms (adjectives, nouns, -ing phrases,
+  facial actions, in FED's table order), cycled when there are fewer than ``num``."""
+  from emotalker_jax import fed
+  from emotalker_jax.models.eib import MONOTONIC_WORDS
+  terms = fed.split_pools()["train"].terms
+  out = []
+  for k, name in enumerate(MONOTONIC_WORDS):
+    words = [name] + [t.surface() for kind in fed.KINDS for t in terms.get((k, kind), ())
+                      if t.surface() != name]
+    out.append([words[i % len(words)] for i in range(num)])
+  return out
+
+
+def anchor_embeddings(encoder, num: int):
+  """(K, num, D) float32: each anchor phrase encoded alone, its last-layer token states
+  averaged over the phrase's own tokens (special tokens left out)."""
+  import numpy as np
+  words = anchor_words(num)
+  flat = [w for ws in words for w in ws]
+  hidden, mask = encoder.encode(flat)
+  hidden, mask = np.asarray(hidden), np.asarray(mask).copy()
+  n = mask.sum(axis=1)
+  if encoder.family == "bert":   # [CLS] ... [SEP]
+    mask[:, 0] = 0
+    mask[np.arange(len(flat)), n - 1] = 0
+  emb = (hidden * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)[:, None]
+  return emb.reshape(len(words), num, -1).astype(np.float32)
+
+
+def make_head(st: dict, hidden: int, dropout: float = 0.0):
+  """The intensity head module for the settings ``st`` (_eib_settings): IntensityHead on
+  pooled features or TokenIntensityHead on token states (pool='tokens')."""
+  from emotalker_jax.models.eib import TOKEN_POOL, IntensityHead, TokenIntensityHead
+  if st.get("pool", "mean") == TOKEN_POOL:
+    return TokenIntensityHead(hidden=hidden, num_queries=st["num_queries"],
+                              num_anchors=st["num_anchors"], dropout=dropout,
+                              token_dropout=st["token_dropout"])
+  return IntensityHead(hidden=hidden, dropout=dropout)
+
+
 def train_head(features, targets, *, hidden: int, steps: int, batch_size: int, lr: float,
                weight_decay: float, warmup: int, ce_weight: float, seed: int = 0,
-               dropout: float = 0.0, progress=None):
-  """Trains IntensityHead on (features (N, P), targets (N, 8)); returns (params, losses)."""
+               dropout: float = 0.0, progress=None, head=None, anchors=None):
+  """Trains the head on (features, targets (N, 8)); returns (params, losses).
+
+  features: pooled (N, P) for IntensityHead (the default head), or a tuple (hidden
+  (N, L, D), mask (N, L)) for a TokenIntensityHead passed as ``head``; ``anchors``
+  (K, N_a, D) fills its frozen anchor table.
+  """
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
@@ -128,12 +218,16 @@ def train_head(features, targets, *, hidden: int, steps: int, batch_size: int, l
 
   if steps < 1:
     raise ValueError(f"--steps must be >= 1, got {steps}")
-  head = IntensityHead(hidden=hidden, dropout=dropout)
+  head = IntensityHead(hidden=hidden, dropout=dropout) if head is None else head
   key = jax.random.key(seed)
   key, init_key = jax.random.split(key)
-  x = jnp.asarray(features)
+  xs = tuple(jnp.asarray(f) for f in (features if isinstance(features, tuple) else (features,)))
   y = jnp.asarray(targets)
-  params = nn.unbox(head.init(init_key, x[:1])["params"])
+  params = nn.unbox(head.init(init_key, *(f[:1].astype(jnp.float32) if f.ndim == 3 else f[:1]
+                                          for f in xs))["params"])
+  params = jax.tree.map(lambda p: p, dict(params))
+  if anchors is not None:
+    params["anchors"] = jnp.asarray(anchors, jnp.float32)
   sched = optax.warmup_cosine_decay_schedule(0.0, lr, min(warmup, max(steps - 1, 1)),
                                              max(steps, 2), lr * 0.02)
   opt = optax.adamw(sched, weight_decay=weight_decay)
@@ -142,10 +236,11 @@ def train_head(features, targets, *, hidden: int, steps: int, batch_size: int, l
   @jax.jit
   def step(params, opt_state, key):
     k_idx, k_drop = jax.random.split(key)
-    idx = jax.random.randint(k_idx, (batch_size,), 0, x.shape[0])
+    idx = jax.random.randint(k_idx, (batch_size,), 0, y.shape[0])
+    batch = tuple(f[idx].astype(jnp.float32) if f.ndim == 3 else f[idx] for f in xs)
 
     def loss_fn(p):
-      logits = head.apply({"params": p}, x[idx], deterministic=False, rngs={"dropout": k_drop})
+      logits = head.apply({"params": p}, *batch, deterministic=False, rngs={"dropout": k_drop})
       return eib_loss(logits, y[idx], ce_weight)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -163,23 +258,29 @@ def train_head(features, targets, *, hidden: int, steps: int, batch_size: int, l
   return params, losses
 
 
-def predict_head(params, features, hidden: int, batch: int = 4096):
+def predict_head(params, features, hidden: int, batch: int = 1024, head=None):
+  """s_hat (N, 8) of a trained head; features as in ``train_head``."""
   import jax
+  import jax.numpy as jnp
   import numpy as np
 
   from emotalker_jax.models.eib import IntensityHead
-  head = IntensityHead(hidden=hidden)
-  fn = jax.jit(lambda p, x: jax.nn.sigmoid(head.apply({"params": p}, x)))
-  return np.concatenate([np.asarray(fn(params, features[i:i + batch]))
-                         for i in range(0, len(features), batch)] or [np.zeros((0, 8))])
+  head = IntensityHead(hidden=hidden) if head is None else head
+  xs = features if isinstance(features, tuple) else (features,)
+  fn = jax.jit(lambda p, *x: jax.nn.sigmoid(head.apply({"params": p}, *x)))
+  n = len(xs[0])
+  return np.concatenate([np.asarray(fn(params, *(jnp.asarray(f[i:i + batch], jnp.float32)
+                                                 if f.ndim == 3 else f[i:i + batch]
+                                                 for f in xs)))
+                         for i in range(0, n, batch)] or [np.zeros((0, 8))])
 
 
-def evaluate(params, feats, records, hidden: int) -> dict:
+def evaluate(params, feats, records, hidden: int, head=None) -> dict:
   """FED metrics of the head on one split: overall and per category."""
   import numpy as np
 
   from emotalker_jax.models.eib import intensity_metrics
-  pred = predict_head(params, feats, hidden)
+  pred = predict_head(params, feats, hidden, head=head)
   target = np.stack([r.intensities for r in records])
   mixed = np.array([r.is_mixed for r in records])
   out = intensity_metrics(pred, target, mixed)
@@ -242,8 +343,12 @@ def run(args) -> int:
                               int(config.text.max_length))
   splits = list(records)
   prompts = [r.prompt for s in splits for r in records[s]]
+  tokens = st["pool"] == eib_lib.TOKEN_POOL
   cache = feature_cache_path(args.out, encoder, st["pool"], prompts)
-  if os.path.isfile(cache):
+  if tokens:   # token states (1.5 GB for 66k prompts) are recomputed, not cached on disk
+    with tqdm(total=len(prompts), desc="EIB: encoding FED", unit="prompt", file=sys.stderr) as bar:
+      feats = encode_tokens(encoder, prompts, args.encode_batch, bar.update)
+  elif os.path.isfile(cache):
     feats = np.load(cache)["features"]
     print(f"eib-train: using cached features {cache}", file=sys.stderr)
   else:
@@ -255,10 +360,15 @@ def run(args) -> int:
   for s in splits:
     offsets[s] = (start, start + len(records[s]))
     start += len(records[s])
-  split_feats = {s: feats[a:b] for s, (a, b) in offsets.items()}
+  split_feats = {s: (tuple(f[a:b] for f in feats) if tokens else feats[a:b])
+                 for s, (a, b) in offsets.items()}
   targets = np.stack([r.intensities for r in records["train"]])
 
   hidden = int(config.eib.hidden)
+  dropout = float(config.eib.get("dropout", 0.0))
+  head = make_head(st, hidden, dropout)
+  anchors = anchor_embeddings(encoder, st["num_anchors"]) if (
+      tokens and st["num_anchors"] > 0) else None
   bar = tqdm(total=steps, desc="EIB: training", unit="step", file=sys.stderr)
   last = [0]
 
@@ -272,14 +382,18 @@ def run(args) -> int:
       split_feats["train"], targets, hidden=hidden, steps=steps, batch_size=batch_size,
       lr=st["lr"], weight_decay=st["weight_decay"], warmup=st["warmup"],
       ce_weight=st["ce_weight"], seed=int(config.seed),
-      dropout=float(config.eib.get("dropout", 0.0)), progress=progress)
+      dropout=dropout, progress=progress, head=head, anchors=anchors)
   bar.close()
   t_train = time.time() - t1
 
-  metrics = {s: evaluate(head_params, split_feats[s], records[s], hidden) for s in splits}
+  del feats
+  metrics = {s: evaluate(head_params, split_feats[s], records[s], hidden, head) for s in splits}
   mono_prompts = eib_lib.monotonic_prompts()
-  mono_feats = encode_pooled(encoder, [p for *_, p in mono_prompts], st["pool"], 128)
-  mono = eib_lib.monotonicity_report(mono_prompts, predict_head(head_params, mono_feats, hidden))
+  mono_text = [p for *_, p in mono_prompts]
+  mono_feats = (encode_tokens(encoder, mono_text, 128) if tokens
+                else encode_pooled(encoder, mono_text, st["pool"], 128))
+  mono = eib_lib.monotonicity_report(mono_prompts,
+                                     predict_head(head_params, mono_feats, hidden, head=head))
 
   # Full EIB params: the trained head + initialised tokens / pooling / null set.
   module = eib_lib.eib_from_config(config)

@@ -6,6 +6,8 @@ METHOD.md, model item 3 and equation (3). Inputs are the token states of a text 
     h: (B, L, D_text) float, mask: (B, L) {0, 1}
     pooled = pool(h, mask)                          (B, P)   masked mean (config.eib.pool)
     s_hat  = sigmoid(MLP(LayerNorm(pooled)))        (B, K)   K = 8 intensities in [0, 1]
+      (config.eib.pool='tokens': s_hat = sigmoid(TokenIntensityHead(h, mask)), a head
+       that attends over the token states with learned queries; see that class)
     e_k    = s_hat_k * B_k + b_k                    (B, K, C) one token per emotion
     t_j    = attention pooling of h with learned queries q_j      (B, T, C)
     tokens = [e_1 .. e_K ; t_1 .. t_T]              (B, K + T, C), C = config.context_dim
@@ -46,7 +48,9 @@ from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.models import layers
 
 Dtype = Any
-POOLS = ("mean", "mean_max")
+POOLS = ("mean", "mean_max")     # pooled features -> IntensityHead
+TOKEN_POOL = "tokens"            # token states -> TokenIntensityHead
+ALL_POOLS = POOLS + (TOKEN_POOL,)
 
 
 # ----------------------------------------------------------------------------------------
@@ -60,7 +64,8 @@ def pool_features(hidden: jax.Array, mask: jax.Array, kind: str = "mean") -> jax
   'mean_max': [masked mean, masked max], P = 2D.
   """
   if kind not in POOLS:
-    raise ValueError(f"config.eib.pool={kind!r} is unknown; use one of {POOLS}")
+    raise ValueError(f"config.eib.pool={kind!r} is not a pooled kind; use one of {POOLS} "
+                     f"(or {TOKEN_POOL!r}, which reads token states: logits_from_hidden)")
   h = hidden.astype(jnp.float32)
   m = mask.astype(jnp.float32)[..., None]
   mean = jnp.sum(h * m, axis=-2) / jnp.maximum(jnp.sum(m, axis=-2), 1e-9)
@@ -251,13 +256,23 @@ class EmotionIntensityBlock(nn.Module):
   attn_heads: int = 4
   pool: str = "mean"
   dropout: float = 0.0
+  num_queries: int = 8
+  num_anchors: int = 0
+  token_dropout: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
     k, c, t = self.num_emotions, self.context_dim, self.num_text_tokens
     emb = lambda std: nn.with_logical_partitioning(nn.initializers.normal(std), (None, "embed"))  # noqa: E731
-    self.head = IntensityHead(self.hidden, k, self.dropout, self.dtype, self.param_dtype)
+    if self.pool not in ALL_POOLS:
+      raise ValueError(f"config.eib.pool={self.pool!r} is unknown; use one of {ALL_POOLS}")
+    if self.pool == TOKEN_POOL:
+      self.head = TokenIntensityHead(self.hidden, k, self.num_queries, self.num_anchors,
+                                     self.dropout, self.token_dropout, self.dtype,
+                                     self.param_dtype)
+    else:
+      self.head = IntensityHead(self.hidden, k, self.dropout, self.dtype, self.param_dtype)
     self.basis = self.param("basis", emb(1.0), (k, c), self.param_dtype)          # B_k
     self.offset = self.param("offset", emb(0.02), (k, c), self.param_dtype)       # b_k
     self.null = self.param("null", emb(0.02), (k + t, c), self.param_dtype)
@@ -266,7 +281,17 @@ class EmotionIntensityBlock(nn.Module):
       self.no_text = self.param("no_text", emb(0.02), (t, c), self.param_dtype)
 
   def intensity_logits(self, pooled: jax.Array, deterministic: bool = True) -> jax.Array:
+    """Pooled features (B, P) -> logits (B, K); only for the pooled kinds (POOLS)."""
+    if self.pool == TOKEN_POOL:
+      raise ValueError("config.eib.pool='tokens' reads token states; use logits_from_hidden")
     return self.head(pooled, deterministic)
+
+  def logits_from_hidden(self, hidden: jax.Array, mask: jax.Array,
+                         deterministic: bool = True) -> jax.Array:
+    """Token states (B, L, D) + mask (B, L) -> intensity logits (B, K), any pool kind."""
+    if self.pool == TOKEN_POOL:
+      return self.head(hidden, mask, deterministic)
+    return self.head(pool_features(hidden, mask, self.pool), deterministic)
 
   def emotion_tokens(self, s: jax.Array) -> jax.Array:
     """s (B, K) in [0, 1] -> e (B, K, C): e_k = s_k * B_k + b_k."""
@@ -276,7 +301,7 @@ class EmotionIntensityBlock(nn.Module):
 
   def __call__(self, hidden: jax.Array, mask: jax.Array,
                deterministic: bool = True) -> EIBOutput:
-    logits = self.intensity_logits(pool_features(hidden, mask, self.pool), deterministic)
+    logits = self.logits_from_hidden(hidden, mask, deterministic)
     s_hat = jax.nn.sigmoid(logits)
     tokens = self.emotion_tokens(s_hat)
     if self.num_text_tokens > 0:
@@ -334,7 +359,9 @@ def eib_from_config(config) -> EmotionIntensityBlock:
       context_dim=int(config.context_dim), hidden=int(e.hidden),
       num_text_tokens=int(e.num_text_tokens), num_emotions=int(e.num_emotions),
       attn_heads=int(e.get("attn_heads", 4)), pool=str(e.get("pool", "mean")),
-      dropout=float(e.get("dropout", 0.0)),
+      dropout=float(e.get("dropout", 0.0)), num_queries=int(e.get("num_queries", 8)),
+      num_anchors=int(e.get("num_anchors", 0)),
+      token_dropout=float(e.get("token_dropout", 0.0)),
       dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype))
 
 
@@ -516,8 +543,8 @@ class LoadedEIB:
       def fn(enc_params, params, ids, mask):
         out = enc_module.apply({"params": enc_params}, ids, mask)
         hidden = out[0] if isinstance(out, tuple) else out
-        logits = module.apply({"params": params}, pool_features(hidden, mask, module.pool),
-                              method=EmotionIntensityBlock.intensity_logits)
+        logits = module.apply({"params": params}, hidden, mask,
+                              method=EmotionIntensityBlock.logits_from_hidden)
         return jax.nn.sigmoid(logits)
       self._fn = jax.jit(fn)
     prompts = list(prompts)
