@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from emotalker_jax.emotions import EMOTION_INDEX, NUM_EMOTIONS
+from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.evaluation import evaluate as ev
 from emotalker_jax.evaluation import judge as J
 
@@ -32,6 +32,7 @@ SETTINGS = ev.EvalSettings(num_identities=2, frames=3, lip_frames=25, steps=5, s
 PROMPT_LABELS = {p: ev.one_hot(n) for p, n in zip(ev.SINGLE_PROMPTS, (
     "neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised"))}
 PROMPT_LABELS.update({p: ev.label_vector(d) for p, d in ev.MIXED_PROMPTS})
+PROMPT_LABELS.update({p: ev.one_hot(e) for p, e in ev.PARAPHRASES})
 
 
 class RenderingGenerator:
@@ -129,7 +130,7 @@ def test_ceiling_reads_the_ground_truth_frames(judge, sources, oracle_result):
 def test_frame_counts_and_conditions(oracle_result):
   r, gen = oracle_result
   f = SETTINGS.frames
-  per_id = 2 * 8 * f + len(ev.MIXED_PROMPTS) * f + 7 * len(ev.SWEEP_STRENGTHS) * f + 25
+  per_id = 3 * 8 * f + len(ev.MIXED_PROMPTS) * f + 7 * len(ev.SWEEP_STRENGTHS) * f + 25
   assert r["n_frames"] == 2 * per_id
   swept = [c["intensities"] for c in gen.calls
            if c["intensities"] is not None and c["intensities"][1:].max() > 0]
@@ -192,3 +193,4 @@ def test_one_hot_and_labels():
   np.testing.assert_array_equal(ev.one_hot("sad", 0.0), np.eye(NUM_EMOTIONS)[0])
   for _, label in ev.MIXED_PROMPTS:
     assert len(label) == 2
+  assert [e for _, e in ev.PARAPHRASES] == list(EMOTIONS)     # MEAD order, one each

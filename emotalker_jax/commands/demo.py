@@ -32,7 +32,7 @@ MODES = {
     "quick": {"eib_steps": 600, "ae_steps": 300, "train_steps": 400, "sample_steps": 10,
               "fed_size": 8000, "eval_frames": 2, "ablations": False, "data": "tiny",
               "config": "configs/tiny.py"},
-    "full": {"eib_steps": 3000, "ae_steps": 1500, "train_steps": 6000, "sample_steps": 25,
+    "full": {"eib_steps": 2000, "ae_steps": 1500, "train_steps": 6000, "sample_steps": 10,
              "fed_size": 60000, "eval_frames": 4, "ablations": True, "data": "demo",
              "config": "configs/demo.py"},
 }

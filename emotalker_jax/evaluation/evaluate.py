@@ -11,6 +11,8 @@ it), and every condition generates ``frames`` frames from the start of that audi
   identity constraint off (strength 0: ``identity_similarity_no_constraint``).
 * **mixed**: ``MIXED_PROMPTS`` -> the judge's top-2 set per frame against the prompt's two
   emotions (``mixed_top2_accuracy``).
+* **paraphrases**: ``PARAPHRASES``, one prompt per emotion in phrasings FED never
+  generates -> judge top-1 per frame (``paraphrase_emotion_accuracy``).
 * **sweep**: explicit intensities s_k = a (a in ``SWEEP_STRENGTHS``, the rest 0, as the
   benchmark labels a clip of that strength) for the 7 non-neutral emotions -> Spearman of the judge's intensity k against a, on the mean
   per strength (``intensity_spearman``, ``metrics.intensity_spearman``).
@@ -52,6 +54,18 @@ MIXED_PROMPTS = (
     ("sad and fearful", {"sad": 0.7, "fear": 0.7}),
     ("mostly angry, a little disgusted", {"angry": 0.8, "disgusted": 0.3}),
     ("mostly surprised, a little scared", {"surprised": 0.8, "fear": 0.3}),
+)
+# Prompts in none of FED's sentence frames (some with words FED does not have either),
+# each naming one emotion: does an unseen phrasing still move the face the right way?
+PARAPHRASES = (
+    ("nothing special, she is just reading out the weather report", "neutral"),
+    ("he is fuming after that meeting", "angry"),
+    ("she rolls her eyes and sneers at his excuse", "contempt"),
+    ("he wrinkles his nose at the smell of the rotten food", "disgusted"),
+    ("he is terrified of the dark basement", "fear"),
+    ("honestly, she could not be happier about the news", "happy"),
+    ("tears are running down her face", "sad"),
+    ("she jumps back, wide-eyed, at the sudden bang", "surprised"),
 )
 SWEEP_STRENGTHS = (0.2, 0.4, 0.6, 0.8, 1.0)
 # The keys every metrics.json carries (checks read them).
@@ -196,14 +210,15 @@ class _Runner:
     return self.judge.predict(frames)
 
 
-def _single(run: _Runner, use_text: bool = True, **kw) -> dict:
-  """The 8 single-emotion conditions for every source: top-1 accuracy (per frame) and
-  identity similarity to the source portrait."""
+def _single(run: _Runner, use_text: bool = True, prompts: Sequence[str] = SINGLE_PROMPTS,
+            **kw) -> dict:
+  """One condition per emotion (``prompts[e]`` names emotion e, MEAD order) for every
+  source: top-1 accuracy (per frame) and identity similarity to the source portrait."""
   from emotalker_jax.evaluation import metrics
   preds, targets, sims, per_id = [], [], [], {}
   for src in run.sources:
     emb_src = run.source_embedding(src)
-    for e, prompt in enumerate(SINGLE_PROMPTS):
+    for e, prompt in enumerate(prompts):
       if use_text:
         f = run.frames_of(src, run.st.frames, prompt=prompt, **kw)
       else:
@@ -212,7 +227,7 @@ def _single(run: _Runner, use_text: bool = True, **kw) -> dict:
       preds.append(p["intensities"])
       targets.append(np.repeat(one_hot(EMOTIONS[e])[None], len(f), 0))
       sims.append(metrics.cosine(p["embedding"], emb_src))
-    per_id[src.identity] = float(np.mean(np.concatenate(sims[-len(SINGLE_PROMPTS):])))
+    per_id[src.identity] = float(np.mean(np.concatenate(sims[-len(prompts):])))
   acc = metrics.emotion_accuracy(np.concatenate(preds), np.concatenate(targets))
   return {"emotion_accuracy": acc["top1"], "per_emotion": acc["per_emotion"],
           "confusion": acc["confusion"],
@@ -288,6 +303,7 @@ def evaluate(gen, judge, sources: Sequence[Source], st: EvalSettings,
                sampler.ConstraintConfig.from_config(gen.config.sampler.constraint),
                strength=0.0))),
            ("mixed", lambda: _mixed(run)),
+           ("paraphrases", lambda: _single(run, prompts=[p for p, _ in PARAPHRASES])),
            ("sweep", lambda: _sweep(run)),
            ("lip", lambda: _lip(run)),
            ("ceiling", lambda: autoencoder_ceiling(gen, judge, sources))]
@@ -310,6 +326,7 @@ def evaluate(gen, judge, sources: Sequence[Source], st: EvalSettings,
       "psnr_vs_ground_truth": parts["lip"]["psnr_vs_ground_truth"],
       "ssim_vs_ground_truth": parts["lip"]["ssim_vs_ground_truth"],
       "emotion_accuracy_no_constraint": parts["single_no_constraint"]["emotion_accuracy"],
+      "paraphrase_emotion_accuracy": parts["paraphrases"]["emotion_accuracy"],
       "ceiling_emotion_accuracy_autoencoder": parts["ceiling"]["autoencoder"]["emotion_top1"],
       "ceiling_mixed_top2_autoencoder": parts["ceiling"]["autoencoder"]["mixed_top2"],
       "details": parts,
@@ -416,6 +433,7 @@ def markdown(result: dict, ablations: Sequence[dict] | None, meta: dict) -> str:
   lines += ["", "| metric | value | target |", "|---|---|---|"]
   for k in METRIC_KEYS + ("lip_sync_ground_truth_frames", "psnr_vs_ground_truth",
                           "ssim_vs_ground_truth", "emotion_accuracy_no_constraint",
+                          "paraphrase_emotion_accuracy",
                           "ceiling_emotion_accuracy_autoencoder",
                           "ceiling_mixed_top2_autoencoder"):
     v = result[k]
