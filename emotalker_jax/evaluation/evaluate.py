@@ -10,7 +10,8 @@ it), and every condition generates ``frames`` frames from the start of that audi
   same frames against the source's embedding (``identity_similarity``), and again with the
   identity constraint off (strength 0: ``identity_similarity_no_constraint``).
 * **mixed**: ``MIXED_PROMPTS`` -> the judge's top-2 set per frame against the prompt's two
-  emotions (``mixed_top2_accuracy``).
+  emotions (``mixed_top2_accuracy``); again with the labels given as explicit intensities
+  (``mixed_top2_accuracy_explicit``: the generator alone, without the EIB).
 * **paraphrases**: ``PARAPHRASES``, one prompt per emotion in phrasings FED never
   generates -> judge top-1 per frame (``paraphrase_emotion_accuracy``).
 * **sweep**: explicit intensities s_k = a (a in ``SWEEP_STRENGTHS``, the rest 0, as the
@@ -235,13 +236,16 @@ def _single(run: _Runner, use_text: bool = True, prompts: Sequence[str] = SINGLE
           "identity_similarity_per_identity": per_id}
 
 
-def _mixed(run: _Runner) -> dict:
+def _mixed(run: _Runner, explicit: bool = False) -> dict:
+  """MIXED_PROMPTS through the EIB, or (``explicit``) their label vectors given directly,
+  which separates what the EIB reads from what the generator can draw."""
   from emotalker_jax.evaluation import metrics
   preds, targets, per_prompt = [], [], {}
   for prompt, label in MIXED_PROMPTS:
     ok = []
     for src in run.sources:
-      p = run.judged(run.frames_of(src, run.st.frames, prompt=prompt))["intensities"]
+      cond = {"intensities": label_vector(label)} if explicit else {"prompt": prompt}
+      p = run.judged(run.frames_of(src, run.st.frames, **cond))["intensities"]
       t = np.repeat(label_vector(label)[None], len(p), 0)
       preds.append(p)
       targets.append(t)
@@ -303,6 +307,7 @@ def evaluate(gen, judge, sources: Sequence[Source], st: EvalSettings,
                sampler.ConstraintConfig.from_config(gen.config.sampler.constraint),
                strength=0.0))),
            ("mixed", lambda: _mixed(run)),
+           ("mixed_explicit", lambda: _mixed(run, explicit=True)),
            ("paraphrases", lambda: _single(run, prompts=[p for p, _ in PARAPHRASES])),
            ("sweep", lambda: _sweep(run)),
            ("lip", lambda: _lip(run)),
@@ -327,6 +332,7 @@ def evaluate(gen, judge, sources: Sequence[Source], st: EvalSettings,
       "ssim_vs_ground_truth": parts["lip"]["ssim_vs_ground_truth"],
       "emotion_accuracy_no_constraint": parts["single_no_constraint"]["emotion_accuracy"],
       "paraphrase_emotion_accuracy": parts["paraphrases"]["emotion_accuracy"],
+      "mixed_top2_accuracy_explicit": parts["mixed_explicit"]["mixed_top2_accuracy"],
       "ceiling_emotion_accuracy_autoencoder": parts["ceiling"]["autoencoder"]["emotion_top1"],
       "ceiling_mixed_top2_autoencoder": parts["ceiling"]["autoencoder"]["mixed_top2"],
       "details": parts,
@@ -433,7 +439,7 @@ def markdown(result: dict, ablations: Sequence[dict] | None, meta: dict) -> str:
   lines += ["", "| metric | value | target |", "|---|---|---|"]
   for k in METRIC_KEYS + ("lip_sync_ground_truth_frames", "psnr_vs_ground_truth",
                           "ssim_vs_ground_truth", "emotion_accuracy_no_constraint",
-                          "paraphrase_emotion_accuracy",
+                          "paraphrase_emotion_accuracy", "mixed_top2_accuracy_explicit",
                           "ceiling_emotion_accuracy_autoencoder",
                           "ceiling_mixed_top2_autoencoder"):
     v = result[k]
