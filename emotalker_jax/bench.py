@@ -1020,7 +1020,7 @@ def run_pipeline_bench(config, *, workers: Sequence[int] = (0, 2), batches: int 
     _log(progress, f"pipeline: {name} not under {data_dir}: building it (as `emotalker synth "
                    f"--out {data_dir} --size {size}` does)")
     from input_pipeline import synthetic_talk
-    synthetic_talk.SyntheticTalk(config=size, data_dir=data_dir).download_and_prepare()
+    synthetic_talk.get_builder(size, data_dir).download_and_prepare()
   _log(progress, f"pipeline: {name}, workers {list(workers)}, batch "
                  f"{int(config.train.batch_size)}")
   rows = pl.benchmark(name, data_dir, "train", workers=tuple(int(w) for w in workers),
@@ -1165,7 +1165,8 @@ the same commands with bf16 compute:
 
 ```bash
 .venv/bin/pip install -U "jax[cuda12]==0.10.2"
-.venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128  # or the cuXXX of the driver
+# torch 2.13.0 built for the driver's CUDA version: PyTorch's install page gives the pip
+# command (a CUDA wheel index); the CPU build from requirements/lock.txt cannot use the GPU
 B="--config configs/base256.py --config.dtype=bfloat16"
 # UNet forward / forward+backward: FLOPs, roofline vs a bf16 8192^2 matmul, MFU, cuDNN attention
 .venv/bin/emotalker bench unet $B --batch 16 --json docs/bench/gpu_base256_unet_bf16.json

@@ -33,6 +33,7 @@ from emotalker_jax.emotions import NUM_EMOTIONS
 from input_pipeline.synthetic import audio as audio_lib
 from input_pipeline.synthetic import clips as clips_lib
 from input_pipeline.synthetic import renderer
+from input_pipeline.synthetic import sizes
 
 
 @dataclasses.dataclass
@@ -64,16 +65,7 @@ class SyntheticTalkConfig(tfds.core.BuilderConfig):
                        f"(pairs of the 7 non-neutral emotions), got {self.num_mixtures}")
 
 
-SIZES = {
-    "tiny": dict(image_size=32, num_identities=16, num_train_identities=12, frames_per_clip=25),
-    # `make demo`: tiny's 32x32 frames with enough identities for a generator to learn
-    # identity-independent expression (12 train identities are memorised, not generalised).
-    "demo": dict(image_size=32, num_identities=136, num_train_identities=128,
-                 frames_per_clip=25),
-    "small": dict(image_size=64, num_identities=64, num_train_identities=52, frames_per_clip=40),
-    "full": dict(image_size=128, num_identities=160, num_train_identities=128,
-                 frames_per_clip=50),
-}
+SIZES = sizes.SIZES
 
 
 def make_config(size: str, seed: int = 0, **overrides) -> SyntheticTalkConfig:

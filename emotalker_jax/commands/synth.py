@@ -16,7 +16,8 @@ import time
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--out", required=True, help="TFDS data_dir to build into")
-  parser.add_argument("--size", default="tiny", choices=("tiny", "demo", "small", "full"),
+  from input_pipeline.synthetic.sizes import SIZES
+  parser.add_argument("--size", default="tiny", choices=tuple(SIZES),
                       help="benchmark size (docs/SYNTHETIC.md)")
   parser.add_argument("--seed", type=int, default=0,
                       help="generation seed; a non-zero seed builds config '<size>_seed<S>'")

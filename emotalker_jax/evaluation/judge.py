@@ -72,6 +72,7 @@ from typing import Any
 import numpy as np
 
 from emotalker_jax.emotions import NUM_EMOTIONS
+from input_pipeline.synthetic.sizes import SIZES as DATA_SIZES
 
 JUDGE_TRAIN_ID_OFFSET = 1_000_000    # identity ids the judge trains on: [1e6, 1e6 + N)
 JUDGE_HELDOUT_ID_OFFSET = 2_000_000  # extra held-out identities for evaluation
@@ -629,7 +630,7 @@ def evaluate_judge(judge: Judge, size: str = "tiny", data_dir: str | None = None
   from input_pipeline.synthetic import audio as audio_lib
   from input_pipeline.synthetic import renderer
   c = judge.config
-  if c.image_size != {"tiny": 32, "demo": 32, "small": 64, "full": 128}.get(size, c.image_size):
+  if c.image_size != DATA_SIZES.get(size, {}).get("image_size", c.image_size):
     print(f"note: judge resolution {c.image_size} differs from synthetic_talk/{size}; frames "
           "are resized", file=sys.stderr)
   out: dict[str, Any] = {}
@@ -824,7 +825,7 @@ def main(argv=None) -> int:
   t.add_argument("--quiet", action="store_true")
   e = sub.add_parser("evaluate", help="held-out figures of a trained judge")
   e.add_argument("--judge", required=True)
-  e.add_argument("--size", default="tiny", choices=("tiny", "demo", "small", "full"))
+  e.add_argument("--size", default="tiny", choices=tuple(DATA_SIZES))
   e.add_argument("--data-dir", default=None)
   e.add_argument("--extra-identities", type=int, default=32)
   e.add_argument("--json", default=None)

@@ -1,0 +1,13 @@
+"""The sizes of the synthetic_talk benchmark (docs/SYNTHETIC.md), importable without TFDS so
+that command-line parsers can offer them: {name: SyntheticTalkConfig fields}."""
+
+SIZES = {
+    "tiny": dict(image_size=32, num_identities=16, num_train_identities=12, frames_per_clip=25),
+    # `make demo`: tiny's 32x32 frames with enough identities for a generator to learn
+    # identity-independent expression (12 train identities are memorised, not generalised).
+    "demo": dict(image_size=32, num_identities=136, num_train_identities=128,
+                 frames_per_clip=25),
+    "small": dict(image_size=64, num_identities=64, num_train_identities=52, frames_per_clip=40),
+    "full": dict(image_size=128, num_identities=160, num_train_identities=128,
+                 frames_per_clip=50),
+}
