@@ -79,6 +79,26 @@ def load_corpus(fed_dir: str | None, size: int, seed: int):
   return {s: v for s, v in records.items() if v}
 
 
+def _length_sorted_batches(encoder, tok, batch_size: int, max_length: int):
+  """Yields (idx, ids, mask) over the tokenized prompts ``tok`` sorted by token count: each
+  batch is cut to its longest prompt (rounded up to a multiple of 8, at most max_length)
+  and padded to ``batch_size`` rows (filler rows attend to their first token), so short
+  prompts cost short sequences and every batch shape compiles once. idx: (n,) the rows'
+  positions in the input order."""
+  import numpy as np
+  lens = tok["attention_mask"].sum(axis=1)
+  order = np.argsort(lens, kind="stable")
+  for start in range(0, len(order), batch_size):
+    idx = order[start:start + batch_size]
+    length = min(max_length, int(-(-int(lens[idx].max()) // 8) * 8))
+    ids = np.full((batch_size, length), encoder.pad_id, np.int32)
+    mask = np.zeros((batch_size, length), np.int32)
+    ids[:len(idx)] = tok["input_ids"][idx, :length]
+    mask[:len(idx)] = tok["attention_mask"][idx, :length]
+    mask[len(idx):, 0] = 1   # filler rows
+    yield idx, ids, mask
+
+
 def encode_pooled(encoder, prompts, pool: str, batch_size: int = 256, progress=None):
   """Pooled token states of the frozen encoder for every prompt: (N, P) float32.
 
@@ -99,21 +119,11 @@ def encode_pooled(encoder, prompts, pool: str, batch_size: int = 256, progress=N
     hidden = out[0] if isinstance(out, tuple) else out
     return pool_features(hidden, mask, pool)
 
-  n = len(prompts)
-  feats = np.zeros((n, pooled_dim(encoder.hidden_size, pool)), np.float32)
-  if n == 0:
+  feats = np.zeros((len(prompts), pooled_dim(encoder.hidden_size, pool)), np.float32)
+  if not len(prompts):
     return feats
   tok = encoder.tokenize(list(prompts))
-  lens = tok["attention_mask"].sum(axis=1)
-  order = np.argsort(lens, kind="stable")
-  for start in range(0, n, batch_size):
-    idx = order[start:start + batch_size]
-    length = min(encoder.max_length, int(-(-int(lens[idx].max()) // 8) * 8))
-    ids = np.full((batch_size, length), encoder.pad_id, np.int32)
-    mask = np.zeros((batch_size, length), np.int32)
-    ids[:len(idx)] = tok["input_ids"][idx, :length]
-    mask[:len(idx)] = tok["attention_mask"][idx, :length]
-    mask[len(idx):, 0] = 1   # filler rows
+  for idx, ids, mask in _length_sorted_batches(encoder, tok, batch_size, encoder.max_length):
     feats[idx] = np.asarray(fn(encoder.params, ids, mask))[:len(idx)]
     if progress is not None:
       progress(len(idx))
@@ -137,22 +147,13 @@ def encode_tokens(encoder, prompts, batch_size: int = 256, progress=None):
     out = module.apply({"params": params}, ids, mask)
     return (out[0] if isinstance(out, tuple) else out).astype(jax.numpy.float16)
 
-  n = len(prompts)
   tok = encoder.tokenize(list(prompts))
   lens = tok["attention_mask"].sum(axis=1)
   L = min(encoder.max_length, max(8, int(-(-int(lens.max(initial=1)) // 8) * 8)))
-  hidden = np.zeros((n, L, encoder.hidden_size), np.float16)
+  hidden = np.zeros((len(prompts), L, encoder.hidden_size), np.float16)
   mask = np.ascontiguousarray(tok["attention_mask"][:, :L])
-  order = np.argsort(lens, kind="stable")
-  for start in range(0, n, batch_size):
-    idx = order[start:start + batch_size]
-    length = min(L, int(-(-int(lens[idx].max()) // 8) * 8))
-    ids = np.full((batch_size, length), encoder.pad_id, np.int32)
-    m = np.zeros((batch_size, length), np.int32)
-    ids[:len(idx)] = tok["input_ids"][idx, :length]
-    m[:len(idx)] = tok["attention_mask"][idx, :length]
-    m[len(idx):, 0] = 1   # filler rows
-    hidden[idx, :length] = np.asarray(fn(encoder.params, ids, m))[:len(idx)]
+  for idx, ids, m in _length_sorted_batches(encoder, tok, batch_size, L):
+    hidden[idx, :ids.shape[1]] = np.asarray(fn(encoder.params, ids, m))[:len(idx)]
     if progress is not None:
       progress(len(idx))
   return hidden, mask
@@ -200,6 +201,14 @@ def make_head(st: dict, hidden: int, dropout: float = 0.0):
   return IntensityHead(hidden=hidden, dropout=dropout)
 
 
+def _head_inputs(xs, rows):
+  """The head's inputs for ``rows`` (an index array or slice) of features ``xs``: token
+  states (3-D, stored float16) as float32, everything else as stored."""
+  import jax.numpy as jnp
+  return tuple(jnp.asarray(f[rows], jnp.float32) if f.ndim == 3 else jnp.asarray(f[rows])
+               for f in xs)
+
+
 def train_head(features, targets, *, hidden: int, steps: int, batch_size: int, lr: float,
                weight_decay: float, warmup: int, ce_weight: float, seed: int = 0,
                dropout: float = 0.0, progress=None, head=None, anchors=None):
@@ -223,9 +232,7 @@ def train_head(features, targets, *, hidden: int, steps: int, batch_size: int, l
   key, init_key = jax.random.split(key)
   xs = tuple(jnp.asarray(f) for f in (features if isinstance(features, tuple) else (features,)))
   y = jnp.asarray(targets)
-  params = nn.unbox(head.init(init_key, *(f[:1].astype(jnp.float32) if f.ndim == 3 else f[:1]
-                                          for f in xs))["params"])
-  params = jax.tree.map(lambda p: p, dict(params))
+  params = dict(nn.unbox(head.init(init_key, *_head_inputs(xs, slice(0, 1)))["params"]))
   if anchors is not None:
     params["anchors"] = jnp.asarray(anchors, jnp.float32)
   sched = optax.warmup_cosine_decay_schedule(0.0, lr, min(warmup, max(steps - 1, 1)),
@@ -237,7 +244,7 @@ def train_head(features, targets, *, hidden: int, steps: int, batch_size: int, l
   def step(params, opt_state, key):
     k_idx, k_drop = jax.random.split(key)
     idx = jax.random.randint(k_idx, (batch_size,), 0, y.shape[0])
-    batch = tuple(f[idx].astype(jnp.float32) if f.ndim == 3 else f[idx] for f in xs)
+    batch = _head_inputs(xs, idx)
 
     def loss_fn(p):
       logits = head.apply({"params": p}, *batch, deterministic=False, rngs={"dropout": k_drop})
@@ -261,7 +268,6 @@ def train_head(features, targets, *, hidden: int, steps: int, batch_size: int, l
 def predict_head(params, features, hidden: int, batch: int = 1024, head=None):
   """s_hat (N, 8) of a trained head; features as in ``train_head``."""
   import jax
-  import jax.numpy as jnp
   import numpy as np
 
   from emotalker_jax.models.eib import IntensityHead
@@ -269,9 +275,7 @@ def predict_head(params, features, hidden: int, batch: int = 1024, head=None):
   xs = features if isinstance(features, tuple) else (features,)
   fn = jax.jit(lambda p, *x: jax.nn.sigmoid(head.apply({"params": p}, *x)))
   n = len(xs[0])
-  return np.concatenate([np.asarray(fn(params, *(jnp.asarray(f[i:i + batch], jnp.float32)
-                                                 if f.ndim == 3 else f[i:i + batch]
-                                                 for f in xs)))
+  return np.concatenate([np.asarray(fn(params, *_head_inputs(xs, slice(i, i + batch))))
                          for i in range(0, n, batch)] or [np.zeros((0, 8))])
 
 
