@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import multiprocessing
+import os
 
 from etils import epath
 
@@ -178,6 +179,14 @@ def get_builder(size: str, data_dir: str, seed: int = 0, num_workers: int = 0,
   # TFDS refuses a custom config object that reuses a registered name: pass the name then.
   config = cfg.name if cfg.name in SIZES else cfg
   return SyntheticTalk(config=config, data_dir=data_dir, num_workers=num_workers)
+
+
+def is_built(size: str, data_dir: str | None, seed: int = 0) -> bool:
+  """Whether synthetic_talk/<size> (this code's VERSION) is prepared under ``data_dir``;
+  looks for the folder first so that a missing build creates nothing."""
+  name = make_config(size, seed=seed).name
+  return bool(data_dir) and os.path.isdir(os.path.join(data_dir, "synthetic_talk", name)) \
+      and get_builder(size, data_dir, seed=seed).is_prepared()
 
 
 def split_identities(cfg: SyntheticTalkConfig) -> dict[str, range]:

@@ -180,6 +180,21 @@ def test_outputs_are_strict_json_with_the_fixed_keys(tmp_path, judge, sources, o
   assert "| emotion_accuracy |" in text and "## Ablations" in text
 
 
+def test_ablations_reuse_the_evaluated_default_and_unconstrained_rows(judge, sources,
+                                                                      oracle_result):
+  r, _ = oracle_result
+  gen = RenderingGenerator(sources)
+  rows = {row["variant"]: row for row in ev.run_ablations(gen, judge, sources, SETTINGS,
+                                                          log=lambda m: None, result=r)}
+  single, off = r["details"]["single"], r["details"]["single_no_constraint"]
+  assert rows["default"]["emotion_accuracy"] == single["emotion_accuracy"]
+  assert rows["default"]["identity_similarity"] == single["identity_similarity"]
+  assert rows["constraint strength 0"]["identity_similarity"] == off["identity_similarity"]
+  assert rows["default"]["frames"] == 2 * 8 * SETTINGS.frames
+  # only the other variants were generated: 8 prompts x 2 identities each
+  assert len(gen.calls) == (len(rows) - 2) * 8 * 2
+
+
 def test_settings_are_validated():
   with pytest.raises(ValueError, match="--frames"):
     ev.EvalSettings(frames=0).validate()

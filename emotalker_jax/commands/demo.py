@@ -62,6 +62,7 @@ def _stage(title: str, cmd: list[str], done: bool) -> float:
 
 
 def run(args) -> int:
+    from input_pipeline import synthetic_talk as st
     m = MODES[args.mode]
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
@@ -75,7 +76,7 @@ def run(args) -> int:
     ae_dir = os.path.join(run_dir, "autoencoder")
     times = {}
     times["synth"] = _stage("1/7 synthetic benchmark", exe + [
-        "synth", "--out", data, "--size", m["data"]], _built(data, m["data"]))
+        "synth", "--out", data, "--size", m["data"]], st.is_built(m["data"], data))
     times["eib"] = _stage("2/7 EIB on FED", exe + [
         "eib-train", "--out", eib_dir, "--steps", str(m["eib_steps"]), "--config",
         m["config"], f"--config.eib.fed_size={m['fed_size']}"],
@@ -99,6 +100,7 @@ def run(args) -> int:
         json.dump({"steps": m["train_steps"]}, fh)
     print("[demo] 6/7 generation for a held-out identity", flush=True)
     t0 = time.perf_counter()
+    from emotalker_jax.inference import load_generator
     gen = load_generator(run_dir)
     summary = generate_figures(gen, data, out, m["sample_steps"], args.seed, m["data"])
     times["figures"] = time.perf_counter() - t0
@@ -130,51 +132,20 @@ def _latent_calibration(ae_dir: str) -> list[str]:
             for k in ("shift_factor", "scaling_factor") if saved.get(k) is not None]
 
 
-def _built(data: str, size: str) -> bool:
-    """Whether synthetic_talk/<size> (this code's version) is built under ``data``."""
-    from input_pipeline import synthetic_talk as st
-    return st.get_builder(size, data).is_prepared()
-
-
-def _test_identity(data: str, size: str):
-    """(portrait uint8 (S,S,3), audio (L,), identity id, face mask) from the first test clip
-    that is its identity's neutral reference."""
-    import numpy as np
-
-    from input_pipeline.pipeline import open_source
-    src, _ = open_source(f"synthetic_talk/{size}", "test", data)
-    for i in range(len(src)):
-        rec = src[i]
-        if bool(rec.get("is_neutral_reference", False)):
-            return (np.asarray(rec["frames"][0]), np.asarray(rec["audio"], np.float32),
-                    int(rec["identity"]), np.asarray(rec["face_mask"][0]))
-    raise ValueError(f"no neutral reference clip in the test split of {data}")
-
-
-def load_generator(run_dir: str):
-    from emotalker_jax.inference import load_generator as load
-    return load(run_dir)
-
-
 def evaluate_demo(gen, judge_dir: str, data: str, out: str, m: dict, seed: int) -> dict:
     """``emotalker eval``'s protocol with the demo's generator: writes metrics.json, eval.md
     (and ablations.json, tradeoff.png in full mode) into ``out``; returns the headline
     metrics."""
     from emotalker_jax.evaluation import evaluate as ev
     from emotalker_jax.evaluation.judge import load_judge
-    judge = load_judge(judge_dir)
     st = ev.EvalSettings(num_identities=4, frames=m["eval_frames"], lip_frames=25,
                          steps=m["sample_steps"], seed=seed).validate()
     sources, where = ev.heldout_sources(m["data"], data, st.num_identities)
-    result = ev.evaluate(gen, judge, sources, st, log=ev.log_stderr)
-    abl = ev.run_ablations(gen, judge, sources, st, log=ev.log_stderr) if m["ablations"] \
-        else None
-    meta = {"checkpoint": gen.checkpoint_dir, "checkpoint_step": gen.step, "judge": judge_dir,
-            "data": where, "steps": m["sample_steps"],
-            "guidance": float(gen.config.sampler.guidance),
-            "constraint": dict(gen.config.sampler.constraint), "mask": str(gen.config.data.mask),
-            "command": "emotalker demo (stage 7: emotalker eval's protocol)"}
-    ev.write_outputs(out, result, abl, meta)
+    result, _ = ev.evaluate_and_write(
+        gen, load_judge(judge_dir), sources, st, out,
+        {"judge": judge_dir, "data": where,
+         "command": "emotalker demo (stage 7: emotalker eval's protocol)"},
+        ablations=m["ablations"], log=ev.log_stderr)
     return {k: result[k] for k in ev.METRIC_KEYS}
 
 
@@ -182,7 +153,9 @@ def generate_figures(gen, data: str, out: str, steps: int, seed: int, size: str)
     import numpy as np
 
     from emotalker_jax.inference import write_mp4, write_png
-    portrait, audio, identity, face_mask = _test_identity(data, size)
+    from emotalker_jax.evaluation.evaluate import heldout_sources
+    src = heldout_sources(size, data, 1)[0][0]
+    portrait, audio, identity, face_mask = src.portrait, src.audio, src.identity, src.face_mask
     short = audio[: int(0.2 * 16000)]  # 5 frames per figure cell
     kw = dict(steps=steps, seed=seed, face_mask=face_mask, batch_frames=8)
 

@@ -49,18 +49,13 @@ def _data_dir(args, config) -> str | None:
   """--data, else the checkpoint's data_dir when the benchmark is built there, else None."""
   if args.data:
     return args.data
+  from input_pipeline import synthetic_talk as st
   d = str(config.data.get("data_dir", "") or "")
-  size = str(config.data.get("synthetic_size", "tiny"))
-  if d and os.path.isdir(os.path.join(d, "synthetic_talk", size)):
-    from input_pipeline import synthetic_talk as st
-    if st.get_builder(size, d, seed=int(config.data.get("synthetic_seed", 0) or 0)).is_prepared():
-      return d
-  return None
+  seed = int(config.data.get("synthetic_seed", 0) or 0)
+  return d if st.is_built(str(config.data.get("synthetic_size", "tiny")), d, seed) else None
 
 
 def run(args) -> int:
-  import time
-
   from emotalker_jax.commands.generate import config_overrides, quiet_fork_warning
   from emotalker_jax.evaluation import evaluate as ev
   from emotalker_jax.evaluation.judge import load_judge
@@ -81,18 +76,10 @@ def run(args) -> int:
                                       int(gen.config.data.get("synthetic_seed", 0) or 0))
   ev.log_stderr(f"[eval] {len(sources)} held-out identities from {where}; checkpoint step "
                 f"{gen.step}")
-  t0 = time.perf_counter()
-  result = ev.evaluate(gen, judge, sources, st, log=ev.log_stderr)
-  ablations = ev.run_ablations(gen, judge, sources, st, log=ev.log_stderr) \
-      if args.ablations else None
   out = args.out or os.path.join(find_checkpoint_dir(args.checkpoint), os.pardir, "eval")
-  out = os.path.normpath(out)
-  meta = {"checkpoint": os.path.abspath(args.checkpoint), "checkpoint_step": gen.step,
-          "judge": os.path.abspath(args.judge), "data": where,
-          "steps": st.steps or int(gen.config.sampler.steps),
-          "guidance": st.guidance if st.guidance is not None else float(gen.config.sampler.guidance),
-          "constraint": dict(gen.config.sampler.constraint), "mask": str(gen.config.data.mask),
-          "wall_seconds": round(time.perf_counter() - t0, 1)}
-  paths = ev.write_outputs(out, result, ablations, meta)
+  result, paths = ev.evaluate_and_write(
+      gen, judge, sources, st, os.path.normpath(out),
+      {"judge": os.path.abspath(args.judge), "data": where}, ablations=args.ablations,
+      log=ev.log_stderr)
   print(json.dumps({**{k: result[k] for k in ev.METRIC_KEYS}, "out": paths}, indent=2))
   return 0

@@ -178,12 +178,17 @@ def label_vector(d: dict) -> np.ndarray:
   return v
 
 
+def _constraint(gen):
+  """The checkpoint's sampler.ConstraintConfig (the default every variant changes)."""
+  from emotalker_jax.diffusion import sampler
+  return sampler.ConstraintConfig.from_config(gen.config.sampler.constraint)
+
+
 class _Runner:
   """Generates a condition for every source and judges the frames."""
 
-  def __init__(self, gen, judge, sources: Sequence[Source], st: EvalSettings,
-               log: Callable[[str], None]):
-    self.gen, self.judge, self.sources, self.st, self.log = gen, judge, sources, st, log
+  def __init__(self, gen, judge, sources: Sequence[Source], st: EvalSettings):
+    self.gen, self.judge, self.sources, self.st = gen, judge, sources, st
     self.n_frames = 0
     self.seconds = 0.0
     self._src_embedding = {}
@@ -207,10 +212,6 @@ class _Runner:
     self.n_frames += len(out)
     return out
 
-  def judged(self, frames: np.ndarray) -> dict:
-    return self.judge.predict(frames)
-
-
 def _single(run: _Runner, use_text: bool = True, prompts: Sequence[str] = SINGLE_PROMPTS,
             **kw) -> dict:
   """One condition per emotion (``prompts[e]`` names emotion e, MEAD order) for every
@@ -224,13 +225,14 @@ def _single(run: _Runner, use_text: bool = True, prompts: Sequence[str] = SINGLE
         f = run.frames_of(src, run.st.frames, prompt=prompt, **kw)
       else:
         f = run.frames_of(src, run.st.frames, intensities=one_hot(EMOTIONS[e]), **kw)
-      p = run.judged(f)
+      p = run.judge.predict(f)
       preds.append(p["intensities"])
       targets.append(np.repeat(one_hot(EMOTIONS[e])[None], len(f), 0))
       sims.append(metrics.cosine(p["embedding"], emb_src))
     per_id[src.identity] = float(np.mean(np.concatenate(sims[-len(prompts):])))
   acc = metrics.emotion_accuracy(np.concatenate(preds), np.concatenate(targets))
-  return {"emotion_accuracy": acc["top1"], "per_emotion": acc["per_emotion"],
+  return {"emotion_accuracy": acc["top1"], "frames": int(sum(len(p) for p in preds)),
+          "per_emotion": acc["per_emotion"],
           "confusion": acc["confusion"],
           "identity_similarity": float(np.mean(np.concatenate(sims))),
           "identity_similarity_per_identity": per_id}
@@ -245,7 +247,7 @@ def _mixed(run: _Runner, explicit: bool = False) -> dict:
     ok = []
     for src in run.sources:
       cond = {"intensities": label_vector(label)} if explicit else {"prompt": prompt}
-      p = run.judged(run.frames_of(src, run.st.frames, **cond))["intensities"]
+      p = run.judge.predict(run.frames_of(src, run.st.frames, **cond))["intensities"]
       t = np.repeat(label_vector(label)[None], len(p), 0)
       preds.append(p)
       targets.append(t)
@@ -261,13 +263,13 @@ def _sweep(run: _Runner) -> dict:
   for src in run.sources:
     for e in range(1, NUM_EMOTIONS):
       for a in SWEEP_STRENGTHS:
-        p = run.judged(run.frames_of(src, run.st.frames, intensities=one_hot(EMOTIONS[e], a)))
+        p = run.judge.predict(run.frames_of(src, run.st.frames, intensities=one_hot(EMOTIONS[e], a)))
         pred.append(p["intensities"][:, e])
         strengths += [a] * len(p["intensities"])
         emo += [e] * len(p["intensities"])
-  sp = metrics.intensity_spearman(np.array(strengths), np.concatenate(pred), np.array(emo))
-  means = {EMOTIONS[e]: [float(np.concatenate(pred)[(np.array(emo) == e) &
-                                                   (np.array(strengths) == a)].mean())
+  pred, strengths, emo = np.concatenate(pred), np.array(strengths), np.array(emo)
+  sp = metrics.intensity_spearman(strengths, pred, emo)
+  means = {EMOTIONS[e]: [float(pred[(emo == e) & (strengths == a)].mean())
                          for a in SWEEP_STRENGTHS] for e in range(1, NUM_EMOTIONS)}
   return {"intensity_spearman": sp["mean"], "per_emotion": sp["per_emotion"],
           "strengths": list(SWEEP_STRENGTHS), "judge_intensity_means": means}
@@ -280,8 +282,8 @@ def _lip(run: _Runner) -> dict:
   for src in run.sources:
     n = min(run.st.lip_frames, len(src.truth))
     f = run.frames_of(src, n, intensities=one_hot("neutral"))
-    mouths.append(run.judged(f)["mouth_open"])
-    truths.append(run.judged(src.truth[:n])["mouth_open"])
+    mouths.append(run.judge.predict(f)["mouth_open"])
+    truths.append(run.judge.predict(src.truth[:n])["mouth_open"])
     audios.append(src.audio[: int(round(n * sr / fps))])
     gens.append(f)
     refs.append(src.truth[:n])
@@ -297,15 +299,13 @@ def evaluate(gen, judge, sources: Sequence[Source], st: EvalSettings,
              log: Callable[[str], None] = print) -> dict:
   """The metrics of the module docstring. Returns a dict whose first keys are METRIC_KEYS
   (floats; n_* ints), then the details per part and the timing."""
-  from emotalker_jax.diffusion import sampler
   st.validate()
-  run = _Runner(gen, judge, sources, st, log)
+  run = _Runner(gen, judge, sources, st)
   t0 = time.perf_counter()
   parts = {}
   steps = [("single", lambda: _single(run)),
-           ("single_no_constraint", lambda: _single(run, constraint=dataclasses.replace(
-               sampler.ConstraintConfig.from_config(gen.config.sampler.constraint),
-               strength=0.0))),
+           ("single_no_constraint", lambda: _single(
+               run, constraint=dataclasses.replace(_constraint(gen), strength=0.0))),
            ("mixed", lambda: _mixed(run)),
            ("mixed_explicit", lambda: _mixed(run, explicit=True)),
            ("paraphrases", lambda: _single(run, prompts=[p for p, _ in PARAPHRASES])),
@@ -346,8 +346,7 @@ def evaluate(gen, judge, sources: Sequence[Source], st: EvalSettings,
 
 def ablation_variants(gen) -> list[tuple[str, dict]]:
   """(name, generate kwargs) for each ablation; 'default' first."""
-  from emotalker_jax.diffusion import sampler
-  base = sampler.ConstraintConfig.from_config(gen.config.sampler.constraint)
+  base = _constraint(gen)
   g0 = float(gen.config.sampler.guidance)
   out = [("default", {})]
   for s in (0.0, 0.25, 0.75, 1.0):
@@ -366,19 +365,24 @@ def ablation_variants(gen) -> list[tuple[str, dict]]:
 
 
 def run_ablations(gen, judge, sources: Sequence[Source], st: EvalSettings,
-                  log: Callable[[str], None] = print) -> list[dict]:
+                  log: Callable[[str], None] = print, result: dict | None = None) -> list[dict]:
   """Emotion accuracy and identity similarity of the single-emotion conditions under each
-  of ``ablation_variants``; rows in that order."""
+  of ``ablation_variants``; rows in that order. ``result``: ``evaluate``'s output for the
+  same generator, sources and settings, whose 'single' and 'single_no_constraint' parts
+  are the 'default' and 'constraint strength 0' rows (not generated again)."""
   st.validate()
-  from emotalker_jax.diffusion import sampler
-  base = sampler.ConstraintConfig.from_config(gen.config.sampler.constraint)
+  base = _constraint(gen)
+  done = {}
+  if result is not None:
+    done["default"] = result["details"]["single"]
+    if base.strength != 0:
+      done["constraint strength 0"] = result["details"]["single_no_constraint"]
   rows = []
   variants = ablation_variants(gen)
   for k, (name, kw) in enumerate(variants):
-    run = _Runner(gen, judge, sources, st, log)
     t = time.perf_counter()
     use_text = kw.pop("use_text", True)
-    r = _single(run, use_text=use_text, **kw)
+    r = done.get(name) or _single(_Runner(gen, judge, sources, st), use_text=use_text, **kw)
     c = kw.get("constraint", base)
     rows.append({"variant": name, "emotion_accuracy": r["emotion_accuracy"],
                  "identity_similarity": r["identity_similarity"],
@@ -386,10 +390,27 @@ def run_ablations(gen, judge, sources: Sequence[Source], st: EvalSettings,
                  "guidance": float(kw.get("guidance", st.guidance if st.guidance is not None
                                           else gen.config.sampler.guidance)),
                  "emotion_source": "prompt" if use_text else "intensities",
-                 "mask": kw.get("mask", str(gen.config.data.mask)), "frames": run.n_frames})
+                 "mask": kw.get("mask", str(gen.config.data.mask)), "frames": r["frames"]})
     log(f"[eval] ablation {k + 1}/{len(variants)} {name}: emotion {r['emotion_accuracy']:.3f}, "
         f"identity {r['identity_similarity']:.3f} ({time.perf_counter() - t:.0f} s)")
   return rows
+
+
+def evaluate_and_write(gen, judge, sources: Sequence[Source], st: EvalSettings, out: str,
+                       meta: dict, ablations: bool = False,
+                       log: Callable[[str], None] = print) -> tuple[dict, dict]:
+  """``evaluate`` (+ ``run_ablations``) and ``write_outputs`` into ``out``, with the
+  sampler settings, checkpoint and wall time added to ``meta``. Returns (result, paths)."""
+  t0 = time.perf_counter()
+  result = evaluate(gen, judge, sources, st, log=log)
+  rows = run_ablations(gen, judge, sources, st, log=log, result=result) if ablations else None
+  sc = gen.config.sampler
+  meta = {"checkpoint": gen.checkpoint_dir, "checkpoint_step": gen.step,
+          "steps": st.steps or int(sc.steps),
+          "guidance": float(sc.guidance if st.guidance is None else st.guidance),
+          "constraint": dict(sc.constraint), "mask": str(gen.config.data.mask), **meta,
+          "wall_seconds": round(time.perf_counter() - t0, 1)}
+  return result, write_outputs(out, result, rows, meta)
 
 
 def tradeoff_plot(rows: Sequence[dict], path: str, size: int = 480, legend_w: int = 300) -> None:

@@ -78,9 +78,11 @@ def load_frozen_autoencoder(config, vae, rng) -> Any:
         from emotalker_jax import checkpoints
         params, saved = checkpoints.load_params(path)
         for key in ("scaling_factor", "shift_factor"):
-            want = float((saved or {}).get(key) or 0.0)
+            if not saved or key not in saved:
+                continue
+            want = float(saved[key] or 0.0)
             have = float(config.autoencoder.get(key) or 0.0)
-            if saved and key in saved and abs(want - have) > 1e-6 * max(1.0, abs(want)):
+            if abs(want - have) > 1e-6 * max(1.0, abs(want)):
                 log.warning("autoencoder %s: %s was calibrated with %s=%.6g but the config "
                             "has %.6g; pass --config.autoencoder.%s=%.6g so the latents "
                             "have unit variance", path, key, key, want, have, key, want)
