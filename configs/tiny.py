@@ -132,6 +132,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.async_checkpointing = True
   c.train.p_explicit = 0.2          # rows whose emotion tokens come from the label vector s
+  # Extra loss weight on the mouth box (latent pixels): weight 1 + w * overlap; 0 = plain
+  # eq. (2). The pipeline's `mouth_region` comes from the lip landmarks (lower face without).
+  c.train.mouth_loss_weight = 0.0
   c.train.autoencoder_checkpoint = ""  # dir with params.safetensors ('' -> random init + warning)
   c.train.eib_checkpoint = ""       # `emotalker eib-train` folder to initialise the EIB ('' -> fresh)
 

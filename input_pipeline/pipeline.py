@@ -8,6 +8,9 @@ A training example is one video frame (METHOD.md, "Training example"):
   face_mask    (H, W)    float32 {0, 1}      the face region of x_tgt (from the dataset)
   mask_region  (H, W)    float32 {0, 1}      the blanked region: the face (``mask='face'``)
                                              or the lower half of its box (``'lower_face'``)
+  mouth_region (H, W)    float32 {0, 1}      the mouth's box: landmarks 48-67 (iBUG layout)
+                                             grown by MOUTH_PAD_PX; without landmarks the
+                                             lower half of the face box (``mouth_region``)
   audio_mel    (W, n_mels) float32           log-mel window centred on frame tau
                                              (``emotalker_jax.audio``: 21 x 80 for 0.2 s)
   emotion      (8,) float32                  intensities s of the clip, MEAD order
@@ -66,6 +69,8 @@ from emotalker_jax.emotions import EMOTIONS
 MASK_MODES = ("face", "lower_face")
 REF_MIN_GAP = 60                     # frames between target and same-clip reference
 REFERENCE_FLAG_KEYS = ("is_neutral_reference",)
+MOUTH_LANDMARKS = slice(48, 68)      # iBUG 300-W / dlib 68-point layout: outer + inner lips
+MOUTH_PAD_PX = 0                     # the mouth box grows by this much on each side (px)
 # prompt_fn(s (8,), rng) -> str, or an object with .prompt (str) and .intensities (8,)
 PromptFn = Callable[[np.ndarray, np.random.Generator], Any]
 
@@ -331,6 +336,28 @@ def mask_region(face_mask: np.ndarray, mode: str) -> np.ndarray:
   return out
 
 
+def mouth_region(face_mask: np.ndarray, landmarks: np.ndarray | None = None,
+                 scale: float = 1.0, pad: int = MOUTH_PAD_PX) -> np.ndarray:
+  """The mouth's box as an (H, W) float32 {0, 1} map (the train step's mouth loss weight).
+
+  landmarks: (68, 2) pixel (x, y) in the iBUG layout, at ``scale`` times the resolution of
+  ``face_mask`` (H, W); the box spans points 48-67 and grows by ``pad`` pixels. None (a
+  dataset without landmarks) or non-finite points: the lower half of the face box.
+  """
+  h, w = face_mask.shape
+  pts = None if landmarks is None else np.asarray(landmarks, np.float32)[MOUTH_LANDMARKS]
+  if pts is None or pts.size == 0 or not np.all(np.isfinite(pts)):
+    return mask_region(face_mask, "lower_face")
+  pts = pts * np.float32(scale)
+  x0 = max(int(np.floor(pts[:, 0].min())) - pad, 0)
+  x1 = min(int(np.ceil(pts[:, 0].max())) + pad + 1, w)
+  y0 = max(int(np.floor(pts[:, 1].min())) - pad, 0)
+  y1 = min(int(np.ceil(pts[:, 1].max())) + pad + 1, h)
+  out = np.zeros((h, w), np.float32)
+  out[y0:y1, x0:x1] = 1.0
+  return out
+
+
 class MelWindow:
   """The log-mel window of one video frame, in numpy, equal to ``emotalker_jax.audio``'s
   ``audio_features(audio, T)[frame]`` (same STFT, HTK filterbank, log floor, alignment),
@@ -415,6 +442,8 @@ class MakeExample(gp.RandomMapTransform):
     face = binary_mask(rec["face_mask"][frame], x_tgt.shape[0])
     region = mask_region(face, self.mask)
     x_mask = np.where(region[..., None] > 0, np.float32(self.fill), x_tgt)
+    lms = rec["landmarks"][frame] if "landmarks" in rec else None
+    mouth_box = mouth_region(face, lms, x_tgt.shape[0] / rec["frames"].shape[1])
     num_frames = int(self.index.num_frames[clip])
     emotion = np.asarray(rec["emotion"], np.float32)
     mouth = rec["mouth_open"][frame] if "mouth_open" in rec else -1.0
@@ -422,7 +451,7 @@ class MakeExample(gp.RandomMapTransform):
     text, p_emotion = (p, emotion) if isinstance(p, str) else (p.prompt, p.intensities)
     return {
         "x_tgt": x_tgt, "x_ref": x_ref, "x_mask": x_mask.astype(np.float32),
-        "face_mask": face, "mask_region": region,
+        "face_mask": face, "mask_region": region, "mouth_region": mouth_box,
         "audio_mel": self.mel(rec["audio"], frame, num_frames),
         "emotion": emotion,
         "prompt": np.asarray(str(text)),

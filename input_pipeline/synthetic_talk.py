@@ -90,11 +90,13 @@ class SyntheticTalk(tfds.core.GeneratorBasedBuilder):
 
   # Bump whenever the renderer's pixels change: TFDS reuses a prepared build of the same
   # version without looking at the code.
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {
       "1.0.0": "Initial release.",
       "1.1.0": "Mouth interior fades in with the opening below one pixel (visible small "
                "openings at 32x32).",
+      "1.2.0": "The demo size has 14 two-emotion mixtures per identity (was 7); the other "
+               "sizes' records are unchanged.",
   }
   BUILDER_CONFIGS = [make_config(s) for s in SIZES]
   DEFAULT_CONFIG_NAME = "tiny"

@@ -408,3 +408,31 @@ def test_real_synthetic_talk_is_compatible(tmp_path):
         assert rcid in ref_clips
     assert batch["x_tgt"].shape == (8, 16, 16, 3)
     assert np.all((batch["mouth_open"] >= 0) & (batch["mouth_open"] <= 1))
+    # The mouth box holds every lip landmark (scaled 32 -> 16 px), lies in the lower half
+    # of the face box and is a small part of the face.
+    for i, (cid, f) in enumerate(zip(batch["clip_id"].tolist(), batch["frame"].tolist())):
+      rec = next(r for r in recs if int(r["clip_id"]) == cid)
+      lips = rec["landmarks"][f][48:68] * 0.5
+      box = batch["mouth_region"][i]
+      assert np.all(box[np.clip(lips[:, 1].astype(int), 0, 15),
+                        np.clip(lips[:, 0].astype(int), 0, 15)] == 1.0)
+      lower = P.mask_region(batch["face_mask"][i], "lower_face")
+      assert (box * lower).sum() >= 0.6 * box.sum()
+      assert 0 < box.sum() < 0.3 * batch["face_mask"][i].sum()
+
+
+def test_mouth_region_without_landmarks_is_the_lower_face():
+  face = np.zeros((16, 16), np.float32)
+  face[3:13, 4:12] = 1
+  lower = P.mask_region(face, "lower_face")
+  np.testing.assert_array_equal(P.mouth_region(face, None), lower)
+  np.testing.assert_array_equal(P.mouth_region(face, np.full((68, 2), np.nan)), lower)
+  lms = np.zeros((68, 2), np.float32)
+  lms[48:68] = [[6.2, 10.0], [9.8, 11.4]] * 10        # x in [6.2, 9.8], y in [10, 11.4]
+  box = P.mouth_region(face, lms, pad=1)
+  ys, xs = np.nonzero(box)
+  assert (xs.min(), xs.max(), ys.min(), ys.max()) == (5, 11, 9, 13)
+  # Points at 2x the mask's resolution are scaled first; boxes clip at the border.
+  assert np.array_equal(P.mouth_region(face, lms * 2, scale=0.5, pad=1), box)
+  edge = P.mouth_region(face, lms + 8, pad=3)
+  assert edge[15, 15] == 1 and edge.sum() > 0

@@ -197,6 +197,43 @@ def test_nan_in_batch_stops_with_message_naming_the_step(trainer, tmp_path):
                    trainer=tr, progress=False)
 
 
+def test_mouth_loss_weight_is_a_weighted_mean(trainer):
+    """train.mouth_loss_weight w: per-latent-pixel weights 1 + w * (mouth overlap), the
+    loss their weighted mean. With the same noise and timesteps, a region over the top
+    half gives L(w) = ((1 + w) A + B) / (2 + w), A, B the halves' mean errors: solve A, B
+    from w = 0 and w = 10, then w = 3 must match. An all-mouth region gives L(0)."""
+    import jax.numpy as jnp
+
+    from emotalker_jax.training import step as step_lib
+    tr, init = trainer
+    batch = tr.device_batch(host_batch(0))
+    top = np.zeros((B, 32, 32), np.float32)
+    top[:, :16] = 1.0
+    rng = jax.random.PRNGKey(7)
+
+    def loss(w, region):
+        cfg = small_config(**{"train.mouth_loss_weight": w})
+        fn = jax.jit(step_lib.make_loss_fn(tr.model, tr.vae, tr.text.module, tr.schedule, cfg))
+        b = dict(batch, mouth_region=jnp.asarray(region)) if w > 0 else batch
+        return float(fn(init.params, tr.frozen, b, rng)[1]["loss_ldm"])
+
+    l0, l10, l3 = loss(0.0, top), loss(10.0, top), loss(3.0, top)
+    a = (12 * l10 - 2 * l0) / 10          # from l0 = (A + B) / 2, l10 = (11 A + B) / 12
+    b = 2 * l0 - a
+    assert abs(a - b) > 0.01 * l0          # the halves differ, so the weights matter
+    np.testing.assert_allclose(l3, (4 * a + b) / 5, rtol=1e-4)
+    np.testing.assert_allclose(loss(10.0, np.ones_like(top)), l0, rtol=1e-5)
+    # The pooled weights: the fraction of each 2x2 (f=4 here: 4x4) block inside the region.
+    reg = np.zeros((1, 8, 8), np.float32)
+    reg[0, 1:3, 0:4] = 1.0
+    w = np.asarray(step_lib.latent_loss_weights(jnp.asarray(reg), (2, 2), 8.0))[0, ..., 0]
+    np.testing.assert_allclose(w, [[1 + 8 * 8 / 16, 1], [1, 1]])
+    assert step_lib.batch_keys(small_config(**{"train.mouth_loss_weight": 1.0}))[-1] == \
+        step_lib.MOUTH_KEY and step_lib.MOUTH_KEY not in step_lib.batch_keys(tr.config)
+    with pytest.raises(ValueError, match="mouth_loss_weight"):
+        step_lib.batch_keys(small_config(**{"train.mouth_loss_weight": -1.0}))
+
+
 @pytest.mark.slow
 def test_tiny_overfits_a_fixed_batch(text):
     c = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"),

@@ -25,6 +25,32 @@ from emotalker_jax.models.eib import eib_loss
 
 BATCH_KEYS = ("x_tgt", "x_mask", "x_ref", "audio_mel", "emotion", "input_ids",
               "attention_mask")
+# Also in the batch when train.mouth_loss_weight > 0: the pipeline's mouth box (B, H, W).
+MOUTH_KEY = "mouth_region"
+
+
+def batch_keys(config) -> tuple[str, ...]:
+    """The keys the train step reads for this config: BATCH_KEYS (+ MOUTH_KEY)."""
+    return BATCH_KEYS + ((MOUTH_KEY,) if mouth_loss_weight(config) > 0 else ())
+
+
+def mouth_loss_weight(config) -> float:
+    w = float(config.train.get("mouth_loss_weight", 0.0))
+    if w < 0:
+        raise ValueError(f"train.mouth_loss_weight must be >= 0, got {w}")
+    return w
+
+
+def latent_loss_weights(region, latent_hw: tuple[int, int], weight: float):
+    """Per-latent-pixel loss weights 1 + weight * (fraction of the pixel inside ``region``).
+
+    region: (B, H, W) {0, 1} at frame resolution, H and W multiples of the latent's h, w.
+    Returns (B, h, w, 1) float32.
+    """
+    b, hh, ww = region.shape
+    h, w = latent_hw
+    frac = region.astype(jnp.float32).reshape(b, h, hh // h, w, ww // w).mean(axis=(2, 4))
+    return (1.0 + weight * frac)[..., None]
 
 
 def text_hidden_states(text_module, text_params, input_ids, attention_mask):
@@ -38,6 +64,7 @@ def make_loss_fn(model, vae, text_module, schedule: sched.Schedule, config) -> C
     """(params, frozen, batch, rng) -> (loss, metrics dict of scalars)."""
     tc = config.train
     T = schedule.alphas_cumprod.shape[0]
+    mouth_w = mouth_loss_weight(config)
 
     def loss_fn(params, frozen, batch, rng):
         r_t, r_eps, r_drop, r_expl, r_dropout = jax.random.split(rng, 5)
@@ -57,7 +84,15 @@ def make_loss_fn(model, vae, text_module, schedule: sched.Schedule, config) -> C
             {"params": params}, z_t, t, jnp.concatenate([z_mask, z_ref], axis=-1),
             batch["audio_mel"], hidden, batch["attention_mask"], batch["emotion"], use_text,
             drop, train=True, rngs={"dropout": r_dropout})
-        l_ldm = sched.diffusion_loss(pred, target)
+        if mouth_w > 0:
+            # The speech mouth is a few latent pixels: without extra weight the denoiser
+            # never learns to read the audio tokens (docs/RESULTS.md, lip sync).
+            w = latent_loss_weights(batch[MOUTH_KEY], z0.shape[1:3], mouth_w)
+            se = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
+            l_ldm = jnp.mean(jnp.sum(w * se, axis=(1, 2, 3)) /
+                             (jnp.sum(w, axis=(1, 2, 3)) * se.shape[-1]))
+        else:
+            l_ldm = sched.diffusion_loss(pred, target)
         l_eib, eib_metrics = eib_loss(logits, batch["emotion"])
         loss = l_ldm + tc.lambda_eib * l_eib
         return loss, {"loss": loss, "loss_ldm": l_ldm, "loss_eib": l_eib,
@@ -95,4 +130,4 @@ def jit_train_step(train_step, state_shardings, frozen_shardings, batch_sharding
 
 
 __all__ = ["make_loss_fn", "make_train_step", "jit_train_step", "text_hidden_states",
-           "BATCH_KEYS"]
+           "BATCH_KEYS", "MOUTH_KEY", "batch_keys", "latent_loss_weights"]
