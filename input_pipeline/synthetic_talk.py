@@ -46,7 +46,13 @@ class SyntheticTalkConfig(tfds.core.BuilderConfig):
   frames_per_clip: int = 25
   num_neutral: int = 3
   num_mixtures: int = 7
+  mixture_levels: tuple = clips_lib.MIXTURE_LEVELS
   seed: int = 0
+
+  def clip_plan(self, identity_id: int) -> list:
+    """``clips.clip_plan`` of one identity under this config."""
+    return clips_lib.clip_plan(identity_id, self.seed, self.num_neutral, self.num_mixtures,
+                               tuple(self.mixture_levels))
 
   @property
   def clips_per_identity(self) -> int:
@@ -95,8 +101,8 @@ class SyntheticTalk(tfds.core.GeneratorBasedBuilder):
       "1.0.0": "Initial release.",
       "1.1.0": "Mouth interior fades in with the opening below one pixel (visible small "
                "openings at 32x32).",
-      "1.2.0": "The demo size has 14 two-emotion mixtures per identity (was 7); the other "
-               "sizes' records are unchanged.",
+      "1.2.0": "The demo size has all 21 two-emotion mixtures per identity (was 7), with "
+               "intensities from {1/3, 1/2, 2/3, 1}; the other sizes' records are unchanged.",
   }
   BUILDER_CONFIGS = [make_config(s) for s in SIZES]
   DEFAULT_CONFIG_NAME = "tiny"
@@ -162,7 +168,7 @@ class SyntheticTalk(tfds.core.GeneratorBasedBuilder):
     jobs = []
     for i in identity_ids:
       params = renderer.sample_identity(i, cfg.seed)
-      for spec in clips_lib.clip_plan(i, cfg.seed, cfg.num_neutral, cfg.num_mixtures):
+      for spec in cfg.clip_plan(i):
         jobs.append((spec, params, cfg.image_size, cfg.frames_per_clip, cfg.seed))
     if self._num_workers > 0:
       ctx = multiprocessing.get_context("spawn")

@@ -204,6 +204,26 @@ def test_clip_plan_covers_emotions_levels_and_mixtures():
   assert all(np.isclose(v, levels).any() for m in mixes for v in m[m > 0])
 
 
+def test_mixture_levels_and_the_demo_size():
+  levels = (1.0 / 3.0, 0.5)
+  plan = clips_lib.clip_plan(5, seed=0, num_mixtures=21, mixture_levels=levels)
+  mixes = [p.emotion for p in plan if (p.emotion > 0).sum() == 2]
+  assert len({tuple(np.flatnonzero(m)) for m in mixes}) == 21      # every pair once
+  assert all(np.isclose(v, levels).any() for m in mixes for v in m[m > 0])
+  # The singles and neutral clips do not depend on the mixture levels.
+  default = clips_lib.clip_plan(5, seed=0, num_mixtures=21)
+  for a, b in zip(plan[:24], default[:24]):
+    np.testing.assert_array_equal(a.emotion, b.emotion)
+  for bad in ((), (0.0, 0.5), (0.5, 1.5)):
+    with pytest.raises(ValueError, match="mixture_levels"):
+      clips_lib.clip_plan(5, mixture_levels=bad)
+  from input_pipeline import synthetic_talk
+  demo = synthetic_talk.make_config("demo")
+  assert demo.clips_per_identity == 3 + 21 + 21
+  faint = [p.emotion for p in demo.clip_plan(0) if (p.emotion > 0).sum() == 2]
+  assert any(np.isclose(m[m > 0], 1.0 / 3.0).any() for m in faint)
+
+
 def test_tfds_roundtrip_without_tensorflow_and_disjoint_splits(built):
   d, b = built
   cfg = b.builder_config
@@ -228,8 +248,7 @@ print(json.dumps(out))
   # The record equals a fresh render of the same clip, array for array.
   rec = dict(np.load(os.path.join(d, "readback.npz")))
   ident, clip_id = ids["test"][0]  # the record saved above
-  spec = clips_lib.clip_plan(ident, 0, cfg.num_neutral, cfg.num_mixtures)[
-      clip_id % clips_lib.CLIP_ID_STRIDE]
+  spec = cfg.clip_plan(ident)[clip_id % clips_lib.CLIP_ID_STRIDE]
   ref = clips_lib.render_clip(spec, renderer.sample_identity(ident, 0), cfg.image_size,
                               cfg.frames_per_clip, 0)
   for k, v in ref.items():

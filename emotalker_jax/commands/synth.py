@@ -54,7 +54,7 @@ def contact_sheet(cfg, num_identities: int = 4, tile: int = 128):
   for level in (2, 0):  # level index into clips.LEVELS: 1.0 then 1/3
     for i in ids:
       params = renderer.sample_identity(i, cfg.seed)
-      plan = clips_lib.clip_plan(i, cfg.seed, cfg.num_neutral, cfg.num_mixtures)
+      plan = cfg.clip_plan(i)
       tiles = []
       for e in range(8):
         spec = plan[0] if e == 0 else plan[cfg.num_neutral + (e - 1) * 3 + level]

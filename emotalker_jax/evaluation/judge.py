@@ -589,7 +589,7 @@ def test_clips(size: str, data_dir: str | None, synthetic_seed: int):
   recs = []
   for i in st.split_identities(cfg)["test"]:
     params = renderer.sample_identity(i, cfg.seed)
-    for spec in clips_lib.clip_plan(i, cfg.seed, cfg.num_neutral, cfg.num_mixtures):
+    for spec in cfg.clip_plan(i):
       recs.append(clips_lib.render_clip(spec, params, cfg.image_size, cfg.frames_per_clip,
                                         cfg.seed))
   return recs, f"rendered synthetic_talk/{cfg.name} test split (in-process)"

@@ -46,12 +46,16 @@ class ClipSpec:
 
 
 def clip_plan(identity_id: int, seed: int = 0, num_neutral: int = 3,
-              num_mixtures: int = 7) -> list[ClipSpec]:
-  """The clips of one identity: neutral clips, 7 emotions x 3 levels, then mixtures."""
+              num_mixtures: int = 7,
+              mixture_levels: tuple[float, ...] = MIXTURE_LEVELS) -> list[ClipSpec]:
+  """The clips of one identity: neutral clips, 7 emotions x 3 levels, then mixtures whose
+  two intensities are drawn from ``mixture_levels``."""
   if num_neutral < 1:
     raise ValueError(f"num_neutral must be >= 1 (clip 0 is the reference), got {num_neutral}")
   if not 0 <= num_mixtures <= len(_PAIRS):
     raise ValueError(f"num_mixtures must be in [0, {len(_PAIRS)}], got {num_mixtures}")
+  if not mixture_levels or not all(0 < float(x) <= 1 for x in mixture_levels):
+    raise ValueError(f"mixture_levels must be intensities in (0, 1], got {mixture_levels}")
   specs = []
 
   def add(vec, ref=False):
@@ -71,7 +75,7 @@ def clip_plan(identity_id: int, seed: int = 0, num_neutral: int = 3,
   for j in order:
     e1, e2 = _PAIRS[j]
     v = np.zeros(NUM_EMOTIONS, np.float32)
-    v[e1], v[e2] = rng.choice(MIXTURE_LEVELS, size=2)
+    v[e1], v[e2] = rng.choice(np.asarray(mixture_levels, np.float64), size=2)
     add(v)
   return specs
 
