@@ -101,8 +101,8 @@ class SyntheticTalk(tfds.core.GeneratorBasedBuilder):
       "1.0.0": "Initial release.",
       "1.1.0": "Mouth interior fades in with the opening below one pixel (visible small "
                "openings at 32x32).",
-      "1.2.0": "The demo size has all 21 two-emotion mixtures per identity (was 7), with "
-               "intensities from {1/3, 1/2, 2/3, 1}; the other sizes' records are unchanged.",
+      "1.2.0": "The demo size has 14 two-emotion mixtures per identity (was 7); the other "
+               "sizes' records are unchanged.",
   }
   BUILDER_CONFIGS = [make_config(s) for s in SIZES]
   DEFAULT_CONFIG_NAME = "tiny"

@@ -218,10 +218,11 @@ def test_mixture_levels_and_the_demo_size():
     with pytest.raises(ValueError, match="mixture_levels"):
       clips_lib.clip_plan(5, mixture_levels=bad)
   from input_pipeline import synthetic_talk
-  demo = synthetic_talk.make_config("demo")
-  assert demo.clips_per_identity == 3 + 21 + 21
-  faint = [p.emotion for p in demo.clip_plan(0) if (p.emotion > 0).sum() == 2]
-  assert any(np.isclose(m[m > 0], 1.0 / 3.0).any() for m in faint)
+  faint = synthetic_talk.make_config("demo", mixture_levels=levels, num_mixtures=21)
+  assert faint.clips_per_identity == 3 + 21 + 21
+  mixes = [p.emotion for p in faint.clip_plan(0) if (p.emotion > 0).sum() == 2]
+  assert any(np.isclose(m[m > 0], 1.0 / 3.0).any() for m in mixes)
+  assert synthetic_talk.make_config("demo").clips_per_identity == 3 + 21 + 14
 
 
 def test_tfds_roundtrip_without_tensorflow_and_disjoint_splits(built):
