@@ -95,9 +95,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.unet.use_linear_projection = False
   c.unet.dropout = 0.0
   c.unet.remat = False
-  # Ours, not a diffusers key: the mean of the first k context tokens (the audio tokens,
-  # k = audio.tokens_per_frame) also enters the time embedding, reaching every ResNet block.
-  c.unet.context_time_tokens = 0
 
   # ---- diffusion + sampler ------------------------------------------------------------
   c.diffusion = ml_collections.ConfigDict()

@@ -123,37 +123,6 @@ def test_remat_gives_the_same_output(tiny, tiny_unet):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
 
 
-def test_context_time_tokens_feed_the_time_embedding(tiny_unet):
-    """unet.context_time_tokens k: the mean of the first k context tokens enters the time
-    embedding through one Dense. With that layer zeroed the UNet is the plain one exactly;
-    with it, changing only the first k tokens' mean changes the output even when their
-    cross-attention keys cannot tell (tokens permuted within the first k)."""
-    import dataclasses
-    model, variables, fwd = tiny_unet
-    spec = dataclasses.replace(model.spec, context_time_tokens=2)
-    with_ctx = UNet(spec, dtype=model.dtype)
-    abstract = jax.eval_shape(lambda: init_unet(with_ctx, jax.random.key(0), context_len=6))
-    extra = random_params(abstract["params"], seed=3)["context_time_embedding"]
-    assert set(abstract["params"]) - set(variables["params"]) == {"context_time_embedding"}
-    apply = jax.jit(with_ctx.apply)
-    x, t, c = _batch(spec)
-    zeroed = {"params": dict(variables["params"],
-                             context_time_embedding=jax.tree.map(np.zeros_like, extra))}
-    np.testing.assert_array_equal(np.asarray(apply(zeroed, x, t, c)),
-                                  np.asarray(fwd(variables, x, t, c)))
-    params = {"params": dict(variables["params"], context_time_embedding=extra)}
-    base = np.asarray(apply(params, x, t, c))
-    swapped = c.copy()
-    swapped[:, [0, 1]] = c[:, [1, 0]]      # same mean of the first 2, same key set
-    np.testing.assert_allclose(np.asarray(apply(params, x, t, swapped)), base,
-                               rtol=1e-5, atol=1e-5)
-    louder = c.copy()
-    louder[:, :2] *= 2.0
-    assert np.abs(np.asarray(apply(params, x, t, louder)) - base).max() > 1e-3
-    with pytest.raises(ValueError, match="context_time_tokens"):
-        with_ctx.apply(params, x, t, c[:, :1])
-
-
 def test_dropout_only_in_training(tiny, tiny_unet):
     model, variables, fwd = tiny_unet
     import dataclasses

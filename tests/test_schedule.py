@@ -116,3 +116,14 @@ def test_training_target_and_loss_for_eps_and_v():
   w = jnp.array([1, 1, 0, 0, 0, 0], jnp.float32)
   np.testing.assert_allclose(float(S.diffusion_loss(pred, noise, w)),
                              float(np.mean((0.1 * np.asarray(z0[:2])) ** 2)), rtol=1e-5)
+  # Element weights: each example's MSE is the weighted mean of its squared errors (numpy
+  # reference, weights per spatial position broadcast over channels); uniform ones change
+  # nothing.
+  err = (0.1 * np.asarray(z0)) ** 2
+  ew = np.random.default_rng(0).uniform(0.5, 3.0, err.shape[:-1] + (1,)).astype(np.float32)
+  ewb = np.broadcast_to(ew, err.shape).reshape(len(err), -1)
+  want = np.mean((ewb * err.reshape(len(err), -1)).sum(1) / ewb.sum(1))
+  np.testing.assert_allclose(float(S.diffusion_loss(pred, noise, element_weights=ew)), want,
+                             rtol=1e-5)
+  np.testing.assert_allclose(float(S.diffusion_loss(pred, noise, element_weights=3 * np.ones_like(ew))),
+                             float(S.diffusion_loss(pred, noise)), rtol=1e-6)

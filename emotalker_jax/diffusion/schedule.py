@@ -218,18 +218,28 @@ def training_target(schedule: Schedule, z0, noise, t):
 
 
 def diffusion_loss(pred: jnp.ndarray, target: jnp.ndarray,
-                   weights: jnp.ndarray | None = None) -> jnp.ndarray:
+                   weights: jnp.ndarray | None = None,
+                   element_weights: jnp.ndarray | None = None) -> jnp.ndarray:
   """Eq. (2): mean squared error, computed in float32.
 
   Args:
     pred, target: (B, ...) denoiser output and training_target(...).
     weights: optional (B,) per-example weights (e.g. a mask of valid rows); the loss is the
       weighted mean of per-example MSEs (sum(w * mse) / max(sum(w), eps)).
+    element_weights: optional weights broadcastable to pred (e.g. (B, h, w, 1) per latent
+      pixel: ``train.mouth_loss_weight``); each example's MSE becomes the weighted mean of
+      its squared errors.
   Returns:
     A float32 scalar.
   """
   err = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
-  per_example = err.reshape(err.shape[0], -1).mean(axis=1)
+  if element_weights is None:
+    per_example = err.reshape(err.shape[0], -1).mean(axis=1)
+  else:
+    ew = jnp.broadcast_to(jnp.asarray(element_weights, jnp.float32), err.shape)
+    ew = ew.reshape(err.shape[0], -1)
+    per_example = jnp.sum(ew * err.reshape(err.shape[0], -1), axis=1) / jnp.maximum(
+        jnp.sum(ew, axis=1), 1e-8)
   if weights is None:
     return per_example.mean()
   w = jnp.asarray(weights, jnp.float32)

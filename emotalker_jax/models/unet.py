@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from emotalker_jax.models.layers import (IMAGE_AXES, Downsample2D, ResnetBlock2D,
                                          TimestepEmbedding, Transformer2DModel, Upsample2D,
-                                         conv, dense, group_norm, timestep_embedding)
+                                         conv, group_norm, timestep_embedding)
 
 Dtype = Any
 
@@ -76,7 +76,6 @@ class UNetSpec:
     flip_sin_to_cos: bool = True
     freq_shift: float = 0.0
     norm_eps: float = 1e-5
-    context_time_tokens: int = 0              # ours, not diffusers': see UNet
 
     @property
     def num_down(self) -> int:
@@ -138,7 +137,6 @@ class UNetSpec:
             flip_sin_to_cos=bool(_get(cfg, "flip_sin_to_cos", True)),
             freq_shift=float(_get(cfg, "freq_shift", 0.0)),
             norm_eps=float(_get(cfg, "norm_eps", 1e-5)),
-            context_time_tokens=int(_get(cfg, "context_time_tokens", 0) or 0),
         )
 
 
@@ -230,10 +228,6 @@ class UNet(nn.Module):
     index), context (B,L,cross_attention_dim), train=False) -> (B,H,W,out_channels) float32.
     H and W must be multiples of 2 ** (len(block_out_channels) - 1). ``train=True`` enables
     dropout (rng collection 'dropout').
-
-    ``context_time_tokens`` k > 0 (our addition; diffusers has no such input): the mean of
-    the first k context tokens (the audio tokens) also goes through a Dense layer into the
-    time embedding, so every ResNet block sees it, not only the cross-attention blocks.
     """
     config: Any
     dtype: Dtype = jnp.float32
@@ -262,9 +256,6 @@ class UNet(nn.Module):
             raise ValueError(
                 f"UNet context must be (B, L, {s.cross_attention_dim}) "
                 f"(config.unet.cross_attention_dim); got shape {tuple(context.shape)}")
-        if context.shape[1] < s.context_time_tokens:
-            raise ValueError(f"UNet context has {context.shape[1]} tokens, fewer than "
-                             f"config.unet.context_time_tokens={s.context_time_tokens}")
         if context.shape[0] != sample.shape[0]:
             raise ValueError(f"UNet context batch {context.shape[0]} != sample batch "
                              f"{sample.shape[0]}")
@@ -288,10 +279,6 @@ class UNet(nn.Module):
         temb = timestep_embedding(t, s.block_out_channels[0], s.flip_sin_to_cos, s.freq_shift)
         temb = TimestepEmbedding(4 * s.block_out_channels[0], name="time_embedding", **kw)(temb)
         context = context.astype(self.dtype)
-        if s.context_time_tokens:
-            pooled = context[:, :s.context_time_tokens].mean(axis=1)
-            temb = temb + dense(temb.shape[-1], ("embed", "mlp"),
-                                name="context_time_embedding", **kw)(pooled)
 
         x = sample.astype(self.dtype)
         x = nn.with_logical_constraint(x, IMAGE_AXES)

@@ -84,15 +84,11 @@ def make_loss_fn(model, vae, text_module, schedule: sched.Schedule, config) -> C
             {"params": params}, z_t, t, jnp.concatenate([z_mask, z_ref], axis=-1),
             batch["audio_mel"], hidden, batch["attention_mask"], batch["emotion"], use_text,
             drop, train=True, rngs={"dropout": r_dropout})
-        if mouth_w > 0:
-            # The speech mouth is a few latent pixels: without extra weight the denoiser
-            # never learns to read the audio tokens (docs/RESULTS.md, lip sync).
-            w = latent_loss_weights(batch[MOUTH_KEY], z0.shape[1:3], mouth_w)
-            se = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
-            l_ldm = jnp.mean(jnp.sum(w * se, axis=(1, 2, 3)) /
-                             (jnp.sum(w, axis=(1, 2, 3)) * se.shape[-1]))
-        else:
-            l_ldm = sched.diffusion_loss(pred, target)
+        # The speech mouth is a few latent pixels: without extra weight the denoiser never
+        # learns to read the audio tokens (docs/RESULTS.md, lip sync).
+        w = (latent_loss_weights(batch[MOUTH_KEY], z0.shape[1:3], mouth_w)
+             if mouth_w > 0 else None)
+        l_ldm = sched.diffusion_loss(pred, target, element_weights=w)
         l_eib, eib_metrics = eib_loss(logits, batch["emotion"])
         loss = l_ldm + tc.lambda_eib * l_eib
         return loss, {"loss": loss, "loss_ldm": l_ldm, "loss_eib": l_eib,

@@ -75,7 +75,7 @@ def clip_plan(identity_id: int, seed: int = 0, num_neutral: int = 3,
   for j in order:
     e1, e2 = _PAIRS[j]
     v = np.zeros(NUM_EMOTIONS, np.float32)
-    v[e1], v[e2] = rng.choice(np.asarray(mixture_levels, np.float64), size=2)
+    v[e1], v[e2] = rng.choice(mixture_levels, size=2)
     add(v)
   return specs
 
