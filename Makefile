@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 DEMO ?= full
+DEMO_ARGS ?=
 export JAX_PLATFORMS ?= cpu
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
@@ -32,7 +33,7 @@ test-slow: setup
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS) tests
 
 demo: setup
-	$(BIN)/emotalker demo --mode $(DEMO) --out demo_out
+	$(BIN)/emotalker demo --mode $(DEMO) --out demo_out $(DEMO_ARGS)
 
 bench: setup
 	$(BIN)/emotalker bench all --config configs/tiny.py --json docs/bench/cpu_tiny.json

@@ -9,6 +9,11 @@ generator could never reach the demo's emotion targets whatever it learned.
 Why mouth_loss_weight: at 32x32 the speech mouth opens at most ~1.5 px (1-2 latent pixels
 of 256); trained on plain eq. (2) the denoiser's loss did not change at all when the audio
 was shuffled or silenced (the audio tokens were unused, lip sync -0.08).
+
+Why 2 attention heads and 32 text tokens: the demo must train on 2 CPU cores, and its step
+is bound by the 16x16 self-attention. 8 heads of 4 channels (tiny's) cost 304 ms per batch
+of 8; 2 heads of 16 channels 210 ms; 32 instead of 48 text positions a further ~8 %
+(FED's prompts are at most 19 tokens; a longer user prompt is truncated with a warning).
 """
 from configs import tiny
 
@@ -19,4 +24,6 @@ def get_config(arg: str | None = None):
   c.data.synthetic_size = "demo"
   c.autoencoder.block_out_channels = (32, 64)   # f = 2 ** (len - 1) = 2
   c.train.mouth_loss_weight = 10.0
+  c.unet.attention_head_dim = 2                 # heads per block (diffusers' naming)
+  c.text.max_length = 32
   return c

@@ -14,8 +14,9 @@ checkpoints), each printing its progress:
 6. generation for a held-out (test-split) identity: the same portrait and audio under the
    8 single-emotion prompts (the paper's Figure 2), one emotion at increasing strengths
    (Figure 3), mixed prompts, and a talking clip as mp4 with its audio.
-7. ``emotalker eval``'s protocol on the held-out identities (``evaluation/evaluate.py``;
-   with the ablations in full mode): ``metrics.json``, ``eval.md``, ``tradeoff.png``.
+7. ``emotalker eval``'s protocol on the held-out identities (``evaluation/evaluate.py``):
+   ``metrics.json``, ``eval.md``; with ``--ablations`` also ``ablations.json`` and
+   ``tradeoff.png`` (the same as ``emotalker eval --ablations`` on ``OUT/run_full``).
 8. ``report.md`` with the figures, the metrics and the settings, ``summary.json``.
 """
 from __future__ import annotations
@@ -30,10 +31,10 @@ import time
 MODES = {
     # steps of: eib head, autoencoder, diffusion; DDIM steps at generation
     "quick": {"eib_steps": 600, "ae_steps": 300, "train_steps": 400, "sample_steps": 10,
-              "fed_size": 8000, "eval_frames": 2, "ablations": False, "data": "tiny",
+              "fed_size": 8000, "eval_frames": 2, "data": "tiny",
               "config": "configs/tiny.py"},
-    "full": {"eib_steps": 2000, "ae_steps": 1500, "train_steps": 6000, "sample_steps": 10,
-             "fed_size": 60000, "eval_frames": 4, "ablations": True, "data": "demo",
+    "full": {"eib_steps": 2000, "ae_steps": 1500, "train_steps": 7000, "sample_steps": 10,
+             "fed_size": 24000, "eval_frames": 4, "data": "demo",
              "config": "configs/demo.py"},
 }
 FIG2_PROMPTS = ("neutral", "angry", "contemptuous", "disgusted", "fearful", "happy", "sad",
@@ -49,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="quick: ~10 min at reduced quality; full: the real demo")
     p.add_argument("--out", default="demo_out", help="everything lands here")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ablations", action="store_true",
+                   help="stage 7 also runs `emotalker eval --ablations` (~6 more minutes in "
+                        "full mode): ablations.json, tradeoff.png")
 
 
 def _stage(title: str, cmd: list[str], done: bool) -> float:
@@ -106,7 +110,8 @@ def run(args) -> int:
     times["figures"] = time.perf_counter() - t0
     print("[demo] 7/7 evaluation on the held-out identities (emotalker eval)", flush=True)
     t0 = time.perf_counter()
-    summary["metrics"] = evaluate_demo(gen, judge_dir, data, out, m, args.seed)
+    summary["metrics"] = evaluate_demo(gen, judge_dir, data, out, m, args.seed,
+                                       ablations=args.ablations)
     times["eval"] = time.perf_counter() - t0
     summary["stage_seconds"] = times
     eib_metrics = os.path.join(eib_dir, "metrics.json")
@@ -132,9 +137,10 @@ def _latent_calibration(ae_dir: str) -> list[str]:
             for k in ("shift_factor", "scaling_factor") if saved.get(k) is not None]
 
 
-def evaluate_demo(gen, judge_dir: str, data: str, out: str, m: dict, seed: int) -> dict:
+def evaluate_demo(gen, judge_dir: str, data: str, out: str, m: dict, seed: int,
+                  ablations: bool = False) -> dict:
     """``emotalker eval``'s protocol with the demo's generator: writes metrics.json, eval.md
-    (and ablations.json, tradeoff.png in full mode) into ``out``; returns the headline
+    (and with ``ablations`` ablations.json, tradeoff.png) into ``out``; returns the headline
     metrics."""
     from emotalker_jax.evaluation import evaluate as ev
     from emotalker_jax.evaluation.judge import load_judge
@@ -145,7 +151,7 @@ def evaluate_demo(gen, judge_dir: str, data: str, out: str, m: dict, seed: int) 
         gen, load_judge(judge_dir), sources, st, out,
         {"judge": judge_dir, "data": where,
          "command": "emotalker demo (stage 7: emotalker eval's protocol)"},
-        ablations=m["ablations"], log=ev.log_stderr)
+        ablations=ablations, log=ev.log_stderr)
     return {k: result[k] for k in ev.METRIC_KEYS}
 
 
