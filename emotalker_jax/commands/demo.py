@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_out", help="everything lands here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ablations", action="store_true",
-                   help="stage 7 also runs `emotalker eval --ablations` (~6 more minutes in "
+                   help="stage 7 also runs `emotalker eval --ablations` (~4 more minutes in "
                         "full mode): ablations.json, tradeoff.png")
 
 
