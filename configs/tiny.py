@@ -95,6 +95,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.unet.use_linear_projection = False
   c.unet.dropout = 0.0
   c.unet.remat = False
+  # 'mean': temb += Dense(mean of the context tokens), see models/unet.py
+  c.unet.context_embedding = "none"
 
   # ---- diffusion + sampler ------------------------------------------------------------
   c.diffusion = ml_collections.ConfigDict()

@@ -301,6 +301,9 @@ def diffusers_unet_kwargs(config) -> dict:
   """Keyword arguments of a diffusers ``UNet2DConditionModel`` equivalent to config.unet."""
   from emotalker_jax.models.unet import UNetSpec
   s = UNetSpec.from_config(config.unet)
+  if s.context_embedding != "none":
+    raise ValueError(f"config.unet.context_embedding={s.context_embedding!r} has no diffusers "
+                     "equivalent; compare against diffusers with context_embedding='none'")
 
   def one(v):
     return v[0] if len(set(v)) == 1 else tuple(v)

@@ -127,6 +127,26 @@ def test_ceiling_reads_the_ground_truth_frames(judge, sources, oracle_result):
   assert c["autoencoder_psnr"] < 15
 
 
+
+def test_label_ceiling_judges_the_benchmarks_own_renderings(judge, sources, oracle_result):
+  from emotalker_jax.evaluation import metrics
+  f = SETTINGS.frames
+  for s in sources:   # the neutral label gives back the reference clip itself
+    np.testing.assert_array_equal(ev.render_reference_clip(s, ev.one_hot("neutral", 0), f),
+                                  s.truth[:f])
+  c = oracle_result[0]["details"]["ceiling_labels"]
+  assert list(c["per_prompt"]) == [p for p, _ in ev.MIXED_PROMPTS]
+  for prompt, label in ev.MIXED_PROMPTS:
+    v = ev.label_vector(label)
+    x = np.concatenate([ev.render_reference_clip(s, v, f) for s in sources])
+    assert len(x) == len(sources) * f
+    assert np.abs(x.astype(int) - np.concatenate([s.truth[:f] for s in sources])).max() > 50
+    ref = metrics.emotion_accuracy(judge.predict(x)["intensities"], np.repeat(v[None], len(x), 0))
+    assert c["per_prompt"][prompt] == pytest.approx(ref["top2_mixed"])
+  assert oracle_result[0]["ceiling_mixed_top2_labels"] == c["mixed_top2"]
+  with pytest.raises(ValueError, match="identity_params"):
+    ev.render_reference_clip(dataclasses.replace(sources[0], identity_params=None), v, f)
+
 def test_frame_counts_and_conditions(oracle_result):
   r, gen = oracle_result
   f = SETTINGS.frames

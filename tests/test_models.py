@@ -136,6 +136,43 @@ def test_dropout_only_in_training(tiny, tiny_unet):
     assert np.abs(tr1 - eval_out).max() > 1e-3                # eval (train=False) has no dropout
 
 
+
+def test_mean_context_embedding_is_a_per_example_time_bias(tiny, tiny_unet):
+    """unet.context_embedding='mean' adds Dense(mean_L(context)) to the time embedding:
+    for one example that is the same as adding it to time_embedding.linear_2's bias of the
+    plain UNet (the reference); with a zero Dense the two models agree outright."""
+    import dataclasses
+    model, variables, fwd = tiny_unet
+    mean_model = UNet(dataclasses.replace(model.spec, context_embedding="mean"))
+    abstract = jax.eval_shape(lambda: init_unet(mean_model, jax.random.key(0)))["params"]
+    assert set(abstract) == set(variables["params"]) | {"context_embedding"}
+    d, temb_dim = nn.meta.unbox(abstract["context_embedding"]["kernel"]).shape
+    assert (d, temb_dim) == (model.spec.cross_attention_dim, 4 * model.spec.block_out_channels[0])
+    r = np.random.default_rng(7)
+    kernel = (r.standard_normal((d, temb_dim)) / np.sqrt(d)).astype(np.float32)
+    bias = (0.1 * r.standard_normal(temb_dim)).astype(np.float32)
+    x, t, c = _batch(model.spec, batch=1)
+    mean_fwd = jax.jit(mean_model.apply)
+
+    def with_dense(k, b):
+        return {"params": {**variables["params"],
+                           "context_embedding": {"kernel": k, "bias": b}}}
+    zero = mean_fwd(with_dense(np.zeros_like(kernel), np.zeros_like(bias)), x, t, c)
+    np.testing.assert_array_equal(np.asarray(zero), np.asarray(fwd(variables, x, t, c)))
+
+    out = np.asarray(mean_fwd(with_dense(kernel, bias), x, t, c))
+    shift = c[0].mean(0) @ kernel + bias                                  # (4 C0,)
+    te = variables["params"]["time_embedding"]
+    folded = {"params": {**variables["params"], "time_embedding": {
+        **te, "linear_2": {**te["linear_2"], "bias": te["linear_2"]["bias"] + shift}}}}
+    ref = np.asarray(fwd(folded, x, t, c))
+    assert np.abs(out - np.asarray(zero)).max() > 1e-2      # the context moved the output
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    cfg = tiny.unet.to_dict()
+    cfg["context_embedding"] = "max"
+    with pytest.raises(ValueError, match=r"context_embedding='max'.*\('none', 'mean'\)"):
+        UNetSpec.from_config(cfg)
+
 # ---- bad input --------------------------------------------------------------------------
 
 def test_wrong_channel_count_names_in_channels(tiny_unet):

@@ -31,10 +31,10 @@ import time
 MODES = {
     # steps of: eib head, autoencoder, diffusion; DDIM steps at generation
     "quick": {"eib_steps": 600, "ae_steps": 300, "train_steps": 400, "sample_steps": 10,
-              "fed_size": 8000, "eval_frames": 2, "data": "tiny",
+              "fed_size": 8000, "eval_identities": 4, "eval_frames": 2, "data": "tiny",
               "config": "configs/tiny.py"},
     "full": {"eib_steps": 2000, "ae_steps": 1500, "train_steps": 7000, "sample_steps": 10,
-             "fed_size": 24000, "eval_frames": 4, "data": "demo",
+             "fed_size": 24000, "eval_identities": 8, "eval_frames": 2, "data": "demo",
              "config": "configs/demo.py"},
 }
 FIG2_PROMPTS = ("neutral", "angry", "contemptuous", "disgusted", "fearful", "happy", "sad",
@@ -144,7 +144,8 @@ def evaluate_demo(gen, judge_dir: str, data: str, out: str, m: dict, seed: int,
     metrics."""
     from emotalker_jax.evaluation import evaluate as ev
     from emotalker_jax.evaluation.judge import load_judge
-    st = ev.EvalSettings(num_identities=4, frames=m["eval_frames"], lip_frames=25,
+    st = ev.EvalSettings(num_identities=m["eval_identities"], frames=m["eval_frames"],
+                         lip_frames=25,
                          steps=m["sample_steps"], seed=seed).validate()
     sources, where = ev.heldout_sources(m["data"], data, st.num_identities)
     result, _ = ev.evaluate_and_write(

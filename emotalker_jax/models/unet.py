@@ -10,6 +10,14 @@ key and the parameter tree mirrors diffusers' state-dict names (``down_blocks.0.
 ``down_blocks_0/``). Optional keys (diffusers defaults): flip_sin_to_cos (True),
 freq_shift (0), norm_eps (1e-5).
 
+One key of ours, not diffusers': ``context_embedding`` ("none", the default and diffusers'
+behaviour, or "mean"). With "mean" the time embedding also gets a linear read of the
+context, ``temb += Dense(mean_L(context))`` (``context_embedding`` kernel (D, 4 C0)), the
+way SDXL adds its pooled text embedding. The emotion tokens e_k = s_k B_k + b_k enter
+that sum linearly, so every ResNet block sees each intensity additively; through
+cross-attention alone a softmax over tokens decides how much of a faint emotion beside a
+strong one reaches a pixel.
+
 Heads follow diffusers exactly, naming quirk included: when ``num_attention_heads`` is
 None, ``attention_head_dim`` is the number of *heads* per block (SD-1.5's
 ``attention_head_dim: 8`` means 8 heads); a block of C channels then has heads of width
@@ -30,12 +38,13 @@ import jax.numpy as jnp
 
 from emotalker_jax.models.layers import (IMAGE_AXES, Downsample2D, ResnetBlock2D,
                                          TimestepEmbedding, Transformer2DModel, Upsample2D,
-                                         conv, group_norm, timestep_embedding)
+                                         conv, dense, group_norm, timestep_embedding)
 
 Dtype = Any
 
 DOWN_TYPES = ("CrossAttnDownBlock2D", "DownBlock2D")
 UP_TYPES = ("CrossAttnUpBlock2D", "UpBlock2D")
+CONTEXT_EMBEDDINGS = ("none", "mean")
 
 
 def _get(cfg, key, default=None):
@@ -76,6 +85,7 @@ class UNetSpec:
     flip_sin_to_cos: bool = True
     freq_shift: float = 0.0
     norm_eps: float = 1e-5
+    context_embedding: str = "none"
 
     @property
     def num_down(self) -> int:
@@ -115,6 +125,10 @@ class UNetSpec:
             if h < 1 or c // h < 1:
                 raise ValueError(f"config.unet: {h} attention heads do not fit {c} channels; "
                                  "lower attention_head_dim/num_attention_heads")
+        ctx_emb = str(_get(cfg, "context_embedding", "none") or "none")
+        if ctx_emb not in CONTEXT_EMBEDDINGS:
+            raise ValueError(f"config.unet.context_embedding={ctx_emb!r}: use one of "
+                             f"{CONTEXT_EMBEDDINGS}")
         cad = _get(cfg, "cross_attention_dim")
         if isinstance(cad, (list, tuple)):
             if len(set(cad)) != 1:
@@ -137,6 +151,7 @@ class UNetSpec:
             flip_sin_to_cos=bool(_get(cfg, "flip_sin_to_cos", True)),
             freq_shift=float(_get(cfg, "freq_shift", 0.0)),
             norm_eps=float(_get(cfg, "norm_eps", 1e-5)),
+            context_embedding=ctx_emb,
         )
 
 
@@ -279,6 +294,9 @@ class UNet(nn.Module):
         temb = timestep_embedding(t, s.block_out_channels[0], s.flip_sin_to_cos, s.freq_shift)
         temb = TimestepEmbedding(4 * s.block_out_channels[0], name="time_embedding", **kw)(temb)
         context = context.astype(self.dtype)
+        if s.context_embedding == "mean":
+            temb = temb + dense(temb.shape[-1], ("embed", "mlp"), name="context_embedding",
+                                **kw)(jnp.mean(context, axis=1))
 
         x = sample.astype(self.dtype)
         x = nn.with_logical_constraint(x, IMAGE_AXES)

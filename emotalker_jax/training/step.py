@@ -65,6 +65,7 @@ def make_loss_fn(model, vae, text_module, schedule: sched.Schedule, config) -> C
     tc = config.train
     T = schedule.alphas_cumprod.shape[0]
     mouth_w = mouth_loss_weight(config)
+    ce_weight = float(config.eib.get("ce_weight", 1.0))   # the same L_EIB as eib-train's
 
     def loss_fn(params, frozen, batch, rng):
         r_t, r_eps, r_drop, r_expl, r_dropout = jax.random.split(rng, 5)
@@ -89,7 +90,7 @@ def make_loss_fn(model, vae, text_module, schedule: sched.Schedule, config) -> C
         w = (latent_loss_weights(batch[MOUTH_KEY], z0.shape[1:3], mouth_w)
              if mouth_w > 0 else None)
         l_ldm = sched.diffusion_loss(pred, target, element_weights=w)
-        l_eib, eib_metrics = eib_loss(logits, batch["emotion"])
+        l_eib, eib_metrics = eib_loss(logits, batch["emotion"], ce_weight)
         loss = l_ldm + tc.lambda_eib * l_eib
         return loss, {"loss": loss, "loss_ldm": l_ldm, "loss_eib": l_eib,
                       "eib_mae": eib_metrics["mae"]}
