@@ -15,13 +15,6 @@ is bound by the 16x16 self-attention. 8 heads of 4 channels (tiny's) cost 304 ms
 of 8; 2 heads of 16 channels 210 ms, and 192 ms with 24 instead of 48 text positions
 (32 here: FED's prompts are at most 19 tokens; a longer user prompt is truncated with a
 warning).
-
-Why eib.ce_weight 0.2 (1.0 in tiny): the CE term of eq. (3) pulls every logit but the
-dominant one down, so a faint second emotion was read far below its label: "mostly
-surprised, a little scared" (fear 0.3) gave fear < 0.02 from the 24k-prompt EIB, 0.19 at
-0.2. FED test split at 0.2 vs 1.0 (24k prompts, 2000 steps): top-1 0.560 vs 0.549, mixed
-top-2 0.449 vs 0.433, MAE 0.099 vs 0.101. The joint L_EIB of the train step uses the same
-weight.
 """
 from configs import tiny
 
@@ -34,5 +27,4 @@ def get_config(arg: str | None = None):
   c.train.mouth_loss_weight = 10.0
   c.unet.attention_head_dim = 2                 # heads per block (diffusers' naming)
   c.text.max_length = 32
-  c.eib.ce_weight = 0.2
   return c
