@@ -127,7 +127,6 @@ def test_ceiling_reads_the_ground_truth_frames(judge, sources, oracle_result):
   assert c["autoencoder_psnr"] < 15
 
 
-
 def test_label_ceiling_judges_the_benchmarks_own_renderings(judge, sources, oracle_result):
   from emotalker_jax.evaluation import metrics
   f = SETTINGS.frames
@@ -146,6 +145,7 @@ def test_label_ceiling_judges_the_benchmarks_own_renderings(judge, sources, orac
   assert oracle_result[0]["ceiling_mixed_top2_labels"] == c["mixed_top2"]
   with pytest.raises(ValueError, match="identity_params"):
     ev.render_reference_clip(dataclasses.replace(sources[0], identity_params=None), v, f)
+
 
 def test_frame_counts_and_conditions(oracle_result):
   r, gen = oracle_result

@@ -136,7 +136,6 @@ def test_dropout_only_in_training(tiny, tiny_unet):
     assert np.abs(tr1 - eval_out).max() > 1e-3                # eval (train=False) has no dropout
 
 
-
 def test_mean_context_embedding_is_a_per_example_time_bias(tiny, tiny_unet):
     """unet.context_embedding='mean' adds Dense(mean_L(context)) to the time embedding:
     for one example that is the same as adding it to time_embedding.linear_2's bias of the
@@ -172,6 +171,7 @@ def test_mean_context_embedding_is_a_per_example_time_bias(tiny, tiny_unet):
     cfg["context_embedding"] = "max"
     with pytest.raises(ValueError, match=r"context_embedding='max'.*\('none', 'mean'\)"):
         UNetSpec.from_config(cfg)
+
 
 # ---- bad input --------------------------------------------------------------------------
 

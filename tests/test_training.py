@@ -234,7 +234,6 @@ def test_mouth_loss_weight_is_a_weighted_mean(trainer):
         step_lib.batch_keys(small_config(**{"train.mouth_loss_weight": -1.0}))
 
 
-
 def test_joint_eib_loss_uses_the_configured_ce_weight(trainer):
     """L_EIB in the train step is eib-train's: ||s_hat - s||^2 + eib.ce_weight * CE, so it
     is linear in ce_weight (same params, batch and rng), and the CE term is positive."""
@@ -251,6 +250,7 @@ def test_joint_eib_loss_uses_the_configured_ce_weight(trainer):
     l0, l1, l_half = l_eib(0.0), l_eib(1.0), l_eib(0.5)
     assert l1 - l0 > 1e-3
     np.testing.assert_allclose(l_half, (l0 + l1) / 2, rtol=1e-5)
+
 
 @pytest.mark.slow
 def test_tiny_overfits_a_fixed_batch(text):
