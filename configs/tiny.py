@@ -137,6 +137,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Extra loss weight on the mouth box (latent pixels): weight 1 + w * overlap; 0 = plain
   # eq. (2). The pipeline's `mouth_region` comes from the lip landmarks (lower face without).
   c.train.mouth_loss_weight = 0.0
+  # The same for the box of the brows and eyes (`eyes_region`), where faint emotions show.
+  c.train.eyes_loss_weight = 0.0
   c.train.autoencoder_checkpoint = ""  # dir with params.safetensors ('' -> random init + warning)
   c.train.eib_checkpoint = ""       # `emotalker eib-train` folder to initialise the EIB ('' -> fresh)
 

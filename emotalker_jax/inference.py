@@ -15,7 +15,10 @@ same random init the training run used when that is empty) and the text encoder
    vector one-hot neutral and the audio window of **silence** (a still photo has no sound;
    a closed, neutral mouth is what the model saw with silent windows). DDIM inversion of
    z_src under (y, c_src) (eq. 4, ``sampler.ddim_invert``) gives Z_T and the trajectory, once
-   per clip (``constraint.init='noise'`` replaces Z_T by N(0, I) noise drawn from the seed).
+   per clip (``constraint.init='noise'`` replaces Z_T by N(0, I) noise drawn from the seed);
+   the Generator keeps the last ``MAX_CACHED_INVERSIONS`` inversions, keyed by the masked
+   and reference portrait bytes and the sampler's steps / spacing / iterations, so the same
+   portrait under another prompt or audio is not inverted again.
 3. Emotion tokens: from the prompt (text encoder -> EIB, ``EmoTalker.text_emotion``) or
    from explicit intensities (``explicit_emotion``); the unconditional branch of
    classifier-free guidance uses the learned null set (``null_emotion``). Audio tokens
@@ -48,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import logging
 import math
 import os
@@ -433,6 +437,7 @@ def load_generator(checkpoint_dir: str | os.PathLike, config_overrides: Sequence
 # ---------------------------------------------------------------------------------------
 # Compiled executables, shared by Generators of the same structure (see _structure_key).
 _COMPILED: dict = {}
+MAX_CACHED_INVERSIONS = 8     # per Generator: (portrait, mask, steps, spacing) -> inversion
 
 
 def _round_up(x: int, m: int) -> int:
@@ -461,6 +466,9 @@ class Generator:
   use_ema: bool = True
   last_compile_s: float = 0.0
   _key: tuple | None = dataclasses.field(default=None, repr=False)
+  # The source's latents and inversion (Z_T, trajectory) of the last few portraits: a clip
+  # in several calls (or one portrait under many prompts) is inverted once.
+  _inversions: dict = dataclasses.field(default_factory=dict, repr=False)
 
   # ---- properties ----------------------------------------------------------------------
   @property
@@ -682,7 +690,7 @@ class Generator:
     rep = NamedSharding(mesh, P())
     axes = tuple(a for a in ("data", "fsdp") if a in mesh.shape)
 
-    # ---- emotion, source condition, inversion (once per clip) ----
+    # ---- emotion, source condition, inversion (once per portrait: cached) ----
     tokens, null, s_used, source = self.emotion(prompt, intensities)
     if face_mask is None:
       face_mask = centre_face_mask(S)
@@ -696,14 +704,23 @@ class Generator:
         np.zeros(int(round(self.sample_rate / self.fps)), np.float32), 1, c))
     s_src = np.zeros((1, NUM_EMOTIONS), np.float32)
     s_src[0, EMOTION_INDEX["neutral"]] = 1.0
-    args = jax.device_put((self.params, self.vae_params, np.stack([x_mask, x_ref]), mel_src,
-                           s_src), rep)
-    spatial, z_src, ctx_src = jax.device_put(
-        self._compile("source", self._source_fn, args, {}, False)(*args), rep)
-    args = (self.params, self.schedule, z_src, {"spatial": spatial, "context": ctx_src})
-    inv = self._compile("invert", self._invert_fn, args,
-                        {"steps": steps, "spacing": spacing, "iters": iters}, False)
-    z_T, traj = jax.device_put(inv(*args), rep)
+    x_src = np.stack([x_mask, x_ref])
+    inv_key = (hashlib.sha1(x_src.tobytes()).hexdigest(), steps, spacing, iters,
+               id(self.params), id(self.vae_params))
+    cached = self._inversions.get(inv_key)
+    if cached is None:
+      args = jax.device_put((self.params, self.vae_params, x_src, mel_src, s_src), rep)
+      spatial, z_src, ctx_src = jax.device_put(
+          self._compile("source", self._source_fn, args, {}, False)(*args), rep)
+      args = (self.params, self.schedule, z_src, {"spatial": spatial, "context": ctx_src})
+      inv = self._compile("invert", self._invert_fn, args,
+                          {"steps": steps, "spacing": spacing, "iters": iters}, False)
+      z_T, traj = jax.device_put(inv(*args), rep)
+      while len(self._inversions) >= MAX_CACHED_INVERSIONS:
+        self._inversions.pop(next(iter(self._inversions)))
+      self._inversions[inv_key] = (spatial, z_src, z_T, traj)
+    else:
+      spatial, z_src, z_T, traj = cached
     key = jax.random.key(int(seed) % (2 ** 32))
     k_init, k_sample = jax.random.split(key)
     if constraint.init == "noise":
@@ -757,7 +774,7 @@ class Generator:
         "emotion_source": source, "prompt": prompt,
         "intensities": intensities_to_dict(s_used),
         "seed": int(seed), "steps": steps, "guidance": guidance, "eta": eta,
-        "spacing": spacing, "inversion_iters": iters,
+        "spacing": spacing, "inversion_iters": iters, "inversion_cached": cached is not None,
         "constraint": {"strength": float(constraint.strength), "m_face": float(constraint.m_face),
                        "schedule": constraint.schedule, "until": float(constraint.until),
                        "init": constraint.init},

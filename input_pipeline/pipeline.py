@@ -11,6 +11,9 @@ A training example is one video frame (METHOD.md, "Training example"):
   mouth_region (H, W)    float32 {0, 1}      the mouth's box: landmarks 48-67 (iBUG layout)
                                              grown by MOUTH_PAD_PX; without landmarks the
                                              lower half of the face box (``mouth_region``)
+  eyes_region  (H, W)    float32 {0, 1}      the box of the brows and eyes: landmarks 17-26,
+                                             36-47; without landmarks the upper half of the
+                                             face box (``eyes_region``)
   audio_mel    (W, n_mels) float32           log-mel window centred on frame tau
                                              (``emotalker_jax.audio``: 21 x 80 for 0.2 s)
   emotion      (8,) float32                  intensities s of the clip, MEAD order
@@ -71,6 +74,8 @@ REF_MIN_GAP = 60                     # frames between target and same-clip refer
 REFERENCE_FLAG_KEYS = ("is_neutral_reference",)
 MOUTH_LANDMARKS = slice(48, 68)      # iBUG 300-W / dlib 68-point layout: outer + inner lips
 MOUTH_PAD_PX = 0                     # the mouth box grows by this much on each side (px)
+# Brows (17-26) and eyes (36-47): where surprise, fear, sadness and anger differ.
+EYES_LANDMARKS = np.r_[17:27, 36:48]
 # prompt_fn(s (8,), rng) -> str, or an object with .prompt (str) and .intensities (8,)
 PromptFn = Callable[[np.ndarray, np.random.Generator], Any]
 
@@ -336,18 +341,14 @@ def mask_region(face_mask: np.ndarray, mode: str) -> np.ndarray:
   return out
 
 
-def mouth_region(face_mask: np.ndarray, landmarks: np.ndarray | None = None,
-                 scale: float = 1.0, pad: int = MOUTH_PAD_PX) -> np.ndarray:
-  """The mouth's box as an (H, W) float32 {0, 1} map (the train step's mouth loss weight).
-
-  landmarks: (68, 2) pixel (x, y) in the iBUG layout, at ``scale`` times the resolution of
-  ``face_mask`` (H, W); the box spans points 48-67 and grows by ``pad`` pixels. None (a
-  dataset without landmarks) or non-finite points: the lower half of the face box.
-  """
+def _landmark_box(face_mask: np.ndarray, landmarks, index, scale: float, pad: int,
+                  fallback: np.ndarray) -> np.ndarray:
+  """The box of ``landmarks[index]`` (scaled, grown by ``pad`` px, clipped to the frame) as
+  an (H, W) float32 {0, 1} map; ``fallback`` when there are no (finite) landmarks."""
   h, w = face_mask.shape
-  pts = None if landmarks is None else np.asarray(landmarks, np.float32)[MOUTH_LANDMARKS]
+  pts = None if landmarks is None else np.asarray(landmarks, np.float32)[index]
   if pts is None or pts.size == 0 or not np.all(np.isfinite(pts)):
-    return mask_region(face_mask, "lower_face")
+    return fallback
   pts = pts * np.float32(scale)
   x0 = max(int(np.floor(pts[:, 0].min())) - pad, 0)
   x1 = min(int(np.ceil(pts[:, 0].max())) + pad + 1, w)
@@ -356,6 +357,32 @@ def mouth_region(face_mask: np.ndarray, landmarks: np.ndarray | None = None,
   out = np.zeros((h, w), np.float32)
   out[y0:y1, x0:x1] = 1.0
   return out
+
+
+def mouth_region(face_mask: np.ndarray, landmarks: np.ndarray | None = None,
+                 scale: float = 1.0, pad: int = MOUTH_PAD_PX) -> np.ndarray:
+  """The mouth's box as an (H, W) float32 {0, 1} map (the train step's mouth loss weight).
+
+  landmarks: (68, 2) pixel (x, y) in the iBUG layout, at ``scale`` times the resolution of
+  ``face_mask`` (H, W); the box spans points 48-67 and grows by ``pad`` pixels. None (a
+  dataset without landmarks) or non-finite points: the lower half of the face box.
+  """
+  return _landmark_box(face_mask, landmarks, MOUTH_LANDMARKS, scale, pad,
+                       mask_region(face_mask, "lower_face"))
+
+
+def eyes_region(face_mask: np.ndarray, landmarks: np.ndarray | None = None,
+                scale: float = 1.0, pad: int = MOUTH_PAD_PX) -> np.ndarray:
+  """The box of the brows and eyes (points 17-26, 36-47) as an (H, W) float32 {0, 1} map
+  (the train step's eyes loss weight); arguments as ``mouth_region``. Without landmarks:
+  the face box minus its lower half (``mask_region(..., 'lower_face')``)."""
+  face = face_mask > 0
+  box = np.zeros(face.shape, np.float32)
+  rows, cols = np.flatnonzero(face.any(1)), np.flatnonzero(face.any(0))
+  if rows.size:
+    box[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = 1.0
+  upper = box * (1.0 - mask_region(face_mask, "lower_face"))
+  return _landmark_box(face_mask, landmarks, EYES_LANDMARKS, scale, pad, upper)
 
 
 class MelWindow:
@@ -443,7 +470,8 @@ class MakeExample(gp.RandomMapTransform):
     region = mask_region(face, self.mask)
     x_mask = np.where(region[..., None] > 0, np.float32(self.fill), x_tgt)
     lms = rec["landmarks"][frame] if "landmarks" in rec else None
-    mouth_box = mouth_region(face, lms, x_tgt.shape[0] / rec["frames"].shape[1])
+    scale = x_tgt.shape[0] / rec["frames"].shape[1]
+    mouth_box = mouth_region(face, lms, scale)
     num_frames = int(self.index.num_frames[clip])
     emotion = np.asarray(rec["emotion"], np.float32)
     mouth = rec["mouth_open"][frame] if "mouth_open" in rec else -1.0
@@ -452,6 +480,7 @@ class MakeExample(gp.RandomMapTransform):
     return {
         "x_tgt": x_tgt, "x_ref": x_ref, "x_mask": x_mask.astype(np.float32),
         "face_mask": face, "mask_region": region, "mouth_region": mouth_box,
+        "eyes_region": eyes_region(face, lms, scale),
         "audio_mel": self.mel(rec["audio"], frame, num_frames),
         "emotion": emotion,
         "prompt": np.asarray(str(text)),

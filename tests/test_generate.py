@@ -217,9 +217,23 @@ def test_generator_matches_single_batch_reference_and_is_deterministic(gen):
   diff = np.abs(frames.astype(int) - ref.astype(int))
   assert diff.max() <= 2 and diff.mean() < 0.05, (diff.max(), diff.mean())
   assert np.std(frames.astype(float), axis=0).mean() > 1.0   # frames follow their audio
-  again, _ = gen.generate(portrait, audio, intensities=HAPPY, steps=STEPS, seed=0,
-                          face_mask=face, batch_frames=8, constraint=constraint)
+  again, info2 = gen.generate(portrait, audio, intensities=HAPPY, steps=STEPS, seed=0,
+                              face_mask=face, batch_frames=8, constraint=constraint)
   np.testing.assert_array_equal(again, frames)     # deterministic, bit for bit
+  # The second call reused the portrait's inversion; inverting afresh gives the same bytes,
+  # and another portrait, mask or step count is inverted anew.
+  assert info2["inversion_cached"]
+  gen._inversions.clear()
+  fresh, info3 = gen.generate(portrait, audio, intensities=HAPPY, steps=STEPS, seed=0,
+                              face_mask=face, batch_frames=8, constraint=constraint)
+  assert not info3["inversion_cached"]
+  np.testing.assert_array_equal(fresh, frames)
+  for kw in ({"portrait": portrait32(seed=1)}, {"face_mask": np.roll(face, 2, axis=0)},
+             {"steps": STEPS + 1}):
+    args = {"portrait": portrait, "face_mask": face, "steps": STEPS, **kw}
+    _, info4 = gen.generate(args.pop("portrait"), audio, intensities=HAPPY, seed=0,
+                            batch_frames=8, constraint=constraint, **args)
+    assert not info4["inversion_cached"], kw
 
 
 def test_prompt_and_explicit_intensities_both_drive_generation(gen):

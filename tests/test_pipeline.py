@@ -419,6 +419,12 @@ def test_real_synthetic_talk_is_compatible(tmp_path):
       lower = P.mask_region(batch["face_mask"][i], "lower_face")
       assert (box * lower).sum() >= 0.6 * box.sum()
       assert 0 < box.sum() < 0.3 * batch["face_mask"][i].sum()
+      # The brow/eye box holds those landmarks and lies above the mouth box.
+      eyes = rec["landmarks"][f][np.r_[17:27, 36:48]] * 0.5
+      ebox = batch["eyes_region"][i]
+      assert np.all(ebox[np.clip(eyes[:, 1].astype(int), 0, 15),
+                         np.clip(eyes[:, 0].astype(int), 0, 15)] == 1.0)
+      assert np.flatnonzero(ebox.any(1)).max() < np.flatnonzero(box.any(1)).min()
 
 
 def test_mouth_region_without_landmarks_is_the_lower_face():
@@ -436,3 +442,22 @@ def test_mouth_region_without_landmarks_is_the_lower_face():
   assert np.array_equal(P.mouth_region(face, lms * 2, scale=0.5, pad=1), box)
   edge = P.mouth_region(face, lms + 8, pad=3)
   assert edge[15, 15] == 1 and edge.sum() > 0
+
+
+def test_eyes_region_is_the_box_of_the_brows_and_eyes():
+  face = np.zeros((16, 16), np.float32)
+  face[3:13, 4:12] = 1
+  # Without landmarks: the face box minus its lower half, so mouth and eyes fall back to
+  # complementary halves of the face box.
+  upper = P.eyes_region(face, None)
+  np.testing.assert_array_equal(upper + P.mask_region(face, "lower_face"), face)
+  np.testing.assert_array_equal(P.eyes_region(face, np.full((68, 2), np.nan)), upper)
+  lms = np.zeros((68, 2), np.float32)
+  lms[17:27] = [5.5, 4.2]                      # brows: one point at (5.5, 4.2) ...
+  lms[21] = [10.2, 4.9]                        # ... and one at (10.2, 4.9)
+  lms[36:48] = [7.0, 6.6]                      # eyes; the jaw and mouth points are far off
+  lms[48:68] = [8.0, 11.0]
+  ys, xs = np.nonzero(P.eyes_region(face, lms))
+  assert (xs.min(), xs.max(), ys.min(), ys.max()) == (5, 11, 4, 7)
+  assert np.array_equal(P.eyes_region(face, lms * 2, scale=0.5), P.eyes_region(face, lms))
+  assert not (P.eyes_region(face, lms) * P.mouth_region(face, lms)).any()

@@ -232,6 +232,16 @@ def test_mouth_loss_weight_is_a_weighted_mean(trainer):
         step_lib.MOUTH_KEY and step_lib.MOUTH_KEY not in step_lib.batch_keys(tr.config)
     with pytest.raises(ValueError, match="mouth_loss_weight"):
         step_lib.batch_keys(small_config(**{"train.mouth_loss_weight": -1.0}))
+    # Two weighted regions add: the loss with mouth weight a on the top half and eyes weight
+    # b on the bottom half is the loss of weights (1 + a) / (1 + b) on the halves.
+    cfg = small_config(**{"train.mouth_loss_weight": 10.0, "train.eyes_loss_weight": 3.0})
+    assert step_lib.batch_keys(cfg)[-2:] == (step_lib.MOUTH_KEY, step_lib.EYES_KEY)
+    fn = jax.jit(step_lib.make_loss_fn(tr.model, tr.vae, tr.text.module, tr.schedule, cfg))
+    both = dict(batch, mouth_region=jnp.asarray(top), eyes_region=jnp.asarray(1.0 - top))
+    l_both = float(fn(init.params, tr.frozen, both, rng)[1]["loss_ldm"])
+    np.testing.assert_allclose(l_both, (11 * a + 4 * b) / 15, rtol=1e-4)
+    with pytest.raises(ValueError, match="eyes_loss_weight"):
+        step_lib.batch_keys(small_config(**{"train.eyes_loss_weight": -0.5}))
 
 
 def test_joint_eib_loss_uses_the_configured_ce_weight(trainer):

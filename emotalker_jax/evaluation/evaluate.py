@@ -80,7 +80,9 @@ METRIC_KEYS = ("emotion_accuracy", "mixed_top2_accuracy", "intensity_spearman",
 
 @dataclasses.dataclass
 class EvalSettings:
-  """What ``evaluate`` generates. frames: frames per condition (0.04 s each at 25 fps)."""
+  """What ``evaluate`` generates. frames: frames per condition (0.04 s each at 25 fps);
+  batch_frames: the most frames per compiled chunk (a condition of fewer frames is one
+  chunk of exactly its frames, so no padding is sampled)."""
   num_identities: int = 4
   frames: int = 4
   lip_frames: int = 25
@@ -244,7 +246,7 @@ class _Runner:
         src.portrait, src.audio[:n_samples], prompt=prompt, intensities=intensities,
         steps=self.st.steps, guidance=self.st.guidance if guidance is None else guidance,
         constraint=constraint, seed=self.st.seed, face_mask=src.face_mask,
-        batch_frames=self.st.batch_frames, mask=mask)
+        batch_frames=min(self.st.batch_frames, frames), mask=mask)
     self.seconds += time.perf_counter() - t0
     self.n_frames += len(out)
     return out

@@ -25,20 +25,32 @@ from emotalker_jax.models.eib import eib_loss
 
 BATCH_KEYS = ("x_tgt", "x_mask", "x_ref", "audio_mel", "emotion", "input_ids",
               "attention_mask")
-# Also in the batch when train.mouth_loss_weight > 0: the pipeline's mouth box (B, H, W).
+# Also in the batch when train.mouth_loss_weight > 0: the pipeline's mouth box (B, H, W);
+# when train.eyes_loss_weight > 0: its box of the brows and eyes (B, H, W).
 MOUTH_KEY = "mouth_region"
+EYES_KEY = "eyes_region"
+REGION_WEIGHTS = ((MOUTH_KEY, "mouth_loss_weight"), (EYES_KEY, "eyes_loss_weight"))
+
+
+def region_loss_weights(config) -> dict[str, float]:
+    """{batch key: extra loss weight} of the regions whose weight is > 0."""
+    out = {}
+    for key, name in REGION_WEIGHTS:
+        w = float(config.train.get(name, 0.0))
+        if w < 0:
+            raise ValueError(f"train.{name} must be >= 0, got {w}")
+        if w > 0:
+            out[key] = w
+    return out
 
 
 def batch_keys(config) -> tuple[str, ...]:
-    """The keys the train step reads for this config: BATCH_KEYS (+ MOUTH_KEY)."""
-    return BATCH_KEYS + ((MOUTH_KEY,) if mouth_loss_weight(config) > 0 else ())
+    """The keys the train step reads for this config: BATCH_KEYS (+ the weighted regions)."""
+    return BATCH_KEYS + tuple(region_loss_weights(config))
 
 
 def mouth_loss_weight(config) -> float:
-    w = float(config.train.get("mouth_loss_weight", 0.0))
-    if w < 0:
-        raise ValueError(f"train.mouth_loss_weight must be >= 0, got {w}")
-    return w
+    return region_loss_weights(config).get(MOUTH_KEY, 0.0)
 
 
 def latent_loss_weights(region, latent_hw: tuple[int, int], weight: float):
@@ -64,7 +76,7 @@ def make_loss_fn(model, vae, text_module, schedule: sched.Schedule, config) -> C
     """(params, frozen, batch, rng) -> (loss, metrics dict of scalars)."""
     tc = config.train
     T = schedule.alphas_cumprod.shape[0]
-    mouth_w = mouth_loss_weight(config)
+    region_w = region_loss_weights(config)
     ce_weight = float(config.eib.get("ce_weight", 1.0))   # the same L_EIB as eib-train's
 
     def loss_fn(params, frozen, batch, rng):
@@ -86,9 +98,12 @@ def make_loss_fn(model, vae, text_module, schedule: sched.Schedule, config) -> C
             batch["audio_mel"], hidden, batch["attention_mask"], batch["emotion"], use_text,
             drop, train=True, rngs={"dropout": r_dropout})
         # The speech mouth is a few latent pixels: without extra weight the denoiser never
-        # learns to read the audio tokens (docs/RESULTS.md, lip sync).
-        w = (latent_loss_weights(batch[MOUTH_KEY], z0.shape[1:3], mouth_w)
-             if mouth_w > 0 else None)
+        # learns to read the audio tokens (docs/RESULTS.md, lip sync). The weights of the
+        # regions add: 1 + sum_r w_r * (fraction of the latent pixel inside region r).
+        w = None
+        for key, wr in region_w.items():
+            wk = latent_loss_weights(batch[key], z0.shape[1:3], wr)
+            w = wk if w is None else w + wk - 1.0
         l_ldm = sched.diffusion_loss(pred, target, element_weights=w)
         l_eib, eib_metrics = eib_loss(logits, batch["emotion"], ce_weight)
         loss = l_ldm + tc.lambda_eib * l_eib
@@ -127,4 +142,5 @@ def jit_train_step(train_step, state_shardings, frozen_shardings, batch_sharding
 
 
 __all__ = ["make_loss_fn", "make_train_step", "jit_train_step", "text_hidden_states",
-           "BATCH_KEYS", "MOUTH_KEY", "batch_keys", "latent_loss_weights"]
+           "BATCH_KEYS", "MOUTH_KEY", "EYES_KEY", "batch_keys", "latent_loss_weights",
+           "region_loss_weights"]
