@@ -34,7 +34,7 @@ MODES = {
               "fed_size": 8000, "eval_identities": 4, "eval_frames": 2, "data": "tiny",
               "config": "configs/tiny.py"},
     "full": {"eib_steps": 2000, "ae_steps": 1500, "train_steps": 7000, "sample_steps": 10,
-             "fed_size": 24000, "eval_identities": 8, "eval_frames": 4, "data": "demo",
+             "fed_size": 24000, "eval_identities": 4, "eval_frames": 4, "data": "demo",
              "config": "configs/demo.py"},
 }
 FIG2_PROMPTS = ("neutral", "angry", "contemptuous", "disgusted", "fearful", "happy", "sad",
