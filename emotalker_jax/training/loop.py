@@ -30,7 +30,7 @@ from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
 from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
 from emotalker_jax.models.text_encoder import load_text_encoder
 from emotalker_jax.training import state as state_lib
-from emotalker_jax.training.step import (EYES_KEY, MOUTH_KEY, batch_keys,
+from emotalker_jax.training.step import (REGION_WEIGHTS, batch_keys,
                                          jit_train_step, make_train_step)
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def build_trainer(config, mesh=None, rng: jax.Array | None = None, text=None,
     step = make_train_step(model, vae, text.module, schedule, config)
     batch_shardings = {k: parallel.batch_sharding(mesh, 2 if k in ("emotion", "input_ids",
                                                                    "attention_mask") else
-                                                  (3 if k in ("audio_mel", MOUTH_KEY, EYES_KEY) else 4))
+                                                  (3 if k == "audio_mel" or k in dict(REGION_WEIGHTS) else 4))
                        for k in batch_keys(config)}
     step_fn = jit_train_step(step, state_shardings, frozen_shardings, batch_shardings)
     return Trainer(config, mesh, rules, model, vae, text, schedule, state, state_shardings,
