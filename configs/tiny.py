@@ -111,6 +111,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sampler.spacing = "uniform"    # 'uniform' | 'trailing' | 'leading'
   c.sampler.guidance = 2.0
   c.sampler.inversion_iters = 2    # fixed-point refinements per DDIM-inversion step (0 = plain eq. 4)
+  # Emotion tokens see s_k' = max(s) (s_k / max(s)) ** intensity_gamma: the fainter parts of
+  # a mixture lifted toward the strongest (1 = as trained; models/eib.calibrate_intensities).
+  # `emotalker calibrate` measures it on training identities into WORKDIR/calibration.json,
+  # which generation then uses.
+  c.sampler.intensity_gamma = 1.0
   c.sampler.constraint = ml_collections.ConfigDict()
   c.sampler.constraint.strength = 0.5
   c.sampler.constraint.schedule = "linear"   # 'constant' | 'linear' | 'cosine' decay

@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("train", "train EmoTalker (sharded, checkpointed, resumable)", "#7"),
     "generate": ("generate", "portrait + audio + emotion prompt -> talking-face mp4", "#6"),
     "generate-dataset": ("generate_dataset", "batch generation from a manifest, resumable", "#6"),
+    "calibrate": ("calibrate", "measure the sampler's intensity calibration on training "
+                  "identities", "#8"),
     "eval": ("evaluate", "evaluate a checkpoint (emotion, identity, lip sync, PSNR/SSIM)", "#8"),
     "bench": ("bench", "benchmarks: JAX vs PyTorch, FLOPs, compile time, memory", "#9"),
     "convert": ("convert", "import a diffusers UNet/VAE folder into our params", "#3"),

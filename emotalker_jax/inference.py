@@ -52,6 +52,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import json
 import logging
 import math
 import os
@@ -364,7 +365,39 @@ def load_checkpoint_config(checkpoint_dir: str | os.PathLike,
   if not saved:
     raise ValueError(f"checkpoint {folder}/{step} has no saved config; it was not written "
                      "by `emotalker train`")
+  saved = dict(saved, sampler=dict(saved.get("sampler", {})))
+  saved["sampler"].setdefault("intensity_gamma", 1.0)   # configs saved before the key
+  calibration = read_calibration(folder, int(step))
+  if calibration is not None:
+    saved["sampler"]["intensity_gamma"] = float(calibration["intensity_gamma"])
   return config_from_json(saved, config_overrides), folder, int(step)
+
+
+CALIBRATION_FILE = "calibration.json"   # beside checkpoints/ in the workdir
+
+
+def calibration_path(checkpoint_dir: str | os.PathLike) -> str:
+  """WORKDIR/calibration.json for a workdir or its checkpoints/ folder."""
+  folder = find_checkpoint_dir(checkpoint_dir)
+  workdir = os.path.dirname(folder) if os.path.basename(folder) == "checkpoints" else folder
+  return os.path.join(workdir, CALIBRATION_FILE)
+
+
+def read_calibration(checkpoint_dir: str | os.PathLike, step: int) -> dict | None:
+  """The workdir's calibration.json (written by `emotalker calibrate`) when it was measured
+  on checkpoint ``step``; None when there is none. A calibration of another step is not
+  applied (a warning says how to measure it again)."""
+  path = calibration_path(checkpoint_dir)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    cal = json.load(f)
+  if int(cal.get("checkpoint_step", -1)) != int(step):
+    warnings.warn(f"{path} was measured on checkpoint step {cal.get('checkpoint_step')}, not "
+                  f"{step}: not applied (sampler.intensity_gamma stays as configured); run "
+                  f"`emotalker calibrate --checkpoint {os.path.dirname(path)} ...` again")
+    return None
+  return cal
 
 
 def load_generator(checkpoint_dir: str | os.PathLike, config_overrides: Sequence[str] = (),
@@ -531,16 +564,16 @@ class Generator:
     return self.model.apply({"params": params}, z, t, cond["spatial"], cond["context"],
                             method="denoise")
 
-  def _emotion_fn(self, params, text_params, ids, mask, s, use_text):
-    """(tokens (1, N, D), intensities (1, 8), null tokens (1, N, D))."""
+  def _emotion_fn(self, params, text_params, ids, mask, s, use_text, gamma):
+    """(tokens (1, N, D), intensities (1, 8) before calibration, null tokens (1, N, D))."""
     import jax.numpy as jnp
     m = self.model
     if use_text:
       out = self.text.module.apply({"params": text_params}, ids, mask)
       hidden = (out[0] if isinstance(out, tuple) else out).astype(jnp.float32)
-      tokens, s = m.apply({"params": params}, hidden, mask, method="text_emotion")
+      tokens, s = m.apply({"params": params}, hidden, mask, gamma, method="text_emotion")
     else:
-      tokens = m.apply({"params": params}, s, method="explicit_emotion")
+      tokens = m.apply({"params": params}, s, gamma, method="explicit_emotion")
     null = m.apply({"params": params}, 1, method="null_emotion")
     return tokens, s, null
 
@@ -588,12 +621,21 @@ class Generator:
     return jax.lax.with_sharding_constraint(frames, bsh)
 
   # ---- public --------------------------------------------------------------------------
-  def emotion(self, prompt: str | None = None, intensities=None):
+  @property
+  def intensity_gamma(self) -> float:
+    """config.sampler.intensity_gamma (1.0 when the saved config predates it)."""
+    return float(self.config.sampler.get("intensity_gamma", 1.0))
+
+  def emotion(self, prompt: str | None = None, intensities=None,
+              intensity_gamma: float | None = None):
     """Emotion tokens for a prompt or an explicit (8,) intensity vector.
 
-    Returns (tokens (1, N, D), null tokens (1, N, D), intensities (8,) float32 numpy, source
-    'prompt' | 'intensities'). Raises ValueError for an empty prompt, both or neither
-    given, or intensities outside [0, 1] / of the wrong length.
+    The tokens are built from the calibrated intensities (``models.eib.
+    calibrate_intensities`` with intensity_gamma; None: ``self.intensity_gamma``).
+    Returns (tokens (1, N, D), null tokens (1, N, D), intensities (8,) float32 numpy as
+    given or as the EIB read them (before calibration), source 'prompt' | 'intensities').
+    Raises ValueError for an empty prompt, both or neither given, intensities outside
+    [0, 1] / of the wrong length, or intensity_gamma <= 0.
     """
     import jax
     from emotalker_jax.emotions import NUM_EMOTIONS
@@ -621,9 +663,12 @@ class Generator:
       ids = np.zeros((1, 2), np.int32)
       mask = np.ones((1, 2), np.int32)
       source = "intensities"
+    gamma = float(self.intensity_gamma if intensity_gamma is None else intensity_gamma)
+    if not gamma > 0:
+      raise ValueError(f"intensity_gamma must be > 0 (1 = no calibration), got {gamma}")
     args = jax.device_put((self.params, self.text_params, ids, mask, s), rep)
-    fn = self._compile("emotion", self._emotion_fn, args, {"use_text": source == "prompt"},
-                       rules=False)
+    fn = self._compile("emotion", self._emotion_fn, args,
+                       {"use_text": source == "prompt", "gamma": gamma}, rules=False)
     tokens, s_used, null = jax.device_put(fn(*args), rep)
     return tokens, null, np.asarray(jax.device_get(s_used), np.float32)[0], source
 
@@ -631,7 +676,8 @@ class Generator:
                intensities=None, *, steps: int | None = None, guidance: float | None = None,
                eta: float | None = None, constraint=None, seed: int = 0, face_mask=None,
                batch_frames: int = 8, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
-               mask: str | None = None, progress: Callable[[int], None] | None = None):
+               mask: str | None = None, progress: Callable[[int], None] | None = None,
+               intensity_gamma: float | None = None):
     """Talking-face frames for a prepared portrait and a waveform.
 
     Args:
@@ -647,6 +693,9 @@ class Generator:
         config.data.mask, what the model was trained with).
       progress: called with 0 once everything is compiled and sampling starts, then with
         the number of frames finished after each chunk.
+      intensity_gamma: the emotion tokens see ``calibrate_intensities(s, gamma)`` (None:
+        config.sampler.intensity_gamma, which ``load_generator`` takes from the
+        checkpoint's calibration.json when there is one).
     Returns:
       frames (N, S, S, 3) uint8 with N = floor(duration * fps), and an info dict
       (intensities used, emotion source, sampler settings, timings, frames_per_s).
@@ -691,7 +740,8 @@ class Generator:
     axes = tuple(a for a in ("data", "fsdp") if a in mesh.shape)
 
     # ---- emotion, source condition, inversion (once per portrait: cached) ----
-    tokens, null, s_used, source = self.emotion(prompt, intensities)
+    gamma = float(self.intensity_gamma if intensity_gamma is None else intensity_gamma)
+    tokens, null, s_used, source = self.emotion(prompt, intensities, gamma)
     if face_mask is None:
       face_mask = centre_face_mask(S)
     face = (np.asarray(face_mask, np.float32) > 0.5).astype(np.float32)
@@ -772,7 +822,7 @@ class Generator:
     info = {
         "num_frames": n, "fps": self.fps, "duration_s": round(audio.shape[0] / self.sample_rate, 4),
         "emotion_source": source, "prompt": prompt,
-        "intensities": intensities_to_dict(s_used),
+        "intensities": intensities_to_dict(s_used), "intensity_gamma": gamma,
         "seed": int(seed), "steps": steps, "guidance": guidance, "eta": eta,
         "spacing": spacing, "inversion_iters": iters, "inversion_cached": cached is not None,
         "constraint": {"strength": float(constraint.strength), "m_face": float(constraint.m_face),

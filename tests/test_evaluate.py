@@ -23,6 +23,7 @@ from configs import tiny
 from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.evaluation import evaluate as ev
 from emotalker_jax.evaluation import judge as J
+from emotalker_jax.models.eib import calibrate_intensities
 
 SMALL = dict(image_size=32, channels=(16, 32, 64), space_to_depth=2, mouth_branch=8, hidden=128,
              embed_dim=32, num_identities=64, frames_per_identity=8, steps=150,
@@ -40,7 +41,13 @@ class RenderingGenerator:
   follows the audio exactly as in the benchmark (frame RMS -> mouth opening)."""
   sample_rate, fps, image_size = 16000, 25.0, 32
 
-  def __init__(self, sources, wrong_identity: bool = False, copy: bool = False):
+  intensity_gamma = 1.0
+
+  def __init__(self, sources, wrong_identity: bool = False, copy: bool = False,
+               power: float = 1.0):
+    """power: draws every intensity but the strongest, m, as m (s / m) ** power (power 2:
+    a faint emotion beside a strong one is drawn too faint, as by the demo model)."""
+    self.power = power
     from input_pipeline.synthetic import renderer
     self.config = tiny.get_config()
     ids = [s.identity for s in sources]
@@ -65,6 +72,8 @@ class RenderingGenerator:
     if self.copy:
       return np.repeat(portrait[None], n, 0), {}
     s = np.asarray(intensities if prompt is None else PROMPT_LABELS[prompt], np.float32)
+    gamma = kw.get("intensity_gamma") or self.intensity_gamma
+    s = (np.asarray(calibrate_intensities(s, gamma)) / s.max()) ** self.power * s.max()
     motion = renderer.Motion.still(n)
     motion.mouth_open = audio_lib.mouth_opening(audio_lib.frame_rms(audio)).astype(np.float32)
     out = renderer.render(self.params[portrait.tobytes()],
@@ -162,6 +171,24 @@ def test_frame_counts_and_conditions(oracle_result):
   # Half the single-emotion conditions ran with the constraint at strength 0.
   off = [c for c in gen.calls if c.get("constraint") is not None and c["constraint"].strength == 0]
   assert len(off) == 2 * 8
+  # An uncalibrated generator (gamma 1) runs the mixed prompts once, so the uncalibrated
+  # figure is the mixed figure itself.
+  assert r["intensity_gamma"] == 1.0
+  assert r["mixed_top2_accuracy_uncalibrated"] == r["mixed_top2_accuracy"]
+
+
+def test_a_calibrated_generator_also_reports_the_uncalibrated_mixed_figure(judge, sources):
+  gen = RenderingGenerator(sources, power=2.0)
+  gen.intensity_gamma = 0.5
+  r = ev.evaluate(gen, judge, sources, dataclasses.replace(SETTINGS, frames=2),
+                  log=lambda m: None)
+  mixed = [c for c in gen.calls if c["prompt"] in dict(ev.MIXED_PROMPTS)]
+  assert len(mixed) == 2 * 2 * len(ev.MIXED_PROMPTS)
+  assert sorted({c.get("intensity_gamma") for c in mixed}, key=str) == [1.0, None]
+  assert r["intensity_gamma"] == 0.5
+  # Damped, the faint second emotions (0.3 beside 0.8 -> 0.11) fall out of the top 2;
+  # calibrated they are drawn as labelled.
+  assert r["mixed_top2_accuracy"] > r["mixed_top2_accuracy_uncalibrated"]
 
 
 def test_copier_keeps_identity_but_shows_no_emotion(judge, sources):
@@ -230,3 +257,68 @@ def test_one_hot_and_labels():
   for _, label in ev.MIXED_PROMPTS:
     assert len(label) == 2
   assert [e for _, e in ev.PARAPHRASES] == list(EMOTIONS)     # MEAD order, one each
+
+
+# ---- intensity calibration (evaluation/calibrate.py) -------------------------------------------
+
+def test_calibration_labels_are_singles_and_mixtures_the_evaluation_does_not_use():
+  from emotalker_jax.evaluation import calibrate as cal
+  labels = cal.calibration_labels()
+  singles = [v for _, v in labels if np.count_nonzero(v) == 1]
+  mixed = [v for _, v in labels if np.count_nonzero(v) == 2]
+  assert len(singles) == 7 and len(mixed) == 7 and len(labels) == 14
+  assert sorted(int(np.argmax(v)) for v in singles) == list(range(1, 8))
+  assert all(v.max() == cal.SINGLE_STRENGTH for v in singles)
+  assert sorted(int(np.argmax(v)) for v in mixed) == list(range(1, 8))   # each one primary
+  for v in mixed:
+    assert sorted(v[v > 0].tolist()) == pytest.approx(sorted(cal.MIXTURE_STRENGTHS))
+  evaluated = {frozenset(np.flatnonzero(ev.label_vector(d))) for _, d in ev.MIXED_PROMPTS}
+  assert not {frozenset(np.flatnonzero(v)) for v in mixed} & evaluated
+
+
+def test_training_sources_are_the_train_splits_neutral_references():
+  from emotalker_jax.evaluation import calibrate as cal
+  from input_pipeline import synthetic_talk as st
+  from input_pipeline.synthetic import clips, renderer
+  srcs = cal.training_sources("tiny", 2)
+  cfg = st.make_config("tiny")
+  assert [s.identity for s in srcs] == list(st.split_identities(cfg)["train"])[:2]
+  for s in srcs:
+    spec = cfg.clip_plan(s.identity)[0]       # the split's own reference clip
+    assert spec.is_neutral_reference
+    rec = clips.render_clip(spec, renderer.sample_identity(s.identity, 0), cfg.image_size,
+                            cfg.frames_per_clip, 0)
+    np.testing.assert_array_equal(s.truth, rec["frames"])
+    np.testing.assert_array_equal(s.portrait, rec["frames"][0])
+    np.testing.assert_array_equal(s.audio, rec["audio"])
+  with pytest.raises(ValueError, match="--identities must be in"):
+    cal.training_sources("tiny", 0)
+
+
+def test_fit_finds_the_gamma_that_undoes_a_generators_damping(judge):
+  """A generator that draws a faint emotion beside a strong one too faint (m (s / m) ** 2)
+  is calibrated by gamma 0.5; a faithful one keeps gamma 1 (ties go to the gamma nearest
+  1)."""
+  from emotalker_jax.evaluation import calibrate as cal
+  srcs = cal.training_sources("tiny", 2)
+  st = dataclasses.replace(SETTINGS, frames=2)
+  damped = cal.fit_intensity_gamma(RenderingGenerator(srcs, power=2.0), judge, srcs, st,
+                                   (1.0, 0.5, 0.25), log=lambda m: None)
+  score = {r["gamma"]: r["score"] for r in damped["per_gamma"]}
+  gt = damped["ground_truth"]
+  assert damped["intensity_gamma"] == 0.5, (gt, damped["per_gamma"])
+  assert gt["score"] == pytest.approx((gt["single_top1"] + gt["mixed_top2"]) / 2)
+  for r in damped["per_gamma"]:
+    assert r["score"] == pytest.approx((r["single_top1"] + r["mixed_top2"]) / 2)
+    assert r["gap"] == pytest.approx(abs(r["score"] - gt["score"]))
+  # Measured with this judge (2 frames): ground truth 0.571; gamma 1 / 0.5 / 0.25 score
+  # 0.411 / 0.571 / 0.625: the highest score would be the exaggerating 0.25.
+  assert score[1.0] < score[0.5] < score[0.25]
+  l1 = {r["gamma"]: r["l1"] for r in damped["per_gamma"]}
+  assert l1[0.5] < l1[1.0] and l1[0.5] < l1[0.25]      # it also draws what is rendered
+  assert damped["identities"] == [s.identity for s in srcs] and len(damped["labels"]) == 14
+  faithful = cal.fit_intensity_gamma(RenderingGenerator(srcs), judge, srcs, st,
+                                     (1.0, 0.5), log=lambda m: None)
+  assert faithful["intensity_gamma"] == 1.0, faithful["per_gamma"]
+  with pytest.raises(ValueError, match="--gammas must be numbers > 0"):
+    cal.fit_intensity_gamma(RenderingGenerator(srcs), judge, srcs, st, (1.0, 0.0))

@@ -259,6 +259,88 @@ def test_prompt_and_explicit_intensities_both_drive_generation(gen):
     gen.generate(portrait, audio, intensities=[2.0] * 8, steps=STEPS)
 
 
+def test_intensity_calibration_builds_the_tokens_from_s_to_the_gamma(gen):
+  from emotalker_jax.models.eib import calibrate_intensities
+  # "mostly happy, a little surprised" as FED labels it, and its calibration by hand:
+  # s_k' = max(s) * (s_k / max(s)) ** gamma.
+  s = np.zeros(8, np.float32)
+  s[EMOTIONS.index("happy")], s[EMOTIONS.index("surprised")] = 0.8, 0.3
+  want = s.copy()
+  want[EMOTIONS.index("surprised")] = 0.8 * (0.3 / 0.8) ** 0.5
+  c = np.asarray(calibrate_intensities(jnp.asarray(s), 0.5))
+  np.testing.assert_allclose(c, want, rtol=1e-6)
+  # The strongest, zeros and the order stay; a one-emotion vector (the strength sweep)
+  # and the all-zero vector are unchanged; rows are calibrated independently.
+  ramp = np.array([[0.0, 0.08, 0.3, 0.5, 0.8, 0.9, 0.0, 0.0], np.eye(8)[3] * 0.4, np.zeros(8)],
+                  np.float32)
+  c = np.asarray(calibrate_intensities(jnp.asarray(ramp), 0.3))
+  assert c[0, 5] == pytest.approx(0.9) and c[0, 0] == 0 and np.all(np.diff(c[0, :6]) > 0)
+  assert np.all(c[0, 1:5] > ramp[0, 1:5]) and c[0, 5] >= c[0].max()
+  np.testing.assert_allclose(c[1:], ramp[1:], rtol=1e-6)
+  assert calibrate_intensities(s, 1.0) is s
+  with pytest.raises(ValueError, match="intensity_gamma must be > 0"):
+    calibrate_intensities(s, 0.0)
+  assert gen.intensity_gamma == 1.0                 # configs/tiny.py, no calibration.json
+  # Explicit intensities: gamma 0.5 on s gives exactly the tokens of the calibrated vector
+  # uncalibrated, and the intensities reported are s as given.
+  t_cal, _, s_rep, _ = gen.emotion(intensities=s, intensity_gamma=0.5)
+  t_ref, _, _, _ = gen.emotion(intensities=want, intensity_gamma=1.0)
+  np.testing.assert_allclose(np.asarray(t_cal), np.asarray(t_ref), rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(s_rep, s)
+  # A prompt: the K emotion tokens come from the calibrated s_hat, the text tokens are the
+  # prompt's as before, and the reported s_hat is the EIB's reading.
+  prompt = "mostly happy, a little surprised"
+  p_cal, _, s_cal, _ = gen.emotion(prompt=prompt, intensity_gamma=0.5)
+  p_one, _, s_one, _ = gen.emotion(prompt=prompt, intensity_gamma=1.0)
+  np.testing.assert_array_equal(s_cal, s_one)
+  e_ref, _, _, _ = gen.emotion(intensities=np.asarray(calibrate_intensities(s_one, 0.5)),
+                               intensity_gamma=1.0)
+  K = len(EMOTIONS)
+  np.testing.assert_allclose(np.asarray(p_cal)[:, :K], np.asarray(e_ref)[:, :K], rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(p_cal)[:, K:], np.asarray(p_one)[:, K:])
+  assert np.abs(np.asarray(p_cal)[:, :K] - np.asarray(p_one)[:, :K]).max() > 1e-3
+  # generate: calibrating s equals feeding the calibrated vector, frame for frame.
+  portrait, audio = portrait32(), speech(0.2)
+  a, info = gen.generate(portrait, audio, intensities=s, steps=STEPS, intensity_gamma=0.5)
+  b, _ = gen.generate(portrait, audio, intensities=want, steps=STEPS)
+  np.testing.assert_array_equal(a, b)
+  assert info["intensity_gamma"] == 0.5
+  np.testing.assert_allclose(list(info["intensities"].values()), s, atol=1e-6)
+  with pytest.raises(ValueError, match="intensity_gamma must be > 0"):
+    gen.generate(portrait, audio, intensities=s, steps=STEPS, intensity_gamma=-1.0)
+
+
+def test_calibration_json_applies_to_its_checkpoint_step_only(tmp_path, workdir):
+  import shutil
+  wd = str(tmp_path / "wd")
+  shutil.copytree(workdir, wd)
+  path = I.calibration_path(wd)
+  assert path == os.path.join(wd, "calibration.json")
+  assert I.load_checkpoint_config(wd)[0].sampler.intensity_gamma == 1.0
+  # `emotalker calibrate`'s writer, for a generator of this checkpoint's step 3
+  from emotalker_jax.commands.calibrate import _gammas, write_calibration
+  fake = types.SimpleNamespace(checkpoint_dir=os.path.join(wd, "checkpoints"), step=3,
+                               use_ema=True)
+  table = [{"gamma": 1.0, "score": 0.5}, {"gamma": 0.6, "score": 0.7}]
+  assert write_calibration(fake, {"intensity_gamma": 0.6, "per_gamma": table}, "J") == path
+  record = I.read_calibration(wd, 3)
+  assert record["intensity_gamma"] == 0.6 and record["per_gamma"] == table
+  assert record["checkpoint_step"] == 3 and record["params"] == "ema"
+  assert I.load_checkpoint_config(wd)[0].sampler.intensity_gamma == 0.6
+  assert I.load_checkpoint_config(os.path.join(wd, "checkpoints"))[0].sampler.intensity_gamma == 0.6
+  over = I.load_checkpoint_config(wd, ["--config.sampler.intensity_gamma=0.9"])[0]
+  assert over.sampler.intensity_gamma == 0.9                      # a flag still wins
+  with open(path, "w") as fh:
+    json.dump({"intensity_gamma": 0.6, "checkpoint_step": 5}, fh)
+  with pytest.warns(UserWarning, match="measured on checkpoint step 5, not 3: not applied"):
+    assert I.load_checkpoint_config(wd)[0].sampler.intensity_gamma == 1.0
+  assert _gammas("1, 0.5,0.25") == (1.0, 0.5, 0.25)
+  for bad in ("1,0", "a,b", ""):
+    with pytest.raises(Exception, match="give numbers > 0"):
+      _gammas(bad)
+
+
 def test_silent_audio_warns_and_still_generates(gen):
   with pytest.warns(UserWarning, match="silent"):
     frames, info = gen.generate(portrait32(), np.zeros(3200, np.float32), intensities=HAPPY,

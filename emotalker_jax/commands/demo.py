@@ -11,13 +11,16 @@ checkpoints), each printing its progress:
    the latent shift / scale, which the next stage gets as config overrides).
 5. ``emotalker train``: EmoTalker on the synthetic set (full: configs/demo.py, an f=2
    autoencoder; quick: configs/tiny.py).
-6. generation for a held-out (test-split) identity: the same portrait and audio under the
+6. ``emotalker calibrate``'s measurement on training identities
+   (``evaluation/calibrate.py``): the sampler's intensity calibration gamma, saved as
+   ``OUT/run_<mode>/calibration.json`` and used by every later stage.
+7. generation for a held-out (test-split) identity: the same portrait and audio under the
    8 single-emotion prompts (the paper's Figure 2), one emotion at increasing strengths
    (Figure 3), mixed prompts, and a talking clip as mp4 with its audio.
-7. ``emotalker eval``'s protocol on the held-out identities (``evaluation/evaluate.py``):
+8. ``emotalker eval``'s protocol on the held-out identities (``evaluation/evaluate.py``):
    ``metrics.json``, ``eval.md``; with ``--ablations`` also ``ablations.json`` and
    ``tradeoff.png`` (the same as ``emotalker eval --ablations`` on ``OUT/run_full``).
-8. ``report.md`` with the figures, the metrics and the settings, ``summary.json``.
+Then ``report.md`` with the figures, the metrics and the settings, ``summary.json``.
 """
 from __future__ import annotations
 
@@ -32,10 +35,10 @@ MODES = {
     # steps of: eib head, autoencoder, diffusion; DDIM steps at generation
     "quick": {"eib_steps": 600, "ae_steps": 300, "train_steps": 400, "sample_steps": 10,
               "fed_size": 8000, "eval_identities": 4, "eval_frames": 2, "data": "tiny",
-              "config": "configs/tiny.py"},
+              "calib_identities": 2, "calib_frames": 2, "config": "configs/tiny.py"},
     "full": {"eib_steps": 2000, "ae_steps": 1500, "train_steps": 7000, "sample_steps": 10,
              "fed_size": 24000, "eval_identities": 4, "eval_frames": 4, "data": "demo",
-             "config": "configs/demo.py"},
+             "calib_identities": 3, "calib_frames": 2, "config": "configs/demo.py"},
 }
 FIG2_PROMPTS = ("neutral", "angry", "contemptuous", "disgusted", "fearful", "happy", "sad",
                 "surprised")
@@ -79,21 +82,21 @@ def run(args) -> int:
            f"--config.seed={args.seed}"]
     ae_dir = os.path.join(run_dir, "autoencoder")
     times = {}
-    times["synth"] = _stage("1/7 synthetic benchmark", exe + [
+    times["synth"] = _stage("1/8 synthetic benchmark", exe + [
         "synth", "--out", data, "--size", m["data"]], st.is_built(m["data"], data))
-    times["eib"] = _stage("2/7 EIB on FED", exe + [
+    times["eib"] = _stage("2/8 EIB on FED", exe + [
         "eib-train", "--out", eib_dir, "--steps", str(m["eib_steps"]), "--config",
         m["config"], f"--config.eib.fed_size={m['fed_size']}"],
         os.path.isfile(os.path.join(eib_dir, "metrics.json")))
     judge_dir = os.path.join(out, "judge_tiny")
-    times["judge"] = _stage("3/7 judge", [
+    times["judge"] = _stage("3/8 judge", [
         sys.executable, "-m", "emotalker_jax.evaluation.judge", "train", "--size", "tiny",
         "--out", judge_dir], os.path.isfile(os.path.join(judge_dir, "config.json")))
-    times["autoencoder"] = _stage("4/7 autoencoder", exe + [
+    times["autoencoder"] = _stage("4/8 autoencoder", exe + [
         "train", "--stage", "autoencoder", "--workdir", run_dir] + cfg + [
         f"--config.autoencoder_train.steps={m['ae_steps']}"],
         os.path.isfile(os.path.join(ae_dir, "params.safetensors")))
-    times["train"] = _stage("5/7 EmoTalker", exe + [
+    times["train"] = _stage("5/8 EmoTalker", exe + [
         "train", "--workdir", run_dir] + cfg + _latent_calibration(ae_dir) + [
         f"--config.train.steps={m['train_steps']}",
         f"--config.train.autoencoder_checkpoint={ae_dir}",
@@ -102,13 +105,16 @@ def run(args) -> int:
         os.path.isfile(os.path.join(run_dir, "train_done.json")))
     with open(os.path.join(run_dir, "train_done.json"), "w") as fh:
         json.dump({"steps": m["train_steps"]}, fh)
-    print("[demo] 6/7 generation for a held-out identity", flush=True)
-    t0 = time.perf_counter()
     from emotalker_jax.inference import load_generator
+    t0 = time.perf_counter()
+    calibrated = calibrate_demo(run_dir, judge_dir, m, args.seed)
+    times["calibrate"] = 0.0 if calibrated is None else time.perf_counter() - t0
+    print("[demo] 7/8 generation for a held-out identity", flush=True)
+    t0 = time.perf_counter()
     gen = load_generator(run_dir)
     summary = generate_figures(gen, data, out, m["sample_steps"], args.seed, m["data"])
     times["figures"] = time.perf_counter() - t0
-    print("[demo] 7/7 evaluation on the held-out identities (emotalker eval)", flush=True)
+    print("[demo] 8/8 evaluation on the held-out identities (emotalker eval)", flush=True)
     t0 = time.perf_counter()
     summary["metrics"] = evaluate_demo(gen, judge_dir, data, out, m, args.seed,
                                        ablations=args.ablations)
@@ -137,6 +143,30 @@ def _latent_calibration(ae_dir: str) -> list[str]:
             for k in ("shift_factor", "scaling_factor") if saved.get(k) is not None]
 
 
+def calibrate_demo(run_dir: str, judge_dir: str, m: dict, seed: int) -> dict | None:
+    """Stage 6: ``emotalker calibrate``'s measurement on ``m['calib_identities']`` training
+    identities; writes run_dir/calibration.json. Skipped (returns None) when that file
+    was measured on the checkpoint's current step."""
+    from emotalker_jax.commands.calibrate import write_calibration
+    from emotalker_jax.evaluation import calibrate as cal
+    from emotalker_jax.evaluation.evaluate import EvalSettings, log_stderr
+    from emotalker_jax.evaluation.judge import load_judge
+    from emotalker_jax.inference import load_generator, read_calibration
+    gen = load_generator(run_dir)
+    title = "[demo] 6/8 intensity calibration on training identities"
+    if read_calibration(run_dir, gen.step) is not None:
+        print(f"{title}: reusing existing output", flush=True)
+        return None
+    print(f"{title} (emotalker calibrate --identities {m['calib_identities']} --frames "
+          f"{m['calib_frames']})", flush=True)
+    st = EvalSettings(num_identities=m["calib_identities"], frames=m["calib_frames"],
+                      steps=m["sample_steps"], seed=seed).validate()
+    sources = cal.training_sources(m["data"], m["calib_identities"])
+    result = cal.fit_intensity_gamma(gen, load_judge(judge_dir), sources, st, log=log_stderr)
+    write_calibration(gen, result, judge_dir)
+    return result
+
+
 def evaluate_demo(gen, judge_dir: str, data: str, out: str, m: dict, seed: int,
                   ablations: bool = False) -> dict:
     """``emotalker eval``'s protocol with the demo's generator: writes metrics.json, eval.md
@@ -153,7 +183,8 @@ def evaluate_demo(gen, judge_dir: str, data: str, out: str, m: dict, seed: int,
         {"judge": judge_dir, "data": where,
          "command": "emotalker demo (stage 7: emotalker eval's protocol)"},
         ablations=ablations, log=ev.log_stderr)
-    return {k: result[k] for k in ev.METRIC_KEYS}
+    return {k: result[k] for k in ev.METRIC_KEYS + ("intensity_gamma",
+                                                    "mixed_top2_accuracy_uncalibrated")}
 
 
 def generate_figures(gen, data: str, out: str, steps: int, seed: int, size: str) -> dict:
@@ -187,6 +218,7 @@ def generate_figures(gen, data: str, out: str, steps: int, seed: int, size: str)
     return {"identity": identity, "data": size, "checkpoint_step": gen.step, "sampler_steps": steps,
             "guidance": float(gen.config.sampler.guidance),
             "constraint": dict(gen.config.sampler.constraint),
+            "intensity_gamma": gen.intensity_gamma,
             "fig2_prompts": list(FIG2_PROMPTS), "fig2_intensities": fig2_int,
             "mixed_prompts": list(MIXED_PROMPTS), "mixed_intensities": mixed_int,
             "clip_frames": int(len(frames)), "clip_frames_per_s": info.get("frames_per_s")}
@@ -200,7 +232,8 @@ def _upscale(img, k: int = 4):
 def write_report(out: str, s: dict, mode: str) -> None:
     lines = [f"# EmoTalker demo ({mode})", "",
              f"Checkpoint step {s['checkpoint_step']}, DDIM steps {s['sampler_steps']}, "
-             f"guidance {s['guidance']}, constraint {s['constraint']}, held-out identity "
+             f"guidance {s['guidance']}, constraint {s['constraint']}, intensity calibration "
+             f"gamma {s.get('intensity_gamma', 1.0):g} (run_{mode}/calibration.json), held-out identity "
              f"{s['identity']} of synthetic_talk/{s['data']}.", "",
              "## Figure 2: one portrait, 8 emotion prompts", "",
              f"Prompts: {', '.join(s['fig2_prompts'])} (first cell: the source portrait).", "",

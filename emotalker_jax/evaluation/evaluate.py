@@ -238,7 +238,8 @@ class _Runner:
     return self._src_embedding[src.identity]
 
   def frames_of(self, src: Source, frames: int, *, prompt=None, intensities=None,
-                constraint=None, guidance=None, mask=None) -> np.ndarray:
+                constraint=None, guidance=None, mask=None,
+                intensity_gamma=None) -> np.ndarray:
     """(frames, S, S, 3) uint8 generated for ``src``."""
     n_samples = int(round(frames * self.gen.sample_rate / self.gen.fps))
     t0 = time.perf_counter()
@@ -246,7 +247,8 @@ class _Runner:
         src.portrait, src.audio[:n_samples], prompt=prompt, intensities=intensities,
         steps=self.st.steps, guidance=self.st.guidance if guidance is None else guidance,
         constraint=constraint, seed=self.st.seed, face_mask=src.face_mask,
-        batch_frames=min(self.st.batch_frames, frames), mask=mask)
+        batch_frames=min(self.st.batch_frames, frames), mask=mask,
+        intensity_gamma=intensity_gamma)
     self.seconds += time.perf_counter() - t0
     self.n_frames += len(out)
     return out
@@ -277,16 +279,18 @@ def _single(run: _Runner, use_text: bool = True, prompts: Sequence[str] = SINGLE
           "identity_similarity_per_identity": per_id}
 
 
-def _mixed(run: _Runner, explicit: bool = False) -> dict:
+def _mixed(run: _Runner, explicit: bool = False, intensity_gamma: float | None = None) -> dict:
   """MIXED_PROMPTS through the EIB, or (``explicit``) their label vectors given directly,
-  which separates what the EIB reads from what the generator can draw."""
+  which separates what the EIB reads from what the generator can draw. ``intensity_gamma``
+  (None: the generator's calibration) is passed to every ``generate``."""
   from emotalker_jax.evaluation import metrics
   preds, targets, per_prompt = [], [], {}
   for prompt, label in MIXED_PROMPTS:
     ok = []
     for src in run.sources:
       cond = {"intensities": label_vector(label)} if explicit else {"prompt": prompt}
-      p = run.judge.predict(run.frames_of(src, run.st.frames, **cond))["intensities"]
+      p = run.judge.predict(run.frames_of(src, run.st.frames, intensity_gamma=intensity_gamma,
+                                          **cond))["intensities"]
       t = np.repeat(label_vector(label)[None], len(p), 0)
       preds.append(p)
       targets.append(t)
@@ -346,12 +350,15 @@ def evaluate(gen, judge, sources: Sequence[Source], st: EvalSettings,
            ("single_no_constraint", lambda: _single(
                run, constraint=dataclasses.replace(_constraint(gen), strength=0.0))),
            ("mixed", lambda: _mixed(run)),
-           ("mixed_explicit", lambda: _mixed(run, explicit=True)),
-           ("paraphrases", lambda: _single(run, prompts=[p for p, _ in PARAPHRASES])),
-           ("sweep", lambda: _sweep(run)),
-           ("lip", lambda: _lip(run)),
-           ("ceiling", lambda: autoencoder_ceiling(gen, judge, sources)),
-           ("ceiling_labels", lambda: mixed_label_ceiling(judge, sources, st.frames))]
+           ("mixed_explicit", lambda: _mixed(run, explicit=True))]
+  calibrated = gen.intensity_gamma != 1.0
+  if calibrated:    # the same prompts without the calibration, for comparison
+    steps.append(("mixed_uncalibrated", lambda: _mixed(run, intensity_gamma=1.0)))
+  steps += [("paraphrases", lambda: _single(run, prompts=[p for p, _ in PARAPHRASES])),
+             ("sweep", lambda: _sweep(run)),
+             ("lip", lambda: _lip(run)),
+             ("ceiling", lambda: autoencoder_ceiling(gen, judge, sources)),
+             ("ceiling_labels", lambda: mixed_label_ceiling(judge, sources, st.frames))]
   for k, (name, fn) in enumerate(steps):
     t = time.perf_counter()
     parts[name] = fn()
@@ -373,6 +380,9 @@ def evaluate(gen, judge, sources: Sequence[Source], st: EvalSettings,
       "emotion_accuracy_no_constraint": parts["single_no_constraint"]["emotion_accuracy"],
       "paraphrase_emotion_accuracy": parts["paraphrases"]["emotion_accuracy"],
       "mixed_top2_accuracy_explicit": parts["mixed_explicit"]["mixed_top2_accuracy"],
+      "intensity_gamma": gen.intensity_gamma,
+      "mixed_top2_accuracy_uncalibrated":
+          parts["mixed_uncalibrated" if calibrated else "mixed"]["mixed_top2_accuracy"],
       "ceiling_emotion_accuracy_autoencoder": parts["ceiling"]["autoencoder"]["emotion_top1"],
       "ceiling_mixed_top2_autoencoder": parts["ceiling"]["autoencoder"]["mixed_top2"],
       "ceiling_mixed_top2_labels": parts["ceiling_labels"]["mixed_top2"],
@@ -449,7 +459,8 @@ def evaluate_and_write(gen, judge, sources: Sequence[Source], st: EvalSettings, 
   meta = {"checkpoint": gen.checkpoint_dir, "checkpoint_step": gen.step,
           "steps": st.steps or int(sc.steps),
           "guidance": float(sc.guidance if st.guidance is None else st.guidance),
-          "constraint": dict(sc.constraint), "mask": str(gen.config.data.mask), **meta,
+          "constraint": dict(sc.constraint), "mask": str(gen.config.data.mask),
+          "intensity_gamma": gen.intensity_gamma, **meta,
           "wall_seconds": round(time.perf_counter() - t0, 1)}
   return result, write_outputs(out, result, rows, meta)
 
@@ -502,6 +513,7 @@ def markdown(result: dict, ablations: Sequence[dict] | None, meta: dict) -> str:
   for k in METRIC_KEYS + ("lip_sync_ground_truth_frames", "psnr_vs_ground_truth",
                           "ssim_vs_ground_truth", "emotion_accuracy_no_constraint",
                           "paraphrase_emotion_accuracy", "mixed_top2_accuracy_explicit",
+                          "intensity_gamma", "mixed_top2_accuracy_uncalibrated",
                           "ceiling_emotion_accuracy_autoencoder",
                           "ceiling_mixed_top2_autoencoder", "ceiling_mixed_top2_labels"):
     v = result[k]

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from emotalker_jax.models.conditioner import Conditioner
-from emotalker_jax.models.eib import apply_null, eib_from_config
+from emotalker_jax.models.eib import apply_null, calibrate_intensities, eib_from_config
 from emotalker_jax.models.unet import build_unet
 
 
@@ -28,6 +28,10 @@ class EmoTalker(nn.Module):
         -> (emotion tokens (B, K+T, D), intensity logits (B, K)): tokens from the prompt
         where ``use_text``, else from the explicit intensities; the learned null set where
         ``drop`` (classifier-free guidance).
+    explicit_emotion(intensities (B, K), intensity_gamma) -> tokens (B, K+T, D)
+    text_emotion(text_hidden, text_mask, intensity_gamma) -> (tokens, s_hat (B, K))
+        sampling only: the tokens are built from ``calibrate_intensities(s, gamma)``
+        (gamma 1: eq. (3) as trained; see config.sampler.intensity_gamma).
     context(mel, emotion_tokens) -> (B, N_a + K + T, D)
     denoise(z_t, t, cond_latents (B,h,w,2C), context, train) -> model output (B,h,w,C)
     __call__(...) = all of the above (used for init and training).
@@ -50,12 +54,18 @@ class EmoTalker(nn.Module):
     def null_emotion(self, batch: int):
         return self.eib.null_tokens(batch)
 
-    def explicit_emotion(self, intensities):
-        return self.eib.from_intensities(intensities)
+    def explicit_emotion(self, intensities, intensity_gamma: float = 1.0):
+        return self.eib.from_intensities(calibrate_intensities(intensities, intensity_gamma))
 
-    def text_emotion(self, text_hidden, text_mask):
+    def text_emotion(self, text_hidden, text_mask, intensity_gamma: float = 1.0):
+        """-> (tokens (B, K+T, D) built from the calibrated s_hat, s_hat (B, K) as read)."""
         out = self.eib(text_hidden, text_mask)
-        return out.tokens, out.intensities
+        if intensity_gamma == 1.0:
+            return out.tokens, out.intensities
+        k = out.intensities.shape[-1]
+        emo = self.eib.emotion_tokens(calibrate_intensities(out.intensities, intensity_gamma))
+        return jnp.concatenate([emo.astype(out.tokens.dtype), out.tokens[:, k:]], axis=1), \
+            out.intensities
 
     def context(self, mel, emotion_tokens):
         return self.conditioner(mel, emotion_tokens)

@@ -1,0 +1,84 @@
+"""``emotalker calibrate``: measure the sampler's intensity calibration of a checkpoint on
+training identities of the synthetic benchmark (``emotalker_jax/evaluation/calibrate.py``).
+
+  emotalker calibrate --checkpoint WORKDIR [--judge data/judge_tiny] \\
+      [--identities 3 --frames 2 --steps N] [--gammas 1,0.8,0.6,0.5,0.4,0.3,0.2]
+
+Writes WORKDIR/calibration.json ({"intensity_gamma": g, "checkpoint_step": n, the score of
+every gamma tried and the ground truth's, ...}); from then on `emotalker generate`, `generate-dataset`, `eval`
+and `demo` sample that checkpoint step with ``sampler.intensity_gamma = g`` (a
+``--config.sampler.intensity_gamma=G`` flag still wins). Delete the file to sample
+uncalibrated. Prints the chosen gamma and the table as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _gammas(text: str) -> tuple[float, ...]:
+  try:
+    out = tuple(float(x) for x in text.split(",") if x.strip())
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"--gammas {text!r}: give numbers > 0 separated by "
+                                     "commas, e.g. 1,0.6,0.4") from None
+  if not out or min(out) <= 0:
+    raise argparse.ArgumentTypeError(f"--gammas {text!r}: give numbers > 0 separated by "
+                                     "commas, e.g. 1,0.6,0.4")
+  return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  from emotalker_jax.evaluation.calibrate import DEFAULT_GAMMAS
+  p.add_argument("--checkpoint", required=True, help="training workdir (or its checkpoints/)")
+  p.add_argument("--judge", default="data/judge_tiny",
+                 help="judge folder (python -m emotalker_jax.evaluation.judge train)")
+  p.add_argument("--identities", type=int, default=3, help="training identities to use")
+  p.add_argument("--frames", type=int, default=2, help="frames per label and identity")
+  p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: sampler.steps)")
+  p.add_argument("--gammas", type=_gammas, default=DEFAULT_GAMMAS,
+                 help="candidate gammas, comma-separated (default: %(default)s)")
+  p.add_argument("--seed", type=int, default=0)
+
+
+def write_calibration(gen, result: dict, judge_dir: str) -> str:
+  """WORKDIR/calibration.json for ``gen``'s checkpoint step (atomic). Returns the path."""
+  import os
+
+  from emotalker_jax.inference import atomic_output, calibration_path
+  path = calibration_path(gen.checkpoint_dir)
+  record = {"intensity_gamma": result["intensity_gamma"], "checkpoint_step": gen.step,
+            "params": "ema" if gen.use_ema else "raw", "judge": os.path.abspath(judge_dir),
+            **{k: v for k, v in result.items() if k != "intensity_gamma"}}
+  with atomic_output(path) as tmp:
+    with open(tmp, "w") as fh:
+      json.dump(record, fh, indent=2)
+  return path
+
+
+def run(args) -> int:
+  from emotalker_jax.commands.generate import config_overrides, quiet_fork_warning
+  from emotalker_jax.evaluation import calibrate as cal
+  from emotalker_jax.evaluation.evaluate import EvalSettings, log_stderr
+  from emotalker_jax.evaluation.judge import load_judge
+  from emotalker_jax.inference import load_generator
+  quiet_fork_warning()
+  st = EvalSettings(num_identities=args.identities, frames=args.frames, steps=args.steps,
+                    seed=args.seed).validate()
+  judge = load_judge(args.judge)
+  gen = load_generator(args.checkpoint, config_overrides(args))
+  if judge.config.image_size != gen.image_size:
+    raise ValueError(f"the judge in {args.judge} reads {judge.config.image_size}x"
+                     f"{judge.config.image_size} frames but the checkpoint makes "
+                     f"{gen.image_size}x{gen.image_size}; train a judge of that size")
+  size = str(gen.config.data.get("synthetic_size", "tiny"))
+  sources = cal.training_sources(size, args.identities,
+                                 int(gen.config.data.get("synthetic_seed", 0) or 0))
+  log_stderr(f"[calibrate] checkpoint step {gen.step}: {len(cal.calibration_labels())} labels "
+             f"x {len(sources)} training identities of synthetic_talk/{size} x "
+             f"{len(args.gammas)} gammas")
+  result = cal.fit_intensity_gamma(gen, judge, sources, st, args.gammas, log=log_stderr)
+  path = write_calibration(gen, result, args.judge)
+  print(json.dumps({"intensity_gamma": result["intensity_gamma"], "out": path,
+                    "per_gamma": result["per_gamma"]}, indent=2))
+  return 0
