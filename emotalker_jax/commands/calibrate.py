@@ -5,9 +5,9 @@ training identities of the synthetic benchmark (``emotalker_jax/evaluation/calib
       [--identities 3 --frames 2 --steps N] [--gammas 1,0.8,0.6,0.5,0.4,0.3,0.2]
 
 Writes WORKDIR/calibration.json ({"intensity_gamma": g, "checkpoint_step": n, the score of
-every gamma tried and the ground truth's, ...}); from then on `emotalker generate`, `generate-dataset`, `eval`
-and `demo` sample that checkpoint step with ``sampler.intensity_gamma = g`` (a
-``--config.sampler.intensity_gamma=G`` flag still wins). Delete the file to sample
+every gamma tried and the ground truth's, ...}); from then on `emotalker generate`,
+`generate-dataset`, `eval` and `demo` sample that checkpoint step with
+``sampler.intensity_gamma = g`` (a ``--config.sampler.intensity_gamma=G`` flag still wins). Delete the file to sample
 uncalibrated. Prints the chosen gamma and the table as JSON.
 """
 from __future__ import annotations

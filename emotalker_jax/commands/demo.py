@@ -31,14 +31,18 @@ import subprocess
 import sys
 import time
 
+# Stage 6's candidates (`emotalker calibrate`'s default grid less 0.8 and 0.5, to save time).
+CALIB_GAMMAS = (1.0, 0.6, 0.4, 0.3, 0.2)
 MODES = {
     # steps of: eib head, autoencoder, diffusion; DDIM steps at generation
     "quick": {"eib_steps": 600, "ae_steps": 300, "train_steps": 400, "sample_steps": 10,
               "fed_size": 8000, "eval_identities": 4, "eval_frames": 2, "data": "tiny",
-              "calib_identities": 2, "calib_frames": 2, "config": "configs/tiny.py"},
+              "calib_identities": 2, "calib_frames": 2, "calib_gammas": CALIB_GAMMAS,
+              "config": "configs/tiny.py"},
     "full": {"eib_steps": 2000, "ae_steps": 1500, "train_steps": 7000, "sample_steps": 10,
              "fed_size": 24000, "eval_identities": 4, "eval_frames": 4, "data": "demo",
-             "calib_identities": 3, "calib_frames": 2, "config": "configs/demo.py"},
+             "calib_identities": 3, "calib_frames": 2, "calib_gammas": CALIB_GAMMAS,
+             "config": "configs/demo.py"},
 }
 FIG2_PROMPTS = ("neutral", "angry", "contemptuous", "disgusted", "fearful", "happy", "sad",
                 "surprised")
@@ -158,11 +162,13 @@ def calibrate_demo(run_dir: str, judge_dir: str, m: dict, seed: int) -> dict | N
         print(f"{title}: reusing existing output", flush=True)
         return None
     print(f"{title} (emotalker calibrate --identities {m['calib_identities']} --frames "
-          f"{m['calib_frames']})", flush=True)
+          f"{m['calib_frames']} --gammas {','.join(f'{g:g}' for g in m['calib_gammas'])})",
+          flush=True)
     st = EvalSettings(num_identities=m["calib_identities"], frames=m["calib_frames"],
                       steps=m["sample_steps"], seed=seed).validate()
     sources = cal.training_sources(m["data"], m["calib_identities"])
-    result = cal.fit_intensity_gamma(gen, load_judge(judge_dir), sources, st, log=log_stderr)
+    result = cal.fit_intensity_gamma(gen, load_judge(judge_dir), sources, st,
+                                     m["calib_gammas"], log=log_stderr)
     write_calibration(gen, result, judge_dir)
     return result
 
@@ -233,8 +239,8 @@ def write_report(out: str, s: dict, mode: str) -> None:
     lines = [f"# EmoTalker demo ({mode})", "",
              f"Checkpoint step {s['checkpoint_step']}, DDIM steps {s['sampler_steps']}, "
              f"guidance {s['guidance']}, constraint {s['constraint']}, intensity calibration "
-             f"gamma {s.get('intensity_gamma', 1.0):g} (run_{mode}/calibration.json), held-out identity "
-             f"{s['identity']} of synthetic_talk/{s['data']}.", "",
+             f"gamma {s.get('intensity_gamma', 1.0):g} (run_{mode}/calibration.json), "
+             f"held-out identity {s['identity']} of synthetic_talk/{s['data']}.", "",
              "## Figure 2: one portrait, 8 emotion prompts", "",
              f"Prompts: {', '.join(s['fig2_prompts'])} (first cell: the source portrait).", "",
              "![fig2](fig2_emotions.png)", "",
