@@ -20,7 +20,10 @@ same random init the training run used when that is empty) and the text encoder
    and reference portrait bytes and the sampler's steps / spacing / iterations, so the same
    portrait under another prompt or audio is not inverted again.
 3. Emotion tokens: from the prompt (text encoder -> EIB, ``EmoTalker.text_emotion``) or
-   from explicit intensities (``explicit_emotion``); the unconditional branch of
+   from explicit intensities (``explicit_emotion``), built from the intensities after the
+   sampler's calibration (``config.sampler.intensity_gamma``, 1 = none; ``load_generator``
+   takes it from the workdir's calibration.json, written by ``emotalker calibrate``, when it
+   was measured on the restored step); the unconditional branch of
    classifier-free guidance uses the learned null set (``null_emotion``). Audio tokens
    come from each frame's log-mel window (25 fps: N = floor(duration * 25) frames), in
    both branches.

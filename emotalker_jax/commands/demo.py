@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_out", help="everything lands here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ablations", action="store_true",
-                   help="stage 7 also runs `emotalker eval --ablations` (~4 more minutes in "
+                   help="stage 8 also runs `emotalker eval --ablations` (~4 more minutes in "
                         "full mode): ablations.json, tradeoff.png")
 
 
@@ -187,7 +187,7 @@ def evaluate_demo(gen, judge_dir: str, data: str, out: str, m: dict, seed: int,
     result, _ = ev.evaluate_and_write(
         gen, load_judge(judge_dir), sources, st, out,
         {"judge": judge_dir, "data": where,
-         "command": "emotalker demo (stage 7: emotalker eval's protocol)"},
+         "command": "emotalker demo (stage 8: emotalker eval's protocol)"},
         ablations=ablations, log=ev.log_stderr)
     return {k: result[k] for k in ev.METRIC_KEYS + ("intensity_gamma",
                                                     "mixed_top2_accuracy_uncalibrated")}
