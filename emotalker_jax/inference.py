@@ -403,6 +403,18 @@ def read_calibration(checkpoint_dir: str | os.PathLike, step: int) -> dict | Non
   return cal
 
 
+def write_calibration(gen, result: dict, judge_dir: str) -> str:
+  """WORKDIR/calibration.json for ``gen``'s checkpoint step (atomic). Returns the path."""
+  path = calibration_path(gen.checkpoint_dir)
+  record = {"intensity_gamma": result["intensity_gamma"], "checkpoint_step": gen.step,
+            "params": "ema" if gen.use_ema else "raw", "judge": os.path.abspath(judge_dir),
+            **{k: v for k, v in result.items() if k != "intensity_gamma"}}
+  with atomic_output(path) as tmp:
+    with open(tmp, "w") as fh:
+      json.dump(record, fh, indent=2)
+  return path
+
+
 def load_generator(checkpoint_dir: str | os.PathLike, config_overrides: Sequence[str] = (),
                    use_ema: bool = True, step: int | None = None, devices=None,
                    text=None) -> "Generator":

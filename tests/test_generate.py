@@ -319,11 +319,11 @@ def test_calibration_json_applies_to_its_checkpoint_step_only(tmp_path, workdir)
   assert path == os.path.join(wd, "calibration.json")
   assert I.load_checkpoint_config(wd)[0].sampler.intensity_gamma == 1.0
   # `emotalker calibrate`'s writer, for a generator of this checkpoint's step 3
-  from emotalker_jax.commands.calibrate import _gammas, write_calibration
+  from emotalker_jax.commands.calibrate import _gammas
   fake = types.SimpleNamespace(checkpoint_dir=os.path.join(wd, "checkpoints"), step=3,
                                use_ema=True)
   table = [{"gamma": 1.0, "score": 0.5}, {"gamma": 0.6, "score": 0.7}]
-  assert write_calibration(fake, {"intensity_gamma": 0.6, "per_gamma": table}, "J") == path
+  assert I.write_calibration(fake, {"intensity_gamma": 0.6, "per_gamma": table}, "J") == path
   record = I.read_calibration(wd, 3)
   assert record["intensity_gamma"] == 0.6 and record["per_gamma"] == table
   assert record["checkpoint_step"] == 3 and record["params"] == "ema"

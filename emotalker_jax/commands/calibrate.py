@@ -41,27 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--seed", type=int, default=0)
 
 
-def write_calibration(gen, result: dict, judge_dir: str) -> str:
-  """WORKDIR/calibration.json for ``gen``'s checkpoint step (atomic). Returns the path."""
-  import os
-
-  from emotalker_jax.inference import atomic_output, calibration_path
-  path = calibration_path(gen.checkpoint_dir)
-  record = {"intensity_gamma": result["intensity_gamma"], "checkpoint_step": gen.step,
-            "params": "ema" if gen.use_ema else "raw", "judge": os.path.abspath(judge_dir),
-            **{k: v for k, v in result.items() if k != "intensity_gamma"}}
-  with atomic_output(path) as tmp:
-    with open(tmp, "w") as fh:
-      json.dump(record, fh, indent=2)
-  return path
-
-
 def run(args) -> int:
   from emotalker_jax.commands.generate import config_overrides, quiet_fork_warning
   from emotalker_jax.evaluation import calibrate as cal
   from emotalker_jax.evaluation.evaluate import EvalSettings, log_stderr
   from emotalker_jax.evaluation.judge import load_judge
-  from emotalker_jax.inference import load_generator
+  from emotalker_jax.inference import load_generator, write_calibration
   quiet_fork_warning()
   st = EvalSettings(num_identities=args.identities, frames=args.frames, steps=args.steps,
                     seed=args.seed).validate()

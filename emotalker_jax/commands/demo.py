@@ -110,12 +110,12 @@ def run(args) -> int:
     with open(os.path.join(run_dir, "train_done.json"), "w") as fh:
         json.dump({"steps": m["train_steps"]}, fh)
     from emotalker_jax.inference import load_generator
+    gen = load_generator(run_dir)     # with run_dir/calibration.json when there is one
     t0 = time.perf_counter()
-    calibrated = calibrate_demo(run_dir, judge_dir, m, args.seed)
+    calibrated = calibrate_demo(gen, judge_dir, m, args.seed)
     times["calibrate"] = 0.0 if calibrated is None else time.perf_counter() - t0
     print("[demo] 7/8 generation for a held-out identity", flush=True)
     t0 = time.perf_counter()
-    gen = load_generator(run_dir)
     summary = generate_figures(gen, data, out, m["sample_steps"], args.seed, m["data"])
     times["figures"] = time.perf_counter() - t0
     print("[demo] 8/8 evaluation on the held-out identities (emotalker eval)", flush=True)
@@ -147,18 +147,17 @@ def _latent_calibration(ae_dir: str) -> list[str]:
             for k in ("shift_factor", "scaling_factor") if saved.get(k) is not None]
 
 
-def calibrate_demo(run_dir: str, judge_dir: str, m: dict, seed: int) -> dict | None:
+def calibrate_demo(gen, judge_dir: str, m: dict, seed: int) -> dict | None:
     """Stage 6: ``emotalker calibrate``'s measurement on ``m['calib_identities']`` training
-    identities; writes run_dir/calibration.json. Skipped (returns None) when that file
-    was measured on the checkpoint's current step."""
-    from emotalker_jax.commands.calibrate import write_calibration
+    identities; writes the workdir's calibration.json and sets ``gen``'s
+    sampler.intensity_gamma to the result. Skipped (returns None) when that file was
+    measured on the checkpoint's current step (``load_generator`` has applied it)."""
     from emotalker_jax.evaluation import calibrate as cal
     from emotalker_jax.evaluation.evaluate import EvalSettings, log_stderr
     from emotalker_jax.evaluation.judge import load_judge
-    from emotalker_jax.inference import load_generator, read_calibration
-    gen = load_generator(run_dir)
+    from emotalker_jax.inference import read_calibration, write_calibration
     title = "[demo] 6/8 intensity calibration on training identities"
-    if read_calibration(run_dir, gen.step) is not None:
+    if read_calibration(gen.checkpoint_dir, gen.step) is not None:
         print(f"{title}: reusing existing output", flush=True)
         return None
     print(f"{title} (emotalker calibrate --identities {m['calib_identities']} --frames "
@@ -170,6 +169,7 @@ def calibrate_demo(run_dir: str, judge_dir: str, m: dict, seed: int) -> dict | N
     result = cal.fit_intensity_gamma(gen, load_judge(judge_dir), sources, st,
                                      m["calib_gammas"], log=log_stderr)
     write_calibration(gen, result, judge_dir)
+    gen.config.sampler.intensity_gamma = float(result["intensity_gamma"])
     return result
 
 
