@@ -56,7 +56,7 @@ def abstract_train_step(config, mesh):
     w = window_length(config.audio.window_s)
     shapes = {"x_tgt": (b, s, s, 3), "x_mask": (b, s, s, 3), "x_ref": (b, s, s, 3),
               "audio_mel": (b, w, config.audio.n_mels), "emotion": (b, 8),
-              "input_ids": (b, L), "attention_mask": (b, L)}
+              "prompt_emotion": (b, 8), "input_ids": (b, L), "attention_mask": (b, L)}
     batch = {k: jax.ShapeDtypeStruct(v, jnp.int32 if k in ("input_ids", "attention_mask")
                                      else jnp.float32) for k, v in shapes.items()}
     batch_sh = {k: parallel.batch_sharding(mesh, len(v)) for k, v in shapes.items()}

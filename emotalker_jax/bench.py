@@ -866,7 +866,7 @@ def synthetic_train_batch(config, batch: int, seed: int = 0) -> dict:
           "audio_mel": r.standard_normal(
               (batch, window_length(config.audio.window_s), int(config.audio.n_mels))
           ).astype(np.float32),
-          "emotion": emo, "prompt": prompts}
+          "emotion": emo, "prompt_emotion": emo, "prompt": prompts}
 
 
 def _with(config, **kv):

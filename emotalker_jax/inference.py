@@ -348,9 +348,16 @@ def _inference_mesh(config, devices=None):
 
 
 def load_checkpoint_config(checkpoint_dir: str | os.PathLike,
-                           config_overrides: Sequence[str] = (), step: int | None = None):
+                           config_overrides: Sequence[str] = (), step: int | None = None,
+                           *, use_ema: bool = True, judge: str | None = None):
   """(config with overrides, CheckpointManager folder, step) of a training workdir, reading
   only the small 'config' item (cheap: lets a command check its inputs before loading).
+
+  The workdir's calibration.json sets ``sampler.intensity_gamma`` only when it was measured
+  on this step with the same params kind (``use_ema``), DDIM steps and guidance (those of
+  the config with its overrides) and, when ``judge`` is given, the same judge folder;
+  otherwise a warning and the configured gamma (1). A ``--config.sampler.intensity_gamma``
+  override always wins.
 
   Raises FileNotFoundError (no checkpoint) / ValueError (no saved config, bad override).
   """
@@ -370,10 +377,16 @@ def load_checkpoint_config(checkpoint_dir: str | os.PathLike,
                      "by `emotalker train`")
   saved = dict(saved, sampler=dict(saved.get("sampler", {})))
   saved["sampler"].setdefault("intensity_gamma", 1.0)   # configs saved before the key
-  calibration = read_calibration(folder, int(step))
+  config = config_from_json(saved, config_overrides)
+  if any("sampler.intensity_gamma" in o for o in config_overrides):
+    return config, folder, int(step)
+  calibration = read_calibration(folder, int(step), params="ema" if use_ema else "raw",
+                                 steps=int(config.sampler.steps),
+                                 guidance=float(config.sampler.guidance), judge=judge)
   if calibration is not None:
     saved["sampler"]["intensity_gamma"] = float(calibration["intensity_gamma"])
-  return config_from_json(saved, config_overrides), folder, int(step)
+    config = config_from_json(saved, config_overrides)
+  return config, folder, int(step)
 
 
 CALIBRATION_FILE = "calibration.json"   # beside checkpoints/ in the workdir
@@ -386,19 +399,44 @@ def calibration_path(checkpoint_dir: str | os.PathLike) -> str:
   return os.path.join(workdir, CALIBRATION_FILE)
 
 
-def read_calibration(checkpoint_dir: str | os.PathLike, step: int) -> dict | None:
+def calibration_mismatches(record: dict, *, step: int | None = None, params: str | None = None,
+                           steps: int | None = None, guidance: float | None = None,
+                           judge: str | None = None) -> list[str]:
+  """What differs between a calibration record and the settings it would be applied to:
+  'steps 10 (measured with 20)' strings, one per given setting that does not match (a
+  setting the record lacks does not match)."""
+  def same_judge(a, b):
+    return a is not None and os.path.realpath(str(a)) == os.path.realpath(str(b))
+  checks = (("checkpoint step", "checkpoint_step", step, lambda a, b: a is not None and int(a) == int(b)),
+            ("params", "params", params, lambda a, b: a == b),
+            ("DDIM steps", "steps", steps, lambda a, b: a is not None and int(a) == int(b)),
+            ("guidance", "guidance", guidance,
+             lambda a, b: a is not None and abs(float(a) - float(b)) < 1e-9),
+            ("judge", "judge", judge, same_judge))
+  return [f"{name} {want} (measured with {record.get(key)})"
+          for name, key, want, ok in checks if want is not None and not ok(record.get(key), want)]
+
+
+def read_calibration(checkpoint_dir: str | os.PathLike, step: int, *, params: str | None = None,
+                     steps: int | None = None, guidance: float | None = None,
+                     judge: str | None = None) -> dict | None:
   """The workdir's calibration.json (written by `emotalker calibrate`) when it was measured
-  on checkpoint ``step``; None when there is none. A calibration of another step is not
-  applied (a warning says how to measure it again)."""
+  on checkpoint ``step`` and with the given params kind ('ema' | 'raw'), DDIM steps,
+  guidance and judge folder (each checked when given); None when there is none. A
+  calibration measured under other settings is not applied: a warning names what differs
+  and how to measure it again."""
   path = calibration_path(checkpoint_dir)
   if not os.path.exists(path):
     return None
   with open(path) as f:
     cal = json.load(f)
-  if int(cal.get("checkpoint_step", -1)) != int(step):
-    warnings.warn(f"{path} was measured on checkpoint step {cal.get('checkpoint_step')}, not "
-                  f"{step}: not applied (sampler.intensity_gamma stays as configured); run "
-                  f"`emotalker calibrate --checkpoint {os.path.dirname(path)} ...` again")
+  diff = calibration_mismatches(cal, step=step, params=params, steps=steps, guidance=guidance,
+                                judge=judge)
+  if diff:
+    warnings.warn(f"{path} does not apply to these settings: {'; '.join(diff)}; "
+                  "intensity_gamma 1 is used (no calibration). Run `emotalker calibrate "
+                  f"--checkpoint {os.path.dirname(path)} ...` with these settings again, or "
+                  "pass --config.sampler.intensity_gamma=G")
     return None
   return cal
 
@@ -406,9 +444,13 @@ def read_calibration(checkpoint_dir: str | os.PathLike, step: int) -> dict | Non
 def write_calibration(gen, result: dict, judge_dir: str) -> str:
   """WORKDIR/calibration.json for ``gen``'s checkpoint step (atomic). Returns the path."""
   path = calibration_path(gen.checkpoint_dir)
+  sc = gen.config.sampler
   record = {"intensity_gamma": result["intensity_gamma"], "checkpoint_step": gen.step,
             "params": "ema" if gen.use_ema else "raw", "judge": os.path.abspath(judge_dir),
-            **{k: v for k, v in result.items() if k != "intensity_gamma"}}
+            "steps": int(result.get("steps") or sc.steps),
+            "guidance": float(result.get("guidance", sc.guidance)),
+            **{k: v for k, v in result.items()
+               if k not in ("intensity_gamma", "steps", "guidance")}}
   with atomic_output(path) as tmp:
     with open(tmp, "w") as fh:
       json.dump(record, fh, indent=2)
@@ -417,7 +459,7 @@ def write_calibration(gen, result: dict, judge_dir: str) -> str:
 
 def load_generator(checkpoint_dir: str | os.PathLike, config_overrides: Sequence[str] = (),
                    use_ema: bool = True, step: int | None = None, devices=None,
-                   text=None) -> "Generator":
+                   text=None, judge: str | None = None) -> "Generator":
   """A ``Generator`` from a training workdir (or its checkpoints/ folder).
 
   Restores only ``ema_params`` (or ``params`` with use_ema=False) and ``step`` of the
@@ -425,7 +467,8 @@ def load_generator(checkpoint_dir: str | os.PathLike, config_overrides: Sequence
   ``jax.eval_shape`` and laid out on the inference mesh by the config's logical axis
   rules. ``config_overrides``: ``--config.a.b=value`` strings applied to the saved config
   (sampler knobs, mesh, ...). ``devices``: the devices to use (default all).
-  ``text``: an already loaded TextEncoder to reuse.
+  ``text``: an already loaded TextEncoder to reuse. ``judge``: the judge folder the
+  generator will be evaluated with (a calibration.json measured with another is refused).
 
   Raises FileNotFoundError naming the directory (and how to make a checkpoint) when it is
   missing or holds no checkpoint; ValueError when the weights do not fit the config.
@@ -441,7 +484,15 @@ def load_generator(checkpoint_dir: str | os.PathLike, config_overrides: Sequence
   from emotalker_jax.models.text_encoder import load_text_encoder
   from emotalker_jax.training.loop import load_frozen_autoencoder
 
-  config, folder, step = load_checkpoint_config(checkpoint_dir, config_overrides, step)
+  config, folder, step = load_checkpoint_config(checkpoint_dir, config_overrides, step,
+                                                use_ema=use_ema, judge=judge)
+  calibration = None
+  if not any("sampler.intensity_gamma" in o for o in config_overrides):
+    with warnings.catch_warnings():    # load_checkpoint_config has warned already
+      warnings.simplefilter("ignore")
+      calibration = read_calibration(folder, step, params="ema" if use_ema else "raw",
+                                     steps=int(config.sampler.steps),
+                                     guidance=float(config.sampler.guidance), judge=judge)
   if text is None:
     text = load_text_encoder(config.text.path or None, kind=config.text.encoder,
                              max_length=int(config.text.max_length))
@@ -477,7 +528,7 @@ def load_generator(checkpoint_dir: str | os.PathLike, config_overrides: Sequence
                    text=text, text_params=jax.device_put(text.params, rep),
                    schedule=jax.device_put(sched.from_config(config.diffusion), rep),
                    step=int(jax.device_get(restored["step"])), checkpoint_dir=folder,
-                   use_ema=use_ema)
+                   use_ema=use_ema, calibration=calibration)
 
 
 # ---------------------------------------------------------------------------------------
@@ -512,6 +563,9 @@ class Generator:
   step: int
   checkpoint_dir: str
   use_ema: bool = True
+  # The calibration.json record config.sampler.intensity_gamma came from (None: none): a
+  # generate() call with other DDIM steps or guidance samples uncalibrated, with a warning.
+  calibration: dict | None = None
   last_compile_s: float = 0.0
   _key: tuple | None = dataclasses.field(default=None, repr=False)
   # The source's latents and inversion (Z_T, trajectory) of the last few portraits: a clip
@@ -722,6 +776,7 @@ class Generator:
     from emotalker_jax.audio import features_from_config, is_silent
     from emotalker_jax.diffusion import sampler
     from emotalker_jax.emotions import EMOTION_INDEX, NUM_EMOTIONS, intensities_to_dict
+    from emotalker_jax.models.eib import calibrate_intensities
     from input_pipeline.pipeline import mask_region
 
     t_start = time.perf_counter()
@@ -756,6 +811,13 @@ class Generator:
 
     # ---- emotion, source condition, inversion (once per portrait: cached) ----
     gamma = float(self.intensity_gamma if intensity_gamma is None else intensity_gamma)
+    if intensity_gamma is None and self.calibration is not None and gamma != 1.0:
+      diff = calibration_mismatches(self.calibration, steps=steps, guidance=guidance)
+      if diff:
+        warnings.warn(f"the calibration (intensity_gamma {gamma:g}) was measured with other "
+                      f"settings: {'; '.join(diff)}; this call samples uncalibrated "
+                      "(intensity_gamma 1)")
+        gamma = 1.0
     tokens, null, s_used, source = self.emotion(prompt, intensities, gamma)
     if face_mask is None:
       face_mask = centre_face_mask(S)
@@ -838,6 +900,9 @@ class Generator:
         "num_frames": n, "fps": self.fps, "duration_s": round(audio.shape[0] / self.sample_rate, 4),
         "emotion_source": source, "prompt": prompt,
         "intensities": intensities_to_dict(s_used), "intensity_gamma": gamma,
+        # what the emotion tokens were built from: calibrate_intensities(s, gamma)
+        "intensities_calibrated": intensities_to_dict(np.asarray(
+            calibrate_intensities(s_used, gamma), np.float32)),
         "seed": int(seed), "steps": steps, "guidance": guidance, "eta": eta,
         "spacing": spacing, "inversion_iters": iters, "inversion_cached": cached is not None,
         "constraint": {"strength": float(constraint.strength), "m_face": float(constraint.m_face),

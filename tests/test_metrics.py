@@ -185,3 +185,90 @@ def test_metrics_table_markdown():
   conf = metrics.confusion_markdown(np.eye(8, dtype=int))
   assert conf.splitlines()[2] == "| neutral | 1 | 0 | 0 | 0 | 0 | 0 | 0 | 0 |"
   assert len(conf.splitlines()) == 2 + len(EMOTIONS)
+
+
+# ---- intensity error, flicker, bootstrap intervals ----------------------------------------
+
+def _vec(**kv):
+  from emotalker_jax.emotions import EMOTION_INDEX
+  v = np.zeros(8)
+  for k, x in kv.items():
+    v[EMOTION_INDEX[k]] = x
+  return v
+
+
+def test_intensity_error_sees_a_secondary_emotion_drawn_too_strong():
+  """'mostly happy, a bit surprised' (happy 0.8, surprised 0.3): a generator drawing the
+  label faithfully and one drawing surprise at twice its strength both get top-2 1.0, but
+  the exaggerating one has the larger intensity error (hand-computed: |0.6 - 0.3| / 2)."""
+  label = _vec(happy=0.8, surprised=0.3)
+  rendering = np.repeat(label[None], 4, 0)                # the judge's reading of the truth
+  faithful = np.repeat(label[None], 4, 0)
+  doubled = np.repeat(_vec(happy=0.8, surprised=0.6)[None], 4, 0)
+  for pred in (faithful, doubled):
+    assert metrics.emotion_accuracy(pred, rendering)["top2_mixed"] == 1.0
+  assert metrics.intensity_error(faithful, rendering, label) == 0.0
+  assert metrics.intensity_error(doubled, rendering, label) == pytest.approx(0.15)
+  # Only the label's emotions count: noise on an absent emotion is not an intensity error.
+  noisy = doubled + _vec(sad=0.5)[None]
+  assert metrics.intensity_error(noisy, rendering, label) == pytest.approx(0.15)
+  # Against the label itself (the ground truth's floor): |0.7 - 0.8| and |0.2 - 0.3| -> 0.1
+  read = np.array([_vec(happy=0.7, surprised=0.2), _vec(happy=0.9, surprised=0.4)])
+  assert metrics.intensity_error(read, label, label) == pytest.approx(0.1)
+  with pytest.raises(ValueError, match="no emotion above 0"):
+    metrics.intensity_error(read, label, np.zeros(8))
+
+
+def test_flicker_by_hand_and_a_jittering_clip_scores_worse_than_the_truth():
+  # Two 2x2 grey frames: pixel (0, 0) goes 0 -> 51 (0.2), the others stay: 0.2 / 4 = 0.05.
+  x = np.zeros((2, 2, 2, 3), np.uint8)
+  x[1, 0, 0] = 51
+  assert metrics.flicker(x) == pytest.approx(0.05)
+  box = np.zeros((2, 2))
+  box[0, 0] = 1                                            # the change is inside the mouth
+  assert metrics.flicker(x, box) == 0.0
+  assert metrics.flicker(np.repeat(x[:1], 5, 0)) == 0.0          # a still clip
+  # A smooth clip (a slowly moving gradient) against the same clip shifted by a random
+  # pixel every frame: the jitter is far above the truth's own motion.
+  t = np.arange(12)[:, None, None]
+  yy, xx = np.mgrid[:32, :32]
+  truth = (127 + 100 * np.sin((xx[None] + 0.2 * t) / 5.0) * np.cos(yy[None] / 7.0))
+  truth = np.repeat(truth[..., None], 3, -1).astype(np.uint8)
+  rng = np.random.default_rng(0)
+  jitter = np.stack([np.roll(f, tuple(rng.integers(-2, 3, 2)), axis=(0, 1)) for f in truth])
+  mouth = np.zeros((32, 32))
+  mouth[20:28, 10:22] = 1
+  assert metrics.flicker(jitter, mouth) > 3 * metrics.flicker(truth, mouth) > 0
+  with pytest.raises(ValueError, match="T >= 2"):
+    metrics.flicker(truth[:1])
+
+
+def test_bootstrap_interval_of_a_constant_metric_is_a_point():
+  assert metrics.bootstrap_ci(np.full((8, 4), 0.75)) == [0.75, 0.75]
+  assert metrics.bootstrap_ci(np.ones((3, 2)), n_boot=50) == [1.0, 1.0]
+
+
+def test_bootstrap_interval_by_hand():
+  """Two identities, one prompt, values 0 and 1: a replicate's mean is 0, 0.5 or 1 with
+  probabilities 1/4, 1/2, 1/4, so the 95 % interval is [0, 1]; with 5 prompts (stratified
+  draws) the replicate mean is (number of 1s among 10 fair draws) / 10, whose 2.5 % and
+  97.5 % points are 0.2 and 0.8."""
+  assert metrics.bootstrap_ci(np.array([[0.0], [1.0]]), n_boot=4000) == [0.0, 1.0]
+  lo, hi = metrics.bootstrap_ci(np.repeat(np.array([[0.0], [1.0]]), 5, 1), n_boot=4000)
+  assert (lo, hi) == (pytest.approx(0.2), pytest.approx(0.8))
+  # nan units (undefined) are left out of each replicate's mean, like the figure itself.
+  v = np.array([[0.5, np.nan], [0.5, 0.5]])
+  assert metrics.bootstrap_ci(v) == [0.5, 0.5]
+  # A statistic of the drawn identities: the identity draw (arange) gives the figure.
+  vals = np.random.default_rng(1).uniform(size=(6, 3))
+  seen = []
+
+  def stat(idx):
+    seen.append(idx.copy())
+    return float(vals[idx, np.arange(3)[None]].mean())
+  ci_stat = metrics.bootstrap_ci(statistic=stat, shape=vals.shape, n_boot=300, seed=3)
+  assert ci_stat == metrics.bootstrap_ci(vals, n_boot=300, seed=3)    # same draws, same figure
+  assert all(i.shape == (6, 3) and i.min() >= 0 and i.max() < 6 for i in seen)
+  assert ci_stat[0] < vals.mean() < ci_stat[1]
+  with pytest.raises(ValueError, match="give unit_values or statistic"):
+    metrics.bootstrap_ci()

@@ -258,7 +258,10 @@ def test_constraint_strength_one_everywhere_returns_inversion_trajectory_exactly
   cons = D.ConstraintConfig(strength=1.0, schedule="constant", until=1.0)
   out, zs = _gen(problem, cons, mask=None, return_trajectory=True)
   _, traj = D.ddim_invert(toy_denoise, s, problem["z_src"], problem["cond_src"], steps=6)
-  np.testing.assert_array_equal(np.asarray(zs), np.broadcast_to(np.asarray(traj), zs.shape))
+  # The inversion inside the sampler is another compiled program than ddim_invert here:
+  # equal up to float32 round-off of a few DDIM steps on O(1) latents.
+  np.testing.assert_allclose(np.asarray(zs), np.broadcast_to(np.asarray(traj), zs.shape),
+                             rtol=0, atol=1e-5)
   np.testing.assert_array_equal(np.asarray(out), np.broadcast_to(problem["z_src"], out.shape))
 
 
@@ -315,7 +318,8 @@ def test_frames_share_z_T_so_identical_conditions_give_identical_frames(problem)
   cond = jax.tree.map(lambda x: jnp.concatenate([x[:1], x[:1], x[1:3]]), problem["cond"])
   p = dict(problem, cond=cond)
   out = np.asarray(_gen(p, D.ConstraintConfig(strength=0.3, until=0.5)))
-  np.testing.assert_array_equal(out[0], out[1])
+  # Rows of one batch may take different vectorised code paths: round-off only.
+  np.testing.assert_allclose(out[0], out[1], rtol=0, atol=1e-6)
   assert np.abs(out[0] - out[2]).max() > 1e-3
 
 

@@ -40,6 +40,7 @@ def host_batch(i: int, nan: bool = False) -> dict:
     return dict(x_tgt=x, x_mask=x * (r.uniform(size=(B, 32, 32, 1)) > 0.3),
                 x_ref=x[::-1].copy(), audio_mel=r.normal(size=(B, 21, 80)).astype(np.float32),
                 emotion=np.eye(8, dtype=np.float32)[r.integers(0, 8, B)],
+                prompt_emotion=np.eye(8, dtype=np.float32)[r.integers(0, 8, B)] * 0.7,
                 prompt=PROMPTS[r.permutation(B)], batch_index=np.full((B,), i))
 
 
@@ -260,6 +261,39 @@ def test_joint_eib_loss_uses_the_configured_ce_weight(trainer):
     l0, l1, l_half = l_eib(0.0), l_eib(1.0), l_eib(0.5)
     assert l1 - l0 > 1e-3
     np.testing.assert_allclose(l_half, (l0 + l1) / 2, rtol=1e-5)
+
+
+def test_joint_eib_loss_is_supervised_by_the_prompts_own_label(trainer):
+    """L_EIB's target is batch['prompt_emotion'] (the FED label of the prompt the EIB
+    reads), not the clip's batch['emotion']. With ce_weight 0, L(P) = mean_b ||s_hat_b -
+    P_b||^2 is quadratic in the target P, so for any Q: L(2Q) - 2 L(Q) + L(0) =
+    2 mean_b ||Q_b||^2 whatever the EIB reads (s_hat cancels). Were the clip's label the
+    target, the three losses would be equal and the left side 0."""
+    import jax.numpy as jnp
+
+    from emotalker_jax.training import step as step_lib
+    tr, init = trainer
+    batch = tr.device_batch(host_batch(0))
+    cfg = small_config(**{"eib.ce_weight": 0.0})
+    fn = jax.jit(step_lib.make_loss_fn(tr.model, tr.vae, tr.text.module, tr.schedule, cfg))
+    rng = jax.random.PRNGKey(5)
+    q = np.zeros((B, 8), np.float32)
+    q[np.arange(B), np.arange(B) % 8] = 0.6
+    q[np.arange(B), (np.arange(B) + 3) % 8] = 0.25
+
+    def l_eib(target, clip_emotion=None):
+        b = dict(batch, prompt_emotion=jnp.asarray(target))
+        if clip_emotion is not None:
+            b["emotion"] = jnp.asarray(clip_emotion)
+        return float(fn(init.params, tr.frozen, b, rng)[1]["loss_eib"])
+
+    want = 2 * float(np.mean(np.sum(q ** 2, axis=1)))
+    got = l_eib(2 * q) - 2 * l_eib(q) + l_eib(np.zeros_like(q))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # The clip's label does not enter L_EIB at all: it only builds the explicit-intensity
+    # tokens, while the EIB's logits are always its reading of the prompt.
+    np.testing.assert_allclose(l_eib(q, clip_emotion=np.roll(q, 1, axis=1)), l_eib(q),
+                               rtol=1e-6)
 
 
 @pytest.mark.slow

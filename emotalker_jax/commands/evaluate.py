@@ -2,12 +2,14 @@
 benchmark (the protocol: ``emotalker_jax/evaluation/evaluate.py``).
 
   emotalker eval --checkpoint WORKDIR [--judge data/judge_tiny] [--data DATA_DIR] \\
-      [--out WORKDIR/eval] [--identities 4 --frames 4 --lip-frames 25 --steps N] \\
+      [--out WORKDIR/eval] [--identities N --frames 4 --lip-frames 25 --steps N] \\
       [--ablations] [--config.sampler.constraint.strength=0.5 ...]
 
 Writes OUT/metrics.json (emotion_accuracy, mixed_top2_accuracy, intensity_spearman,
 identity_similarity, identity_similarity_no_constraint, lip_sync_correlation,
-n_identities, n_frames, then PSNR/SSIM against the ground truth and the details),
+n_identities, n_frames; then each figure's ground-truth ceiling, the mixed intensity
+error, Spearman over frames, flicker, a 95 % bootstrap interval ``<key>_ci`` per figure,
+``n_undefined``, PSNR/SSIM against the ground truth and the details),
 OUT/eval.md, and with --ablations OUT/ablations.json and OUT/tradeoff.png; prints the
 headline metrics as JSON. The judge must match the benchmark's resolution: train it with
 ``python -m emotalker_jax.evaluation.judge train --size tiny --out data/judge_tiny``.
@@ -32,7 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       "config.data.data_dir when built there, else the test split is "
                       "rendered in-process: identical clips)")
   p.add_argument("--out", default=None, help="output folder (default: CHECKPOINT/eval)")
-  p.add_argument("--identities", type=int, default=4, help="held-out identities (tiny has 4)")
+  p.add_argument("--identities", type=int, default=None,
+                 help="held-out identities (default: all of the benchmark size: tiny 4, "
+                      "demo 8)")
   p.add_argument("--frames", type=int, default=4, help="frames per condition")
   p.add_argument("--lip-frames", type=int, default=25, help="frames of the lip-sync clip")
   p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: sampler.steps)")
@@ -65,7 +69,8 @@ def run(args) -> int:
                        lip_frames=args.lip_frames, steps=args.steps, guidance=args.guidance,
                        seed=args.seed, batch_frames=args.batch_frames).validate()
   judge = load_judge(args.judge)
-  gen = load_generator(args.checkpoint, config_overrides(args), use_ema=not args.raw_params)
+  gen = load_generator(args.checkpoint, config_overrides(args), use_ema=not args.raw_params,
+                       judge=args.judge)
   size = str(gen.config.data.get("synthetic_size", "tiny"))
   if judge.config.image_size != gen.image_size:
     raise ValueError(f"the judge in {args.judge} reads {judge.config.image_size}x"

@@ -16,6 +16,13 @@ floats / dicts, so every command reports the same numbers. Only ``psnr_ssim`` us
   frame and the audio RMS envelope at the frame's window
   (``emotalker_jax.audio.frame_rms_envelope``); the mean over clips.
 * ``psnr_ssim``: dm-pix PSNR and SSIM of [0, 1] images against the ground truth.
+* ``intensity_error``: mean absolute difference, over frames and the label's emotions,
+  between the judge's intensity readings of generated frames and of the benchmark's
+  rendering of the same label (sees a secondary emotion drawn too strong, which top-2
+  cannot).
+* ``flicker``: mean absolute frame-to-frame change of the pixels outside the mouth box.
+* ``bootstrap_ci``: the 95 % percentile bootstrap interval of a figure over its
+  (identity, prompt) units.
 """
 from __future__ import annotations
 
@@ -280,3 +287,93 @@ def confusion_markdown(confusion: Sequence[Sequence[int]],
   for i, n in enumerate(names):
     lines.append(f"| {n} | " + " | ".join(str(int(v)) for v in conf[i]) + " |")
   return "\n".join(lines)
+
+
+def intensity_error(pred_intensities, reference_intensities, label,
+                    tol: float = NONZERO_TOL) -> float:
+  """Mean |pred - reference| over the frames and over the emotions present in ``label``.
+
+  pred_intensities, reference_intensities: (N, 8) or (8,) intensity readings (e.g. the
+  judge on generated frames, and on the benchmark's rendering of the same label on the same
+  clip: the ground truth's reading); label: (8,) the prompt's label, whose entries > tol
+  select the emotions compared. Against ``reference = label`` itself this is the error of
+  the reference: the floor of the measure for a judge that reads renderings so.
+  """
+  p = np.atleast_2d(np.asarray(pred_intensities, np.float64))
+  r = np.atleast_2d(np.asarray(reference_intensities, np.float64))
+  lab = np.asarray(label, np.float64).reshape(-1)
+  if lab.shape != (NUM_EMOTIONS,) or p.shape[-1] != NUM_EMOTIONS:
+    raise ValueError(f"intensity_error needs (N, {NUM_EMOTIONS}) readings and an "
+                     f"({NUM_EMOTIONS},) label, got {p.shape}, {r.shape}, {lab.shape}")
+  r = np.broadcast_to(r, p.shape)
+  keep = lab > tol
+  if not keep.any():
+    raise ValueError("intensity_error: the label has no emotion above 0")
+  return float(np.mean(np.abs(p[:, keep] - r[:, keep])))
+
+
+def flicker(frames, mouth_box=None) -> float:
+  """Temporal instability: mean over consecutive frame pairs and over the pixels outside
+  ``mouth_box`` of |x_{t+1} - x_t|, with x in [0, 1] (uint8 frames are divided by 255).
+
+  frames: (T, H, W, C) with T >= 2; mouth_box: (H, W) {0, 1} (1 = the mouth, left out:
+  speech moves it on purpose) or None (every pixel). A still clip scores 0; the ground
+  truth's head motion and blinks give it a floor above 0, so compare a generated clip
+  with the ground truth of the same clip."""
+  x = np.asarray(frames)
+  x = x.astype(np.float64) / (255.0 if x.dtype == np.uint8 else 1.0)
+  if x.ndim != 4 or x.shape[0] < 2:
+    raise ValueError(f"flicker needs (T >= 2, H, W, C) frames, got {x.shape}")
+  d = np.abs(np.diff(x, axis=0)).mean(axis=-1)            # (T-1, H, W)
+  keep = np.ones(x.shape[1:3], bool) if mouth_box is None else np.asarray(mouth_box) <= 0.5
+  if keep.shape != x.shape[1:3]:
+    raise ValueError(f"flicker: mouth box {keep.shape} does not match frames {x.shape[1:3]}")
+  if not keep.any():
+    raise ValueError("flicker: the mouth box covers the whole frame")
+  return float(d[:, keep].mean())
+
+
+def bootstrap_ci(unit_values=None, *, statistic=None, shape=None, n_boot: int = 2000,
+                 level: float = 0.95, seed: int = 0) -> list[float]:
+  """Percentile bootstrap interval [lo, hi] of a figure over its (identity, prompt) units.
+
+  unit_values: (I, P) one value per identity i and prompt (condition) p, nan where the
+  value is undefined (left out, as the figure leaves it out); the figure is their nanmean.
+  A replicate redraws, independently in every prompt column, I identities with
+  replacement (stratified by prompt: the prompt set is the protocol's, the identities are
+  the sample). For a figure that is not a mean of unit values give ``statistic``, a
+  function of an (I, P) int array whose column p lists the identities drawn for prompt p
+  (``np.arange(I)`` in every column gives the figure itself), and ``shape`` = (I, P).
+  A constant figure gets a point interval; a figure undefined in every replicate gets
+  [nan, nan]. Deterministic in ``seed``.
+  """
+  if (unit_values is None) == (statistic is None):
+    raise ValueError("bootstrap_ci: give unit_values or statistic (with shape)")
+  if statistic is None:
+    v = np.asarray(unit_values, np.float64)
+    if v.ndim == 1:
+      v = v[:, None]
+    if v.ndim != 2 or v.size == 0:
+      raise ValueError(f"bootstrap_ci: unit_values must be (identities, prompts), got {v.shape}")
+    shape = v.shape
+    cols = np.arange(v.shape[1])
+
+    def statistic(idx):                                         # noqa: E306
+      w = v[idx, cols[None, :]]
+      return float(np.nanmean(w)) if np.isfinite(w).any() else float("nan")
+  if shape is None or len(shape) != 2:
+    raise ValueError("bootstrap_ci: a statistic needs shape=(identities, prompts)")
+  if not 0 < level < 1 or n_boot < 1:
+    raise ValueError(f"bootstrap_ci: level must be in (0, 1) and n_boot >= 1, got {level}, "
+                     f"{n_boot}")
+  n_id, n_p = int(shape[0]), int(shape[1])
+  rng = np.random.default_rng(seed)
+  reps = np.array([statistic(rng.integers(0, n_id, (n_id, n_p))) for _ in range(n_boot)])
+  reps = reps[np.isfinite(reps)]
+  if reps.size == 0:
+    return [float("nan"), float("nan")]
+  a = (1.0 - level) / 2
+  lo, hi = np.quantile(reps, [a, 1.0 - a])
+  if reps.min() == reps.max():            # exactly constant: no round-off in the quantile
+    lo = hi = reps[0]
+  return [float(lo), float(hi)]

@@ -143,8 +143,8 @@ def build_trainer(config, mesh=None, rng: jax.Array | None = None, text=None,
     frozen = jax.device_put(frozen, frozen_shardings)
     schedule = sched.from_config(config.diffusion)
     step = make_train_step(model, vae, text.module, schedule, config)
-    batch_shardings = {k: parallel.batch_sharding(mesh, 2 if k in ("emotion", "input_ids",
-                                                                   "attention_mask") else
+    batch_shardings = {k: parallel.batch_sharding(mesh, 2 if k in ("emotion", "prompt_emotion",
+                                                                   "input_ids", "attention_mask") else
                                                   (3 if k == "audio_mel" or k in dict(REGION_WEIGHTS) else 4))
                        for k in batch_keys(config)}
     step_fn = jit_train_step(step, state_shardings, frozen_shardings, batch_shardings)

@@ -23,8 +23,11 @@ from emotalker_jax.diffusion import schedule as sched
 from emotalker_jax.models.autoencoder import encode_to_latent
 from emotalker_jax.models.eib import eib_loss
 
-BATCH_KEYS = ("x_tgt", "x_mask", "x_ref", "audio_mel", "emotion", "input_ids",
-              "attention_mask")
+# emotion: the clip's label (the explicit-intensity path of the condition); prompt_emotion:
+# the FED label of the prompt drawn for the clip, which supervises L_EIB (the EIB reads the
+# prompt, so its target is what the prompt says, not what the clip shows).
+BATCH_KEYS = ("x_tgt", "x_mask", "x_ref", "audio_mel", "emotion", "prompt_emotion",
+              "input_ids", "attention_mask")
 # Also in the batch when train.mouth_loss_weight > 0: the pipeline's mouth box (B, H, W);
 # when train.eyes_loss_weight > 0: its box of the brows and eyes (B, H, W).
 MOUTH_KEY = "mouth_region"
@@ -105,7 +108,7 @@ def make_loss_fn(model, vae, text_module, schedule: sched.Schedule, config) -> C
             wk = latent_loss_weights(batch[key], z0.shape[1:3], wr)
             w = wk if w is None else w + wk - 1.0
         l_ldm = sched.diffusion_loss(pred, target, element_weights=w)
-        l_eib, eib_metrics = eib_loss(logits, batch["emotion"], ce_weight)
+        l_eib, eib_metrics = eib_loss(logits, batch["prompt_emotion"], ce_weight)
         loss = l_ldm + tc.lambda_eib * l_eib
         return loss, {"loss": loss, "loss_ldm": l_ldm, "loss_eib": l_eib,
                       "eib_mae": eib_metrics["mae"]}
