@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "aot-compile": ("aot_compile", "compile the train step for a TPU topology / N devices, "
                     "report per-device memory", "#7"),
     "demo": ("demo", "end-to-end demo on the synthetic benchmark (make demo)", "#8"),
+    "report": ("report", "write docs/RESULTS.md and the README's results table from a demo "
+               "run's JSON", "#18"),
 }
 
 

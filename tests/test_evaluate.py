@@ -15,6 +15,7 @@ its own held-out accuracy; the measured values are in the comments.
 import dataclasses
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -396,3 +397,41 @@ def test_fit_finds_the_gamma_that_undoes_a_generators_damping(judge):
   assert faithful["intensity_gamma"] == 1.0, faithful["per_gamma"]
   with pytest.raises(ValueError, match="--gammas must be numbers > 0"):
     cal.fit_intensity_gamma(RenderingGenerator(srcs), judge, srcs, st, (1.0, 0.0))
+
+
+def test_report_writes_results_and_the_readme_table_from_the_json(tmp_path, oracle_result):
+  """`emotalker report --demo D`: the published metrics.json is the run's, and every
+  headline number in RESULTS.md and the README block is that file's, formatted."""
+  import re
+  from emotalker_jax.commands import report
+  r, _ = oracle_result
+  demo, results = tmp_path / "demo_out", tmp_path / "results"
+  ev.write_outputs(str(demo), r, None, {"steps": 5, "guidance": 2.0, "mask": "face",
+                                        "constraint": {"strength": 0.5}})
+  summary = {"mode": "full", "commit": "abc1234", "checkpoint_step": 7,
+             "stage_seconds": {"synth": 60.0, "train": 1200.0, "eval": 300.0},
+             "reused_stages": [], "demo_seconds": 1560.0, "machine": {"cpus": 2},
+             "mixed_prompts": ["sad and fearful"]}
+  (demo / "summary.json").write_text(json.dumps(summary))
+  results.mkdir()
+  (results / "metrics_old_run.json").write_text("{}")           # stale: removed
+  readme = tmp_path / "README.md"
+  readme.write_text(f"intro\n{report.BEGIN}\nold table\n{report.END}\nrest\n")
+  args = type("A", (), {"demo": str(demo), "results": str(results),
+                        "out": str(tmp_path / "RESULTS.md"), "readme": str(readme)})
+  assert report.run(args) == 0
+  assert sorted(os.listdir(results)) == ["eval.md", "metrics.json", "summary.json"]
+  saved = json.loads((results / "metrics.json").read_text())
+  text = (tmp_path / "RESULTS.md").read_text()
+  block = readme.read_text()
+  assert block.startswith("intro\n") and block.endswith("rest\n") and "old table" not in block
+  for key in ("emotion_accuracy", "mixed_top2_accuracy", "identity_similarity", "flicker"):
+    lo, hi = saved[f"{key}_ci"]
+    row = f"| {key} | {saved[key]:.3f} | [{lo:.3f}, {hi:.3f}] |"
+    assert row in text and row in block, (row, text)
+  assert f"{saved['identity_similarity_ground_truth']:.3f}" in text
+  assert "commit `abc1234`" in text and "1560 s (26.0 min)" in text
+  m = re.search(r"\| lip_sync_correlation \| ([0-9.]+) \|", block)
+  assert float(m.group(1)) == pytest.approx(saved["lip_sync_correlation"], abs=5e-4)
+  with pytest.raises(FileNotFoundError, match="run `make demo`"):
+    report.publish(str(tmp_path / "nowhere"), str(results))

@@ -75,10 +75,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "figures stay uncalibrated")
 
 
-def _stage(title: str, cmd: list[str], done: bool) -> float:
+def _stage(title: str, cmd: list[str], done: bool) -> float | None:
+    """Runs ``cmd`` unless ``done``; its wall time in seconds (None: reused)."""
     if done:
         print(f"[demo] {title}: reusing existing output", flush=True)
-        return 0.0
+        return None
     print(f"[demo] {title}: {' '.join(cmd)}", flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -132,7 +133,7 @@ def run(args) -> int:
     if args.calibrate:
         t0 = time.perf_counter()
         calibrated = calibrate_demo(gen, judge_dir, m, args.seed, f"6/{n}")
-        times["calibrate"] = 0.0 if calibrated is None else time.perf_counter() - t0
+        times["calibrate"] = None if calibrated is None else time.perf_counter() - t0
     print(f"[demo] {n - 1}/{n} generation for a held-out identity", flush=True)
     t0 = time.perf_counter()
     summary = generate_figures(gen, data, out, m["sample_steps"], args.seed, m["data"])
@@ -142,7 +143,14 @@ def run(args) -> int:
     summary["metrics"] = evaluate_demo(gen, judge_dir, data, out, m, args.seed,
                                        ablations=args.ablations)
     times["eval"] = time.perf_counter() - t0
-    summary["stage_seconds"] = times
+    # A reused stage keeps the wall time it took when it ran (from the last summary.json).
+    prev = _previous_summary(out)
+    reused = sorted(k for k, v in times.items() if v is None)
+    summary["stage_seconds"] = {k: (prev.get("stage_seconds", {}).get(k) if v is None else v)
+                                for k, v in times.items()}
+    summary["reused_stages"] = reused
+    summary["demo_seconds"] = round(sum(v or 0.0 for v in summary["stage_seconds"].values()), 1)
+    summary.update(_provenance(args))
     eib_metrics = os.path.join(eib_dir, "metrics.json")
     if os.path.isfile(eib_metrics):
         with open(eib_metrics) as fh:
@@ -152,6 +160,35 @@ def run(args) -> int:
     write_report(out, summary, args.mode)
     print(f"[demo] done: {os.path.join(out, 'report.md')}")
     return 0
+
+
+def _previous_summary(out: str) -> dict:
+    path = os.path.join(out, "summary.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _provenance(args) -> dict:
+    """The code and machine a run used: git commit (when run from a checkout), CPU count,
+    platform, versions."""
+    import platform
+
+    import jax
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", here, "status", "--porcelain"],
+                                    capture_output=True, text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = None, None
+    return {"mode": args.mode, "seed": args.seed, "calibrate": bool(args.calibrate),
+            "commit": commit, "uncommitted_changes": dirty,
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                        "python": platform.python_version(), "jax": jax.__version__,
+                        "backend": jax.default_backend()}}
 
 
 def _latent_calibration(ae_dir: str) -> list[str]:
@@ -296,6 +333,6 @@ def write_report(out: str, s: dict, mode: str) -> None:
                   json.dumps({k: s["eib_test"][k] for k in ("top1", "top2_mixed", "mae")
                               if k in s["eib_test"]}), "```"]
     lines += ["", "Stage wall times (s): " + json.dumps(
-        {k: round(v, 1) for k, v in s["stage_seconds"].items()})]
+        {k: (round(v, 1) if v is not None else None) for k, v in s["stage_seconds"].items()})]
     with open(os.path.join(out, "report.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
