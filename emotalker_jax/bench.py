@@ -820,24 +820,44 @@ def run_unet_bench(config, *, batch: int = 4, repeats: int = 5, warmup: int = 1,
 # -----------------------------------------------------------------------------------------
 
 def reset_peak_rss() -> bool:
-  """Resets the kernel's peak-RSS mark (VmHWM) of this process; False where not possible."""
+  """Resets the kernel's peak-RSS mark (VmHWM) of this process to its current RSS.
+
+  Returns True only when the reset took effect (VmHWM read back within 16 MiB of VmRSS):
+  some kernels and sandboxes accept the write to /proc/self/clear_refs and ignore it.
+  """
   try:
     with open("/proc/self/clear_refs", "w") as fh:
       fh.write("5")
-    return True
   except OSError:
     return False
+  status = _proc_status_bytes("VmHWM", "VmRSS")
+  if status is None:
+    return False
+  hwm, rss = status
+  return hwm <= rss + 16 * 2 ** 20
+
+
+def _proc_status_bytes(*fields: str) -> tuple[int, ...] | None:
+  """The named ``/proc/self/status`` fields (kB there) in bytes; None off Linux."""
+  found = {}
+  try:
+    with open("/proc/self/status") as fh:
+      for line in fh:
+        name = line.split(":", 1)[0]
+        if name in fields:
+          found[name] = int(line.split()[1]) * 1024
+  except OSError:
+    return None
+  if len(found) != len(fields):
+    return None
+  return tuple(found[f] for f in fields)
 
 
 def peak_rss_bytes() -> int:
   """The process's peak resident set size: VmHWM from /proc (resettable), else getrusage."""
-  try:
-    with open("/proc/self/status") as fh:
-      for line in fh:
-        if line.startswith("VmHWM:"):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    pass
+  status = _proc_status_bytes("VmHWM")
+  if status is not None:
+    return status[0]
   import resource
   r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   return int(r) * (1 if sys.platform == "darwin" else 1024)
@@ -929,7 +949,8 @@ def _train_variant(config, text, *, steps: int, warmup: int, mm_fn, mm_flops, pr
          "peak_memory_source": ("device memory_stats peak_bytes_in_use (process-wide high "
                                 "water mark)" if dev_peak is not None else
                                 ("process peak RSS (VmHWM, reset before this variant's "
-                                 "steps)" if rss_reset else "process peak RSS (getrusage)")),
+                                 "steps)" if rss_reset else "process peak RSS, not resettable here: "
+                                 "includes everything this process ran before")),
          "xla_memory_analysis": mem, "lower_s": t1 - t0, "compile_s": t2 - t1,
          "final_loss": loss}
   del trainer, holder, state, compiled
