@@ -24,13 +24,12 @@ def abstract_train_step(config, mesh):
     import jax
     import jax.numpy as jnp
     from emotalker_jax import parallel
-    from emotalker_jax.audio import window_length
     from emotalker_jax.diffusion import schedule as sched
     from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
     from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
     from emotalker_jax.models import text_encoder as te
     from emotalker_jax.training import state as state_lib
-    from emotalker_jax.training.step import jit_train_step, make_train_step
+    from emotalker_jax.training.step import batch_spec, jit_train_step, make_train_step
 
     rules = parallel.rules_from_config(config)
     family, tcfg, _, _ = te.read_text_config(config.text.path or None, kind=config.text.encoder)
@@ -52,14 +51,8 @@ def abstract_train_step(config, mesh):
             lambda r: text_module.init(r, ids, ids)["params"], jax.random.key(0))),
     }
     frozen_sh = jax.tree.map(lambda _: rep, frozen)
-    b, s = int(config.train.batch_size), int(config.data.image_size)
-    w = window_length(config.audio.window_s)
-    shapes = {"x_tgt": (b, s, s, 3), "x_mask": (b, s, s, 3), "x_ref": (b, s, s, 3),
-              "audio_mel": (b, w, config.audio.n_mels), "emotion": (b, 8),
-              "prompt_emotion": (b, 8), "input_ids": (b, L), "attention_mask": (b, L)}
-    batch = {k: jax.ShapeDtypeStruct(v, jnp.int32 if k in ("input_ids", "attention_mask")
-                                     else jnp.float32) for k, v in shapes.items()}
-    batch_sh = {k: parallel.batch_sharding(mesh, len(v)) for k, v in shapes.items()}
+    batch = batch_spec(config)
+    batch_sh = {k: parallel.batch_sharding(mesh, len(v.shape)) for k, v in batch.items()}
     step = make_train_step(model, vae, text_module, sched.from_config(config.diffusion), config)
     jitted = jit_train_step(step, state_sh, frozen_sh, batch_sh)
     return jitted, (abstract_state, frozen, batch), rules

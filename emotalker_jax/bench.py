@@ -874,19 +874,30 @@ def device_peak_bytes() -> int | None:
 
 
 def synthetic_train_batch(config, batch: int, seed: int = 0) -> dict:
-  """A host batch with the pipeline's keys and shapes (random frames in [-1, 1])."""
-  from emotalker_jax.audio import window_length
+  """A host batch of ``training.step.batch_spec(config)`` (what the pipeline yields): random
+  frames in [-1, 1], audio features, Dirichlet emotion labels, {0, 1} region boxes and
+  prompt strings in place of the tokens (``Trainer.device_batch`` tokenizes them)."""
   from emotalker_jax.emotions import EMOTIONS
+  from emotalker_jax.training.step import TOKEN_KEYS, batch_spec
   r = np.random.default_rng(int(seed))
-  s = int(config.data.image_size)
-  img = lambda: r.uniform(-1, 1, (batch, s, s, 3)).astype(np.float32)  # noqa: E731
   emo = r.dirichlet(np.ones(len(EMOTIONS)) * 0.3, batch).astype(np.float32)
-  prompts = np.array([f"a little {EMOTIONS[i]}" for i in emo.argmax(1)])
-  return {"x_tgt": img(), "x_mask": img(), "x_ref": img(),
-          "audio_mel": r.standard_normal(
-              (batch, window_length(config.audio.window_s), int(config.audio.n_mels))
-          ).astype(np.float32),
-          "emotion": emo, "prompt_emotion": emo, "prompt": prompts}
+  out = {"prompt": np.array([f"a little {EMOTIONS[i]}" for i in emo.argmax(1)])}
+  for key, spec in batch_spec(config, batch).items():
+    if key in TOKEN_KEYS:
+      continue
+    if key in ("emotion", "prompt_emotion"):
+      out[key] = emo
+    elif key == "audio_mel":
+      out[key] = r.standard_normal(spec.shape).astype(np.float32)
+    elif len(spec.shape) == 3:                       # a region: a random box per example
+      box = np.zeros(spec.shape, np.float32)
+      s = spec.shape[1]
+      for i, (y, x) in enumerate(r.integers(0, s // 2, (batch, 2))):
+        box[i, y:y + s // 2, x:x + s // 2] = 1.0
+      out[key] = box
+    else:
+      out[key] = r.uniform(-1, 1, spec.shape).astype(np.float32)
+  return out
 
 
 def _with(config, **kv):

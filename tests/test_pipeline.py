@@ -356,6 +356,29 @@ def test_config_loader_and_batch_split(data_dir, repo_root):
     P.make_train_loader(cfg, shard_options=gp.ShardOptions(0, 4, True))
 
 
+def test_batch_spec_describes_the_loaders_batches(data_dir, repo_root):
+  """training.step.batch_spec (what aot-compile and the train-step benchmark build their
+  inputs from) gives the keys, shapes and dtypes of the loader's real batches, region
+  boxes included when their loss weights are on (the tokens come from the prompt)."""
+  from emotalker_jax.config_utils import load_config
+  from emotalker_jax.training.step import TOKEN_KEYS, batch_spec
+  cfg = load_config(str(repo_root / "configs" / "tiny.py"),
+                    [f"--config.data.dataset={NAME}", f"--config.data.data_dir={data_dir}",
+                     "--config.data.image_size=16", "--config.train.batch_size=4",
+                     "--config.train.mouth_loss_weight=10", "--config.train.eyes_loss_weight=2"])
+  spec = batch_spec(cfg)
+  assert {"mouth_region", "eyes_region"} <= set(spec)
+  b = next(iter(P.make_train_loader(cfg, shard_options=gp.NoSharding())))
+  for key, want in spec.items():
+    if key in TOKEN_KEYS:
+      assert want.shape == (4, cfg.text.max_length) and want.dtype == np.int32
+      continue
+    got = np.asarray(b[key])
+    assert got.shape == want.shape and got.dtype == want.dtype, (key, got.shape, got.dtype)
+  off = load_config(str(repo_root / "configs" / "tiny.py"), ["--config.train.mouth_loss_weight=0"])
+  assert "mouth_region" not in batch_spec(off)
+
+
 def test_bad_inputs_raise_clear_errors(data_dir, tmp_path):
   with pytest.raises(FileNotFoundError, match="not prepared"):
     P.make_loader("no_such_dataset", "train", batch_size=2, data_dir=str(tmp_path),

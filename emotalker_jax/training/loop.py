@@ -30,7 +30,7 @@ from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
 from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
 from emotalker_jax.models.text_encoder import load_text_encoder
 from emotalker_jax.training import state as state_lib
-from emotalker_jax.training.step import (REGION_WEIGHTS, batch_keys,
+from emotalker_jax.training.step import (TOKEN_KEYS, batch_keys, batch_spec,
                                          jit_train_step, make_train_step)
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Trainer:
         """Pipeline batch (numpy, with 'prompt' strings) -> sharded arrays of ``batch_keys(config)``."""
         tok = self.text.tokenize([str(p) for p in np.asarray(host_batch["prompt"]).reshape(-1)])
         batch = {k: np.asarray(host_batch[k], np.float32) for k in batch_keys(self.config)
-                 if k not in ("input_ids", "attention_mask")}
+                 if k not in TOKEN_KEYS}
         batch["input_ids"] = tok["input_ids"]
         batch["attention_mask"] = tok["attention_mask"]
         return parallel.shard_batch(batch, self.mesh)
@@ -143,10 +143,8 @@ def build_trainer(config, mesh=None, rng: jax.Array | None = None, text=None,
     frozen = jax.device_put(frozen, frozen_shardings)
     schedule = sched.from_config(config.diffusion)
     step = make_train_step(model, vae, text.module, schedule, config)
-    batch_shardings = {k: parallel.batch_sharding(mesh, 2 if k in ("emotion", "prompt_emotion",
-                                                                   "input_ids", "attention_mask") else
-                                                  (3 if k == "audio_mel" or k in dict(REGION_WEIGHTS) else 4))
-                       for k in batch_keys(config)}
+    batch_shardings = {k: parallel.batch_sharding(mesh, len(v.shape))
+                       for k, v in batch_spec(config).items()}
     step_fn = jit_train_step(step, state_shardings, frozen_shardings, batch_shardings)
     return Trainer(config, mesh, rules, model, vae, text, schedule, state, state_shardings,
                    frozen, frozen_shardings, step_fn)

@@ -1,8 +1,8 @@
 """The train step: L = L_LDM + lambda_EIB * L_EIB (METHOD.md eq. 2, 3), pure and jitted.
 
-Batch (host arrays, batch axis first; ``parallel.shard_batch`` puts them on the mesh):
-  x_tgt, x_mask, x_ref (B, H, W, 3) float32 in [-1, 1]; audio_mel (B, W, n_mels);
-  emotion (B, 8) intensities; input_ids, attention_mask (B, L) int32 (the prompt).
+Batch (batch axis first; ``parallel.shard_batch`` puts it on the mesh): ``batch_spec``
+gives every key's shape and dtype: frames in [-1, 1], the audio window, the clip's and the
+prompt's emotion labels, the prompt's tokens, and the weighted regions.
 Frozen params (replicated): {'vae': autoencoder params, 'text': text-encoder params}.
 
 Per step, from ``fold_in(state.rng, state.step)`` (so a resumed run draws the same
@@ -19,7 +19,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from emotalker_jax.audio import window_length
 from emotalker_jax.diffusion import schedule as sched
+from emotalker_jax.emotions import NUM_EMOTIONS
 from emotalker_jax.models.autoencoder import encode_to_latent
 from emotalker_jax.models.eib import eib_loss
 
@@ -50,6 +52,30 @@ def region_loss_weights(config) -> dict[str, float]:
 def batch_keys(config) -> tuple[str, ...]:
     """The keys the train step reads for this config: BATCH_KEYS (+ the weighted regions)."""
     return BATCH_KEYS + tuple(region_loss_weights(config))
+
+
+TOKEN_KEYS = ("input_ids", "attention_mask")
+
+
+def batch_spec(config, batch_size: int | None = None) -> dict:
+    """The train batch of ``config``, once for every user: {key: jax.ShapeDtypeStruct}.
+
+    The loop's shardings (rank of each key), ``emotalker aot-compile`` (abstract inputs) and
+    the train-step benchmark (synthetic host batches) all read it. ``batch_size`` defaults to
+    ``config.train.batch_size`` (global). Shapes: x_tgt, x_mask, x_ref (B, S, S, 3) float32;
+    audio_mel (B, W, n_mels) float32 (W: ``audio.window_length``); emotion, prompt_emotion
+    (B, 8) float32; input_ids, attention_mask (B, L) int32 (L: text.max_length); the weighted
+    regions (B, S, S) float32 in {0, 1}.
+    """
+    b = int(config.train.batch_size if batch_size is None else batch_size)
+    s, length = int(config.data.image_size), int(config.text.max_length)
+    shapes = {"x_tgt": (b, s, s, 3), "x_mask": (b, s, s, 3), "x_ref": (b, s, s, 3),
+              "audio_mel": (b, window_length(config.audio.window_s), int(config.audio.n_mels)),
+              "emotion": (b, NUM_EMOTIONS), "prompt_emotion": (b, NUM_EMOTIONS),
+              "input_ids": (b, length), "attention_mask": (b, length)}
+    shapes.update({key: (b, s, s) for key in region_loss_weights(config)})
+    return {k: jax.ShapeDtypeStruct(shapes[k], jnp.int32 if k in TOKEN_KEYS else jnp.float32)
+            for k in batch_keys(config)}
 
 
 def mouth_loss_weight(config) -> float:
@@ -145,5 +171,6 @@ def jit_train_step(train_step, state_shardings, frozen_shardings, batch_sharding
 
 
 __all__ = ["make_loss_fn", "make_train_step", "jit_train_step", "text_hidden_states",
-           "BATCH_KEYS", "MOUTH_KEY", "EYES_KEY", "batch_keys", "latent_loss_weights",
+           "BATCH_KEYS", "TOKEN_KEYS", "MOUTH_KEY", "EYES_KEY", "batch_keys", "batch_spec",
+           "latent_loss_weights",
            "region_loss_weights"]
