@@ -2,7 +2,9 @@
 
 With ``configs/demo.py`` (mouth loss weight 10: the batch carries ``mouth_region``) both
 must compile the real train step, and the two routes (abstract inputs with no arrays vs a
-real trainer on a synthetic batch) must agree on what one step costs (slow tier).
+real trainer on a synthetic batch) must agree on what one step costs. Both compile the
+step (1-3 min on 2 cores), so both are in the slow tier (`make test-slow`); the default tier
+checks ``batch_spec`` against the loader's batches (tests/test_pipeline.py).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ def bench_result(demo_config):
                                     matmul_n=256)
 
 
+@pytest.mark.slow      # a compile of the demo step on 8 devices and a real trainer (~2 min)
 def test_aot_compiles_the_demo_step_with_its_mouth_region(demo_config, aot_report):
   assert "mouth_region" in batch_spec(demo_config)
   mesh = parallel.create_mesh(demo_config.mesh, jax.devices())

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from emotalker_jax.emotions import EMOTIONS
+from emotalker_jax.evaluation.metrics import intensity_metrics
 from emotalker_jax.models import eib as E
 
 K, C, T, D = 8, 16, 3, 24
@@ -123,7 +124,7 @@ def test_metrics_on_hand_made_examples():
   p[1, [5, 7, 6]] = [0.5, 0.6, 0.1]   # top-1 wrong, top-2 right
   p[2, [6, 1]] = [0.9, 0.2]
   p[3, [2, 4]] = [0.9, 0.4]           # top-2 {contempt, fear}: allowed by the tie
-  m = E.intensity_metrics(p, t, np.array([False, True, True, True]))
+  m = intensity_metrics(p, t, np.array([False, True, True, True]))
   assert m["n_top1"] == 3 and m["top1"] == pytest.approx(2 / 3)
   assert m["n_mixed"] == 3 and m["top2_mixed"] == pytest.approx(1.0)
   assert m["mae"] == pytest.approx(np.abs(p - t).mean())

@@ -283,7 +283,7 @@ def evaluate(params, feats, records, hidden: int, head=None) -> dict:
   """FED metrics of the head on one split: overall and per category."""
   import numpy as np
 
-  from emotalker_jax.models.eib import intensity_metrics
+  from emotalker_jax.evaluation.metrics import intensity_metrics
   pred = predict_head(params, feats, hidden, head=head)
   target = np.stack([r.intensities for r in records])
   mixed = np.array([r.is_mixed for r in records])

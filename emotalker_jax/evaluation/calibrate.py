@@ -77,11 +77,6 @@ def training_sources(size: str, num_identities: int, synthetic_seed: int = 0) ->
   return out
 
 
-def _top2_ok(p: np.ndarray, label: np.ndarray) -> np.ndarray:
-  want = set(np.argsort(-label)[:2].tolist())
-  return np.array([set(r.tolist()) == want for r in np.argsort(-p, 1)[:, :2]])
-
-
 def fit_intensity_gamma(gen, judge, sources: Sequence[Source], st: EvalSettings,
                         gammas: Sequence[float] = DEFAULT_GAMMAS,
                         log: Callable[[str], None] = print) -> dict:
@@ -114,7 +109,7 @@ def fit_intensity_gamma(gen, judge, sources: Sequence[Source], st: EvalSettings,
         err[kind[name]].append(metrics.intensity_error(p, ref, v))
         l1.append(np.abs(p - ref).sum(-1))
         if kind[name] == "mixed":
-          top2.append(_top2_ok(p, v))
+          top2.append(metrics.top2_correct(p, np.broadcast_to(v, p.shape)))
         else:
           top1.append(np.argmax(p, -1) == int(np.argmax(v)))
     single, mixed = float(np.concatenate(top1).mean()), float(np.concatenate(top2).mean())
@@ -131,8 +126,9 @@ def fit_intensity_gamma(gen, judge, sources: Sequence[Source], st: EvalSettings,
   gt_single = float(np.concatenate([np.argmax(truth[(n, s.identity)], -1) == int(np.argmax(v))
                                     for n, v in labels if kind[n] == "single"
                                     for s in sources]).mean())
-  gt_mixed = float(np.concatenate([_top2_ok(truth[(n, s.identity)], v) for n, v in labels
-                                   if kind[n] == "mixed" for s in sources]).mean())
+  gt_mixed = float(np.concatenate([
+      metrics.top2_correct(truth[(n, s.identity)], np.broadcast_to(v, truth[(n, s.identity)].shape))
+      for n, v in labels if kind[n] == "mixed" for s in sources]).mean())
   gt_err = float(np.mean([metrics.intensity_error(truth[(n, s.identity)], v, v)
                           for n, v in labels for s in sources]))
   best = min(rows, key=lambda r: (round(r["intensity_error"], 9), abs(r["gamma"] - 1.0)))

@@ -724,7 +724,7 @@ def evaluate_judge(judge: Judge, size: str = "tiny", data_dir: str | None = None
   return out
 
 
-TARGETS = {  # the must-show figures of issue 5 (held-out identities, clean renders)
+TARGETS = {  # the judge's acceptance figures (held-out identities, clean renders)
     "test_split.emotion_top1": (">=", 0.98),
     "test_split.mixture_top2": (">=", 0.95),
     "sweep.spearman_mean": (">=", 0.95),

@@ -6,7 +6,8 @@ floats / dicts, so every command reports the same numbers. Only ``psnr_ssim`` us
 
 * ``emotion_accuracy``: single-emotion targets -> top-1 of the predicted intensities equals
   the target's dominant emotion; mixed targets (>= 2 non-zero emotions) -> the predicted
-  top-2 set equals the target's two largest (``eib.top2_correct``, tie-aware).
+  top-2 set equals the target's two largest (``top2_correct``, tie-aware: the one top-2
+  rule of the project, also used by eib-train's FED figures and the calibration).
 * ``intensity_spearman``: per emotion, Spearman rank correlation between the prompted
   strength and the predicted intensity of that emotion over a sweep of >= 5 strengths;
   the mean over emotions.
@@ -36,9 +37,45 @@ from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
 NONZERO_TOL = 1e-6  # a target intensity above this counts as present
 
 
-def _top2_correct(pred, target):
-  from emotalker_jax.models.eib import top2_correct
-  return top2_correct(pred, target)
+def top2_correct(pred: np.ndarray, target: np.ndarray, tol: float = 1e-4) -> np.ndarray:
+  """(N, K) x2 -> (N,) bool: the predicted two largest emotions are the target's two
+  largest; when the target ties at the boundary any of the tied emotions counts."""
+  pred, target = np.asarray(pred), np.asarray(target)
+  top2 = np.argsort(-pred, axis=-1, kind="stable")[:, :2]
+  second = -np.sort(-target, axis=-1)[:, 1]
+  picked = np.take_along_axis(target, top2, axis=-1)
+  return np.all(picked >= second[:, None] - tol, axis=-1)
+
+
+def intensity_metrics(pred: np.ndarray, target: np.ndarray, is_mixed: np.ndarray,
+                      margin: float = 0.1) -> dict:
+  """FED metrics (the figures `emotalker eib-train` reports).
+
+  top1: fraction of prompts with a clear dominant emotion (largest intensity >= the
+  second + ``margin``) whose predicted argmax is that emotion. top2: fraction of mixed
+  prompts (>= 2 emotions) whose predicted top-2 set is the target's (tie-aware). mae:
+  mean |s_hat - s| over all prompts and the 8 emotions. Also per-emotion top-1 and a
+  confusion matrix (rows: true dominant, columns: predicted argmax).
+  """
+  pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
+  is_mixed = np.asarray(is_mixed, bool)
+  srt = -np.sort(-target, axis=-1)
+  clear = (srt[:, 0] - srt[:, 1]) >= margin - 1e-6
+  true_top = np.argmax(target, axis=-1)
+  pred_top = np.argmax(pred, axis=-1)
+  ok1 = (true_top == pred_top)[clear]
+  ok2 = top2_correct(pred, target)[is_mixed]
+  conf = np.zeros((NUM_EMOTIONS, NUM_EMOTIONS), np.int64)
+  np.add.at(conf, (true_top[clear], pred_top[clear]), 1)
+  per = {EMOTIONS[k]: (float(conf[k, k] / conf[k].sum()) if conf[k].sum() else None)
+         for k in range(NUM_EMOTIONS)}
+  return {
+      "n": int(len(target)), "n_top1": int(clear.sum()), "n_mixed": int(is_mixed.sum()),
+      "top1": float(ok1.mean()) if ok1.size else float("nan"),
+      "top2_mixed": float(ok2.mean()) if ok2.size else float("nan"),
+      "mae": float(np.mean(np.abs(pred - target))),
+      "top1_per_emotion": per, "confusion": conf.tolist(),
+  }
 
 
 def emotion_accuracy(pred_intensities, target_intensities, tol: float = NONZERO_TOL) -> dict:
@@ -69,7 +106,7 @@ def emotion_accuracy(pred_intensities, target_intensities, tol: float = NONZERO_
   ok1 = (true_top == pred_top) & single
   ok2 = np.zeros(len(pred), bool)
   if mixed.any():
-    ok2[mixed] = _top2_correct(pred[mixed], target[mixed])
+    ok2[mixed] = top2_correct(pred[mixed], target[mixed])
   conf = np.zeros((NUM_EMOTIONS, NUM_EMOTIONS), np.int64)
   np.add.at(conf, (true_top[single], pred_top[single]), 1)
   per = {EMOTIONS[k]: (float(conf[k, k] / conf[k].sum()) if conf[k].sum() else None)

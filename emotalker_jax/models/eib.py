@@ -434,47 +434,6 @@ def eib_loss(logits: jax.Array, s: jax.Array, ce_weight: float = 1.0,
   return mse + ce_weight * ce_mean, {"mse": mse, "ce": ce_mean, "mae": mae}
 
 
-def top2_correct(pred: np.ndarray, target: np.ndarray, tol: float = 1e-4) -> np.ndarray:
-  """(N, K) x2 -> (N,) bool: the predicted two largest emotions are the target's two
-  largest; when the target ties at the boundary any of the tied emotions counts."""
-  pred, target = np.asarray(pred), np.asarray(target)
-  top2 = np.argsort(-pred, axis=-1, kind="stable")[:, :2]
-  second = -np.sort(-target, axis=-1)[:, 1]
-  picked = np.take_along_axis(target, top2, axis=-1)
-  return np.all(picked >= second[:, None] - tol, axis=-1)
-
-
-def intensity_metrics(pred: np.ndarray, target: np.ndarray, is_mixed: np.ndarray,
-                      margin: float = 0.1) -> dict:
-  """FED metrics (the figures `emotalker eib-train` reports).
-
-  top1: fraction of prompts with a clear dominant emotion (largest intensity >= the
-  second + ``margin``) whose predicted argmax is that emotion. top2: fraction of mixed
-  prompts (>= 2 emotions) whose predicted top-2 set is the target's (tie-aware). mae:
-  mean |s_hat - s| over all prompts and the 8 emotions. Also per-emotion top-1 and a
-  confusion matrix (rows: true dominant, columns: predicted argmax).
-  """
-  pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
-  is_mixed = np.asarray(is_mixed, bool)
-  srt = -np.sort(-target, axis=-1)
-  clear = (srt[:, 0] - srt[:, 1]) >= margin - 1e-6
-  true_top = np.argmax(target, axis=-1)
-  pred_top = np.argmax(pred, axis=-1)
-  ok1 = (true_top == pred_top)[clear]
-  ok2 = top2_correct(pred, target)[is_mixed]
-  conf = np.zeros((NUM_EMOTIONS, NUM_EMOTIONS), np.int64)
-  np.add.at(conf, (true_top[clear], pred_top[clear]), 1)
-  per = {EMOTIONS[k]: (float(conf[k, k] / conf[k].sum()) if conf[k].sum() else None)
-         for k in range(NUM_EMOTIONS)}
-  return {
-      "n": int(len(target)), "n_top1": int(clear.sum()), "n_mixed": int(is_mixed.sum()),
-      "top1": float(ok1.mean()) if ok1.size else float("nan"),
-      "top2_mixed": float(ok2.mean()) if ok2.size else float("nan"),
-      "mae": float(np.mean(np.abs(pred - target))),
-      "top1_per_emotion": per, "confusion": conf.tolist(),
-  }
-
-
 # Canonical words for the monotonicity check ("slightly X" < "X" < "extremely X").
 # Neutral uses the word "neutral" itself: FED grades neutral words like any other
 # emotion ("slightly neutral" 0.3, "neutral" 0.7, "extremely neutral" 0.95).
