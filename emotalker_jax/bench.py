@@ -878,7 +878,7 @@ def synthetic_train_batch(config, batch: int, seed: int = 0) -> dict:
   frames in [-1, 1], audio features, Dirichlet emotion labels, {0, 1} region boxes and
   prompt strings in place of the tokens (``Trainer.device_batch`` tokenizes them)."""
   from emotalker_jax.emotions import EMOTIONS
-  from emotalker_jax.training.step import TOKEN_KEYS, batch_spec
+  from emotalker_jax.training.step import TOKEN_KEYS, batch_spec, region_loss_weights
   r = np.random.default_rng(int(seed))
   emo = r.dirichlet(np.ones(len(EMOTIONS)) * 0.3, batch).astype(np.float32)
   out = {"prompt": np.array([f"a little {EMOTIONS[i]}" for i in emo.argmax(1)])}
@@ -889,7 +889,7 @@ def synthetic_train_batch(config, batch: int, seed: int = 0) -> dict:
       out[key] = emo
     elif key == "audio_mel":
       out[key] = r.standard_normal(spec.shape).astype(np.float32)
-    elif len(spec.shape) == 3:                       # a region: a random box per example
+    elif key in region_loss_weights(config):         # a random box per example
       box = np.zeros(spec.shape, np.float32)
       s = spec.shape[1]
       for i, (y, x) in enumerate(r.integers(0, s // 2, (batch, 2))):

@@ -109,7 +109,7 @@ def fit_intensity_gamma(gen, judge, sources: Sequence[Source], st: EvalSettings,
         err[kind[name]].append(metrics.intensity_error(p, ref, v))
         l1.append(np.abs(p - ref).sum(-1))
         if kind[name] == "mixed":
-          top2.append(metrics.top2_correct(p, np.broadcast_to(v, p.shape)))
+          top2.append(metrics.top2_correct(p, v))
         else:
           top1.append(np.argmax(p, -1) == int(np.argmax(v)))
     single, mixed = float(np.concatenate(top1).mean()), float(np.concatenate(top2).mean())
@@ -126,9 +126,9 @@ def fit_intensity_gamma(gen, judge, sources: Sequence[Source], st: EvalSettings,
   gt_single = float(np.concatenate([np.argmax(truth[(n, s.identity)], -1) == int(np.argmax(v))
                                     for n, v in labels if kind[n] == "single"
                                     for s in sources]).mean())
-  gt_mixed = float(np.concatenate([
-      metrics.top2_correct(truth[(n, s.identity)], np.broadcast_to(v, truth[(n, s.identity)].shape))
-      for n, v in labels if kind[n] == "mixed" for s in sources]).mean())
+  gt_mixed = float(np.concatenate([metrics.top2_correct(truth[(n, s.identity)], v)
+                                   for n, v in labels if kind[n] == "mixed"
+                                   for s in sources]).mean())
   gt_err = float(np.mean([metrics.intensity_error(truth[(n, s.identity)], v, v)
                           for n, v in labels for s in sources]))
   best = min(rows, key=lambda r: (round(r["intensity_error"], 9), abs(r["gamma"] - 1.0)))

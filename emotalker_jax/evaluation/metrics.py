@@ -38,9 +38,10 @@ NONZERO_TOL = 1e-6  # a target intensity above this counts as present
 
 
 def top2_correct(pred: np.ndarray, target: np.ndarray, tol: float = 1e-4) -> np.ndarray:
-  """(N, K) x2 -> (N,) bool: the predicted two largest emotions are the target's two
+  """(N, K) predictions, (N, K) or (K,) targets -> (N,) bool: the predicted two largest emotions are the target's two
   largest; when the target ties at the boundary any of the tied emotions counts."""
-  pred, target = np.asarray(pred), np.asarray(target)
+  pred = np.asarray(pred)
+  target = np.broadcast_to(np.asarray(target), pred.shape)   # one (K,) label for all rows
   top2 = np.argsort(-pred, axis=-1, kind="stable")[:, :2]
   second = -np.sort(-target, axis=-1)[:, 1]
   picked = np.take_along_axis(target, top2, axis=-1)
