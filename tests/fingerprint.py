@@ -148,7 +148,7 @@ def main() -> int:
   print(json.dumps(fp["train"]["losses"]), json.dumps(fp["generate"]["info"]))
   if args.compare:
     with open(args.compare) as f:
-      diffs = compare(json.load(f), fp)
+      diffs = compare(json.load(f), json.loads(json.dumps(fp)))  # int keys as in the file
     print("\n".join(diffs) if diffs else "same results (within float round-off)")
     return 1 if diffs else 0
   return 0
