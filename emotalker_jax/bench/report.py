@@ -54,20 +54,25 @@ How the figures are made (`emotalker_jax/bench/`, one module per benchmark):
   scans, so the ratio 50/10 should stay near 1; and the train step's compile time.
 - **pipeline**: examples/s of the grain training pipeline (`input_pipeline.pipeline.benchmark`)
   per worker count vs the train step's examples/s (ratio > 1: the input keeps up).
+- **stats** (no table): parameter counts and XLA's FLOPs of one UNet forward at batch 1,
+  `emotalker bench stats --config configs/X.py [--no-flops] [--json OUT.json]`.
 
 ## Reproducing on a GPU (H100 / H200)
 
 The three GPU goals (base256 bf16 train-step MFU, sampler frames/s at 256x256 with 25
-guided steps, the PyTorch/JAX sampler time ratio) in one run of under 8 minutes, one JSON
-(on a machine with CUDA JAX and CUDA PyTorch and no network, `--wheels DIR` first installs
-the other dependencies from a local wheel folder; the script's header says how to fill it):
+guided steps, the PyTorch/JAX sampler time ratio) in one run of under 8 minutes and one
+JSON (`emotalker bench gpu`). The GPU machine needs a CUDA JAX and a CUDA PyTorch and no
+network: the other dependencies travel as a wheel folder, prepared where there is network
+(same Python and platform) from requirements/lock.txt minus jax, jaxlib and torch:
 
 ```bash
-bash emotalker_jax/bench/gpu.sh [--wheels DIR] --out docs/bench/gpu_base256_goals_bf16.json
+bash emotalker_jax/bench/gpu.sh --prepare-wheels wheels/     # pip download --no-deps
+# on the GPU machine: pip install --no-index --find-links wheels/, then the benchmark
+bash emotalker_jax/bench/gpu.sh --wheels wheels/ --out docs/bench/gpu_base256_goals_bf16.json
 ```
 
-Each benchmark on its own: install a CUDA JAX and a CUDA PyTorch in the venv (the lock file pins CPU builds), then run
-the same commands with bf16 compute:
+Each benchmark on its own: install a CUDA JAX and a CUDA PyTorch in the venv (the lock
+file pins CPU builds), then run the same commands with bf16 compute:
 
 ```bash
 .venv/bin/pip install -U "jax[cuda12]==0.10.2"
