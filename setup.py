@@ -39,7 +39,7 @@ setup(
     description="Emotion-editable talking-face generation with latent diffusion, in JAX/Flax",
     python_requires=">=3.11",
     packages=find_packages(include=["emotalker_jax*", "input_pipeline*", "configs*", "launch*", "tests*"]),
-    package_data={"launch": ["*.sh", "*.sbatch", "*.md"]},
+    package_data={"launch": ["*.sh", "*.sbatch", "*.md"], "emotalker_jax.bench": ["gpu.sh"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["emotalker=emotalker_jax.cli:main"]},

@@ -1,4 +1,4 @@
-"""Benchmarks (emotalker_jax/bench.py): the JAX sampler and its PyTorch/diffusers reference
+"""Benchmarks (the emotalker_jax/bench/ package): the JAX sampler and its PyTorch/diffusers reference
 compute the same thing (the correctness core of the framework comparison), the JSON has the
 fixed keys with positive finite values, and the markdown report is made from the JSON.
 
@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from emotalker_jax import bench
+from emotalker_jax.bench import torch_ref
 from emotalker_jax.config_utils import load_config
 
 SAMPLER_KEYS = ("jax_frames_per_s", "torch_eager_frames_per_s", "torch_compile_frames_per_s",
@@ -50,9 +51,9 @@ def test_ddim_scheduler_steps_between_our_levels():
         "diffusion": {"num_train_timesteps": 1000, "schedule": "linear", "beta_start": 0.0015,
                       "beta_end": 0.0195, "prediction_type": "epsilon"},
         "sampler": {"spacing": spacing}})
-    chosen, note = bench.bench_spacing(cfg, steps)
+    chosen, note = torch_ref.bench_spacing(cfg, steps)
     assert (note is None) == (chosen == spacing)
-    s = bench.make_ddim_scheduler(cfg, steps, chosen)
+    s = torch_ref.make_ddim_scheduler(cfg, steps, chosen)
     ours = ddim_timesteps(1000, steps, chosen)[::-1]
     np.testing.assert_array_equal(s.timesteps.numpy(), ours)
     _, a_t, a_prev = _levels(sched_lib.from_config(cfg.diffusion), steps, chosen)
@@ -63,7 +64,7 @@ def test_ddim_scheduler_steps_between_our_levels():
       assert float(s.alphas_cumprod[int(t)]) == pytest.approx(float(a_t[k]), rel=1e-5)
   # 'uniform' at 10 steps (0, 111, ..., 999) is not evenly spaced by T // steps: fallback.
   cfg.sampler.spacing = "uniform"
-  chosen, note = bench.bench_spacing(cfg, 10)
+  chosen, note = torch_ref.bench_spacing(cfg, 10)
   assert chosen == "trailing" and "uniform" in note
 
 
@@ -71,11 +72,11 @@ def test_diffusers_models_match_our_config_and_convert(repo_root):
   """The diffusers models built from our config have our layout and their weights convert
   into our params tree with every leaf filled (same shapes as our init)."""
   import jax
-  from emotalker_jax.model_stats import count_params
+  from emotalker_jax.bench.model_stats import count_params
   from emotalker_jax.models.unet import build_unet, init_unet
   config = tiny(repo_root)
-  unet_t, vae_t = bench.build_torch_models(config, seed=3)
-  up, vp = bench.torch_params_to_ours(config, unet_t, vae_t)
+  unet_t, vae_t = torch_ref.build_torch_models(config, seed=3)
+  up, vp = torch_ref.torch_params_to_ours(config, unet_t, vae_t)
   assert count_params(up) == sum(p.numel() for p in unet_t.parameters())
   assert count_params(vp) == sum(p.numel() for p in vae_t.parameters())
   target = jax.eval_shape(lambda: init_unet(build_unet(config), jax.random.key(0)))["params"]
@@ -255,3 +256,29 @@ def test_sampler_inductor_matches_eager(repo_root):
   assert r["torch_compile_error"] is None
   assert r["torch_compile_frames_per_s"] > 0
   assert r["max_abs_output_diffs"]["torch_compile_vs_torch_eager"] <= 1e-3 * r["max_abs_output"]
+
+
+@pytest.mark.slow      # two compiles (train step, sampler) and the torch sampler: ~4 min on 2 cores
+def test_gpu_script_runs_end_to_end_on_cpu_at_tiny_size(repo_root, tmp_path):
+  """bench/gpu.sh with the tiny config on the CPU: one JSON with the three GPU-goal figures,
+  each the figure of its own section, and the printed summary."""
+  out = tmp_path / "gpu.json"
+  run = subprocess.run(
+      ["bash", str(repo_root / "emotalker_jax" / "bench" / "gpu.sh"), "--python", sys.executable,
+       "--config", str(repo_root / "configs" / "tiny.py"), "--dtype", "float32", "--batch", "2",
+       "--steps", "2", "--repeats", "1", "--warmup", "0", "--matmul-n", "512",
+       "--out", str(out)],
+      capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=1800)
+  assert run.returncode == 0, run.stderr[-3000:]
+  doc = json.loads(out.read_text())
+  assert doc["benchmark"] == "gpu" and doc["config"] == "tiny" and doc["dtype"] == "float32"
+  assert 0.0 < doc["train_step_mfu"] <= 1.0
+  assert doc["sampler_frames_per_s"] > 0 and doc["ratio_torch_eager_over_jax"] > 0
+  ts, sp = doc["results"]["train-step"], doc["results"]["sampler"]
+  # No GPU peak on a CPU: the MFU is taken against the matmul rate measured in the same run.
+  assert doc["train_step_mfu"] == pytest.approx(ts["roofline_fraction"])
+  assert doc["sampler_frames_per_s"] == pytest.approx(sp["jax_frames_per_s"])
+  assert doc["ratio_torch_eager_over_jax"] == pytest.approx(
+      sp["timings"]["torch_eager"]["median_s"] / sp["timings"]["jax"]["median_s"])
+  assert sp["batch"] == 2 and sp["steps"] == 2 and sp["torch_compile_error"] is None
+  assert "train-step MFU" in run.stdout and "frames/s" in run.stdout

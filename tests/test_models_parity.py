@@ -184,7 +184,7 @@ def test_param_count_parity(unet_pair, vae_pair):
     """model_stats' eval_shape counts equal diffusers' parameter counts."""
     import ml_collections
 
-    from emotalker_jax import model_stats
+    from emotalker_jax.bench import model_stats
     (uref, ucfg, _), (vref, vcfg, _) = unet_pair, vae_pair
     config = ml_collections.ConfigDict({"dtype": "float32", "unet": ucfg, "autoencoder": vcfg})
     assert model_stats.unet_param_count(config) == sum(p.numel() for p in uref.parameters())

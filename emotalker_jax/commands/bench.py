@@ -1,8 +1,9 @@
 """``emotalker bench <what> --config configs/X.py [--config.a=b] --json OUT.json``.
 
-what: sampler | unet | train-step | compile | pipeline | all, or ``report`` (writes
-docs/BENCHMARKS.md from the JSON files). See ``emotalker_jax/bench.py`` for what each
-measures and docs/BENCHMARKS.md for the figures.
+what: sampler | unet | train-step | compile | pipeline | gpu | stats | all, or ``report``
+(writes docs/BENCHMARKS.md from the JSON files). This module only parses flags; the
+benchmarks are the ``emotalker_jax.bench`` package (one module per benchmark, see its
+docstring) and docs/BENCHMARKS.md has the figures.
 """
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ import argparse
 import shlex
 import sys
 
-WHATS = ("sampler", "unet", "train-step", "compile", "pipeline", "all", "report")
+WHATS = ("sampler", "unet", "train-step", "compile", "pipeline", "gpu", "stats", "all",
+         "report")
+# --batch when not given: model stats count one frame, the timed benchmarks use 4 frames
+# (gpu: 32, the GPU goal's batch).
+DEFAULT_BATCH = {"stats": 1, "gpu": 32}
 
 
 def _ints(s: str) -> tuple[int, ...]:
@@ -21,13 +26,16 @@ def _ints(s: str) -> tuple[int, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-  p.add_argument("what", choices=WHATS, help="which benchmark ('all': every one; 'report': "
-                 "write the markdown tables from --json-dir)")
+  p.add_argument("what", choices=WHATS, help="which benchmark ('all': sampler, unet, "
+                 "train-step, compile, pipeline; 'gpu': train-step MFU + sampler frames/s + "
+                 "PyTorch/JAX ratio in one JSON; 'stats': parameter counts and UNet FLOPs; "
+                 "'report': write the markdown tables from --json-dir)")
   p.add_argument("--json", default=None, help="write the results to this JSON file")
-  p.add_argument("--batch", type=int, default=4,
-                 help="frames per sampler batch / UNet batch / compile-bench frames (default 4)")
+  p.add_argument("--batch", type=int, default=None,
+                 help="frames per sampler batch / UNet batch / compile-bench frames (default 4; "
+                 "gpu: 32; stats: 1)")
   p.add_argument("--steps", type=int, default=None,
-                 help="sampler DDIM steps (default: config.sampler.steps)")
+                 help="sampler DDIM steps (default: config.sampler.steps; gpu: 25)")
   p.add_argument("--repeats", type=int, default=5,
                  help="timed rounds after warm-up; the median is reported (default 5)")
   p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
@@ -50,6 +58,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--pipeline-batches", type=int, default=20,
                  help="pipeline: timed batches per worker count (default 20)")
   p.add_argument("--data-dir", default=None, help="pipeline: TFDS dir (default config.data.data_dir)")
+  p.add_argument("--size", type=int, default=None,
+                 help="stats: latent H=W of the FLOP count (default image_size / f)")
+  p.add_argument("--context-len", type=int, default=None,
+                 help="stats: context tokens of the FLOP count (default: the config's)")
+  p.add_argument("--no-flops", action="store_true",
+                 help="stats: parameter counts only (no compile)")
   p.add_argument("--threads", type=int, default=None,
                  help="CPU threads for both frameworks: torch.set_num_threads(N), and for N=1 "
                  "XLA's single-threaded CPU runtime (default: each library's own default). "
@@ -60,6 +74,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--out", default="docs/BENCHMARKS.md", help="report: markdown to write")
 
 
+def batch_of(args) -> int:
+  """--batch, or the benchmark's default when it was not given."""
+  return args.batch if args.batch is not None else DEFAULT_BATCH.get(args.what, 4)
+
+
 def command_string(args) -> str:
   """The command line that reproduces this run (every option that affects the figures)."""
   parts = ["emotalker", "bench", args.what]
@@ -68,11 +87,15 @@ def command_string(args) -> str:
     parts += ["--config", cfg[0]]
   parts += [a for a in args.config_args if not a.startswith("--config=")]
   w = args.what
-  if w in ("sampler", "unet", "compile", "all"):
-    parts += ["--batch", str(args.batch)]
-  if w in ("sampler", "all") and args.steps:
+  if w in ("sampler", "unet", "compile", "gpu", "stats", "all"):
+    parts += ["--batch", str(batch_of(args))]
+  if w in ("sampler", "gpu", "all") and args.steps:
     parts += ["--steps", str(args.steps)]
-  if w != "compile":
+  if w == "stats":
+    parts += [f for f, v in (("--no-flops", args.no_flops),) if v]
+    parts += [x for f, v in (("--size", args.size), ("--context-len", args.context_len))
+              if v for x in (f, str(v))]
+  elif w != "compile":
     parts += ["--repeats", str(args.repeats), "--warmup", str(args.warmup)]
   if w in ("sampler", "all"):
     if args.no_torch_compile:
@@ -81,9 +104,9 @@ def command_string(args) -> str:
       parts += ["--torch-compile-backend", args.torch_compile_backend]
   if w in ("train-step", "all") and args.remat != "both":
     parts += ["--remat", args.remat]
-  if w in ("train-step", "pipeline", "all") and args.train_batch:
+  if w in ("train-step", "pipeline", "gpu", "all") and args.train_batch:
     parts += ["--train-batch", str(args.train_batch)]
-  if w in ("unet", "train-step", "all") and args.matmul_n:
+  if w in ("unet", "train-step", "gpu", "all") and args.matmul_n:
     parts += ["--matmul-n", str(args.matmul_n)]
   if w in ("compile", "all"):
     if tuple(args.compile_steps) != (10, 25, 50):
@@ -140,6 +163,12 @@ def _print_summary(what: str, r: dict) -> None:
     print(f"pipeline: {r['pipeline_examples_per_s']:.4g} examples/s (best, "
           f"{r['best_workers']} workers) vs train step {r['train_step_examples_per_s']:.4g} "
           f"examples/s: ratio {r['ratio_pipeline_over_train_step']:.3g}")
+  elif what == "gpu":
+    from emotalker_jax.bench import gpu
+    print("\n".join(gpu.summary_lines(r)))
+  elif what == "stats":
+    from emotalker_jax.bench import model_stats
+    print("\n".join(model_stats.summary_lines(r)))
 
 
 def _limit_threads(n: int) -> None:
@@ -172,6 +201,7 @@ def run(args) -> int:
   if not paths:
     raise ValueError("no config given: pass --config configs/tiny.py (or another config)")
   overrides = [a for a in args.config_args if not a.startswith("--config=")]
+  args.batch = batch_of(args)
   for name in ("batch", "repeats"):
     if getattr(args, name) < 1:
       raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -184,7 +214,7 @@ def run(args) -> int:
     _limit_threads(args.threads)
 
   from emotalker_jax import bench
-  progress = bench._stderr  # noqa: SLF001
+  progress = bench.stderr
   opts = dict(batch=args.batch, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
               torch_compile=not args.no_torch_compile,
               compile_backend=args.torch_compile_backend,
@@ -192,7 +222,8 @@ def run(args) -> int:
               train_batch=args.train_batch, matmul_n=args.matmul_n,
               compile_steps=tuple(args.compile_steps), compile_repeats=args.compile_repeats,
               workers=tuple(args.workers), pipeline_batches=args.pipeline_batches,
-              data_dir=args.data_dir, seed=args.seed)
+              data_dir=args.data_dir, seed=args.seed, size=args.size,
+              context_len=args.context_len, flops=not args.no_flops)
   base = bench.header(config, overrides, command_string(args), args.note)
   base["threads"] = args.threads
   if args.what == "all":

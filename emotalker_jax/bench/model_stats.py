@@ -1,6 +1,6 @@
 """Parameter counts and FLOPs of the UNet (and autoencoder) of a config.
 
-    python -m emotalker_jax.model_stats --config configs/base256.py [--config.a=b ...]
+    emotalker bench stats --config configs/base256.py [--config.a=b ...] [--batch 1]
 
 Parameter counts come from ``jax.eval_shape`` of the init (no memory, no compute). FLOPs
 of one UNet forward come from XLA's cost model of the compiled program
@@ -11,19 +11,20 @@ configs on CPU takes a minute or two. XLA counts a multiply-add as 2 FLOPs.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
+from emotalker_jax.models.conditioner import num_context_tokens
+from emotalker_jax.models.unet import build_unet, init_unet
 
 
 def count_params(tree: Any) -> int:
     """Total number of elements in a (possibly abstract / boxed) params tree."""
-    import flax.linen as nn
     return int(sum(int(x.size) for x in jax.tree.leaves(nn.meta.unbox(tree))))
 
 
@@ -36,21 +37,15 @@ def latent_size(config) -> int:
 def context_length(config) -> int:
     """Cross-attention tokens per frame: audio tokens + EIB tokens (+ landmark tokens)."""
     n_eib = int(config.eib.num_emotions) + int(config.eib.get("num_text_tokens", 0))
-    try:
-        from emotalker_jax.models.conditioner import num_context_tokens
-        return int(num_context_tokens(config, n_eib))
-    except ImportError:  # pragma: no cover - conditioner not present
-        return int(config.audio.tokens_per_frame) + n_eib
+    return int(num_context_tokens(config, n_eib))
 
 
 def unet_param_count(config) -> int:
-    from emotalker_jax.models.unet import build_unet, init_unet
     model = build_unet(config)
     return count_params(jax.eval_shape(lambda: init_unet(model, jax.random.key(0)))["params"])
 
 
 def autoencoder_param_count(config) -> int:
-    from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
     model = build_autoencoder(config)
     return count_params(
         jax.eval_shape(lambda: init_autoencoder(model, jax.random.key(0)))["params"])
@@ -60,8 +55,6 @@ def unet_forward_cost(config, batch: int = 1, size: int | None = None,
                       context_len: int | None = None) -> dict:
     """XLA cost analysis of one jitted UNet forward: {'flops', 'bytes accessed', 'compile_s',
     'input_shape', 'context_shape'}."""
-    import flax.linen as nn
-    from emotalker_jax.models.unet import build_unet, init_unet
     model = build_unet(config)
     spec = model.spec
     size = size or latent_size(config)
@@ -85,49 +78,27 @@ def unet_forward_cost(config, batch: int = 1, size: int | None = None,
             "context_shape": list(c.shape), "dtype": str(model.dtype)}
 
 
-def stats(config, batch: int = 1, size: int | None = None, context_len: int | None = None,
-          flops: bool = True) -> dict:
-    out = {"config": config.name, "unet_params": unet_param_count(config),
+def model_stats(config, batch: int = 1, size: int | None = None,
+                context_len: int | None = None, flops: bool = True) -> dict:
+    """{'benchmark', 'config', 'unet_params', 'autoencoder_params'} and, with ``flops``, the
+    'unet_forward' cost of ``unet_forward_cost`` (batch ``batch``, latent H=W ``size``)."""
+    out = {"benchmark": "model_stats", "config": config.name,
+           "unet_params": unet_param_count(config),
            "autoencoder_params": autoencoder_param_count(config)}
     if flops:
         out["unet_forward"] = unet_forward_cost(config, batch, size, context_len)
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    from emotalker_jax.config_utils import load_config, split_config_args
-    argv = list(sys.argv[1:] if argv is None else argv)
-    config_args, rest = split_config_args(argv)
-    p = argparse.ArgumentParser(prog="python -m emotalker_jax.model_stats",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--size", type=int, default=None, help="latent H=W (default image_size/f)")
-    p.add_argument("--context-len", type=int, default=None)
-    p.add_argument("--no-flops", action="store_true", help="parameter counts only (no compile)")
-    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    args = p.parse_args(rest)
-    paths = [a.split("=", 1)[1] for a in config_args if a.startswith("--config=")]
-    if not paths:
-        p.error("--config configs/X.py is required")
-    try:
-        config = load_config(paths[0], [a for a in config_args if a.startswith("--config.")])
-        s = stats(config, args.batch, args.size, args.context_len, flops=not args.no_flops)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"model_stats: error: {e}", file=sys.stderr)
-        return 2
-    print(f"config {s['config']}: UNet {s['unet_params']:,} params "
-          f"({s['unet_params'] / 1e6:.1f} M), autoencoder {s['autoencoder_params']:,} params "
-          f"({s['autoencoder_params'] / 1e6:.1f} M)")
+def summary_lines(s: dict) -> list[str]:
+    """The human-readable lines of a ``model_stats`` result."""
+    lines = [f"config {s['config']}: UNet {s['unet_params']:,} params "
+             f"({s['unet_params'] / 1e6:.1f} M), autoencoder {s['autoencoder_params']:,} params "
+             f"({s['autoencoder_params'] / 1e6:.1f} M)"]
     if "unet_forward" in s:
         f = s["unet_forward"]
-        print(f"UNet forward, input {tuple(f['input_shape'])}, context "
-              f"{tuple(f['context_shape'])}, {f['dtype']}: {f['flops'] / 1e9:.4g} GFLOPs "
-              f"({f['flops']:.4e} FLOPs; XLA cost analysis; compile {f['compile_s']:.1f} s)")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(s, fh, indent=2)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        lines.append(f"UNet forward, input {tuple(f['input_shape'])}, context "
+                     f"{tuple(f['context_shape'])}, {f['dtype']}: {f['flops'] / 1e9:.4g} GFLOPs "
+                     f"({f['flops']:.4e} FLOPs; XLA cost analysis; compile "
+                     f"{f['compile_s']:.1f} s)")
+    return lines

@@ -1,0 +1,185 @@
+"""The real jitted train step (``training.loop.build_trainer``): step time, examples/s,
+FLOPs/step, roofline fraction, MFU on a GPU, peak memory, with the UNet's remat on and off.
+
+Peak memory is the device's ``peak_bytes_in_use`` on an accelerator, the process's peak RSS
+(bytes, VmHWM, reset before each variant where the kernel allows) on a CPU.
+"""
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from typing import Sequence
+
+import jax
+import numpy as np
+from flax import linen as nn
+
+from emotalker_jax.bench.common import (block, cost_flops, default_matmul_n, device_bf16_peak,
+                                        interleaved_timings, log, make_matmul, memory_analysis,
+                                        stats, with_overrides)
+from emotalker_jax.emotions import EMOTIONS
+from emotalker_jax.models.text_encoder import load_text_encoder
+from emotalker_jax.training import loop
+from emotalker_jax.training.step import TOKEN_KEYS, batch_spec, region_loss_weights
+
+
+def reset_peak_rss() -> bool:
+  """Resets the kernel's peak-RSS mark (VmHWM) of this process to its current RSS.
+
+  Returns True only when the reset took effect (VmHWM read back within 16 MiB of VmRSS):
+  some kernels and sandboxes accept the write to /proc/self/clear_refs and ignore it.
+  """
+  try:
+    with open("/proc/self/clear_refs", "w") as fh:
+      fh.write("5")
+  except OSError:
+    return False
+  status = _proc_status_bytes("VmHWM", "VmRSS")
+  if status is None:
+    return False
+  hwm, rss = status
+  return hwm <= rss + 16 * 2 ** 20
+
+
+def _proc_status_bytes(*fields: str) -> tuple[int, ...] | None:
+  """The named ``/proc/self/status`` fields (kB there) in bytes; None off Linux."""
+  found = {}
+  try:
+    with open("/proc/self/status") as fh:
+      for line in fh:
+        name = line.split(":", 1)[0]
+        if name in fields:
+          found[name] = int(line.split()[1]) * 1024
+  except OSError:
+    return None
+  if len(found) != len(fields):
+    return None
+  return tuple(found[f] for f in fields)
+
+
+def peak_rss_bytes() -> int:
+  """The process's peak resident set size: VmHWM from /proc (resettable), else getrusage."""
+  status = _proc_status_bytes("VmHWM")
+  if status is not None:
+    return status[0]
+  r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return int(r) * (1 if sys.platform == "darwin" else 1024)
+
+
+def device_peak_bytes() -> int | None:
+  try:
+    ms = jax.devices()[0].memory_stats() or {}
+  except Exception:  # noqa: BLE001 - CPU backends may not implement it
+    return None
+  v = ms.get("peak_bytes_in_use")
+  return int(v) if v is not None else None
+
+
+def synthetic_train_batch(config, batch: int, seed: int = 0) -> dict:
+  """A host batch of ``training.step.batch_spec(config)`` (what the pipeline yields): random
+  frames in [-1, 1], audio features, Dirichlet emotion labels, {0, 1} region boxes and
+  prompt strings in place of the tokens (``Trainer.device_batch`` tokenizes them)."""
+  r = np.random.default_rng(int(seed))
+  emo = r.dirichlet(np.ones(len(EMOTIONS)) * 0.3, batch).astype(np.float32)
+  out = {"prompt": np.array([f"a little {EMOTIONS[i]}" for i in emo.argmax(1)])}
+  for key, spec in batch_spec(config, batch).items():
+    if key in TOKEN_KEYS:
+      continue
+    if key in ("emotion", "prompt_emotion"):
+      out[key] = emo
+    elif key == "audio_mel":
+      out[key] = r.standard_normal(spec.shape).astype(np.float32)
+    elif key in region_loss_weights(config):         # a random box per example
+      box = np.zeros(spec.shape, np.float32)
+      s = spec.shape[1]
+      for i, (y, x) in enumerate(r.integers(0, s // 2, (batch, 2))):
+        box[i, y:y + s // 2, x:x + s // 2] = 1.0
+      out[key] = box
+    else:
+      out[key] = r.uniform(-1, 1, spec.shape).astype(np.float32)
+  return out
+
+
+def _train_variant(config, text, *, steps: int, warmup: int, mm_fn, mm_flops, progress):
+  remat = bool(config.unet.remat)
+  trainer = loop.build_trainer(config, text=text)
+  batch = trainer.device_batch(synthetic_train_batch(config, int(config.train.batch_size)))
+  log(progress, f"train-step: compiling (remat={remat})")
+  with jax.set_mesh(trainer.mesh), nn.logical_axis_rules(trainer.rules):
+    t0 = time.perf_counter()
+    lowered = trainer.step_fn.lower(trainer.state, trainer.frozen, batch)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+  flops = cost_flops(compiled)
+  mem = memory_analysis(compiled)
+  state = trainer.state
+  holder = {"state": state}
+
+  def step():
+    with jax.set_mesh(trainer.mesh), nn.logical_axis_rules(trainer.rules):
+      holder["state"], metrics = compiled(holder["state"], trainer.frozen, batch)
+    block((holder["state"].step, metrics["loss"]))
+    return metrics
+
+  rss_reset = reset_peak_rss()
+  for _ in range(int(warmup)):
+    step()
+  times = interleaved_timings({"matmul": mm_fn, "step": step}, steps, progress,
+                              label=f"train-step remat={remat}")
+  loss = float(step()["loss"])
+  st = {k: stats(v) for k, v in times.items()}
+  b = int(config.train.batch_size)
+  rate = flops / st["step"]["median_s"]
+  mm_rate = mm_flops / st["matmul"]["median_s"]
+  peak = device_bf16_peak()
+  dev_peak = device_peak_bytes() if jax.devices()[0].platform != "cpu" else None
+  out = {"remat": remat, "batch": b, "num_devices": int(trainer.mesh.size),
+         "step_time": st["step"], "step_s": st["step"]["median_s"],
+         "examples_per_s": b / st["step"]["median_s"],
+         "flops_per_step": flops, "achieved_flops_per_s": rate,
+         "matmul_flops_per_s": mm_rate, "roofline_fraction": rate / mm_rate,
+         "mfu": rate / peak if peak else None,
+         "peak_memory_bytes": dev_peak if dev_peak is not None else peak_rss_bytes(),
+         "peak_memory_source": ("device memory_stats peak_bytes_in_use (process-wide high "
+                                "water mark)" if dev_peak is not None else
+                                ("process peak RSS (VmHWM, reset before this variant's "
+                                 "steps)" if rss_reset else "process peak RSS, not resettable here: "
+                                 "includes everything this process ran before")),
+         "xla_memory_analysis": mem, "lower_s": t1 - t0, "compile_s": t2 - t1,
+         "final_loss": loss}
+  del trainer, holder, state, compiled
+  return out
+
+
+def run_train_step_bench(config, *, remat: Sequence[bool] = (True, False), steps: int = 5,
+                         warmup: int = 1, batch: int | None = None, matmul_n: int | None = None,
+                         progress=None) -> dict:
+  """The jitted train step of ``training.loop.build_trainer`` on a synthetic batch, per remat
+  setting (remat on first: device peak memory is a process-wide high-water mark).
+
+  FLOPs/step are XLA's count for the (per-device) compiled step; roofline fraction is
+  achieved / a dense matmul timed alternately with the steps; peak memory is the device's
+  peak bytes in use (GPU/TPU) or the process's peak RSS (CPU).
+  """
+  if batch:
+    config = with_overrides(config, **{"train.batch_size": int(batch)})
+  text = load_text_encoder(config.text.path or None, kind=config.text.encoder,
+                           max_length=int(config.text.max_length))
+  n = int(matmul_n or default_matmul_n())
+  mm_fn, mm_flops, _ = make_matmul(n, str(config.dtype))
+  variants = {}
+  for r in remat:
+    variants["on" if r else "off"] = _train_variant(
+        with_overrides(config, **{"unet.remat": bool(r)}), text, steps=steps, warmup=warmup,
+        mm_fn=mm_fn, mm_flops=mm_flops, progress=progress)
+  default = variants.get("on" if bool(config.unet.remat) else "off") or next(
+      iter(variants.values()))
+  return {"benchmark": "train_step", "batch": int(config.train.batch_size),
+          "steps": int(steps), "matmul": {"n": n, "dtype": str(config.dtype)},
+          "config_remat": bool(config.unet.remat),
+          "examples_per_s": default["examples_per_s"], "step_s": default["step_s"],
+          "flops_per_step": default["flops_per_step"],
+          "roofline_fraction": default["roofline_fraction"], "mfu": default["mfu"],
+          "remat": variants}
