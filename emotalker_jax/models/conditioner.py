@@ -14,15 +14,16 @@ sharded).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from emotalker_jax.audio import (  # noqa: F401  (re-exported frontend)
     audio_features, audio_windows, features_from_config, log_mel_spectrogram,
     mel_filterbank, window_length)
+from emotalker_jax.models.layers import BERT_QKV, TOKEN_AXES, Attention, dense, layer_norm
 
 Dtype = Any
 
@@ -36,84 +37,21 @@ def _dtype(name_or_dtype) -> Dtype:
     return jnp.dtype(name_or_dtype)
 
 
-class _Dense(nn.Module):
-    """Dense layer over the trailing ``len(in_axes_names)`` axes with named kernel axes.
-
-    Kernel shape ``in_shape + features`` with logical names ``names`` (input axes first).
-    Written out (rather than ``nn.DenseGeneral``) so the partitioned initialiser sees the
-    kernel's real rank: DenseGeneral initialises a flattened 2-D kernel, which breaks
-    the sharding constraint of a 3-D name tuple under a mesh.
-    """
-    features: tuple[int, ...]
-    names: tuple[str | None, ...]
-    n_in: int = 1
-    use_bias: bool = True
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        in_shape = x.shape[x.ndim - self.n_in:]
-        n_out = len(self.features)
-        init = nn.initializers.variance_scaling(
-            1.0, "fan_in", "truncated_normal", in_axis=tuple(range(self.n_in)),
-            out_axis=tuple(range(self.n_in, self.n_in + n_out)))
-        kernel = self.param("kernel", nn.with_logical_partitioning(init, self.names),
-                            tuple(in_shape) + tuple(self.features), self.param_dtype)
-        x = x.astype(self.dtype)
-        y = jax.lax.dot_general(
-            x, kernel.astype(self.dtype),
-            ((tuple(range(x.ndim - self.n_in, x.ndim)), tuple(range(self.n_in))), ((), ())))
-        if self.use_bias:
-            bias = self.param("bias", nn.with_logical_partitioning(
-                nn.initializers.zeros_init(), self.names[self.n_in:]),
-                tuple(self.features), self.param_dtype)
-            y = y + bias.astype(self.dtype)
-        return y
+# eps 1e-5 and flax's one-pass variance: the LayerNorms the conditioner was trained with.
+_layer_norm = functools.partial(layer_norm, 1e-5, fast_variance=True)
 
 
-def _dense(features, names, dtype, param_dtype, name, n_in=1, use_bias=True):
-    """A ``_Dense`` with kernel (in..., features...) carrying the logical axis ``names``."""
-    features = tuple(features) if isinstance(features, (tuple, list)) else (int(features),)
-    return _Dense(features=features, names=tuple(names), n_in=n_in, use_bias=use_bias,
-                  dtype=dtype, param_dtype=param_dtype, name=name)
-
-
-def _layer_norm(dtype, param_dtype, name):
-    return nn.LayerNorm(
-        epsilon=1e-5, dtype=dtype, param_dtype=param_dtype,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
-        name=name)
-
-
-class Attention(nn.Module):
-    """Multi-head attention with ``jax.nn.dot_product_attention``.
-
-    x: (B, Tq, D) queries, kv: (B, Tk, D) keys/values (defaults to x) -> (B, Tq, D).
-    """
-    num_heads: int
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, kv=None):
-        kv = x if kv is None else kv
-        d = x.shape[-1]
-        if d % self.num_heads:
-            raise ValueError(f"width {d} is not divisible by num_heads {self.num_heads}; "
-                             "change config.audio.width or config.audio.num_heads")
-        hd = d // self.num_heads
-        proj = lambda n: _dense((self.num_heads, hd), ("embed", "heads", "kv"),  # noqa: E731
-                                self.dtype, self.param_dtype, n)
-        q, k, v = proj("query")(x), proj("key")(kv), proj("value")(kv)   # (B, T, H, hd)
-        out = jax.nn.dot_product_attention(q, k, v)
-        return _dense(d, ("heads", "kv", "embed"), self.dtype, self.param_dtype, "out",
-                      n_in=2)(out)
+def _attention(num_heads, head_dim, dtype, param_dtype, name):
+    """Attention with biased q/k/v named query/key/value/out (the conditioner's tree)."""
+    return Attention(heads=num_heads, head_dim=head_dim, qkv_bias=True, proj_names=BERT_QKV,
+                     dtype=dtype, param_dtype=param_dtype, name=name)
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LayerNorm self-attention + GELU MLP (4x) block: (B, T, D) -> (B, T, D)."""
+    """Pre-LayerNorm self-attention + GELU MLP (4x) block: (B, T, D) -> (B, T, D).
+
+    ``num_heads`` heads of width D / num_heads (D must be divisible by num_heads).
+    """
     num_heads: int
     mlp_ratio: int = 4
     dtype: Dtype = jnp.float32
@@ -122,14 +60,15 @@ class TransformerBlock(nn.Module):
     @nn.compact
     def __call__(self, x):
         d = x.shape[-1]
-        h = _layer_norm(self.dtype, self.param_dtype, "norm1")(x)
-        x = x + Attention(self.num_heads, self.dtype, self.param_dtype, name="attn")(h)
-        h = _layer_norm(self.dtype, self.param_dtype, "norm2")(x)
-        h = _dense(self.mlp_ratio * d, ("embed", "mlp"), self.dtype, self.param_dtype, "fc1")(h)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = _layer_norm(name="norm1", **kw)(x)
+        x = x + _attention(self.num_heads, d // self.num_heads, name="attn", **kw)(h)
+        h = _layer_norm(name="norm2", **kw)(x)
+        h = dense(self.mlp_ratio * d, ("embed", "mlp"), name="fc1", **kw)(h)
         h = nn.gelu(h)
-        h = _dense(d, ("mlp", "embed"), self.dtype, self.param_dtype, "fc2")(h)
+        h = dense(d, ("mlp", "embed"), name="fc2", **kw)(h)
         x = x + h
-        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        return nn.with_logical_constraint(x, TOKEN_AXES)
 
 
 class AudioEncoder(nn.Module):
@@ -166,6 +105,10 @@ class AudioEncoder(nn.Module):
         if mel_windows.ndim < 3:
             raise ValueError(f"AudioEncoder expects (..., W, n_mels) windows, got shape "
                              f"{mel_windows.shape}; build them with audio_windows()")
+        if self.width % self.num_heads:
+            raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}; "
+                             "change config.audio.width or config.audio.num_heads")
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         lead = mel_windows.shape[:-2]
         x = mel_windows.reshape((-1,) + mel_windows.shape[-2:]).astype(self.dtype)
         x = (x - LOG_MEL_MEAN) / LOG_MEL_SCALE                          # (B, W, n_mels)
@@ -179,7 +122,7 @@ class AudioEncoder(nn.Module):
                             nn.initializers.zeros_init(), ("conv_out",)),
                         name=f"conv{i}")(x)
             x = nn.gelu(x)
-        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        x = nn.with_logical_constraint(x, TOKEN_AXES)
         t = x.shape[1]
         pos = self.param("pos_embedding", nn.with_logical_partitioning(
             nn.initializers.normal(0.02), (None, "embed")), (t, self.width), self.param_dtype)
@@ -187,17 +130,16 @@ class AudioEncoder(nn.Module):
         for i in range(self.num_layers):
             x = TransformerBlock(self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
                                  name=f"block{i}")(x)
-        x = _layer_norm(self.dtype, self.param_dtype, "norm_kv")(x)
+        x = _layer_norm(name="norm_kv", **kw)(x)
         queries = self.param("queries", nn.with_logical_partitioning(
             nn.initializers.normal(0.02), (None, "embed")),
             (self.tokens_per_frame, self.width), self.param_dtype)
         q = jnp.broadcast_to(queries.astype(self.dtype)[None],
                              (x.shape[0],) + queries.shape)
-        tok = q + Attention(self.num_heads, self.dtype, self.param_dtype, name="pool")(q, x)
-        tok = _layer_norm(self.dtype, self.param_dtype, "norm_out")(tok)
-        tok = _dense(self.context_dim, ("embed", "mlp"), self.dtype, self.param_dtype,
-                     "proj_out")(tok)
-        tok = nn.with_logical_constraint(tok, ("batch", "length", "embed"))
+        tok = q + _attention(self.num_heads, self.width // self.num_heads, name="pool", **kw)(q, x)
+        tok = _layer_norm(name="norm_out", **kw)(tok)
+        tok = dense(self.context_dim, ("embed", "mlp"), name="proj_out", **kw)(tok)
+        tok = nn.with_logical_constraint(tok, TOKEN_AXES)
         return tok.reshape(lead + tok.shape[1:])
 
 
@@ -227,13 +169,13 @@ class LandmarkEncoder(nn.Module):
         _check_landmarks(landmarks)
         if landmarks.ndim == 3:
             landmarks = landmarks.reshape(landmarks.shape[0], -1)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = landmarks.astype(self.dtype)
-        x = _dense(self.hidden, ("embed", "mlp"), self.dtype, self.param_dtype, "fc1")(x)
+        x = dense(self.hidden, ("embed", "mlp"), name="fc1", **kw)(x)
         x = nn.gelu(x)
-        x = _dense((self.num_tokens, self.context_dim), ("mlp", None, "embed"), self.dtype,
-                   self.param_dtype, "fc2")(x)
-        x = _layer_norm(self.dtype, self.param_dtype, "norm_out")(x)
-        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        x = dense((self.num_tokens, self.context_dim), ("mlp", None, "embed"), name="fc2", **kw)(x)
+        x = _layer_norm(name="norm_out", **kw)(x)
+        return nn.with_logical_constraint(x, TOKEN_AXES)
 
 
 def assemble_context(audio_tokens, emotion_tokens, landmark_tokens=None):
@@ -304,7 +246,7 @@ def num_context_tokens(config, num_emotion_tokens: int) -> int:
     return n
 
 
-__all__ = ("AudioEncoder", "LandmarkEncoder", "Conditioner", "Attention", "TransformerBlock",
+__all__ = ("AudioEncoder", "LandmarkEncoder", "Conditioner", "TransformerBlock",
            "assemble_context", "num_context_tokens", "audio_windows", "log_mel_spectrogram",
            "audio_features", "features_from_config", "mel_filterbank", "window_length",
            "LOG_MEL_MEAN", "LOG_MEL_SCALE")

@@ -32,6 +32,7 @@ Logical axis names: kernels ("embed", "mlp"), ("mlp", "embed"), ("embed", "heads
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -83,19 +84,8 @@ def pooled_dim(hidden_size: int, kind: str) -> int:
 # Modules
 # ----------------------------------------------------------------------------------------
 
-def _dense(features, names, dtype, param_dtype, name, axis=-1):
-  # layers.Dense creates the kernel in its final shape, so multi-axis logical names stay
-  # valid under an active mesh (nn.DenseGeneral's flat init breaks flax's shape check).
-  n_in = len(axis) if isinstance(axis, tuple) else 1
-  return layers.dense(features, names, dtype=dtype, param_dtype=param_dtype, name=name,
-                      n_in=n_in)
-
-
-def _layer_norm(dtype, param_dtype, name):
-  return nn.LayerNorm(
-      epsilon=1e-5, dtype=dtype, param_dtype=param_dtype, name=name,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)))
+# eps 1e-5 and flax's one-pass variance: the LayerNorms the EIB heads were trained with.
+_layer_norm = functools.partial(layers.layer_norm, 1e-5, fast_variance=True)
 
 
 class IntensityHead(nn.Module):
@@ -112,12 +102,13 @@ class IntensityHead(nn.Module):
 
   @nn.compact
   def __call__(self, pooled: jax.Array, deterministic: bool = True) -> jax.Array:
-    x = _layer_norm(self.dtype, self.param_dtype, "norm")(pooled)
-    x = nn.gelu(_dense(self.hidden, ("embed", "mlp"), self.dtype, self.param_dtype, "fc1")(x))
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = _layer_norm(name="norm", **kw)(pooled)
+    x = nn.gelu(layers.dense(self.hidden, ("embed", "mlp"), name="fc1", **kw)(x))
     x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-    x = nn.gelu(_dense(self.hidden, ("mlp", "embed"), self.dtype, self.param_dtype, "fc2")(x))
+    x = nn.gelu(layers.dense(self.hidden, ("mlp", "embed"), name="fc2", **kw)(x))
     x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-    logits = _dense(self.num_emotions, ("embed", None), self.dtype, self.param_dtype, "out")(x)
+    logits = layers.dense(self.num_emotions, ("embed", None), name="out", **kw)(x)
     return logits.astype(jnp.float32)
 
 
@@ -139,21 +130,18 @@ class TextTokenPool(nn.Module):
     if c % nh:
       raise ValueError(f"context_dim {c} is not divisible by config.eib.attn_heads {nh}")
     hd = c // nh
-    x = _dense(c, ("embed", "mlp"), self.dtype, self.param_dtype, "in_proj")(hidden)
-    x = _layer_norm(self.dtype, self.param_dtype, "in_norm")(x)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = layers.dense(c, ("embed", "mlp"), name="in_proj", **kw)(hidden)
+    x = _layer_norm(name="in_norm", **kw)(x)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     queries = self.param(
         "queries", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
         (self.num_tokens, c), self.param_dtype)
     q = jnp.broadcast_to(queries.astype(self.dtype)[None], (x.shape[0],) + queries.shape)
-    proj = lambda n, y: _dense((nh, hd), ("embed", "heads", "kv"), self.dtype,  # noqa: E731
-                               self.param_dtype, n)(y)
-    qh, kh, vh = proj("query", q), proj("key", x), proj("value", x)   # (B, T|L, H, hd)
-    attn_mask = (mask != 0)[:, None, None, :]                         # (B, 1, 1, L)
-    y = jax.nn.dot_product_attention(qh, kh, vh, mask=attn_mask)      # (B, T, H, hd)
-    y = _dense(c, ("heads", "kv", "embed"), self.dtype, self.param_dtype, "out",
-               axis=(-2, -1))(y)
-    y = _layer_norm(self.dtype, self.param_dtype, "out_norm")(y)
+    y = layers.multi_head_attention(                                  # (B, T, C)
+        q, x, heads=nh, head_dim=hd, out_features=c, qkv_bias=True, mask=mask,
+        proj_names=layers.BERT_QKV, **kw)
+    y = _layer_norm(name="out_norm", **kw)(y)
     return nn.with_logical_constraint(y, ("batch", "length", "embed"))
 
 
@@ -201,22 +189,23 @@ class TokenIntensityHead(nn.Module):
   def __call__(self, hidden: jax.Array, mask: jax.Array,
                deterministic: bool = True) -> jax.Array:
     hd, dt, pdt = self.hidden, self.dtype, self.param_dtype
+    kw = dict(dtype=dt, param_dtype=pdt)
     m = mask.astype(bool)
     if self.token_dropout > 0 and not deterministic:
       keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.token_dropout, m.shape)
       keep = keep | (jnp.sum(m & keep, axis=-1, keepdims=True) == 0)   # never drop all
       m = m & keep
-    x = _layer_norm(dt, pdt, "norm")(hidden)
-    x = nn.gelu(_dense(hd, ("embed", "mlp"), dt, pdt, "token")(x))          # (B, L, H)
+    x = _layer_norm(name="norm", **kw)(hidden)
+    x = nn.gelu(layers.dense(hd, ("embed", "mlp"), name="token", **kw)(x))          # (B, L, H)
     feats = []
     if self.num_anchors > 0:
       sims = self.anchor_sims(hidden)                                       # (B, L, K)
-      x = x + _dense(hd, (None, "mlp"), dt, pdt, "anchor_proj")(sims.astype(dt))
+      x = x + layers.dense(hd, (None, "mlp"), name="anchor_proj", **kw)(sims.astype(dt))
       feats.append(jnp.max(jnp.where(m[..., None], sims, -1.0), axis=1))    # (B, K)
     mf = m.astype(jnp.float32)[..., None]
     mean = jnp.sum(x.astype(jnp.float32) * mf, axis=1) / jnp.maximum(jnp.sum(mf, axis=1), 1.0)
-    keys = _dense(hd, ("mlp", "embed"), dt, pdt, "key")(x)
-    vals = _dense(hd, ("mlp", "embed"), dt, pdt, "value")(x)
+    keys = layers.dense(hd, ("mlp", "embed"), name="key", **kw)(x)
+    vals = layers.dense(hd, ("mlp", "embed"), name="value", **kw)(x)
     queries = self.param(
         "queries", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
         (self.num_queries, hd), pdt)
@@ -225,10 +214,10 @@ class TokenIntensityHead(nn.Module):
     w = jax.nn.softmax(scores, axis=-1)
     pooled = jnp.einsum("bql,blh->bqh", w, vals.astype(jnp.float32))     # (B, Q, H)
     z = jnp.concatenate([pooled.reshape(pooled.shape[0], -1), mean] + feats, axis=-1)
-    z = _layer_norm(dt, pdt, "pool_norm")(z.astype(dt))
-    z = nn.gelu(_dense(hd, ("embed", "mlp"), dt, pdt, "fc1")(z))
+    z = _layer_norm(name="pool_norm", **kw)(z.astype(dt))
+    z = nn.gelu(layers.dense(hd, ("embed", "mlp"), name="fc1", **kw)(z))
     z = nn.Dropout(self.dropout)(z, deterministic=deterministic)
-    logits = _dense(self.num_emotions, ("mlp", None), dt, pdt, "out")(z)
+    logits = layers.dense(self.num_emotions, ("mlp", None), name="out", **kw)(z)
     return logits.astype(jnp.float32)
 
 

@@ -1,8 +1,10 @@
-"""Building blocks shared by the UNet and the autoencoder (Flax linen, NHWC).
+"""Building blocks shared by every model module (Flax linen, NHWC): the one Dense, LayerNorm
+and multi-head attention of the UNet, the autoencoder, the conditioner, the EIB and the
+text encoders, plus the UNet / autoencoder convolutional and transformer blocks.
 
-Every module mirrors the diffusers PyTorch module of the same name, numerically and in
-its parameter names (``to_out.0`` in diffusers is ``to_out_0`` here), so a diffusers
-state dict maps onto our params by renaming keys and transposing kernels
+The UNet / autoencoder blocks mirror the diffusers PyTorch module of the same name,
+numerically and in their parameter names (``to_out.0`` in diffusers is ``to_out_0`` here),
+so a diffusers state dict maps onto our params by renaming keys and transposing kernels
 (``emotalker_jax.checkpoints``). Images and latents are NHWC; token sequences are
 (B, L, D). Parameters are created in ``param_dtype`` (float32); computation runs in
 ``dtype`` (float32 on CPU tests, bfloat16 on accelerators).
@@ -11,7 +13,7 @@ Logical axis names (mapped to mesh axes by ``config.logical_axis_rules``, never 
 conv kernels (kh, kw, in, out) -> (None, None, 'conv_in', 'conv_out'); dense kernels
 name their input/output as 'embed' / 'mlp' / ('heads', 'kv'); norm scales/biases 'norm'.
 Activations are constrained to ('batch', 'height', 'width', 'embed') or
-('batch', 'length', 'embed').
+('batch', 'length', 'embed'); attention's per-head q/k/v to ('batch', 'length', 'heads', 'kv').
 """
 from __future__ import annotations
 
@@ -26,6 +28,11 @@ Dtype = Any
 
 IMAGE_AXES = ("batch", "height", "width", "embed")
 TOKEN_AXES = ("batch", "length", "embed")
+HEAD_AXES = ("batch", "length", "heads", "kv")
+
+# Parameter names of the four attention projections (q, k, v, output), see ``Attention``.
+DIFFUSERS_QKV = ("to_q", "to_k", "to_v", "to_out_0")   # UNet, autoencoder
+BERT_QKV = ("query", "key", "value", "out")             # conditioner, EIB, text encoders
 
 
 # ----------------------------------------------------------------------------------------
@@ -113,9 +120,17 @@ def group_norm(groups: int, eps: float, *, dtype: Dtype, param_dtype: Dtype,
         name=name)
 
 
-def layer_norm(eps: float, *, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.LayerNorm:
+def layer_norm(eps: float, *, dtype: Dtype, param_dtype: Dtype, name: str,
+               fast_variance: bool = False) -> nn.LayerNorm:
+    """LayerNorm over the last axis (statistics in float32), scale/bias named ('norm',).
+
+    ``fast_variance=False``: two-pass variance E[(x - mean)^2], like PyTorch (the UNet and
+    the text encoders, whose weights come from PyTorch). True: flax's one-pass
+    E[x^2] - mean^2, which the conditioner and the EIB were trained with (the two differ
+    at float round-off only).
+    """
     return nn.LayerNorm(
-        epsilon=eps, dtype=dtype, param_dtype=param_dtype, use_fast_variance=False,
+        epsilon=eps, dtype=dtype, param_dtype=param_dtype, use_fast_variance=fast_variance,
         scale_init=_names_init(nn.initializers.ones_init(), ("norm",)),
         bias_init=_names_init(nn.initializers.zeros_init(), ("norm",)),
         name=name)
@@ -231,43 +246,57 @@ class Upsample2D(nn.Module):
 # Attention
 # ----------------------------------------------------------------------------------------
 
-def multi_head_attention(x, context, *, heads: int, head_dim: int, out_features: int,
-                         qkv_bias: bool, dtype: Dtype, param_dtype: Dtype):
-    """Creates to_q/to_k/to_v/to_out_0 in the calling module's scope and applies them.
+def multi_head_attention(x, context=None, *, heads: int, head_dim: int, out_features: int,
+                         qkv_bias: bool, dtype: Dtype, param_dtype: Dtype, mask=None,
+                         causal: bool = False, proj_names: Sequence[str] = DIFFUSERS_QKV,
+                         kernel_init=None):
+    """Creates the q/k/v/output projections in the calling module's scope and applies them.
 
-    Must be called from inside a compact method. x: (B, Lq, Dq), context: (B, Lk, Dk) or
-    None -> (B, Lq, out_features). Uses ``jax.nn.dot_product_attention`` (cuDNN flash
-    attention on GPU where it applies, XLA elsewhere); scale 1/sqrt(head_dim).
+    Must be called from inside a compact method. x: (B, Lq, Dq) queries, context:
+    (B, Lk, Dk) keys/values or None (self-attention) -> (B, Lq, out_features).
+    mask: (B, Lk) bool/int, 1 = a key that may be attended (padding keys 0), or None.
+    causal: query i attends to keys j <= i only. Parameters ``proj_names`` =
+    (q, k, v, out): q/k/v kernels D -> (heads, head_dim) ('embed', 'heads', 'kv'), with a
+    (heads, head_dim) bias when ``qkv_bias``; out kernel (heads, head_dim) -> out_features
+    ('heads', 'kv', 'embed') with bias. ``kernel_init``: None for lecun_normal (``Dense``).
+    Uses ``jax.nn.dot_product_attention`` (cuDNN flash attention on GPU where it applies,
+    XLA elsewhere); scale 1/sqrt(head_dim).
     """
     kv = x if context is None else context
-    kw = dict(dtype=dtype, param_dtype=param_dtype, use_bias=qkv_bias)
-    q = dense((heads, head_dim), ("embed", "heads", "kv"), name="to_q", **kw)(x)
-    k = dense((heads, head_dim), ("embed", "heads", "kv"), name="to_k", **kw)(kv)
-    v = dense((heads, head_dim), ("embed", "heads", "kv"), name="to_v", **kw)(kv)
-    out = jax.nn.dot_product_attention(q, k, v)                      # (B, Lq, heads, hd)
-    out = dense(out_features, ("heads", "kv", "embed"), n_in=2, name="to_out_0",
-                dtype=dtype, param_dtype=param_dtype)(out)
+    kw = dict(dtype=dtype, param_dtype=param_dtype, kernel_init=kernel_init)
+    q, k, v = (nn.with_logical_constraint(
+        dense((heads, head_dim), ("embed", "heads", "kv"), name=n, use_bias=qkv_bias, **kw)(y),
+        HEAD_AXES) for n, y in zip(proj_names[:3], (x, kv, kv)))      # (B, L, heads, hd)
+    attn_mask = None if mask is None else (mask != 0)[:, None, None, :]   # (B, 1, 1, Lk)
+    out = jax.nn.dot_product_attention(q, k, v, mask=attn_mask, is_causal=causal)
+    out = nn.with_logical_constraint(out, HEAD_AXES)                  # (B, Lq, heads, hd)
+    out = dense(out_features, ("heads", "kv", "embed"), n_in=2, name=proj_names[3], **kw)(out)
     return nn.with_logical_constraint(out, TOKEN_AXES)
 
 
 class Attention(nn.Module):
-    """Multi-head attention (diffusers ``Attention`` without norms).
+    """Multi-head attention (diffusers ``Attention`` without norms; BERT/CLIP self-attention
+    with ``proj_names=BERT_QKV``): ``multi_head_attention`` as a submodule.
 
-    x: (B, Lq, Dq); context: (B, Lk, Dk) or None (self-attention) -> (B, Lq, Dq).
-    Parameters to_q/to_k/to_v: D -> (heads, head_dim) (no bias unless ``qkv_bias``),
-    to_out_0: (heads, head_dim) -> Dq with bias.
+    x: (B, Lq, Dq); context: (B, Lk, Dk) or None (self-attention); mask: (B, Lk) or None
+    -> (B, Lq, Dq). Parameters ``proj_names``: q/k/v D -> (heads, head_dim) (bias only
+    when ``qkv_bias``), out (heads, head_dim) -> Dq with bias.
     """
     heads: int
     head_dim: int
     qkv_bias: bool = False
+    causal: bool = False
+    proj_names: Sequence[str] = DIFFUSERS_QKV
+    kernel_init: Any = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, context=None):
+    def __call__(self, x, context=None, mask=None):
         return multi_head_attention(
             x, context, heads=self.heads, head_dim=self.head_dim, out_features=x.shape[-1],
-            qkv_bias=self.qkv_bias, dtype=self.dtype, param_dtype=self.param_dtype)
+            qkv_bias=self.qkv_bias, mask=mask, causal=self.causal, proj_names=self.proj_names,
+            kernel_init=self.kernel_init, dtype=self.dtype, param_dtype=self.param_dtype)
 
 
 class AttentionBlock2D(nn.Module):

@@ -39,7 +39,6 @@ import dataclasses
 import functools
 import importlib
 import json
-import math
 import os
 from typing import Any, Callable, Literal, Sequence
 
@@ -47,6 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+
+from emotalker_jax.models import layers
 
 Kind = Literal["minilm", "bert", "clip"]
 
@@ -135,85 +136,27 @@ def _dense_init():
   return nn.initializers.normal(0.02)
 
 
-def _layer_norm(eps: float, dtype, name: str) -> nn.LayerNorm:
-  return nn.LayerNorm(
-      epsilon=eps, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, name=name,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)))
-
-
-def _dense(features: int, in_name: str, out_name: str, dtype, name: str) -> nn.Dense:
-  return nn.Dense(
-      features, dtype=dtype, param_dtype=jnp.float32, name=name,
-      kernel_init=nn.with_logical_partitioning(_dense_init(), (in_name, out_name)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (out_name,)))
-
-
 def _embed(num: int, features: int, row_name: str | None, dtype, name: str) -> nn.Embed:
   return nn.Embed(
       num, features, dtype=dtype, param_dtype=jnp.float32, name=name,
       embedding_init=nn.with_logical_partitioning(_dense_init(), (row_name, "embed")))
 
 
-class HeadsDense(nn.Module):
-  """Linear map that splits into / merges heads, with logical axis names.
-
-  split=True: x (B, L, D) -> (B, L, H, Dh), kernel (D, H, Dh) ('embed', 'heads', 'kv'),
-  bias (H, Dh). split=False: x (B, L, H, Dh) -> (B, L, D), kernel (H, Dh, D)
-  ('heads', 'kv', 'embed'), bias (D,). (An explicit param + einsum rather than
-  nn.DenseGeneral, whose flat-then-reshape kernel init breaks flax's param shape check
-  under a mesh with logical rules.)
-  """
-  num_heads: int
-  head_dim: int
-  features: int = 0       # output width D when split=False
-  split: bool = True
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    h, k = self.num_heads, self.head_dim
-    if self.split:
-      kshape, knames, bshape, bnames = (x.shape[-1], h, k), ("embed", "heads", "kv"), (h, k), \
-          ("heads", "kv")
-      eq = "...d,dhk->...hk"
-    else:
-      kshape, knames, bshape, bnames = (h, k, self.features), ("heads", "kv", "embed"), \
-          (self.features,), ("embed",)
-      eq = "...hk,hkd->...d"
-    kernel = self.param("kernel", nn.with_logical_partitioning(_dense_init(), knames), kshape,
-                        jnp.float32)
-    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, bnames), bshape,
-                      jnp.float32)
-    x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
-    return jnp.einsum(eq, x, kernel) + bias
+def _layer_norm(eps: float, dtype, name: str) -> nn.LayerNorm:
+  return layers.layer_norm(eps, dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
-class SelfAttention(nn.Module):
-  """Multi-head self-attention (jax.nn.dot_product_attention).
+def _dense(features: int, in_name: str, out_name: str, dtype, name: str) -> layers.Dense:
+  """Linear (in, features) with kernel axes (in_name, out_name), HF's N(0, 0.02) init."""
+  return layers.dense(features, (in_name, out_name), dtype=dtype, param_dtype=jnp.float32,
+                      kernel_init=_dense_init(), name=name)
 
-  x: (B, L, D); mask: (B, L) bool/int (1 = real token) or None; causal: each position
-  attends to itself and earlier positions only. Returns (B, L, D).
-  """
-  num_heads: int
-  head_dim: int
-  causal: bool = False
-  dtype: Any = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    names = ("batch", "length", "heads", "kv")
-    q, k, v = (nn.with_logical_constraint(
-        HeadsDense(self.num_heads, self.head_dim, dtype=self.dtype, name=n)(x), names)
-        for n in ("query", "key", "value"))  # (B, L, H, Dh)
-    attn_mask = None
-    if mask is not None:
-      attn_mask = (mask != 0)[:, None, None, :]  # (B, 1, 1, L): keys that may be attended
-    y = jax.nn.dot_product_attention(q, k, v, mask=attn_mask, is_causal=self.causal,
-                                     scale=1.0 / math.sqrt(self.head_dim))
-    y = nn.with_logical_constraint(y, names)
-    return HeadsDense(self.num_heads, self.head_dim, x.shape[-1], split=False, dtype=self.dtype,
-                      name="out")(y)
+def _attention(c, causal: bool, dtype) -> layers.Attention:
+  """HF self-attention: query/key/value/out with biases, (H, Dh) heads, N(0, 0.02) init."""
+  return layers.Attention(heads=c.num_attention_heads, head_dim=c.head_dim, qkv_bias=True,
+                          causal=causal, proj_names=layers.BERT_QKV, kernel_init=_dense_init(),
+                          dtype=dtype, param_dtype=jnp.float32, name="attention")
 
 
 class BertLayer(nn.Module):
@@ -224,7 +167,7 @@ class BertLayer(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     c = self.config
-    h = SelfAttention(c.num_attention_heads, c.head_dim, dtype=self.dtype, name="attention")(x, mask)
+    h = _attention(c, False, self.dtype)(x, mask=mask)
     x = _layer_norm(c.layer_norm_eps, self.dtype, "attention_norm")(x + h)
     h = _dense(c.intermediate_size, "embed", "mlp", self.dtype, "mlp_in")(x)
     h = nn.with_logical_constraint(_activation(c.hidden_act)(h), ("batch", "length", "mlp"))
@@ -288,8 +231,7 @@ class CLIPLayer(nn.Module):
   def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
     c = self.config
     h = _layer_norm(c.layer_norm_eps, self.dtype, "norm1")(x)
-    x = x + SelfAttention(c.num_attention_heads, c.head_dim, causal=True, dtype=self.dtype,
-                          name="attention")(h, mask)
+    x = x + _attention(c, True, self.dtype)(h, mask=mask)
     h = _layer_norm(c.layer_norm_eps, self.dtype, "norm2")(x)
     h = _dense(c.intermediate_size, "embed", "mlp", self.dtype, "mlp_in")(h)
     h = nn.with_logical_constraint(_activation(c.hidden_act)(h), ("batch", "length", "mlp"))
