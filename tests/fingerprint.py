@@ -25,6 +25,9 @@ import sys
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# `python tests/fingerprint.py` puts tests/ first on sys.path, so `emotalker_jax` would be
+# the installed copy: the command table read below must be this checkout's.
+sys.path.insert(0, REPO)
 
 
 def _run(cmd: list[str], out_dir: str, name: str) -> str:
