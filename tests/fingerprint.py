@@ -151,7 +151,9 @@ def main() -> int:
   print(json.dumps(fp["train"]["losses"]), json.dumps(fp["generate"]["info"]))
   if args.compare:
     with open(args.compare) as f:
-      diffs = compare(json.load(f), fp)
+      # as written to fingerprint.json: JSON object keys are strings (the train losses'
+      # step numbers are ints in memory)
+      diffs = compare(json.load(f), json.loads(json.dumps(fp)))
     print("\n".join(diffs) if diffs else "same results (within float round-off)")
     return 1 if diffs else 0
   return 0
