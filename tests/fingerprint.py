@@ -130,7 +130,7 @@ def compare(a, b, path="", rtol=1e-5, atol=1e-6) -> list[str]:
     diffs = [f"{path}/{k}: only in {'before' if k in a else 'after'}"
              for k in sorted(set(a) ^ set(b))]
     for k in sorted(set(a) & set(b)):
-      if k.endswith("_seconds"):  # wall times, not results
+      if k == "seconds" or k.endswith("_seconds"):  # wall times, not results
         continue
       diffs += compare(a[k], b[k], f"{path}/{k}", rtol, atol)
     return diffs
