@@ -100,10 +100,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from emotalker_jax.config_utils import load_config
-    if not args.config_args:
-        raise ValueError("no config given: pass --config configs/base256.py")
-    config = load_config(args.config_args[0].split("=", 1)[1], args.config_args[1:])
+    from emotalker_jax.config_utils import config_from_args
+    config, _, _ = config_from_args(args.config_args)
     if args.topology:
         os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
         os.environ.setdefault("JAX_PLATFORMS", "cpu")

@@ -13,6 +13,9 @@ import sys
 # name -> (module under emotalker_jax.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "render the procedural talking-face benchmark (TFDS synthetic_talk)"),
+    "prepare": ("prepare", "build the TFDS dataset mead or crema_d from a manual download"),
+    "pipeline-bench": ("pipeline_bench", "examples/s of the grain training pipeline per "
+                       "worker count"),
     "fed": ("fed", "write the FED emotion-description corpus"),
     "eib-train": ("eib_train", "train the Emotion Intensity Block on FED"),
     "emotion": ("emotion", "print per-emotion intensities of prompts as JSON"),
@@ -21,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate-dataset": ("generate_dataset", "batch generation from a manifest, resumable"),
     "calibrate": ("calibrate", "measure the sampler's intensity calibration on training "
                   "identities"),
+    "judge": ("judge", "train the judge network on rendered frames, or measure one on "
+              "held-out identities"),
     "eval": ("evaluate", "evaluate a checkpoint (emotion, identity, lip sync, PSNR/SSIM)"),
     "bench": ("bench", "benchmarks: JAX vs PyTorch, FLOPs, compile time, memory"),
     "convert": ("convert", "import a diffusers UNet/VAE folder into our params"),

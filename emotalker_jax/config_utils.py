@@ -60,3 +60,38 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ConfigDict:
             f"bad config override in {list(overrides)} for {path}: {e}; "
             "check the key exists in the config file") from None
     return fv.config
+
+
+def config_from_args(config_args: Sequence[str], default: str | None = None, *,
+                     required: bool = True) -> tuple[ConfigDict | None, str | None, list[str]]:
+    """The config a command's config flags name: returns (config, path, overrides).
+
+    config_args: what ``split_config_args`` split off, ``--config=FILE`` (at most one) and
+    ``--config.a.b=value`` overrides in command-line order (``cli.main`` stores them as
+    ``args.config_args``). Without ``--config FILE`` the ``default`` path is loaded; with
+    no default, ``required=False`` and no overrides give (None, None, []); otherwise a
+    ValueError says what to pass.
+    """
+    paths = [a.split("=", 1)[1] for a in config_args if a.startswith("--config=")]
+    overrides = [a for a in config_args if not a.startswith("--config=")]
+    if len(paths) > 1:
+        raise ValueError(f"--config given {len(paths)} times ({', '.join(paths)}); pass one "
+                         "config file plus --config.a.b=value overrides")
+    path = paths[0] if paths else default
+    if path is None:
+        if overrides:
+            raise ValueError(f"the overrides {overrides} need --config FILE")
+        if required:
+            raise ValueError("no config given: pass --config configs/tiny.py (or another config)")
+        return None, None, []
+    return load_config(path, overrides), path, overrides
+
+
+def checkpoint_overrides(config_args: Sequence[str]) -> list[str]:
+    """The ``--config.a.b=v`` flags of a command that reads a checkpoint's saved config; a
+    ``--config FILE`` is refused (the checkpoint carries its config)."""
+    for a in config_args:
+        if a.startswith("--config="):
+            raise ValueError(f"{a}: generation uses the config saved with the checkpoint; "
+                             "pass only --config.a.b=value overrides")
+    return list(config_args)

@@ -19,7 +19,7 @@ module replaces that registration, so ``tfds.builder("crema_d")`` means this bui
 The pipeline reads prepared data from its files (no registry lookup), so either way
 ``make_loader("crema_d/res128", ...)`` reads what this builder wrote.
 
-Build: ``python -m input_pipeline.crema_d --manual_dir ~/CREMA-D --data_dir data/tfds
+Build: ``emotalker prepare crema_d --manual_dir ~/CREMA-D --data_dir data/tfds
 --image_size 128 [--max_clips N --max_frames N --num_workers 2]``.
 """
 from __future__ import annotations
@@ -180,7 +180,3 @@ def build(manual_dir: str, data_dir: str, image_size: int = 128, max_clips: int 
   """Checks ``manual_dir`` (clear error first), then builds; returns the builder."""
   return mead.build(manual_dir, data_dir, CremaD, scan_manual_dir, image_size, max_clips,
                     max_frames, actors, num_workers, **builder_kwargs)
-
-
-if __name__ == "__main__":
-  raise SystemExit(mead.main(builder_cls=CremaD, scan=scan_manual_dir, name="crema_d"))

@@ -29,7 +29,7 @@ left out (with a warning).
 Build (the manual dir is checked before any decoding; a malformed one raises an error that
 lists the expected layout):
 
-  python -m input_pipeline.mead --manual_dir ~/MEAD --data_dir data/tfds --image_size 128 \
+  emotalker prepare mead --manual_dir ~/MEAD --data_dir data/tfds --image_size 128 \
       [--max_clips 200 --max_frames 100 --num_workers 2]
 
 or ``build(manual_dir, data_dir, image_size=128, max_clips=..., max_frames=...)``; read with
@@ -392,35 +392,3 @@ def build(manual_dir: str, data_dir: str, builder_cls=Mead, scan=scan_manual_dir
   b.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=os.path.abspath(manual_dir)))
   return b
-
-
-def main(argv=None, builder_cls=Mead, scan=scan_manual_dir, name="mead") -> int:
-  import argparse  # pylint: disable=import-outside-toplevel
-  p = argparse.ArgumentParser(prog=f"python -m input_pipeline.{name}",
-                              description=f"Build the TFDS dataset {name!r} from a manual download.")
-  p.add_argument("--manual_dir", required=True)
-  p.add_argument("--data_dir", default="data/tfds")
-  p.add_argument("--image_size", type=int, default=128)
-  p.add_argument("--max_clips", type=int, default=None, help="per split")
-  p.add_argument("--max_frames", type=int, default=None, help="per clip")
-  p.add_argument("--actors", default=None, help="comma-separated subset of actors")
-  p.add_argument("--num_workers", type=int, default=0)
-  p.add_argument("--strict", action="store_true", help="fail on a clip without a face")
-  a = p.parse_args(argv)
-  actors = a.actors.split(",") if a.actors else None
-  if actors and name == "crema_d":
-    actors = [int(x) for x in actors]
-  try:
-    b = build(a.manual_dir, a.data_dir, builder_cls, scan, a.image_size, a.max_clips,
-              a.max_frames, actors, a.num_workers, strict=a.strict)
-  except (ValueError, FileNotFoundError) as e:
-    import sys  # pylint: disable=import-outside-toplevel
-    print(f"python -m input_pipeline.{name}: error: {e}", file=sys.stderr)
-    return 2
-  print(f"built {b.name}/{b.builder_config.name} in {b.data_dir}: "
-        + ", ".join(f"{k}={v.num_examples}" for k, v in b.info.splits.items()))
-  return 0
-
-
-if __name__ == "__main__":
-  raise SystemExit(main())

@@ -53,7 +53,7 @@ checkpointable: ``it.get_state()`` / ``it.set_state(state)`` (bytes), or grain's
 the stream); grain batches inside each worker, so which examples share a batch depends on
 ``worker_count``: keep it fixed across a resume (grain checks it).
 
-Benchmark: ``python -m input_pipeline.pipeline --bench --workers 0,1,2`` (see ``main``).
+Benchmark: ``emotalker pipeline-bench --workers 0,1,2`` (``benchmark_report``).
 """
 from __future__ import annotations
 
@@ -61,9 +61,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import platform
 import re
-from typing import Any, Callable, Optional, Sequence
+import time
+from typing import Any, Callable, Sequence
 
+import grain
 import grain.python as gp
 import numpy as np
 
@@ -605,7 +608,6 @@ def benchmark(dataset: str, data_dir: str | None, split: str = "train",
               warmup: int = 5, image_size: int | None = None, seed: int = 0,
               cache_mb: float = 256.0, prompt_fn: PromptFn | None = None) -> list[dict]:
   """examples/s of the training loader per worker count (after ``warmup`` batches)."""
-  import time  # pylint: disable=import-outside-toplevel
   results = []
   for w in workers:
     loader = make_loader(dataset, split, batch_size=batch_size, seed=seed, data_dir=data_dir,
@@ -627,54 +629,29 @@ def benchmark(dataset: str, data_dir: str | None, split: str = "train",
   return results
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  import argparse  # pylint: disable=import-outside-toplevel
-  p = argparse.ArgumentParser(
-      prog="python -m input_pipeline.pipeline",
-      description="Throughput of the grain training pipeline (examples/s per worker count).")
-  p.add_argument("--bench", action="store_true", help="run the throughput benchmark")
-  p.add_argument("--dataset", default="synthetic_talk/tiny")
-  p.add_argument("--data_dir", default="data/tfds",
-                 help="TFDS data dir; synthetic_talk is built there first if missing")
-  p.add_argument("--split", default="train")
-  p.add_argument("--workers", default="0,1,2", help="comma-separated worker counts")
-  p.add_argument("--batch_size", type=int, default=8)
-  p.add_argument("--batches", type=int, default=50)
-  p.add_argument("--image_size", type=int, default=None)
-  p.add_argument("--cache_mb", type=float, default=256.0,
-                 help="per-process clip cache (0: every example decodes its clips)")
-  p.add_argument("--prompt", choices=("default", "simple"), default="default",
-                 help="default: FED prompts (fed.describe) when available; simple: simple_prompt")
-  p.add_argument("--json", default=None, help="also write the figures to this JSON file")
-  args = p.parse_args(argv)
-  if not args.bench:
-    p.print_help()
-    return 2
-  if args.dataset.startswith("synthetic_talk"):
+def benchmark_report(dataset: str = "synthetic_talk/tiny", data_dir: str = "data/tfds",
+                     split: str = "train", workers: Sequence[int] = (0, 1, 2),
+                     batch_size: int = 8, batches: int = 50, image_size: int | None = None,
+                     cache_mb: float = 256.0, prompt: str = "default") -> dict:
+  """``benchmark`` with the machine and versions recorded (``emotalker pipeline-bench``).
+
+  A ``synthetic_talk/<size>`` dataset is built under ``data_dir`` first when it is missing.
+  prompt: "default" (FED prompts, ``default_prompt_fn``) or "simple" (``simple_prompt``).
+  Returns {machine, cpu_count, grain, dataset, split, prompt, prompt_fn, load_average_1m,
+  results: the rows of ``benchmark``}.
+  """
+  if prompt not in ("default", "simple"):
+    raise ValueError(f"prompt must be 'default' or 'simple', got {prompt!r}")
+  if dataset.startswith("synthetic_talk"):
+    # synthetic_talk imports TFDS (slow to import): only this case needs it.
     from input_pipeline import synthetic_talk  # pylint: disable=import-outside-toplevel
-    size = args.dataset.split("/")[1] if "/" in args.dataset else "tiny"
-    synthetic_talk.SyntheticTalk(config=size, data_dir=args.data_dir).download_and_prepare()
-  import platform  # pylint: disable=import-outside-toplevel
-  import grain  # pylint: disable=import-outside-toplevel
-  res = benchmark(args.dataset, args.data_dir, args.split,
-                  [int(w) for w in args.workers.split(",")], args.batch_size, args.batches,
-                  image_size=args.image_size, cache_mb=args.cache_mb,
-                  prompt_fn=simple_prompt if args.prompt == "simple" else None)
-  out = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-         "grain": getattr(grain, "__version__", "?"), "dataset": args.dataset,
-         "split": args.split, "prompt": args.prompt,
-         "prompt_fn": (simple_prompt if args.prompt == "simple" else default_prompt_fn()).__name__,
-         "load_average_1m": os.getloadavg()[0], "results": res}
-  for r in res:
-    print(f"workers={r['workers']}: {r['examples_per_s']} examples/s "
-          f"(batch {r['batch_size']}, {r['batches']} batches, cache {r['cache_mb']} MiB, "
-          f"startup {r['startup_s']} s)")
-  if args.json:
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-      json.dump(out, f, indent=2)
-  return 0
-
-
-if __name__ == "__main__":
-  raise SystemExit(main())
+    size = dataset.split("/")[1] if "/" in dataset else "tiny"
+    synthetic_talk.SyntheticTalk(config=size, data_dir=data_dir).download_and_prepare()
+  prompt_fn = simple_prompt if prompt == "simple" else None
+  res = benchmark(dataset, data_dir, split, [int(w) for w in workers], batch_size, batches,
+                  image_size=image_size, cache_mb=cache_mb, prompt_fn=prompt_fn)
+  return {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+          "grain": getattr(grain, "__version__", "?"), "dataset": dataset,
+          "split": split, "prompt": prompt,
+          "prompt_fn": (prompt_fn or default_prompt_fn()).__name__,
+          "load_average_1m": os.getloadavg()[0], "results": res}

@@ -25,6 +25,9 @@ import sys
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# `python tests/fingerprint.py` puts tests/ first on sys.path, so `emotalker_jax` would be
+# the installed copy: the command table read below must be this checkout's.
+sys.path.insert(0, REPO)
 
 
 def _run(cmd: list[str], out_dir: str, name: str) -> str:
@@ -148,7 +151,9 @@ def main() -> int:
   print(json.dumps(fp["train"]["losses"]), json.dumps(fp["generate"]["info"]))
   if args.compare:
     with open(args.compare) as f:
-      diffs = compare(json.load(f), json.loads(json.dumps(fp)))  # int keys as in the file
+      # as written to fingerprint.json: JSON object keys are strings (the train losses'
+      # step numbers are ints in memory)
+      diffs = compare(json.load(f), json.loads(json.dumps(fp)))
     print("\n".join(diffs) if diffs else "same results (within float round-off)")
     return 1 if diffs else 0
   return 0

@@ -5,7 +5,8 @@ import sys
 import pytest
 
 from emotalker_jax import cli
-from emotalker_jax.config_utils import load_config, split_config_args
+from emotalker_jax.config_utils import (checkpoint_overrides, config_from_args, load_config,
+                                        split_config_args)
 
 
 def test_overrides_apply_and_references_follow(repo_root):
@@ -39,10 +40,31 @@ def test_split_config_args():
     assert rest == ["train", "--workdir", "w"]
 
 
+
+def test_config_from_args(repo_root):
+    tiny = str(repo_root / "configs/tiny.py")
+    c, path, overrides = config_from_args([f"--config={tiny}", "--config.context_dim=32"])
+    assert (path, overrides) == (tiny, ["--config.context_dim=32"])
+    assert c.context_dim == 32 and c.unet.cross_attention_dim == 32
+    # a default path, and the overrides applied to it
+    c, path, _ = config_from_args(["--config.unet.dropout=0.25"], default=tiny)
+    assert path == tiny and c.unet.dropout == 0.25
+    assert c.to_dict() == load_config(tiny, ["--config.unet.dropout=0.25"]).to_dict()
+    assert config_from_args([], required=False) == (None, None, [])
+    with pytest.raises(ValueError, match="no config given"):
+        config_from_args([])
+    with pytest.raises(ValueError, match="need --config FILE"):
+        config_from_args(["--config.unet.dropout=0.25"], required=False)
+    with pytest.raises(ValueError, match="2 times"):
+        config_from_args([f"--config={tiny}", f"--config={tiny}"])
+    assert checkpoint_overrides(["--config.sampler.steps=4"]) == ["--config.sampler.steps=4"]
+    with pytest.raises(ValueError, match="saved with the checkpoint"):
+        checkpoint_overrides([f"--config={tiny}"])
+
 def test_cli_lists_every_designed_command():
     names = set(cli.COMMANDS)
     assert {"synth", "fed", "eib-train", "emotion", "train", "generate", "generate-dataset",
-            "eval", "bench", "convert"} <= names
+            "eval", "bench", "convert", "judge", "prepare", "pipeline-bench"} <= names
 
 
 def test_cli_help_runs_as_console_script():

@@ -256,11 +256,11 @@ def test_saved_eib_restores_exactly(trained):
   out, _ = trained
   loaded = E.load_eib(str(out))
   # the restored head reproduces the command's own evaluation features path
-  from emotalker_jax.commands.eib_train import (_eib_settings, encode_pooled, encode_tokens,
-                                                make_head, predict_head)
+  from emotalker_jax.training.eib import (eib_settings, encode_pooled, encode_tokens,
+                                         make_head, predict_head)
   prompts = ["slightly angry", "mostly happy, a little surprised", "not at all sad"]
   a, trunc = loaded.predict(prompts)
-  st = _eib_settings(loaded.config)
+  st = eib_settings(loaded.config)
   hidden = int(loaded.config.eib.hidden)
   feats = (encode_tokens(loaded.encoder, prompts) if st["pool"] == E.TOKEN_POOL
            else encode_pooled(loaded.encoder, prompts, st["pool"]))

@@ -24,6 +24,7 @@ from configs import tiny
 from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.evaluation import evaluate as ev
 from emotalker_jax.evaluation import judge as J
+from emotalker_jax.training import judge as JT
 from emotalker_jax.models.eib import calibrate_intensities
 
 SMALL = dict(image_size=32, channels=(16, 32, 64), space_to_depth=2, mouth_branch=8, hidden=128,
@@ -87,7 +88,7 @@ class RenderingGenerator:
 
 @pytest.fixture(scope="module")
 def judge():
-  j, _ = J.train_judge(J.get_config("tiny", **SMALL), progress=False)
+  j, _ = JT.train_judge(J.get_config("tiny", **SMALL), progress=False)
   return j
 
 

@@ -1,4 +1,5 @@
-"""The judge network (emotalker_jax.evaluation.judge): a small-scale training run learns
+"""The judge network (emotalker_jax.evaluation.judge) and its trainer
+(emotalker_jax.training.judge, `emotalker judge`): a small-scale training run learns
 emotions, identity and mouth opening on held-out identities; predictions are deterministic,
 batch-independent and survive a save/load round trip. The full-size run (the must-show
 figures of issue 5) is the `slow` test at the end."""
@@ -8,6 +9,7 @@ import pytest
 from emotalker_jax.emotions import NUM_EMOTIONS
 from emotalker_jax.evaluation import judge as J
 from emotalker_jax.evaluation import metrics
+from emotalker_jax.training import judge as JT
 
 SMALL = dict(image_size=32, channels=(16, 32, 64), space_to_depth=2, mouth_branch=8, hidden=128,
              embed_dim=32, num_identities=64, frames_per_identity=8, steps=100,
@@ -18,7 +20,7 @@ SMALL = dict(image_size=32, channels=(16, 32, 64), space_to_depth=2, mouth_branc
 @pytest.fixture(scope="module")
 def small_judge():
   cfg = J.get_config("tiny", **SMALL)
-  judge, log = J.train_judge(cfg, progress=False, log_every=40)
+  judge, log = JT.train_judge(cfg, progress=False, log_every=40)
   return judge, log
 
 
@@ -27,13 +29,13 @@ def heldout():
   """6 identities the judge never saw, 16 frames each: one emotion at strength 1 per frame
   (2 frames per emotion), random motion; plus a still neutral portrait per identity."""
   from input_pipeline.synthetic import renderer
-  ids = range(J.JUDGE_HELDOUT_ID_OFFSET + 100, J.JUDGE_HELDOUT_ID_OFFSET + 106)
+  ids = range(JT.JUDGE_HELDOUT_ID_OFFSET + 100, JT.JUDGE_HELDOUT_ID_OFFSET + 106)
   frames, states, mouth, ident, sources = [], [], [], [], []
   for k, i in enumerate(ids):
     rng = np.random.default_rng(i)
     u = renderer.sample_identity(i)
     s = np.repeat(np.eye(NUM_EMOTIONS, dtype=np.float32), 2, axis=0)
-    fr, mo = J.render_frames(u, s, rng, 32)
+    fr, mo = JT.render_frames(u, s, rng, 32)
     frames.append(fr)
     states.append(s)
     mouth.append(mo)
@@ -114,9 +116,9 @@ def test_training_is_deterministic_in_the_seed():
                                 "steps": 3, "batch_identities": 4, "batch_frames": 2,
                                 "channels": (8, 16, 32), "mouth_branch": 0, "hidden": 32,
                                 "embed_dim": 8, "augment": True})
-  a, _ = J.train_judge(cfg, progress=False)
-  b, _ = J.train_judge(cfg, progress=False)
-  c, _ = J.train_judge(cfg.replace(seed=1), progress=False)
+  a, _ = JT.train_judge(cfg, progress=False)
+  b, _ = JT.train_judge(cfg, progress=False)
+  c, _ = JT.train_judge(cfg.replace(seed=1), progress=False)
   import jax
   la, lb, lc = (jax.tree.leaves(j.params) for j in (a, b, c))
   assert all(np.array_equal(x, y) for x, y in zip(la, lb))
@@ -139,28 +141,57 @@ def test_supcon_loss_matches_numpy_reference():
       ref.append(-np.mean([z[i] @ z[j] / tau - logden for j in pos]))
     else:
       ref.append(0.0)
-  got = float(J.supcon_loss(jnp.asarray(z, jnp.float32), jnp.asarray(labels), tau))
+  got = float(JT.supcon_loss(jnp.asarray(z, jnp.float32), jnp.asarray(labels), tau))
   assert got == pytest.approx(np.mean(ref), rel=1e-4)
 
 
 def test_emotion_states_and_pool_are_deterministic():
   rng = np.random.default_rng(0)
-  s = J.sample_emotion_states(rng, 2000)
+  s = JT.sample_emotion_states(rng, 2000)
   nz = (s > 0).sum(1)
   assert set(np.unique(nz)) == {1, 2, 3}
   assert np.all(s[s[:, 0] > 0, 0] == 1.0) and np.all(s[s[:, 0] > 0, 1:] == 0)  # neutral alone
   assert abs(np.mean(s[:, 0] > 0) - 0.15) < 0.03 and abs(np.mean(nz >= 2) - 0.38) < 0.04
-  p1 = J.build_pool([J.JUDGE_TRAIN_ID_OFFSET + 3], 4, 32, seed=5)
-  p2 = J.build_pool([J.JUDGE_TRAIN_ID_OFFSET + 3], 4, 32, seed=5)
+  p1 = JT.build_pool([JT.JUDGE_TRAIN_ID_OFFSET + 3], 4, 32, seed=5)
+  p2 = JT.build_pool([JT.JUDGE_TRAIN_ID_OFFSET + 3], 4, 32, seed=5)
   for k in p1:
     np.testing.assert_array_equal(p1[k], p2[k])
-  assert J.JUDGE_TRAIN_ID_OFFSET > 10 * 160  # disjoint from every synthetic_talk size's ids
+  assert JT.JUDGE_TRAIN_ID_OFFSET > 10 * 160  # disjoint from every synthetic_talk size's ids
 
 
 def test_cli_errors_are_one_line(capsys, tmp_path):
-  assert J.main(["evaluate", "--judge", str(tmp_path / "nope")]) == 2
+  from emotalker_jax.cli import main
+  assert main(["judge", "evaluate", "--judge", str(tmp_path / "nope")]) == 2
   err = capsys.readouterr().err.strip().splitlines()
-  assert len(err) == 1 and err[0].startswith("error:") and "judge train" in err[0]
+  assert len(err) == 1 and err[0].startswith("emotalker judge: error:") and "judge train" in err[0]
+
+
+def test_cli_size_choices_are_the_judge_sizes():
+  from emotalker_jax.commands import judge as judge_command
+  assert judge_command.JUDGE_SIZES == tuple(J.SIZES)
+
+
+def test_cli_train_saves_a_judge_and_evaluate_writes_the_figures(tmp_path, capsys):
+  """`emotalker judge train` (a few steps, --no-eval) writes a judge that load_judge reads
+  back with the command's settings; `emotalker judge evaluate` writes the held-out figures
+  with every target to --json."""
+  import json
+
+  from emotalker_jax.cli import main
+  out = tmp_path / "j"
+  assert main(["judge", "train", "--size", "tiny", "--out", str(out), "--steps", "2",
+               "--num-identities", "4", "--seed", "3", "--no-eval", "--quiet"]) == 0
+  judge = J.load_judge(str(out))
+  assert (judge.config.steps, judge.config.num_identities, judge.config.seed) == (2, 4, 3)
+  assert judge.config == J.get_config("tiny", steps=2, num_identities=4, seed=3)
+  capsys.readouterr()
+  path = tmp_path / "figures.json"
+  assert main(["judge", "evaluate", "--judge", str(out), "--extra-identities", "2",
+               "--json", str(path), "--quiet"]) == 0
+  figures = json.loads(path.read_text())
+  assert set(figures["targets"]) == set(JT.TARGETS)
+  assert figures["judge"]["steps"] == 2
+  assert "| target | value | required | met |" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -168,7 +199,7 @@ def test_full_judge_meets_the_heldout_targets():
   """The must-show figures of issue 5 for the tiny (32x32) judge (a few minutes on 2 cores):
   emotion top-1, mixture top-2, intensity Spearman, same/different-id cosine and mouth
   opening (measured with synthetic_talk 1.1.0: 0.9988, 0.960, 0.960, 0.974 / -0.18, 0.956)."""
-  judge, _ = J.train_judge(J.get_config("tiny"), progress=False)
-  figures = J.evaluate_judge(judge, "tiny", None, extra_identities=16, progress=False)
-  res = J.check_targets(figures)
+  judge, _ = JT.train_judge(J.get_config("tiny"), progress=False)
+  figures = JT.evaluate_judge(judge, "tiny", None, extra_identities=16, progress=False)
+  res = JT.check_targets(figures)
   assert all(r["ok"] for r in res.values()), res

@@ -7,6 +7,7 @@ clips are chosen to exercise each reference-frame rule. One test runs the real
 ``synthetic_talk`` builder (a reduced config) to check the two stay compatible.
 """
 import inspect
+import json
 
 import numpy as np
 import pytest
@@ -398,6 +399,22 @@ def test_injected_prompt_fn(data_dir):
   assert list(b["prompt"]) == ["EMOTION %d" % e for e in b["emotion"].argmax(1)]
   np.testing.assert_array_equal(b["prompt_emotion"], b["emotion"])
 
+
+
+def test_pipeline_bench_command(data_dir, tmp_path, capsys):
+  """`emotalker pipeline-bench`: one row per worker count, on stdout and in --json."""
+  from emotalker_jax.cli import main
+  out = tmp_path / "bench" / "pipeline.json"
+  assert main(["pipeline-bench", "--dataset", NAME, "--data_dir", data_dir, "--workers", "0",
+               "--batch_size", "4", "--batches", "2", "--prompt", "simple",
+               "--json", str(out)]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("workers=0: ")
+  res = json.loads(out.read_text())
+  assert res["dataset"] == NAME and res["prompt_fn"] == "simple_prompt"
+  assert [r["workers"] for r in res["results"]] == [0]
+  assert res["results"][0]["batch_size"] == 4 and res["results"][0]["examples_per_s"] > 0
+  assert main(["pipeline-bench", "--workers", "0,x"]) == 2
 
 def test_prompts_describe_the_emotion():
   rng = np.random.default_rng(0)

@@ -239,6 +239,31 @@ def test_crema_manual_dir_errors(tmp_path):
     crema_d.scan_manual_dir(str(tmp_path))
 
 
+
+def test_prepare_command_builds_the_datasets(mead_root, crema_built, tmp_path, capsys):
+  """`emotalker prepare mead|crema_d`: its flags reach the builder (size, clip and frame
+  limits, actors); a bad manual dir or actor list is one error line."""
+  from emotalker_jax.cli import main
+  data_dir = str(tmp_path / "m")
+  assert main(["prepare", "mead", "--manual_dir", mead_root, "--data_dir", data_dir,
+               "--image_size", "16", "--max_clips", "1", "--max_frames", "8"]) == 0
+  cfg = mead.make_config(16, 1, 8, None)
+  b = mead.Mead(config=cfg, data_dir=data_dir)
+  last = capsys.readouterr().out.strip().splitlines()[-1]   # TFDS prints its progress first
+  assert last == f"built mead/{cfg.name} in {b.data_dir}: train=1, test=1"
+  for r in records(b, "train") + records(b, "test"):
+    assert r["frames"].shape == (8, 16, 16, 3)
+  _, root, _, _ = crema_built
+  assert main(["prepare", "crema_d", "--manual_dir", root, "--data_dir", str(tmp_path / "c"),
+               "--image_size", "16", "--actors", "1001"]) == 0
+  assert capsys.readouterr().out.strip().splitlines()[-1].endswith(": train=2")
+  assert main(["prepare", "crema_d", "--manual_dir", root, "--actors", "M005"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("emotalker prepare: error:") and "actors" in err[0]
+  assert main(["prepare", "mead", "--manual_dir", str(tmp_path / "nope")]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("emotalker prepare: error:") and "Expected layout" in err
+
 def test_pipeline_reads_built_datasets(mead_built, crema_built):
   """The grain pipeline trains on the built MEAD / CREMA-D: references are neutral clips
   of the same identity, masks come from the face track."""

@@ -191,23 +191,19 @@ def _limit_threads(n: int) -> None:
 
 
 def run(args) -> int:
-  from emotalker_jax.config_utils import load_config
+  from emotalker_jax.config_utils import config_from_args
   if args.what == "report":
     from emotalker_jax import bench
     bench.write_report(args.json_dir, args.out)
     print(f"wrote {args.out}")
     return 0
-  paths = [a.split("=", 1)[1] for a in args.config_args if a.startswith("--config=")]
-  if not paths:
-    raise ValueError("no config given: pass --config configs/tiny.py (or another config)")
-  overrides = [a for a in args.config_args if not a.startswith("--config=")]
   args.batch = batch_of(args)
   for name in ("batch", "repeats"):
     if getattr(args, name) < 1:
       raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
   if args.warmup < 0:
     raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
-  config = load_config(paths[0], overrides)
+  config, _, overrides = config_from_args(args.config_args)
   if args.threads is not None:
     if args.threads < 1:
       raise ValueError(f"--threads must be >= 1, got {args.threads}")

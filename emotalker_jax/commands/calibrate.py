@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   from emotalker_jax.evaluation.calibrate import DEFAULT_GAMMAS
   p.add_argument("--checkpoint", required=True, help="training workdir (or its checkpoints/)")
   p.add_argument("--judge", default="data/judge_tiny",
-                 help="judge folder (python -m emotalker_jax.evaluation.judge train)")
+                 help="judge folder (emotalker judge train)")
   p.add_argument("--identities", type=int, default=3, help="training identities to use")
   p.add_argument("--frames", type=int, default=2, help="frames per label and identity")
   p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: sampler.steps)")
@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-  from emotalker_jax.commands.generate import config_overrides, quiet_fork_warning
+  from emotalker_jax.commands.generate import quiet_fork_warning
+  from emotalker_jax.config_utils import checkpoint_overrides
   from emotalker_jax.evaluation import calibrate as cal
   from emotalker_jax.evaluation.evaluate import EvalSettings, log_stderr
   from emotalker_jax.evaluation.judge import load_judge
@@ -51,7 +52,7 @@ def run(args) -> int:
   st = EvalSettings(num_identities=args.identities, frames=args.frames, steps=args.steps,
                     seed=args.seed).validate()
   judge = load_judge(args.judge)
-  gen = load_generator(args.checkpoint, config_overrides(args))
+  gen = load_generator(args.checkpoint, checkpoint_overrides(args.config_args))
   if judge.config.image_size != gen.image_size:
     raise ValueError(f"the judge in {args.judge} reads {judge.config.image_size}x"
                      f"{judge.config.image_size} frames but the checkpoint makes "

@@ -69,15 +69,9 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from emotalker_jax import checkpoints as ck
-    from emotalker_jax.config_utils import load_config
+    from emotalker_jax.config_utils import config_from_args
 
-    config = None
-    if args.config_args:
-        path = [a.split("=", 1)[1] for a in args.config_args if a.startswith("--config=")]
-        if not path:
-            raise ValueError("--config.a=b overrides need --config FILE")
-        overrides = [a for a in args.config_args if a.startswith("--config.")]
-        config = load_config(path[0], overrides)
+    config, _, _ = config_from_args(args.config_args, required=False)
     comps = _components(args.diffusers, args.only)
     if config is not None:  # layout checks read config.json only: fail before any work
         if "unet" in comps:

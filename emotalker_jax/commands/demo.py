@@ -6,7 +6,7 @@ checkpoints), each printing its progress:
 1. ``emotalker synth``: the procedural benchmark at 32x32: ``synthetic_talk/demo`` (128
    train identities) in full mode, ``synthetic_talk/tiny`` (12) in quick mode.
 2. ``emotalker eib-train``: the Emotion Intensity Block on FED.
-3. the judge (``python -m emotalker_jax.evaluation.judge train --size tiny``).
+3. the judge (``emotalker judge train --size tiny``).
 4. ``emotalker train --stage autoencoder``: the KL autoencoder on the frames (it measures
    the latent shift / scale, which the next stage gets as config overrides).
 5. ``emotalker train``: EmoTalker on the synthetic set (full: configs/demo.py, an f=2
@@ -108,9 +108,9 @@ def run(args) -> int:
         m["config"], f"--config.eib.fed_size={m['fed_size']}"],
         os.path.isfile(os.path.join(eib_dir, "metrics.json")))
     judge_dir = os.path.join(out, "judge_tiny")
-    times["judge"] = _stage(f"3/{n} judge", [
-        sys.executable, "-m", "emotalker_jax.evaluation.judge", "train", "--size", "tiny",
-        "--out", judge_dir], os.path.isfile(os.path.join(judge_dir, "config.json")))
+    times["judge"] = _stage(f"3/{n} judge", exe + [
+        "judge", "train", "--size", "tiny", "--out", judge_dir],
+        os.path.isfile(os.path.join(judge_dir, "config.json")))
     times["autoencoder"] = _stage(f"4/{n} autoencoder", exe + [
         "train", "--stage", "autoencoder", "--workdir", run_dir] + cfg + [
         f"--config.autoencoder_train.steps={m['ae_steps']}"],

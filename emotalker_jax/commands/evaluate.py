@@ -12,7 +12,7 @@ error, Spearman over frames, flicker, a 95 % bootstrap interval ``<key>_ci`` per
 ``n_undefined``, PSNR/SSIM against the ground truth and the details),
 OUT/eval.md, and with --ablations OUT/ablations.json and OUT/tradeoff.png; prints the
 headline metrics as JSON. The judge must match the benchmark's resolution: train it with
-``python -m emotalker_jax.evaluation.judge train --size tiny --out data/judge_tiny``.
+``emotalker judge train --size tiny --out data/judge_tiny``.
 
 Only the synthetic benchmark has a judge: MEAD / CREMA-D need real-face emotion, identity
 and landmark models, which no installed package provides here.
@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--checkpoint", required=True,
                  help="training workdir (emotalker train --workdir) or its checkpoints/ folder")
   p.add_argument("--judge", default="data/judge_tiny",
-                 help="judge directory (python -m emotalker_jax.evaluation.judge train)")
+                 help="judge directory (emotalker judge train)")
   p.add_argument("--data", default=None,
                  help="TFDS data_dir with synthetic_talk built (default: the checkpoint's "
                       "config.data.data_dir when built there, else the test split is "
@@ -60,7 +60,8 @@ def _data_dir(args, config) -> str | None:
 
 
 def run(args) -> int:
-  from emotalker_jax.commands.generate import config_overrides, quiet_fork_warning
+  from emotalker_jax.commands.generate import quiet_fork_warning
+  from emotalker_jax.config_utils import checkpoint_overrides
   from emotalker_jax.evaluation import evaluate as ev
   from emotalker_jax.evaluation.judge import load_judge
   from emotalker_jax.inference import find_checkpoint_dir, load_generator
@@ -69,7 +70,7 @@ def run(args) -> int:
                        lip_frames=args.lip_frames, steps=args.steps, guidance=args.guidance,
                        seed=args.seed, batch_frames=args.batch_frames).validate()
   judge = load_judge(args.judge)
-  gen = load_generator(args.checkpoint, config_overrides(args), use_ema=not args.raw_params,
+  gen = load_generator(args.checkpoint, checkpoint_overrides(args.config_args), use_ema=not args.raw_params,
                        judge=args.judge)
   size = str(gen.config.data.get("synthetic_size", "tiny"))
   if judge.config.image_size != gen.image_size:

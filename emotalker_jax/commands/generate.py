@@ -57,18 +57,6 @@ def quiet_fork_warning() -> None:
     warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
 
 
-def config_overrides(args) -> list[str]:
-    """The ``--config.a.b=v`` flags; a bare ``--config FILE`` is refused (the checkpoint
-    carries its config)."""
-    out = []
-    for a in getattr(args, "config_args", None) or []:
-        if a.startswith("--config="):
-            raise ValueError(f"{a}: generation uses the config saved with the checkpoint; "
-                             "pass only --config.a.b=value overrides")
-        out.append(a)
-    return out
-
-
 class FrameProgress:
     """tqdm bar in frames whose clock restarts when sampling starts (``generate`` calls it
     with 0 after compiling), so its rate is frames/s of sampling, not of compilation."""
@@ -97,10 +85,11 @@ def run(args) -> int:
     import numpy as np
 
     from emotalker_jax import inference as I
+    from emotalker_jax.config_utils import checkpoint_overrides
     from emotalker_jax.emotions import parse_emotion_spec
 
     quiet_fork_warning()
-    overrides = config_overrides(args)
+    overrides = checkpoint_overrides(args.config_args)
     out = os.fspath(args.out)
     if not out.lower().endswith(".mp4"):
         raise ValueError(f"--out {out!r} must end in .mp4")

@@ -286,10 +286,11 @@ def run(args) -> int:
     import sys
 
     from emotalker_jax import inference as I
-    from emotalker_jax.commands.generate import config_overrides, quiet_fork_warning
+    from emotalker_jax.commands.generate import quiet_fork_warning
+    from emotalker_jax.config_utils import checkpoint_overrides
 
     quiet_fork_warning()
-    overrides = config_overrides(args)
+    overrides = checkpoint_overrides(args.config_args)
     outputs = parse_outputs(args.outputs)
     rows = read_manifest(args.manifest)          # duplicate ids: error before any work
     I.load_checkpoint_config(args.checkpoint, overrides)   # a missing checkpoint fails fast

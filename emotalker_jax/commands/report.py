@@ -23,7 +23,7 @@ RUN_FILES = ("metrics.json", "summary.json", "eval.md", "ablations.json", "trade
              "fig2_emotions.png", "fig3_strength.png", "fig_mixed.png")
 STAGES = (("synth", "synthetic benchmark (`emotalker synth`)"),
           ("eib", "EIB on FED (`emotalker eib-train`)"),
-          ("judge", "judge (`python -m emotalker_jax.evaluation.judge train`)"),
+          ("judge", "judge (`emotalker judge train`)"),
           ("autoencoder", "autoencoder (`emotalker train --stage autoencoder`)"),
           ("train", "EmoTalker (`emotalker train`)"),
           ("calibrate", "intensity calibration (`--calibrate` only)"),

@@ -25,12 +25,9 @@ def run(args) -> int:
     import logging
 
     from emotalker_jax import parallel
-    from emotalker_jax.config_utils import load_config
+    from emotalker_jax.config_utils import config_from_args
 
-    if not args.config_args:
-        raise ValueError("no config given: pass --config configs/tiny.py (or another config)")
-    path = args.config_args[0].split("=", 1)[1]
-    config = load_config(path, args.config_args[1:])
+    config, _, _ = config_from_args(args.config_args)
     parallel.maybe_initialize_distributed(args.distributed)  # before any other JAX call
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("emotalker_jax").setLevel(logging.INFO)
