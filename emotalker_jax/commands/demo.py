@@ -211,7 +211,7 @@ def calibrate_demo(gen, judge_dir: str, m: dict, seed: int, stage: str) -> dict 
     from emotalker_jax.evaluation import calibrate as cal
     from emotalker_jax.evaluation.evaluate import EvalSettings, log_stderr
     from emotalker_jax.evaluation.judge import load_judge
-    from emotalker_jax.inference import read_calibration, write_calibration
+    from emotalker_jax.checkpoints import read_calibration, write_calibration
     title = f"[demo] {stage} intensity calibration on training identities"
     if gen.calibration is not None:
         print(f"{title}: reusing existing output", flush=True)

@@ -63,7 +63,8 @@ def run(args) -> int:
   from emotalker_jax.commands.generate import config_overrides, quiet_fork_warning
   from emotalker_jax.evaluation import evaluate as ev
   from emotalker_jax.evaluation.judge import load_judge
-  from emotalker_jax.inference import find_checkpoint_dir, load_generator
+  from emotalker_jax.checkpoints import find_checkpoint_dir
+  from emotalker_jax.inference import load_generator
   quiet_fork_warning()
   st = ev.EvalSettings(num_identities=args.identities, frames=args.frames,
                        lip_frames=args.lip_frames, steps=args.steps, guidance=args.guidance,

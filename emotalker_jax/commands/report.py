@@ -162,7 +162,7 @@ def replace_block(text: str, block: str, path: str) -> str:
 
 
 def run(args) -> int:
-  from emotalker_jax.inference import atomic_output
+  from emotalker_jax.checkpoints import atomic_output
   if args.demo:
     copied = publish(args.demo, args.results)
     print(f"[report] copied {', '.join(copied)} from {args.demo} to {args.results}")

@@ -46,6 +46,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from emotalker_jax.checkpoints import atomic_output
 from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
 
 # One-word prompts per emotion, MEAD order (the EIB reads each as that emotion at 0.7).
@@ -820,7 +821,6 @@ def markdown(result: dict, ablations: Sequence[dict] | None, meta: dict) -> str:
 def write_outputs(out: str, result: dict, ablations, meta: dict) -> dict:
   """metrics.json (METRIC_KEYS first), ablations.json + tradeoff.png, report.md in ``out``.
   Files are replaced atomically. Returns {name: path}."""
-  from emotalker_jax.inference import atomic_output
   os.makedirs(out, exist_ok=True)
   paths = {"metrics": os.path.join(out, "metrics.json"), "report": os.path.join(out, "eval.md")}
   with atomic_output(paths["metrics"]) as tmp:
