@@ -19,3 +19,19 @@ from emotalker_jax.checkpoints.workdir import (
     checkpoint_manager, config_from_json, find_checkpoint_dir, load_checkpoint_config,
     load_frozen_autoencoder, open_checkpoints, read_calibration, restore_checkpoint,
     restore_eib_params, restore_params, save_checkpoint, write_calibration)
+
+__all__ = [
+    # atomic
+    "TMP_PREFIX", "atomic_output", "remove_temp_files",
+    # weights
+    "CONFIG_NAME", "PARAMS_NAME", "SEP", "WEIGHTS_INDEX_NAME", "WEIGHTS_NAME", "Adapted",
+    "check_params_match", "check_unet_layout", "check_vae_matches", "convert_state_dict",
+    "convert_unet_into", "flatten_params", "fresh_init", "load_diffusers_unet",
+    "load_diffusers_vae", "load_params", "read_json", "read_safetensors", "save_params",
+    "torch_key_to_path", "unet_config_from_diffusers", "unflatten_params",
+    "vae_config_from_diffusers",
+    # workdir
+    "CALIBRATION_FILE", "ITEM_NAMES", "calibration_mismatches", "calibration_path",
+    "checkpoint_manager", "config_from_json", "find_checkpoint_dir", "load_checkpoint_config",
+    "load_frozen_autoencoder", "open_checkpoints", "read_calibration", "restore_checkpoint",
+    "restore_eib_params", "restore_params", "save_checkpoint", "write_calibration"]
