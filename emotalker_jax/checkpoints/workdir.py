@@ -1,5 +1,5 @@
 """A training workdir on disk: the orbax checkpoints, the saved config, calibration.json,
-and the frozen parts a run loads (the autoencoder, a pre-trained EIB).
+and the frozen autoencoder a run loads.
 
 Layout (``emotalker train --workdir DIR``)::
 
@@ -12,8 +12,8 @@ Layout (``emotalker train --workdir DIR``)::
   side (a read-only manager over the same items; only the params a generator needs).
 * ``read_calibration`` / ``write_calibration`` / ``calibration_mismatches``: the workdir's
   calibration record and when it applies.
-* ``load_frozen_autoencoder`` (``config.train.autoencoder_checkpoint``) and
-  ``restore_eib_params`` (an `emotalker eib-train` folder's checkpoint/).
+* ``load_frozen_autoencoder`` (``config.train.autoencoder_checkpoint``); a pre-trained
+  EIB folder is ``checkpoints.eib``.
 """
 from __future__ import annotations
 
@@ -308,7 +308,7 @@ def write_calibration(gen, result: dict, judge_dir: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# Frozen parts a run loads
+# The frozen autoencoder
 # ---------------------------------------------------------------------------------------
 def load_frozen_autoencoder(config, vae, rng) -> Any:
   """Autoencoder params from ``config.train.autoencoder_checkpoint`` (a directory written by
@@ -330,14 +330,3 @@ def load_frozen_autoencoder(config, vae, rng) -> Any:
   log.warning("config.train.autoencoder_checkpoint is empty: using a randomly initialised "
               "(untrained) autoencoder")
   return nn.meta.unbox(init_autoencoder(vae, rng, config.data.image_size)["params"])
-
-
-def restore_eib_params(path: str) -> dict:
-  """The EIB params (numpy tree) of an `emotalker eib-train --out PATH` folder's
-  checkpoint/. Raises FileNotFoundError naming the folder when it has none."""
-  ckpt = os.path.abspath(os.path.join(path, "checkpoint"))
-  if not os.path.isdir(ckpt):
-    raise FileNotFoundError(f"config.train.eib_checkpoint={path!r} has no checkpoint/; "
-                            f"write one with `emotalker eib-train --out {path}`")
-  with ocp.StandardCheckpointer() as c:
-    return c.restore(ckpt)

@@ -338,7 +338,7 @@ def run(args) -> int:
   import jax
   import jax.numpy as jnp
 
-  from emotalker_jax import fed
+  from emotalker_jax import checkpoints, fed
   from emotalker_jax.models import eib as eib_lib
   from emotalker_jax.models.text_encoder import load_text_encoder
 
@@ -408,7 +408,7 @@ def run(args) -> int:
   params = eib_lib.unbox(variables["params"])
   params["head"] = head_params
   params = eib_lib.unbox(params)
-  eib_lib.save_eib(args.out, params, config, {
+  checkpoints.save_eib(args.out, params, config, {
       "text_path": encoder.path, "text_kind": encoder.kind, "max_length": encoder.max_length,
       "hidden_size": encoder.hidden_size, "pool": st["pool"], "steps": steps,
       "batch_size": batch_size, "fed": {"source": args.fed or "generated",
