@@ -14,7 +14,6 @@ from emotalker_jax import checkpoints
 from emotalker_jax.config_utils import load_config
 from emotalker_jax.models.autoencoder import build_autoencoder, encode_to_latent
 from emotalker_jax.training import autoencoder as ae_stage
-from emotalker_jax.training.loop import load_frozen_autoencoder
 
 OVERRIDES = ["--config.autoencoder.block_out_channels=(8, 16)",
              "--config.autoencoder.norm_num_groups=4",
@@ -81,11 +80,11 @@ def test_diffusion_stage_warns_when_the_config_ignores_the_calibration(trained, 
   c.train.autoencoder_checkpoint = res["path"]
   vae = build_autoencoder(c)
   with caplog.at_level(logging.WARNING):
-    load_frozen_autoencoder(c, vae, jax.random.key(0))         # config: 1.0 / 0.0
+    checkpoints.load_frozen_autoencoder(c, vae, jax.random.key(0))         # config: 1.0 / 0.0
   assert "--config.autoencoder.scaling_factor=" in caplog.text
   caplog.clear()
   c.autoencoder.shift_factor = saved["shift_factor"]
   c.autoencoder.scaling_factor = saved["scaling_factor"]
   with caplog.at_level(logging.WARNING):
-    load_frozen_autoencoder(c, vae, jax.random.key(0))
+    checkpoints.load_frozen_autoencoder(c, vae, jax.random.key(0))
   assert "calibrated" not in caplog.text

@@ -23,6 +23,7 @@ import pytest
 from configs import tiny
 from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.evaluation import evaluate as ev
+from emotalker_jax.evaluation import results as eval_results
 from emotalker_jax.evaluation import judge as J
 from emotalker_jax.training import judge as JT
 from emotalker_jax.models.eib import calibrate_intensities
@@ -287,7 +288,7 @@ def test_outputs_are_strict_json_with_the_fixed_keys(tmp_path, judge, sources, o
   names = [row["variant"] for row in rows]
   assert names[0] == "default" and "init noise" in names and "mask lower_face" in names
   assert {"constraint strength 0", "constraint strength 1"} <= set(names)
-  paths = ev.write_outputs(str(tmp_path), r, rows, {"checkpoint": "x"})
+  paths = eval_results.write_outputs(str(tmp_path), r, rows, {"checkpoint": "x"})
   with open(paths["metrics"]) as fh:
     saved = json.load(fh, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
   for k in ev.METRIC_KEYS:
@@ -407,8 +408,8 @@ def test_report_writes_results_and_the_readme_table_from_the_json(tmp_path, orac
   from emotalker_jax.commands import report
   r, _ = oracle_result
   demo, results = tmp_path / "demo_out", tmp_path / "results"
-  ev.write_outputs(str(demo), r, None, {"steps": 5, "guidance": 2.0, "mask": "face",
-                                        "constraint": {"strength": 0.5}})
+  eval_results.write_outputs(str(demo), r, None, {"steps": 5, "guidance": 2.0, "mask": "face",
+                                                "constraint": {"strength": 0.5}})
   summary = {"mode": "full", "commit": "abc1234", "checkpoint_step": 7,
              "stage_seconds": {"synth": 60.0, "train": 1200.0, "eval": 300.0},
              "reused_stages": [], "demo_seconds": 1560.0, "machine": {"cpus": 2},

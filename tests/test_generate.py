@@ -2,11 +2,12 @@
 the Generator against an independent single-batch reference, bad inputs, kill + resume.
 
 One tiny random-weight checkpoint per module (configs/tiny.py: 32x32 frames; its TrainState
-built from the same ``init_state_fn`` as training and written with ``loop.save_checkpoint``;
-the values are drawn directly instead of by ``build_trainer``, whose jitted init costs
-minutes on a loaded 2-core machine). One Generator is compiled once and shared; the CLI is
-exercised in-process (the compiled functions are cached per model structure) except the
-kill/resume test, which needs a real process to SIGKILL.
+built from the same ``init_state_fn`` as training and written with
+``checkpoints.save_checkpoint``; the values are drawn directly instead of by
+``build_trainer``, whose jitted init costs minutes on a loaded 2-core machine). One
+Generator is compiled once and shared; the CLI is exercised in-process (each command loads
+and compiles its own Generator) except the kill/resume test, which needs a real process to
+SIGKILL.
 """
 import copy
 import dataclasses
@@ -27,6 +28,7 @@ from flax import linen as nn
 from PIL import Image
 from scipy.io import wavfile
 
+from emotalker_jax import checkpoints as ck
 from emotalker_jax import cli
 from emotalker_jax import inference as I
 from emotalker_jax.commands import generate_dataset as GD
@@ -60,19 +62,18 @@ def random_fill(abstract, seed):
 def make_checkpoint(workdir):
   """A training workdir (orbax 'state' / 'data' / 'config' items) of configs/tiny.py with
   random weights and an autoencoder checkpoint (save_params) named in the config."""
-  from emotalker_jax import checkpoints
   from emotalker_jax.config_utils import load_config
   from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
   from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
   from emotalker_jax.models.text_encoder import read_text_config
-  from emotalker_jax.training import loop, state as state_lib
+  from emotalker_jax.training import state as state_lib
   config = load_config(os.path.join(REPO, "configs", "tiny.py"))
   vae = build_autoencoder(config)
   size = config.data.image_size
   vabs = nn.meta.unbox(jax.eval_shape(lambda r: init_autoencoder(vae, r, size),
                                       jax.random.key(0))["params"])
   vae_dir = os.path.join(workdir, "vae")
-  checkpoints.save_params(vae_dir, random_fill(vabs, 1))
+  ck.save_params(vae_dir, random_fill(vabs, 1))
   with config.unlocked():
     config.train.autoencoder_checkpoint = vae_dir
     config.train.async_checkpointing = False
@@ -85,8 +86,8 @@ def make_checkpoint(workdir):
   state = state_lib.TrainState(step=jnp.int32(3), params=params,
                                ema_params=random_fill(abstract.ema_params, 3),
                                opt_state=tx.init(params), rng=jax.random.key(5), tx=tx)
-  mngr = loop.checkpoint_manager(workdir, config)
-  loop.save_checkpoint(mngr, types.SimpleNamespace(state=state, config=config), None)
+  mngr = ck.checkpoint_manager(workdir, config)
+  ck.save_checkpoint(mngr, types.SimpleNamespace(state=state, config=config), None)
   mngr.wait_until_finished()
   mngr.close()
   return {"workdir": workdir, "params": params, "ema_params": state.ema_params}
@@ -322,9 +323,9 @@ def test_calibration_json_applies_only_to_the_settings_it_was_measured_with(tmp_
   import shutil
   wd = str(tmp_path / "wd")
   shutil.copytree(workdir, wd)
-  path = I.calibration_path(wd)
+  path = ck.calibration_path(wd)
   assert path == os.path.join(wd, "calibration.json")
-  cfg = I.load_checkpoint_config(wd)[0]
+  cfg = ck.load_checkpoint_config(wd)[0]
   assert cfg.sampler.intensity_gamma == 1.0
   steps, guidance = int(cfg.sampler.steps), float(cfg.sampler.guidance)
   # `emotalker calibrate`'s writer, for a generator of this checkpoint's step 3 (EMA)
@@ -333,17 +334,17 @@ def test_calibration_json_applies_only_to_the_settings_it_was_measured_with(tmp_
                                use_ema=True, config=cfg)
   table = [{"gamma": 1.0, "intensity_error": 0.5}, {"gamma": 0.6, "intensity_error": 0.3}]
   judge = str(tmp_path / "judge")
-  assert I.write_calibration(fake, {"intensity_gamma": 0.6, "per_gamma": table}, judge) == path
-  record = I.read_calibration(wd, 3)
+  assert ck.write_calibration(fake, {"intensity_gamma": 0.6, "per_gamma": table}, judge) == path
+  record = ck.read_calibration(wd, 3)
   assert record["intensity_gamma"] == 0.6 and record["per_gamma"] == table
   assert record["checkpoint_step"] == 3 and record["params"] == "ema"
   assert record["steps"] == steps and record["guidance"] == guidance
   assert record["judge"] == os.path.abspath(judge)
   # The same step, params, steps, guidance and judge: applied.
-  assert I.load_checkpoint_config(wd)[0].sampler.intensity_gamma == 0.6
-  assert I.load_checkpoint_config(os.path.join(wd, "checkpoints"),
-                                  judge=judge)[0].sampler.intensity_gamma == 0.6
-  over = I.load_checkpoint_config(wd, ["--config.sampler.intensity_gamma=0.9"])[0]
+  assert ck.load_checkpoint_config(wd)[0].sampler.intensity_gamma == 0.6
+  assert ck.load_checkpoint_config(os.path.join(wd, "checkpoints"),
+                                   judge=judge)[0].sampler.intensity_gamma == 0.6
+  over = ck.load_checkpoint_config(wd, ["--config.sampler.intensity_gamma=0.9"])[0]
   assert over.sampler.intensity_gamma == 0.9                      # a flag still wins
   # Anything else measured differently: refused with a warning naming it, gamma 1.
   refused = [({"use_ema": False}, "params raw \\(measured with ema\\)"),
@@ -353,15 +354,15 @@ def test_calibration_json_applies_only_to_the_settings_it_was_measured_with(tmp_
              ({"config_overrides": [f"--config.sampler.guidance={guidance + 1}"]}, "guidance")]
   for kw, match in refused:
     with pytest.warns(UserWarning, match=match):
-      assert I.load_checkpoint_config(wd, **kw)[0].sampler.intensity_gamma == 1.0
+      assert ck.load_checkpoint_config(wd, **kw)[0].sampler.intensity_gamma == 1.0
   with open(path, "w") as fh:
     json.dump({**record, "checkpoint_step": 5}, fh)
   with pytest.warns(UserWarning, match="checkpoint step 3 \\(measured with 5\\)"):
-    assert I.load_checkpoint_config(wd)[0].sampler.intensity_gamma == 1.0
+    assert ck.load_checkpoint_config(wd)[0].sampler.intensity_gamma == 1.0
   with open(path, "w") as fh:      # a file of an older version: no steps / guidance recorded
     json.dump({"intensity_gamma": 0.6, "checkpoint_step": 3, "params": "ema"}, fh)
   with pytest.warns(UserWarning, match="DDIM steps .*measured with None"):
-    assert I.load_checkpoint_config(wd)[0].sampler.intensity_gamma == 1.0
+    assert ck.load_checkpoint_config(wd)[0].sampler.intensity_gamma == 1.0
   # A generator whose gamma came from the file samples uncalibrated, with a warning, when a
   # call asks for other DDIM steps; and its info reports the calibrated vector it used.
   g = dataclasses.replace(gen, calibration=dict(record, steps=STEPS + 1),
@@ -464,15 +465,15 @@ def test_missing_checkpoint_and_config_overrides(tmp_path, workdir):
   (tmp_path / "empty").mkdir()
   with pytest.raises(FileNotFoundError, match="no checkpoint in .*empty.*emotalker train"):
     I.load_generator(str(tmp_path / "empty"))
-  cfg, folder, step = I.load_checkpoint_config(
+  cfg, folder, step = ck.load_checkpoint_config(
       workdir, ["--config.sampler.constraint.strength=0.9", "--config.sampler.steps=7"])
   assert (cfg.sampler.constraint.strength, cfg.sampler.steps, step) == (0.9, 7, 3)
   assert folder.endswith("checkpoints")
   assert cfg.unet.block_out_channels == (32, 64)      # JSON lists are tuples again
   # the checkpoints/ folder itself works too
-  assert I.load_checkpoint_config(folder)[2] == 3
+  assert ck.load_checkpoint_config(folder)[2] == 3
   with pytest.raises(ValueError, match="bad config override.*sampler.nope"):
-    I.load_checkpoint_config(workdir, ["--config.sampler.nope=1"])
+    ck.load_checkpoint_config(workdir, ["--config.sampler.nope=1"])
 
 
 # ---- emotalker generate -----------------------------------------------------------------------

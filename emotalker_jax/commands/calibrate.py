@@ -47,7 +47,8 @@ def run(args) -> int:
   from emotalker_jax.evaluation import calibrate as cal
   from emotalker_jax.evaluation.evaluate import EvalSettings, log_stderr
   from emotalker_jax.evaluation.judge import load_judge
-  from emotalker_jax.inference import load_generator, write_calibration
+  from emotalker_jax.checkpoints import write_calibration
+  from emotalker_jax.inference import load_generator
   quiet_fork_warning()
   st = EvalSettings(num_identities=args.identities, frames=args.frames, steps=args.steps,
                     seed=args.seed).validate()

@@ -211,7 +211,7 @@ def calibrate_demo(gen, judge_dir: str, m: dict, seed: int, stage: str) -> dict 
     from emotalker_jax.evaluation import calibrate as cal
     from emotalker_jax.evaluation.evaluate import EvalSettings, log_stderr
     from emotalker_jax.evaluation.judge import load_judge
-    from emotalker_jax.inference import read_calibration, write_calibration
+    from emotalker_jax.checkpoints import read_calibration, write_calibration
     title = f"[demo] {stage} intensity calibration on training identities"
     if gen.calibration is not None:
         print(f"{title}: reusing existing output", flush=True)
@@ -237,11 +237,12 @@ def evaluate_demo(gen, judge_dir: str, data: str, out: str, m: dict, seed: int,
     metrics."""
     from emotalker_jax.evaluation import evaluate as ev
     from emotalker_jax.evaluation.judge import load_judge
+    from emotalker_jax.evaluation.results import evaluate_and_write
     st = ev.EvalSettings(num_identities=None, frames=m["eval_frames"],
                          lip_frames=25,
                          steps=m["sample_steps"], seed=seed).validate()
     sources, where = ev.heldout_sources(m["data"], data, st.num_identities)
-    result, _ = ev.evaluate_and_write(
+    result, _ = evaluate_and_write(
         gen, load_judge(judge_dir), sources, st, out,
         {"judge": judge_dir, "data": where,
          "command": "emotalker demo (stage 8: emotalker eval's protocol)"},
@@ -295,7 +296,7 @@ def _upscale(img, k: int = 4):
 
 def _metrics_table(out: str) -> list[str]:
     """The headline table (value, 95 % interval, ceiling, target) of OUT/metrics.json."""
-    from emotalker_jax.evaluation.evaluate import headline_table
+    from emotalker_jax.evaluation.results import headline_table
     path = os.path.join(out, "metrics.json")
     if not os.path.isfile(path):
         return ["(no metrics.json)"]

@@ -60,11 +60,13 @@ def _data_dir(args, config) -> str | None:
 
 
 def run(args) -> int:
+  from emotalker_jax.checkpoints import find_checkpoint_dir
   from emotalker_jax.commands.generate import quiet_fork_warning
   from emotalker_jax.config_utils import checkpoint_overrides
   from emotalker_jax.evaluation import evaluate as ev
   from emotalker_jax.evaluation.judge import load_judge
-  from emotalker_jax.inference import find_checkpoint_dir, load_generator
+  from emotalker_jax.evaluation.results import evaluate_and_write
+  from emotalker_jax.inference import load_generator
   quiet_fork_warning()
   st = ev.EvalSettings(num_identities=args.identities, frames=args.frames,
                        lip_frames=args.lip_frames, steps=args.steps, guidance=args.guidance,
@@ -83,7 +85,7 @@ def run(args) -> int:
   ev.log_stderr(f"[eval] {len(sources)} held-out identities from {where}; checkpoint step "
                 f"{gen.step}")
   out = args.out or os.path.join(find_checkpoint_dir(args.checkpoint), os.pardir, "eval")
-  result, paths = ev.evaluate_and_write(
+  result, paths = evaluate_and_write(
       gen, judge, sources, st, os.path.normpath(out),
       {"judge": os.path.abspath(args.judge), "data": where}, ablations=args.ablations,
       log=ev.log_stderr)

@@ -85,6 +85,7 @@ def run(args) -> int:
     import numpy as np
 
     from emotalker_jax import inference as I
+    from emotalker_jax.checkpoints import load_checkpoint_config
     from emotalker_jax.config_utils import checkpoint_overrides
     from emotalker_jax.emotions import parse_emotion_spec
 
@@ -97,7 +98,7 @@ def run(args) -> int:
     if args.prompt is not None and not args.prompt.strip():
         raise ValueError("--prompt is empty; describe the emotion, e.g. --prompt 'very happy'")
     # Cheap checks first: the checkpoint's config, the portrait and the audio.
-    config, _, _ = I.load_checkpoint_config(args.checkpoint, overrides)
+    config, _, _ = load_checkpoint_config(args.checkpoint, overrides)
     portrait = I.prepare_portrait(args.portrait, int(config.data.image_size),
                                   detect=args.crop == "face")
     audio = I.load_generation_audio(args.audio, int(config.data.sample_rate),

@@ -210,9 +210,10 @@ def process_manifest(gen, rows: list[Row], out: str, *, seed: int = 0,
     from tqdm import tqdm
 
     from emotalker_jax import inference as I
+    from emotalker_jax.checkpoints import remove_temp_files
 
     os.makedirs(out, exist_ok=True)
-    removed = I.remove_temp_files(out)
+    removed = remove_temp_files(out)
     if removed:
         log(f"removed {len(removed)} temp file(s) left by an interrupted run: "
             f"{', '.join(removed[:5])}")
@@ -286,6 +287,7 @@ def run(args) -> int:
     import sys
 
     from emotalker_jax import inference as I
+    from emotalker_jax.checkpoints import load_checkpoint_config
     from emotalker_jax.commands.generate import quiet_fork_warning
     from emotalker_jax.config_utils import checkpoint_overrides
 
@@ -293,7 +295,7 @@ def run(args) -> int:
     overrides = checkpoint_overrides(args.config_args)
     outputs = parse_outputs(args.outputs)
     rows = read_manifest(args.manifest)          # duplicate ids: error before any work
-    I.load_checkpoint_config(args.checkpoint, overrides)   # a missing checkpoint fails fast
+    load_checkpoint_config(args.checkpoint, overrides)   # a missing checkpoint fails fast
     gen = I.load_generator(args.checkpoint, overrides, use_ema=not args.raw_params)
     summary = process_manifest(
         gen, rows, args.out, seed=args.seed, outputs=outputs, crop=args.crop,

@@ -69,7 +69,7 @@ def _fmt_s(v) -> str:
 
 def results_markdown(metrics: dict, summary: dict, ablations: list | None) -> str:
   """The whole of docs/RESULTS.md from the run's JSON."""
-  from emotalker_jax.evaluation import evaluate as ev
+  from emotalker_jax.evaluation import results
   meta = metrics.get("meta", {})
   machine = summary.get("machine", {})
   commit = summary.get("commit") or "unknown"
@@ -111,15 +111,15 @@ def results_markdown(metrics: dict, summary: dict, ablations: list | None) -> st
             "real test frames). `identity_similarity_constraint_gain` is identity with minus "
             "without the constraint on paired units; the identity target needs its interval "
             "above 0. For `mixed_intensity_error` and `flicker` lower is better.", ""]
-  lines += ev.headline_table(metrics)
+  lines += results.headline_table(metrics)
   undefined = {k: v for k, v in metrics.get("n_undefined", {}).items() if v}
   lines += ["", "Undefined units left out: " + (", ".join(f"{k} {v}" for k, v in
                                                           undefined.items()) or "none") + "."]
-  met = {k: ev.target_met(metrics, k) for k in ev.TARGETS}
+  met = {k: results.target_met(metrics, k) for k in results.TARGETS}
   lines += ["", "Targets met: " + ", ".join(k for k, v in met.items() if v) + "; not met: "
             + (", ".join(k for k, v in met.items() if not v) or "none") + ".", ""]
   lines += ["## Details", "", "From `docs/results/eval.md` (the same metrics.json):", ""]
-  body = ev.markdown(metrics, ablations, meta).split("\n")
+  body = results.markdown(metrics, ablations, meta).split("\n")
   # skip eval.md's title, meta lines and its copy of the headline table
   start = next(i for i, line in enumerate(body) if line.startswith("| other figure"))
   lines += body[start:]
@@ -139,18 +139,18 @@ def results_markdown(metrics: dict, summary: dict, ablations: list | None) -> st
 
 
 def readme_block(metrics: dict, summary: dict) -> str:
-  from emotalker_jax.evaluation import evaluate as ev
+  from emotalker_jax.evaluation import results
   return "\n".join([BEGIN, f"`make demo` at commit `{summary.get('commit') or 'unknown'}`, "
                     f"{metrics['n_identities']} held-out identities, "
                     f"{summary.get('demo_seconds', 0) / 60:.1f} min of stages on "
                     f"{summary.get('machine', {}).get('cpus', '?')} CPUs (written by "
                     "`emotalker report` from docs/results/metrics.json; details: "
                     "[docs/RESULTS.md](docs/RESULTS.md)):", ""]
-                   + ev.headline_table(metrics, ("emotion_accuracy", "mixed_top2_accuracy",
-                                                 "mixed_intensity_error", "intensity_spearman",
-                                                 "identity_similarity",
-                                                 "identity_similarity_constraint_gain",
-                                                 "lip_sync_correlation", "flicker"))
+                   + results.headline_table(metrics, ("emotion_accuracy", "mixed_top2_accuracy",
+                                                      "mixed_intensity_error",
+                                                      "intensity_spearman", "identity_similarity",
+                                                      "identity_similarity_constraint_gain",
+                                                      "lip_sync_correlation", "flicker"))
                    + ["", END])
 
 
@@ -162,7 +162,7 @@ def replace_block(text: str, block: str, path: str) -> str:
 
 
 def run(args) -> int:
-  from emotalker_jax.inference import atomic_output
+  from emotalker_jax.checkpoints import atomic_output
   if args.demo:
     copied = publish(args.demo, args.results)
     print(f"[report] copied {', '.join(copied)} from {args.demo} to {args.results}")

@@ -349,6 +349,75 @@ def ddim_sample(denoise_fn: DenoiseFn, schedule: Schedule, z_T: jnp.ndarray, con
 
 
 # ---- the whole inference: invert the source, then generate every frame ----------------------
+# The one sampling path: ``invert_source`` -> ``start_latent`` -> ``sample_frames``.
+# ``generate_latents`` chains them in one traced function (tests, benchmarks,
+# ``generate_latents_sharded``); ``inference.Generator`` compiles the inversion once per
+# portrait and ``sample_frames`` once per chunk shape, and calls the same three.
+
+def invert_source(denoise_fn: DenoiseFn, schedule: Schedule, z_src: jnp.ndarray, cond_src: Any,
+                  *, steps: int, spacing: str = "uniform", inversion_iters: int = 0):
+  """DDIM inversion (eq. 4) of the one source latent under its condition.
+
+  Args:
+    z_src: (1, h, w, C) or (h, w, C) latent of the source portrait.
+    cond_src: condition pytree of the source (batch 1), e.g. its neutral condition.
+    steps, spacing: as the sampling that follows (static).
+    inversion_iters: fixed-point refinements per inversion step (``ddim_invert``;
+      config key sampler.inversion_iters; 0 = plain eq. 4).
+  Returns:
+    (Z_T (1, h, w, C), trajectory (steps, 1, h, w, C)), see ``ddim_invert``.
+  """
+  z_src = jnp.asarray(z_src, jnp.float32)
+  if z_src.ndim == 3:
+    z_src = z_src[None]
+  if z_src.shape[0] != 1:
+    raise ValueError(f"z_src must hold one source latent, got batch {z_src.shape[0]}")
+  return ddim_invert(denoise_fn, schedule, z_src, cond_src, steps=steps, spacing=spacing,
+                     fixed_point_iters=inversion_iters)
+
+
+def start_latent(z_T: jnp.ndarray, constraint: ConstraintConfig | None,
+                 rng: jax.Array | None) -> jnp.ndarray:
+  """Where sampling starts (``constraint.init``): 'inversion' (or no constraint) -> the
+  inverted Z_T itself; 'noise' -> N(0, I) of Z_T's shape (1, h, w, C) drawn from ``rng``,
+  shared by all frames (the constraint still pulls toward the inverted trajectory)."""
+  init = "inversion" if constraint is None else constraint.init
+  if init == "noise":
+    if rng is None:
+      raise ValueError("constraint init='noise' needs an rng key (--seed)")
+    return jax.random.normal(rng, z_T.shape, jnp.float32)
+  return z_T
+
+
+def sample_frames(denoise_fn: DenoiseFn, schedule: Schedule, z_start: jnp.ndarray,
+                  inv_trajectory, cond: Any, *, steps: int, eta: float = 0.0,
+                  rng: jax.Array | None = None, spacing: str = "uniform", guidance=None,
+                  uncond: Any = None, constraint: ConstraintConfig | None = None, mask=None,
+                  batch_sharding: NamedSharding | None = None, return_trajectory: bool = False):
+  """Guided constrained DDIM (eqs. 5, 6) for a batch of B frames that all start from the
+  shared ``z_start`` (1, h, w, C) (``start_latent``) and are constrained toward the shared
+  inverted trajectory (steps, 1, h, w, C) (``invert_source``; unused when constraint is
+  None).
+
+  Args:
+    cond: per-frame condition pytree, batch B; uncond: null condition, batch B or 1.
+    mask: M (h, w) or (B, h, w), see ``latent_mask_from_face_mask``.
+    rng: key of the DDIM noise (eta > 0).
+    batch_sharding: optional NamedSharding for (B, ...) arrays: the frame batch is
+      constrained to it (the frames split over the devices).
+    Others: as ``ddim_sample``.
+  Returns:
+    (B, h, w, C) latents of the frames (and the sampling trajectory if asked).
+  """
+  B = _batch_size(cond)
+  z_init = jnp.broadcast_to(z_start, (B,) + z_start.shape[1:])
+  if batch_sharding is not None:
+    z_init = jax.lax.with_sharding_constraint(z_init, batch_sharding)
+  return ddim_sample(denoise_fn, schedule, z_init, cond, steps=steps, eta=eta, rng=rng,
+                     spacing=spacing, guidance=guidance, uncond=uncond, constraint=constraint,
+                     inv_trajectory=inv_trajectory if constraint is not None else None,
+                     mask=mask, return_trajectory=return_trajectory)
+
 
 def generate_latents(denoise_fn: DenoiseFn, schedule: Schedule, z_src: jnp.ndarray,
                      cond_src: Any, cond: Any, *, steps: int, eta: float = 0.0,
@@ -357,7 +426,8 @@ def generate_latents(denoise_fn: DenoiseFn, schedule: Schedule, z_src: jnp.ndarr
                      inversion_iters: int = 0, batch_sharding: NamedSharding | None = None,
                      return_trajectory: bool = False):
   """Invert the source latent under its condition (eq. 4), then run guided constrained DDIM
-  (eqs. 5, 6) for a batch of frames that all share Z_T and the inverted trajectory.
+  (eqs. 5, 6) for a batch of frames that all share Z_T and the inverted trajectory:
+  ``invert_source`` -> ``start_latent`` -> ``sample_frames`` in one traced function.
 
   Args:
     z_src: (1, h, w, C) or (h, w, C) latent of the source portrait.
@@ -365,40 +435,24 @@ def generate_latents(denoise_fn: DenoiseFn, schedule: Schedule, z_src: jnp.ndarr
     cond: per-frame condition pytree, batch B (the frames of a clip).
     uncond: null condition for CFG, batch B or 1.
     constraint: ConstraintConfig or None (None: plain guided DDIM from Z_T, no inversion
-      trajectory used). init='noise' starts from noise N(0, I) drawn from ``rng`` (shared by
-      all frames) instead of Z_T; the constraint still pulls toward the inverted trajectory.
+      trajectory used); its init picks the start (``start_latent``).
     mask: M (h, w) or (B, h, w), see ``latent_mask_from_face_mask``.
-    rng: key for init='noise' and eta > 0.
-    inversion_iters: fixed-point refinements per inversion step (``ddim_invert``;
-      config key sampler.inversion_iters; 0 = plain eq. 4).
+    rng: key, split into (init noise for init='noise', DDIM noise for eta > 0).
+    inversion_iters: fixed-point refinements per inversion step (``ddim_invert``).
     batch_sharding: optional NamedSharding for (B, ...) arrays: the frame batch is
       constrained to it inside (used by ``generate_latents_sharded``).
   Returns:
     (B, h, w, C) latents of the generated frames (and the sampling trajectory if asked).
   """
-  z_src = jnp.asarray(z_src, jnp.float32)
-  if z_src.ndim == 3:
-    z_src = z_src[None]
-  if z_src.shape[0] != 1:
-    raise ValueError(f"z_src must hold one source latent, got batch {z_src.shape[0]}")
-  B = _batch_size(cond)
-  z_T, traj = ddim_invert(denoise_fn, schedule, z_src, cond_src, steps=steps, spacing=spacing,
-                          fixed_point_iters=inversion_iters)
-  init = "inversion" if constraint is None else constraint.init
+  z_T, traj = invert_source(denoise_fn, schedule, z_src, cond_src, steps=steps, spacing=spacing,
+                            inversion_iters=inversion_iters)
   rng_init = rng_sample = None
   if rng is not None:
     rng_init, rng_sample = jax.random.split(rng)
-  if init == "noise":
-    if rng is None:
-      raise ValueError("constraint init='noise' needs an rng key (--seed)")
-    z_T = jax.random.normal(rng_init, z_src.shape, jnp.float32)
-  z_init = jnp.broadcast_to(z_T, (B,) + z_T.shape[1:])
-  if batch_sharding is not None:
-    z_init = jax.lax.with_sharding_constraint(z_init, batch_sharding)
-  return ddim_sample(denoise_fn, schedule, z_init, cond, steps=steps, eta=eta, rng=rng_sample,
-                     spacing=spacing, guidance=guidance, uncond=uncond, constraint=constraint,
-                     inv_trajectory=traj if constraint is not None else None, mask=mask,
-                     return_trajectory=return_trajectory)
+  return sample_frames(denoise_fn, schedule, start_latent(z_T, constraint, rng_init), traj,
+                       cond, steps=steps, eta=eta, rng=rng_sample, spacing=spacing,
+                       guidance=guidance, uncond=uncond, constraint=constraint, mask=mask,
+                       batch_sharding=batch_sharding, return_trajectory=return_trajectory)
 
 
 def concat_condition_denoiser(apply_fn: Callable) -> Callable:

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
-import shutil
 import warnings
 from typing import Any, Sequence
 
@@ -45,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from emotalker_jax import checkpoints
 from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.models import layers
 
@@ -463,7 +462,7 @@ def monotonicity_report(prompts: list[tuple[int, str, int, str]], s_hat: np.ndar
 
 
 # ----------------------------------------------------------------------------------------
-# Saving / loading a trained EIB folder (what `emotalker eib-train` writes)
+# Loading a trained EIB folder (what `emotalker eib-train` writes: ``checkpoints.eib``)
 # ----------------------------------------------------------------------------------------
 
 def unbox(tree) -> dict:
@@ -472,20 +471,6 @@ def unbox(tree) -> dict:
   if hasattr(tree, "unfreeze"):
     tree = tree.unfreeze()
   return jax.tree.map(lambda x: x, dict(tree))
-
-
-def save_eib(out: str, params: dict, config, info: dict) -> None:
-  """Writes out/checkpoint (orbax), out/config.json and out/eib.json."""
-  import orbax.checkpoint as ocp
-  ckpt = os.path.abspath(os.path.join(out, "checkpoint"))
-  if os.path.exists(ckpt):
-    shutil.rmtree(ckpt)
-  with ocp.StandardCheckpointer() as c:
-    c.save(ckpt, jax.tree.map(np.asarray, params))
-  with open(os.path.join(out, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
-  with open(os.path.join(out, "eib.json"), "w") as f:
-    json.dump(info, f, indent=1)
 
 
 # Prompts whose largest non-neutral intensity is below this and that contain no FED
@@ -535,34 +520,11 @@ class LoadedEIB:
 
 
 def load_eib(path: str, encoder=None) -> LoadedEIB:
-  """Loads a folder written by `emotalker eib-train`. Raises FileNotFoundError /
-  ValueError naming the folder and the fix."""
-  import ml_collections
-  import orbax.checkpoint as ocp
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"EIB folder {path!r} not found; train one with "
-                            f"`emotalker eib-train --out {path}`")
-  need = ("config.json", "eib.json", "checkpoint")
-  missing = [n for n in need if not os.path.exists(os.path.join(path, n))]
-  if missing:
-    raise FileNotFoundError(f"EIB folder {path!r} lacks {', '.join(missing)}; it is not (or "
-                            f"not completely) written by `emotalker eib-train --out {path}`")
-  try:
-    with open(os.path.join(path, "config.json")) as f:
-      config = ml_collections.ConfigDict(json.load(f))
-    with open(os.path.join(path, "eib.json")) as f:
-      info = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"EIB folder {path!r}: unreadable config.json / eib.json ({e}); "
-                     "retrain with `emotalker eib-train`") from None
+  """Loads a folder written by `emotalker eib-train` (``checkpoints.read_eib``) and its text
+  encoder (``encoder``: one to reuse). Raises FileNotFoundError / ValueError naming the
+  folder and the fix."""
+  config, info, params = checkpoints.read_eib(path)
   module = eib_from_config(config)
-  ckpt = os.path.abspath(os.path.join(path, "checkpoint"))
-  try:
-    with ocp.StandardCheckpointer() as c:
-      params = c.restore(ckpt)
-  except Exception as e:  # orbax raises several types for damaged folders
-    raise ValueError(f"EIB folder {path!r}: cannot restore the checkpoint ({type(e).__name__}: "
-                     f"{e}); retrain with `emotalker eib-train --out {path}`") from None
   params = jax.tree.map(jnp.asarray, params)
   if encoder is None:
     from emotalker_jax.models.text_encoder import load_text_encoder

@@ -19,9 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from emotalker_jax import parallel
+from emotalker_jax import checkpoints, parallel
+from emotalker_jax.checkpoints import checkpoint_manager, restore_checkpoint, save_checkpoint
 from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
 from emotalker_jax.training import state as state_lib
+from emotalker_jax.training.loop import MetricWriter, _check_finite
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +87,6 @@ def train_autoencoder(config, workdir: str, *, loader=None, max_steps=None,
     """Trains the autoencoder; returns {'step', 'psnr', 'path'} (path: the saved params)."""
     from tqdm import tqdm
 
-    from emotalker_jax import checkpoints
-    from emotalker_jax.training.loop import (checkpoint_manager, restore_checkpoint,
-                                             save_checkpoint, MetricWriter, _check_finite)
     vae, state, shardings, step_fn, mesh, tc = build_autoencoder_trainer(config)
     if loader is None:
         from input_pipeline.pipeline import make_train_loader

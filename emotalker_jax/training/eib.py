@@ -36,7 +36,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from emotalker_jax import fed
+from emotalker_jax import checkpoints, fed
 from emotalker_jax.evaluation.metrics import intensity_metrics
 from emotalker_jax.models import eib as eib_lib
 from emotalker_jax.models.eib import (MONOTONIC_WORDS, TOKEN_POOL, IntensityHead,
@@ -365,7 +365,7 @@ def train_eib(config, out: str, *, steps: int | None = None, batch_size: int | N
   params = eib_lib.unbox(variables["params"])
   params["head"] = head_params
   params = eib_lib.unbox(params)
-  eib_lib.save_eib(out, params, config, {
+  checkpoints.save_eib(out, params, config, {
       "text_path": encoder.path, "text_kind": encoder.kind, "max_length": encoder.max_length,
       "hidden_size": encoder.hidden_size, "pool": st["pool"], "steps": steps,
       "batch_size": batch_size, "fed": {"source": fed_dir or "generated",

@@ -1,4 +1,5 @@
-"""The training loop: data, sharded steps, orbax checkpoints, metrics, signals.
+"""The training loop: data, sharded steps, checkpoints (``emotalker_jax.checkpoints``),
+metrics, signals.
 
 ``emotalker train --config configs/X.py --workdir DIR`` runs ``train(config, DIR)``:
 - resumes from the latest checkpoint in DIR/checkpoints automatically (train state +
@@ -24,9 +25,9 @@ import jax
 import numpy as np
 from flax import linen as nn
 
-from emotalker_jax import parallel
+from emotalker_jax import checkpoints, parallel
 from emotalker_jax.diffusion import schedule as sched
-from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
+from emotalker_jax.models.autoencoder import build_autoencoder
 from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
 from emotalker_jax.models.text_encoder import load_text_encoder
 from emotalker_jax.training import state as state_lib
@@ -71,39 +72,10 @@ class Trainer:
         return metrics
 
 
-def load_frozen_autoencoder(config, vae, rng) -> Any:
-    """Autoencoder params from ``config.train.autoencoder_checkpoint`` (a directory written by
-    ``emotalker train --stage autoencoder`` or ``emotalker convert``); '' -> fresh random
-    init (only sensible for tests and smoke runs: a warning says so)."""
-    path = config.train.get("autoencoder_checkpoint", "")
-    if path:
-        from emotalker_jax import checkpoints
-        params, saved = checkpoints.load_params(path)
-        for key in ("scaling_factor", "shift_factor"):
-            if not saved or key not in saved:
-                continue
-            want = float(saved[key] or 0.0)
-            have = float(config.autoencoder.get(key) or 0.0)
-            if abs(want - have) > 1e-6 * max(1.0, abs(want)):
-                log.warning("autoencoder %s: %s was calibrated with %s=%.6g but the config "
-                            "has %.6g; pass --config.autoencoder.%s=%.6g so the latents "
-                            "have unit variance", path, key, key, want, have, key, want)
-        return params["vae"] if "vae" in params else params
-    log.warning("config.train.autoencoder_checkpoint is empty: using a randomly initialised "
-                "(untrained) autoencoder")
-    return nn.meta.unbox(init_autoencoder(vae, rng, config.data.image_size)["params"])
-
-
 def with_pretrained_eib(state, shardings, path: str):
     """Replaces the EIB params (and their EMA) by those of an `emotalker eib-train` folder
     (its intensity head is trained on FED; the generator then fine-tunes everything)."""
-    import orbax.checkpoint as ocp
-    ckpt = os.path.abspath(os.path.join(path, "checkpoint"))
-    if not os.path.isdir(ckpt):
-        raise FileNotFoundError(f"config.train.eib_checkpoint={path!r} has no checkpoint/; "
-                                f"write one with `emotalker eib-train --out {path}`")
-    with ocp.StandardCheckpointer() as c:
-        eib = c.restore(ckpt)
+    eib = checkpoints.restore_eib_params(path)
     want = jax.tree.map(lambda x: x.shape, state.params["eib"])
     got = jax.tree.map(lambda x: tuple(x.shape), eib)
     if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
@@ -132,7 +104,7 @@ def build_trainer(config, mesh=None, rng: jax.Array | None = None, text=None,
     model = EmoTalker(config)
     vae = build_autoencoder(config)
     if vae_params is None:
-        vae_params = load_frozen_autoencoder(config, vae, r_vae)
+        vae_params = checkpoints.load_frozen_autoencoder(config, vae, r_vae)
     tx = state_lib.make_optimizer(config.train)
     init = state_lib.init_state_fn(lambda r: init_emotalker(model, r, text.hidden_size), tx)
     state, state_shardings = state_lib.create_sharded_state(init, r_init, mesh, rules)
@@ -148,60 +120,6 @@ def build_trainer(config, mesh=None, rng: jax.Array | None = None, text=None,
     step_fn = jit_train_step(step, state_shardings, frozen_shardings, batch_shardings)
     return Trainer(config, mesh, rules, model, vae, text, schedule, state, state_shardings,
                    frozen, frozen_shardings, step_fn)
-
-
-# ---------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------
-def checkpoint_manager(workdir: str, config):
-    import orbax.checkpoint as ocp
-    opts = ocp.CheckpointManagerOptions(
-        max_to_keep=int(config.train.keep_checkpoints), create=True,
-        enable_async_checkpointing=bool(config.train.get("async_checkpointing", True)))
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
-                                 options=opts, item_names=("state", "data", "config"))
-
-
-def save_checkpoint(mngr, trainer: Trainer, iterator, force: bool = False) -> int:
-    import orbax.checkpoint as ocp
-    step = int(jax.device_get(trainer.state.step))
-    if force:  # an end-of-run / signal save may land on a step the schedule just saved
-        mngr.wait_until_finished()
-        if step in mngr.all_steps():
-            return step
-    data = {"iterator": _iterator_state(iterator)}
-    mngr.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(trainer.state), data=ocp.args.JsonSave(data),
-        config=ocp.args.JsonSave(json.loads(trainer.config.to_json()))), force=force)
-    return step
-
-
-def restore_checkpoint(mngr, trainer: Trainer, iterator, step: int | None = None) -> int:
-    import orbax.checkpoint as ocp
-    step = mngr.latest_step() if step is None else step
-    abstract = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        trainer.state, trainer.state_shardings)
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
-    trainer.state = restored["state"]
-    if iterator is not None and restored["data"].get("iterator") is not None:
-        _set_iterator_state(iterator, restored["data"]["iterator"])
-    return step
-
-
-def _iterator_state(iterator) -> str | None:
-    if iterator is None or not hasattr(iterator, "get_state"):
-        return None
-    s = iterator.get_state()
-    return s.decode() if isinstance(s, bytes) else json.dumps(s)
-
-
-def _set_iterator_state(iterator, s: str) -> None:
-    try:
-        iterator.set_state(s.encode())
-    except (TypeError, AttributeError):
-        iterator.set_state(json.loads(s))
 
 
 # ---------------------------------------------------------------------------------------
@@ -272,10 +190,10 @@ def train(config, workdir: str, *, loader=None, trainer: Trainer | None = None,
         from input_pipeline.pipeline import make_train_loader
         loader = make_train_loader(config)
     iterator: Iterator = iter(loader)
-    mngr = checkpoint_manager(workdir, config)
+    mngr = checkpoints.checkpoint_manager(workdir, config)
     start = 0
     if mngr.latest_step() is not None:
-        start = restore_checkpoint(mngr, trainer, iterator)
+        start = checkpoints.restore_checkpoint(mngr, trainer, iterator)
         log.info("resumed from %s at step %d", workdir, start)
     total = int(tc.steps)
     end = total if max_steps is None else min(total, start + int(max_steps))
@@ -308,17 +226,17 @@ def train(config, workdir: str, *, loader=None, trainer: Trainer | None = None,
                     writer.write(step, last)
                     bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
                 if step % int(tc.ckpt_every) == 0 or step == total:
-                    save_checkpoint(mngr, trainer, iterator)
+                    checkpoints.save_checkpoint(mngr, trainer, iterator)
                 if signals.stop:
                     stopped_by = signals.stop
-                    save_checkpoint(mngr, trainer, iterator, force=True)
+                    checkpoints.save_checkpoint(mngr, trainer, iterator, force=True)
                     log.warning("%s received: checkpoint saved at step %d", signals.stop, step)
                     break
             if pending is not None:
                 _check_finite(*pending)
             if stopped_by == "done" and step < total:
                 stopped_by = "max_steps"
-                save_checkpoint(mngr, trainer, iterator, force=True)
+                checkpoints.save_checkpoint(mngr, trainer, iterator, force=True)
     finally:
         bar.close()
         mngr.wait_until_finished()
@@ -337,5 +255,4 @@ def _check_finite(step: int, metrics: dict) -> None:
             "lower --config.train.lr or check the data")
 
 
-__all__ = ["Trainer", "build_trainer", "train", "checkpoint_manager", "save_checkpoint",
-           "restore_checkpoint", "NonFiniteLossError", "MetricWriter"]
+__all__ = ["Trainer", "build_trainer", "train", "NonFiniteLossError", "MetricWriter"]

@@ -1,6 +1,5 @@
-"""Weights on disk: diffusers import, our safetensors params (+ orbax managers, below).
-
-Part 1 (this section, self-contained): pure numpy/safetensors, no torch at run time.
+"""Weights on disk: diffusers import and our safetensors params (pure numpy/safetensors,
+no torch at run time; the orbax training checkpoints are in ``checkpoints.workdir``).
 
 * ``load_diffusers_unet(folder)`` / ``load_diffusers_vae(folder)``: a diffusers model
   folder (``config.json`` + ``diffusion_pytorch_model.safetensors``, or a sharded
@@ -567,7 +566,3 @@ def check_params_match(params: Mapping, abstract: Mapping, source: str) -> None:
             f"{source} does not match the model config: {len(missing)} missing "
             f"(e.g. {missing[:3]}), {len(extra)} unexpected (e.g. {extra[:3]}), {len(bad)} "
             f"with other shapes (e.g. {bad[:3]}); use the config the checkpoint was saved with")
-
-# ----------------------------------------------------------------------------------------
-# (orbax training checkpoints are added below by the training part)
-# ----------------------------------------------------------------------------------------

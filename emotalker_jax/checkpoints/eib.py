@@ -1,0 +1,74 @@
+"""A trained EIB folder on disk (what `emotalker eib-train --out DIR` writes)::
+
+  DIR/checkpoint   orbax StandardCheckpointer: the EIB params (numpy tree)
+  DIR/config.json  the eib-train config
+  DIR/eib.json     what the EIB was trained with (text encoder, pool, FED source, ...)
+
+``models.eib.load_eib`` builds the module and its text encoder from ``read_eib``;
+``training.loop`` initialises a generator's EIB from ``restore_eib_params``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+EIB_FILES = ("config.json", "eib.json", "checkpoint")
+
+
+def save_eib(out: str, params: dict, config, info: dict) -> None:
+  """Writes out/checkpoint (orbax), out/config.json and out/eib.json."""
+  ckpt = os.path.abspath(os.path.join(out, "checkpoint"))
+  if os.path.exists(ckpt):
+    shutil.rmtree(ckpt)
+  with ocp.StandardCheckpointer() as c:
+    c.save(ckpt, jax.tree.map(np.asarray, params))
+  with open(os.path.join(out, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=1))
+  with open(os.path.join(out, "eib.json"), "w") as f:
+    json.dump(info, f, indent=1)
+
+
+def read_eib(path: str) -> tuple[ml_collections.ConfigDict, dict, dict]:
+  """(config, info, params as numpy) of a folder written by ``save_eib``. Raises
+  FileNotFoundError / ValueError naming the folder and the fix."""
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"EIB folder {path!r} not found; train one with "
+                            f"`emotalker eib-train --out {path}`")
+  missing = [n for n in EIB_FILES if not os.path.exists(os.path.join(path, n))]
+  if missing:
+    raise FileNotFoundError(f"EIB folder {path!r} lacks {', '.join(missing)}; it is not (or "
+                            f"not completely) written by `emotalker eib-train --out {path}`")
+  try:
+    with open(os.path.join(path, "config.json")) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+    with open(os.path.join(path, "eib.json")) as f:
+      info = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"EIB folder {path!r}: unreadable config.json / eib.json ({e}); "
+                     "retrain with `emotalker eib-train`") from None
+  ckpt = os.path.abspath(os.path.join(path, "checkpoint"))
+  try:
+    with ocp.StandardCheckpointer() as c:
+      params = c.restore(ckpt)
+  except Exception as e:  # orbax raises several types for damaged folders
+    raise ValueError(f"EIB folder {path!r}: cannot restore the checkpoint ({type(e).__name__}: "
+                     f"{e}); retrain with `emotalker eib-train --out {path}`") from None
+  return config, info, params
+
+
+def restore_eib_params(path: str) -> dict:
+  """The EIB params (numpy tree) of an `emotalker eib-train --out PATH` folder's
+  checkpoint/ (``config.train.eib_checkpoint``). Raises FileNotFoundError naming the
+  folder when it has none."""
+  ckpt = os.path.abspath(os.path.join(path, "checkpoint"))
+  if not os.path.isdir(ckpt):
+    raise FileNotFoundError(f"config.train.eib_checkpoint={path!r} has no checkpoint/; "
+                            f"write one with `emotalker eib-train --out {path}`")
+  with ocp.StandardCheckpointer() as c:
+    return c.restore(ckpt)
