@@ -21,7 +21,7 @@ Network (``JudgeNet``, Flax linen, NHWC):
 
 Training (``train_judge``) renders its own frames with the benchmark's renderer, so the
 judge sees far more identities than a dataset split holds:
-  * identities: ``renderer.sample_identity(JUDGE_TRAIN_ID_OFFSET + k, seed)`` for k < N. The
+  * identities: ``face_model.sample_identity(JUDGE_TRAIN_ID_OFFSET + k, seed)`` for k < N. The
     reserved id range (>= 1,000,000) is disjoint from every ``synthetic_talk`` config's ids
     (train and test ids are < num_identities), so every test identity is unseen;
   * each identity is drawn ``frames_per_identity`` times, each frame with its own emotion
@@ -157,8 +157,8 @@ def get_config(size: str = "tiny", **overrides) -> JudgeConfig:
 
 def visual_param_mask(num_params: int = 26) -> np.ndarray:
   """(P,) float32: 1 for identity parameters visible in a frame, 0 for audio-only ones."""
-  from input_pipeline.synthetic import renderer
-  names = renderer.IDENTITY_PARAM_NAMES
+  from input_pipeline.synthetic import face_model
+  names = face_model.IDENTITY_PARAM_NAMES
   if num_params != len(names):
     raise ValueError(f"judge num_identity_params={num_params} but the renderer has "
                      f"{len(names)} identity parameters")
@@ -369,11 +369,11 @@ def sample_emotion_states(rng: np.random.Generator, n: int) -> np.ndarray:
 def sample_motion(rng: np.random.Generator, n: int):
   """Independent per-frame motion for n frames, in the ranges the benchmark's clips use.
 
-  Returns (renderer.Motion, mouth_open (n,) float32): mouth 30 % closed else U[0, 1];
+  Returns (face_model.Motion, mouth_open (n,) float32): mouth 30 % closed else U[0, 1];
   visemes only while open; pose uniform within clips.POSE_AMPLITUDE; 20 % of frames
   blink (U[0, 1] closure); gaze U[-0.6, 0.6]."""
   from input_pipeline.synthetic import clips as clips_lib
-  from input_pipeline.synthetic import renderer
+  from input_pipeline.synthetic import face_model
   mouth = np.where(rng.random(n) < 0.3, 0.0, rng.random(n)).astype(np.float32)
   speaking = (mouth > 0).astype(np.float32)
   width = (rng.uniform(-1, 1, n) * speaking).astype(np.float32)
@@ -381,7 +381,7 @@ def sample_motion(rng: np.random.Generator, n: int):
   pose = (rng.uniform(-1, 1, (n, 4)) * clips_lib.POSE_AMPLITUDE[None]).astype(np.float32)
   blink = np.where(rng.random(n) < 0.2, rng.random(n), 0.0).astype(np.float32)
   gaze = rng.uniform(-0.6, 0.6, (n, 2)).astype(np.float32)
-  return renderer.Motion(mouth_open=mouth, viseme_width=width, viseme_round=rnd, pose=pose,
+  return face_model.Motion(mouth_open=mouth, viseme_width=width, viseme_round=rnd, pose=pose,
                          blink=blink, gaze=gaze), mouth
 
 
@@ -390,9 +390,9 @@ def render_frames(identity_params: np.ndarray, states: np.ndarray, rng: np.rando
   """One identity, one frame per emotion state (n, 8), each with random motion.
 
   Returns frames (n, S, S, 3) uint8 and mouth_open (n,) float32."""
-  from input_pipeline.synthetic import renderer
+  from input_pipeline.synthetic import face_model, renderer
   motion, mouth = sample_motion(rng, states.shape[0])
-  out = renderer.render(identity_params, renderer.expression_controls(states), motion,
+  out = renderer.render(identity_params, face_model.expression_controls(states), motion,
                         image_size)
   return out["frames"], mouth
 
@@ -403,20 +403,20 @@ def build_pool(identity_ids, frames_per_identity: int, image_size: int, seed: in
 
   Returns frames (I, F, S, S, 3) uint8, emotion (I, F, 8), mouth_open (I, F),
   identity_params (I, P), identity (I,) int64."""
-  from input_pipeline.synthetic import renderer
+  from input_pipeline.synthetic import face_model
   ids = np.asarray(list(identity_ids), np.int64)
   n, f, s = len(ids), int(frames_per_identity), int(image_size)
   frames = np.zeros((n, f, s, s, 3), np.uint8)
   emotion = np.zeros((n, f, NUM_EMOTIONS), np.float32)
   mouth = np.zeros((n, f), np.float32)
-  params = np.zeros((n, renderer.NUM_IDENTITY_PARAMS), np.float32)
+  params = np.zeros((n, face_model.NUM_IDENTITY_PARAMS), np.float32)
   it = range(n)
   if progress:
     from tqdm import tqdm
     it = tqdm(it, desc="render judge training frames", unit="identity", file=sys.stderr)
   for i in it:
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x1DCE, int(ids[i])]))
-    params[i] = renderer.sample_identity(int(ids[i]), synthetic_seed)
+    params[i] = face_model.sample_identity(int(ids[i]), synthetic_seed)
     emotion[i] = sample_emotion_states(rng, f)
     frames[i], mouth[i] = render_frames(params[i], emotion[i], rng, s)
   return {"frames": frames, "emotion": emotion, "mouth_open": mouth, "identity_params": params,
@@ -574,7 +574,7 @@ def test_clips(size: str, data_dir: str | None, synthetic_seed: int):
   data_dir, else rendered in-process (same functions, identical clips). (records, source)."""
   from input_pipeline import synthetic_talk as st
   from input_pipeline.synthetic import clips as clips_lib
-  from input_pipeline.synthetic import renderer
+  from input_pipeline.synthetic import face_model
   cfg = st.make_config(size, seed=synthetic_seed)
   if data_dir:
     import tensorflow_datasets as tfds
@@ -588,7 +588,7 @@ def test_clips(size: str, data_dir: str | None, synthetic_seed: int):
         "test split in-process")
   recs = []
   for i in st.split_identities(cfg)["test"]:
-    params = renderer.sample_identity(i, cfg.seed)
+    params = face_model.sample_identity(i, cfg.seed)
     for spec in cfg.clip_plan(i):
       recs.append(clips_lib.render_clip(spec, params, cfg.image_size, cfg.frames_per_clip,
                                         cfg.seed))
@@ -628,7 +628,7 @@ def evaluate_judge(judge: Judge, size: str = "tiny", data_dir: str | None = None
   """
   from emotalker_jax.evaluation import metrics
   from input_pipeline.synthetic import audio as audio_lib
-  from input_pipeline.synthetic import renderer
+  from input_pipeline.synthetic import face_model, renderer
   c = judge.config
   if c.image_size != DATA_SIZES.get(size, {}).get("image_size", c.image_size):
     print(f"note: judge resolution {c.image_size} differs from synthetic_talk/{size}; frames "
@@ -674,7 +674,7 @@ def evaluate_judge(judge: Judge, size: str = "tiny", data_dir: str | None = None
   strengths, emo_ids, sweep_frames_list = [], [], []
   for i in test_ids:
     rng = np.random.default_rng(np.random.SeedSequence([c.seed, 0x5EE9, i]))
-    u = renderer.sample_identity(i, c.synthetic_seed)
+    u = face_model.sample_identity(i, c.synthetic_seed)
     states = []
     for e in range(1, NUM_EMOTIONS):
       for s in SWEEP_STRENGTHS:
@@ -701,8 +701,8 @@ def evaluate_judge(judge: Judge, size: str = "tiny", data_dir: str | None = None
     pool = build_pool(ids, 16, c.image_size, c.seed + 7, c.synthetic_seed)
     still = []
     for u in pool["identity_params"]:
-      still.append(renderer.render(u, np.zeros(renderer.NUM_CONTROLS, np.float32),
-                                   renderer.Motion.still(1), c.image_size)["frames"][0])
+      still.append(renderer.render(u, np.zeros(face_model.NUM_CONTROLS, np.float32),
+                                   face_model.Motion.still(1), c.image_size)["frames"][0])
     pe = judge.predict(pool["frames"].reshape((-1,) + pool["frames"].shape[2:]))
     ps = judge.predict(np.stack(still))
     n_id, f = pool["frames"].shape[:2]
