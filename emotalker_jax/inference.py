@@ -268,24 +268,19 @@ def load_generation_audio(path: str | os.PathLike, sample_rate: int, fps: float 
 # ---------------------------------------------------------------------------------------
 # Config and checkpoint
 # ---------------------------------------------------------------------------------------
-def _tuplify(x):
-  if isinstance(x, list):
-    return tuple(_tuplify(v) for v in x)
-  if isinstance(x, dict):
-    return {k: _tuplify(v) for k, v in x.items()}
-  return x
-
-
 def config_from_json(saved: dict, overrides: Sequence[str] = ()):
-  """The config saved with a checkpoint (JSON dict) as a ConfigDict, with
-  ``--config.a.b=value`` overrides applied by ``ml_collections.config_flags`` (the same
-  parser as ``config_utils.load_config``). JSON lists become tuples again.
+  """The config saved with a checkpoint (JSON dict) merged onto the base config
+  (``config_utils.merge_onto_base``: a key the saved config predates gets the base's
+  value), with ``--config.a.b=value`` overrides applied by ``ml_collections.config_flags``
+  (the same parser as ``config_utils.load_config``). JSON lists become tuples again.
 
   Raises ValueError naming the override when a key does not exist or a value does not parse.
   """
   from absl import flags
-  from ml_collections import ConfigDict, config_flags
-  config = ConfigDict(_tuplify(dict(saved)))
+  from ml_collections import config_flags
+
+  from emotalker_jax.config_utils import merge_onto_base
+  config = merge_onto_base(saved)
   args = ["emotalker"]
   for o in overrides:
     o = o if o.startswith("--") else f"--config.{o}"
@@ -375,8 +370,6 @@ def load_checkpoint_config(checkpoint_dir: str | os.PathLike,
   if not saved:
     raise ValueError(f"checkpoint {folder}/{step} has no saved config; it was not written "
                      "by `emotalker train`")
-  saved = dict(saved, sampler=dict(saved.get("sampler", {})))
-  saved["sampler"].setdefault("intensity_gamma", 1.0)   # configs saved before the key
   config = config_from_json(saved, config_overrides)
   if any("sampler.intensity_gamma" in o for o in config_overrides):
     return config, folder, int(step)
@@ -384,8 +377,8 @@ def load_checkpoint_config(checkpoint_dir: str | os.PathLike,
                                  steps=int(config.sampler.steps),
                                  guidance=float(config.sampler.guidance), judge=judge)
   if calibration is not None:
-    saved["sampler"]["intensity_gamma"] = float(calibration["intensity_gamma"])
-    config = config_from_json(saved, config_overrides)
+    sampler = dict(saved.get("sampler", {}), intensity_gamma=float(calibration["intensity_gamma"]))
+    config = config_from_json(dict(saved, sampler=sampler), config_overrides)
   return config, folder, int(step)
 
 
@@ -692,8 +685,8 @@ class Generator:
   # ---- public --------------------------------------------------------------------------
   @property
   def intensity_gamma(self) -> float:
-    """config.sampler.intensity_gamma (1.0 when the saved config predates it)."""
-    return float(self.config.sampler.get("intensity_gamma", 1.0))
+    """config.sampler.intensity_gamma."""
+    return float(self.config.sampler.intensity_gamma)
 
   def emotion(self, prompt: str | None = None, intensities=None,
               intensity_gamma: float | None = None):
@@ -799,7 +792,7 @@ class Generator:
     if eta < 0:
       raise ValueError(f"eta must be >= 0, got {eta}")
     spacing = str(sc.spacing)
-    iters = int(sc.get("inversion_iters", 0))
+    iters = int(sc.inversion_iters)
     if constraint is None:
       constraint = sampler.ConstraintConfig.from_config(sc.constraint)
     constraint = constraint.validate()

@@ -20,11 +20,13 @@ import os
 import numpy as np
 import pytest
 
-from configs import tiny
+from emotalker_jax.config_utils import load_config_module
 from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.evaluation import evaluate as ev
 from emotalker_jax.evaluation import judge as J
 from emotalker_jax.models.eib import calibrate_intensities
+
+tiny = load_config_module(os.path.join(os.path.dirname(__file__), os.pardir, "configs", "tiny.py"))
 
 SMALL = dict(image_size=32, channels=(16, 32, 64), space_to_depth=2, mouth_branch=8, hidden=128,
              embed_dim=32, num_identities=64, frames_per_identity=8, steps=150,

@@ -18,8 +18,7 @@ Trains the EIB's intensity head on FED (METHOD.md eq. 3) with the text encoder f
    training learns), ``DIR/config.json``, ``DIR/eib.json`` (text encoder, FED, steps)
    and ``DIR/metrics.json``.
 
-With ``config.text.trainable`` the encoder is still frozen here; fine-tuning it is part of
-the generator's training (``TextEIB``).
+The text encoder stays frozen (here and in ``emotalker train``).
 """
 from __future__ import annotations
 
@@ -50,13 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _eib_settings(config) -> dict:
   e = config.eib
-  return {"steps": int(e.get("steps", 3000)), "batch_size": int(e.get("batch_size", 256)),
-          "lr": float(e.get("lr", 3e-3)), "weight_decay": float(e.get("weight_decay", 1e-4)),
-          "warmup": int(e.get("warmup_steps", 100)), "ce_weight": float(e.get("ce_weight", 1.0)),
-          "fed_size": int(e.get("fed_size", 60000)), "fed_seed": int(e.get("fed_seed", 0)),
-          "pool": str(e.get("pool", "mean")), "num_queries": int(e.get("num_queries", 8)),
-          "num_anchors": int(e.get("num_anchors", 0)),
-          "token_dropout": float(e.get("token_dropout", 0.0))}
+  return {"steps": int(e.steps), "batch_size": int(e.batch_size), "lr": float(e.lr),
+          "weight_decay": float(e.weight_decay), "warmup": int(e.warmup_steps),
+          "ce_weight": float(e.ce_weight), "fed_size": int(e.fed_size),
+          "fed_seed": int(e.fed_seed), "pool": str(e.pool), "num_queries": int(e.num_queries),
+          "num_anchors": int(e.num_anchors), "token_dropout": float(e.token_dropout)}
 
 
 def load_corpus(fed_dir: str | None, size: int, seed: int):
@@ -369,7 +366,7 @@ def run(args) -> int:
   targets = np.stack([r.intensities for r in records["train"]])
 
   hidden = int(config.eib.hidden)
-  dropout = float(config.eib.get("dropout", 0.0))
+  dropout = float(config.eib.dropout)
   head = make_head(st, hidden, dropout)
   anchors = anchor_embeddings(encoder, st["num_anchors"]) if (
       tokens and st["num_anchors"] > 0) else None

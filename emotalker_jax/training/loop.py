@@ -75,7 +75,7 @@ def load_frozen_autoencoder(config, vae, rng) -> Any:
     """Autoencoder params from ``config.train.autoencoder_checkpoint`` (a directory written by
     ``emotalker train --stage autoencoder`` or ``emotalker convert``); '' -> fresh random
     init (only sensible for tests and smoke runs: a warning says so)."""
-    path = config.train.get("autoencoder_checkpoint", "")
+    path = config.train.autoencoder_checkpoint
     if path:
         from emotalker_jax import checkpoints
         params, saved = checkpoints.load_params(path)
@@ -83,7 +83,7 @@ def load_frozen_autoencoder(config, vae, rng) -> Any:
             if not saved or key not in saved:
                 continue
             want = float(saved[key] or 0.0)
-            have = float(config.autoencoder.get(key) or 0.0)
+            have = float(config.autoencoder[key] or 0.0)
             if abs(want - have) > 1e-6 * max(1.0, abs(want)):
                 log.warning("autoencoder %s: %s was calibrated with %s=%.6g but the config "
                             "has %.6g; pass --config.autoencoder.%s=%.6g so the latents "
@@ -126,9 +126,6 @@ def build_trainer(config, mesh=None, rng: jax.Array | None = None, text=None,
     if text is None:
         text = load_text_encoder(config.text.path or None, kind=config.text.encoder,
                                  max_length=int(config.text.max_length))
-    if config.text.trainable:
-        raise ValueError("config.text.trainable=True is not supported by `emotalker train` "
-                         "yet: the text encoder is frozen here (fine-tune it with eib-train)")
     model = EmoTalker(config)
     vae = build_autoencoder(config)
     if vae_params is None:
@@ -136,7 +133,7 @@ def build_trainer(config, mesh=None, rng: jax.Array | None = None, text=None,
     tx = state_lib.make_optimizer(config.train)
     init = state_lib.init_state_fn(lambda r: init_emotalker(model, r, text.hidden_size), tx)
     state, state_shardings = state_lib.create_sharded_state(init, r_init, mesh, rules)
-    if config.train.get("eib_checkpoint", ""):
+    if config.train.eib_checkpoint:
         state = with_pretrained_eib(state, state_shardings, config.train.eib_checkpoint)
     frozen = {"vae": vae_params, "text": text.params}
     frozen_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), frozen)
@@ -157,7 +154,7 @@ def checkpoint_manager(workdir: str, config):
     import orbax.checkpoint as ocp
     opts = ocp.CheckpointManagerOptions(
         max_to_keep=int(config.train.keep_checkpoints), create=True,
-        enable_async_checkpointing=bool(config.train.get("async_checkpointing", True)))
+        enable_async_checkpointing=bool(config.train.async_checkpointing))
     return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                  options=opts, item_names=("state", "data", "config"))
 
