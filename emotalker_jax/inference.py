@@ -377,7 +377,8 @@ def load_checkpoint_config(checkpoint_dir: str | os.PathLike,
                                  steps=int(config.sampler.steps),
                                  guidance=float(config.sampler.guidance), judge=judge)
   if calibration is not None:
-    sampler = dict(saved.get("sampler", {}), intensity_gamma=float(calibration["intensity_gamma"]))
+    sampler = dict(saved.get("sampler", {}),
+                   intensity_gamma=float(calibration["intensity_gamma"]))
     config = config_from_json(dict(saved, sampler=sampler), config_overrides)
   return config, folder, int(step)
 

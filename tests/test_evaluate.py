@@ -26,7 +26,7 @@ from emotalker_jax.evaluation import evaluate as ev
 from emotalker_jax.evaluation import judge as J
 from emotalker_jax.models.eib import calibrate_intensities
 
-tiny = load_config_module(os.path.join(os.path.dirname(__file__), os.pardir, "configs", "tiny.py"))
+tiny = load_config_module(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
 
 SMALL = dict(image_size=32, channels=(16, 32, 64), space_to_depth=2, mouth_branch=8, hidden=128,
              embed_dim=32, num_identities=64, frames_per_identity=8, steps=150,

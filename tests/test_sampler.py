@@ -92,7 +92,7 @@ def test_latent_mask_is_area_downsampled_face_mask():
 
 
 def test_constraint_config_from_config_schedules_and_validation():
-  tiny = load_config_module(os.path.join(os.path.dirname(__file__), os.pardir, "configs", "tiny.py"))
+  tiny = load_config_module(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
   c = D.ConstraintConfig.from_config(tiny.get_config().sampler.constraint)
   assert (c.strength, c.schedule, c.until, c.m_face, c.init) == (0.5, "linear", 0.6, 0.0, "inversion")
   base = dict(strength=1.0, until=0.5)

@@ -45,7 +45,7 @@ def test_cosine_schedule_matches_nichol_dhariwal_closed_form():
 
 
 def test_from_config_matches_make_schedule_and_rejects_bad_keys():
-  tiny = load_config_module(os.path.join(os.path.dirname(__file__), os.pardir, "configs", "tiny.py"))
+  tiny = load_config_module(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
   cfg = tiny.get_config()
   s = S.from_config(cfg.diffusion)
   ref = S.make_schedule(cfg.diffusion.schedule, cfg.diffusion.num_train_timesteps,

@@ -175,7 +175,7 @@ def test_minilm_sharded_matches_single_device(minilm):
   """Params sharded by tiny.py's logical rules (fsdp=2, tensor=2 on 8 devices, 'vocab'
   unmapped -> replicated) give the same embeddings as the single-device path."""
   from flax import linen as nn
-  tiny = load_config_module(os.path.join(os.path.dirname(__file__), os.pardir, "configs", "tiny.py"))
+  tiny = load_config_module(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
   from emotalker_jax import parallel
   c = tiny.get_config()
   c.mesh.fsdp, c.mesh.tensor = 2, 2

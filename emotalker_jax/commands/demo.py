@@ -193,9 +193,10 @@ def _latent_calibration(ae_dir: str) -> list[str]:
 
 def calibrate_demo(gen, judge_dir: str, c, seed: int, stage: str) -> dict | None:
     """``--calibrate``: ``emotalker calibrate``'s measurement on ``c.demo.calib_identities``
-    training identities of the demo config ``c``; writes the workdir's calibration.json and sets ``gen``'s
-    sampler.intensity_gamma to the result. Skipped (returns None) when ``load_generator``
-    has applied a calibration.json of this step, these settings and this judge."""
+    training identities (``c``: the demo config); writes the workdir's calibration.json and
+    sets ``gen``'s sampler.intensity_gamma to the result. Skipped (returns None) when
+    ``load_generator`` has applied a calibration.json of this step, these settings and this
+    judge."""
     from emotalker_jax.evaluation import calibrate as cal
     from emotalker_jax.evaluation.evaluate import EvalSettings, log_stderr
     from emotalker_jax.evaluation.judge import load_judge
