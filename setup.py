@@ -38,8 +38,13 @@ setup(
     version="0.1.0",
     description="Emotion-editable talking-face generation with latent diffusion, in JAX/Flax",
     python_requires=">=3.11",
-    packages=find_packages(include=["emotalker_jax*", "input_pipeline*", "configs*", "launch*", "tests*"]),
-    package_data={"launch": ["*.sh", "*.sbatch", "*.md"], "emotalker_jax.bench": ["gpu.sh"]},
+    # configs/ are files loaded by path (`--config configs/tiny.py`), tests/ and launch/ stay in
+    # the checkout: only the two code packages are installed.
+    packages=find_packages(include=["emotalker_jax*", "input_pipeline*"]),
+    package_data={
+        "emotalker_jax": ["data/*.json"],
+        "emotalker_jax.bench": ["gpu.sh"],
+    },
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["emotalker=emotalker_jax.cli:main"]},

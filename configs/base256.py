@@ -2,11 +2,14 @@
 
 DiffTalk's layout: f=4 KL autoencoder, UNet input = [z_t; E(x_mask); E(x_ref)] (12 ch).
 """
-from configs import tiny
+import ml_collections
+
+from emotalker_jax import config_base
 
 
-def get_config(arg: str | None = None):
-  c = tiny.get_config(arg)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg
+  c = config_base.get_config()
   c.name = "base256"
   c.dtype = "bfloat16"
   c.data.image_size = 256

@@ -1,10 +1,18 @@
 """Stable Diffusion 1.5 layout (UNet 320/640/1280/1280, f=8 VAE, CLIP ViT-L/14 text width 768)
 so SD weights import with `emotalker convert`. 256x256 frames -> 32x32x4 latents.
+
+configs/base256.py (256x256 frames, bfloat16, its audio / EIB widths and training schedule)
+with SD-1.5's autoencoder, text encoder, UNet and noise schedule.
 """
-from configs import base256
+import os
+
+import ml_collections
+
+from emotalker_jax.config_utils import load_config_module
 
 
-def get_config(arg: str | None = None):
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  base256 = load_config_module(os.path.join(os.path.dirname(__file__), "base256.py"))
   c = base256.get_config(arg)
   c.name = "sd15_init"
   c.autoencoder.block_out_channels = (128, 256, 512, 512)

@@ -2,15 +2,21 @@
 
 The CLI uses argparse for subcommands; the config flags are parsed by
 ``ml_collections.config_flags`` on a private absl FlagValues, exactly as big_vision's
-``--config path.py --config.x=y`` works.
+``--config path.py[:arg] --config.x=y`` works (``configs/demo.py:quick`` calls
+``get_config("quick")``). Every config file starts from ``config_base.get_config()``; a
+config saved with a checkpoint is read back with ``merge_onto_base``.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
-from typing import Sequence
+import types
+from typing import Any, Mapping, Sequence
 
 from absl import flags
 from ml_collections import config_flags, ConfigDict
+
+from emotalker_jax import config_base
 
 
 def split_config_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -37,13 +43,15 @@ def split_config_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def load_config(path: str, overrides: Sequence[str] = ()) -> ConfigDict:
-    """Loads ``get_config()`` from ``path`` and applies ``--config.a.b=value`` overrides.
+    """Loads ``get_config()`` from ``path`` (``get_config(arg)`` for ``path.py:arg``) and
+    applies ``--config.a.b=value`` overrides.
 
     Raises FileNotFoundError / ValueError with a message naming the bad input.
     """
-    if not os.path.isfile(path):
+    file = path.split(":", 1)[0]
+    if not os.path.isfile(file):
         raise FileNotFoundError(
-            f"config file {path!r} not found; pass e.g. --config configs/tiny.py")
+            f"config file {file!r} not found; pass e.g. --config configs/tiny.py")
     args = ["emotalker", f"--config={path}"]
     for o in overrides:
         o = o if o.startswith("--") else f"--config.{o}"
@@ -95,3 +103,39 @@ def checkpoint_overrides(config_args: Sequence[str]) -> list[str]:
             raise ValueError(f"{a}: generation uses the config saved with the checkpoint; "
                              "pass only --config.a.b=value overrides")
     return list(config_args)
+
+
+def load_config_module(path: str) -> types.ModuleType:
+    """The config file at ``path`` as a module, for a config that derives from another
+    (configs/sd15_init.py from configs/base256.py): config files are loaded by path, not
+    imported as a package, so they find each other through their own ``__file__``."""
+    name = "emotalker_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"config file {path!r} not found")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tuplify(x: Any) -> Any:
+    if isinstance(x, list):
+        return tuple(_tuplify(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _tuplify(v) for k, v in x.items()}
+    return x
+
+
+def _merge(base: dict, saved: Mapping) -> dict:
+    out = dict(base)
+    for k, v in saved.items():
+        out[k] = _merge(base[k], v) if isinstance(v, Mapping) and isinstance(
+            base.get(k), dict) else v
+    return out
+
+
+def merge_onto_base(saved: Mapping) -> ConfigDict:
+    """A config saved with a checkpoint (its JSON dict) merged onto ``config_base``: every
+    saved value wins, and a key the checkpoint's config lacks (written before the key
+    existed) gets the base's value. JSON lists become tuples again."""
+    return ConfigDict(_tuplify(_merge(config_base.get_config().to_dict(), saved)))

@@ -574,7 +574,7 @@ def dataset_name(config) -> str:
   """tfds name of ``config.data.dataset`` (synthetic_talk gets its size as config name)."""
   name = config.data.dataset
   if name == "synthetic_talk" and "/" not in name:
-    name = f"synthetic_talk/{config.data.get('synthetic_size', 'tiny')}"
+    name = f"synthetic_talk/{config.data.synthetic_size}"
   return name
 
 
@@ -584,7 +584,7 @@ def make_train_loader(config, split: str = "train", *, data_dir: str | None = No
   """``make_loader`` with everything from a config (data.*, audio.*, train.batch_size, seed).
 
   Per-process batch = ``train.batch_size // process_count`` (process count from
-  ``shard_options`` or JAX). ``data.worker_count`` (default 0) sets worker processes.
+  ``shard_options`` or JAX). ``data.worker_count`` sets worker processes.
   """
   if shard_options is None:
     shard_options = process_shard_options(drop_remainder=train)
@@ -594,10 +594,10 @@ def make_train_loader(config, split: str = "train", *, data_dir: str | None = No
       batch_size=per_process_batch_size(config.train.batch_size, shard_options.shard_count),
       seed=int(config.seed if seed is None else seed),
       data_dir=data_dir or d.data_dir, train=train, shard_options=shard_options,
-      worker_count=int(d.get("worker_count", 0) if worker_count is None else worker_count),
+      worker_count=int(d.worker_count if worker_count is None else worker_count),
       image_size=d.image_size, mask=d.mask, fps=d.fps, window_s=config.audio.window_s,
       sample_rate=d.sample_rate, n_mels=config.audio.n_mels, prompt_fn=prompt_fn,
-      ref_min_gap=int(d.get("ref_min_gap", REF_MIN_GAP)))
+      ref_min_gap=int(d.ref_min_gap))
 
 
 # ---------------------------------------------------------------------------------------

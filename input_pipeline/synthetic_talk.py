@@ -8,7 +8,7 @@ One record per clip (array_record; only Tensor/Scalar features, so reading needs
   audio           (T * 640,)   float32  16 kHz speech-like audio
   emotion         (8,)         float32  intensities, MEAD order
   identity        int64                 identity id (disjoint between splits)
-  identity_params (P,)         float32  identity vector in [0, 1] (renderer.IDENTITY_PARAM_NAMES)
+  identity_params (P,)         float32  identity vector in [0, 1] (face_model.IDENTITY_PARAM_NAMES)
   clip_id         int64                 identity * 1000 + clip index
   is_neutral_reference bool             the identity's neutral reference clip
 
@@ -33,7 +33,7 @@ import tensorflow_datasets as tfds
 from emotalker_jax.emotions import NUM_EMOTIONS
 from input_pipeline.synthetic import audio as audio_lib
 from input_pipeline.synthetic import clips as clips_lib
-from input_pipeline.synthetic import renderer
+from input_pipeline.synthetic import face_model, renderer
 from input_pipeline.synthetic import sizes
 
 
@@ -141,7 +141,7 @@ class SyntheticTalk(tfds.core.GeneratorBasedBuilder):
                               encoding=raw),
             "emotion": f.Tensor(shape=(NUM_EMOTIONS,), dtype=np.float32),
             "identity": f.Scalar(dtype=np.int64),
-            "identity_params": f.Tensor(shape=(renderer.NUM_IDENTITY_PARAMS,),
+            "identity_params": f.Tensor(shape=(face_model.NUM_IDENTITY_PARAMS,),
                                         dtype=np.float32),
             "clip_id": f.Scalar(dtype=np.int64),
             "is_neutral_reference": f.Scalar(dtype=np.bool_),
@@ -151,7 +151,7 @@ class SyntheticTalk(tfds.core.GeneratorBasedBuilder):
             image_size=S, fps=audio_lib.FPS, sample_rate=audio_lib.SAMPLE_RATE,
             num_identities=cfg.num_identities, num_train_identities=cfg.num_train_identities,
             frames_per_clip=T, clips_per_identity=cfg.clips_per_identity, seed=cfg.seed,
-            identity_param_names=list(renderer.IDENTITY_PARAM_NAMES)),
+            identity_param_names=list(face_model.IDENTITY_PARAM_NAMES)),
     )
 
   def _split_generators(self, dl_manager):
@@ -167,7 +167,7 @@ class SyntheticTalk(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     jobs = []
     for i in identity_ids:
-      params = renderer.sample_identity(i, cfg.seed)
+      params = face_model.sample_identity(i, cfg.seed)
       for spec in cfg.clip_plan(i):
         jobs.append((spec, params, cfg.image_size, cfg.frames_per_clip, cfg.seed))
     if self._num_workers > 0:

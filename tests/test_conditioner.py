@@ -171,12 +171,10 @@ def test_conditioner_context_without_landmarks(cfg, encoder, windows):
     x = windows[0]                                         # (75, 21, 80): one clip
     emo = jax.random.normal(jax.random.key(1), (1, 12, cfg.context_dim))
     cond = C.Conditioner.from_config(cfg)
-    assert not cond.use_landmark_tokens
     abstract = jax.eval_shape(cond.init, jax.random.key(0), x, emo)
-    assert set(abstract["params"]) == {"audio"}              # no landmark encoder when off
+    assert set(abstract["params"]) == {"audio"}              # no landmark encoder
     v = {"params": {"audio": variables["params"]}}
-    lm = jnp.zeros((75, 68, 2))
-    ctx = jax.jit(cond.apply)(v, x, emo, lm)                 # landmarks ignored when off
+    ctx = jax.jit(cond.apply)(v, x, emo)
     assert ctx.shape == (75, cfg.audio.tokens_per_frame + 12, cfg.context_dim)
     assert C.num_context_tokens(cfg, 12) == ctx.shape[1]
     # audio tokens first, exactly as the audio encoder makes them; then the prompt's tokens
@@ -198,34 +196,3 @@ def test_landmark_encoder_layouts_and_locality():
     np.testing.assert_allclose(moved[1:], tok[1:], atol=1e-6)
     with pytest.raises(ValueError, match=r"\(B, P, 2\)"):
         jax.eval_shape(enc.apply, v, lm[..., :1])
-
-
-def test_conditioner_with_landmark_tokens(cfg, encoder, windows):
-    _, variables, apply, _ = encoder
-    x = windows[0, :8]
-    emo = jax.random.normal(jax.random.key(1), (1, 12, cfg.context_dim))
-    lm = jax.random.uniform(jax.random.key(2), (8, 68, 2))
-    cfg_lm = load_config(cfg_path(), ["--config.use_landmark_tokens=True"])
-    cond = C.Conditioner.from_config(cfg_lm)
-    abstract = jax.eval_shape(cond.init, jax.random.key(0), x, emo, lm)
-    assert set(abstract["params"]) == {"audio", "landmarks"}
-    lm_enc = C.LandmarkEncoder(num_tokens=4, context_dim=cfg.context_dim)
-    v = {"params": {"audio": variables["params"],
-                    "landmarks": jax.jit(lm_enc.init)(jax.random.key(5), lm)["params"]}}
-    ctx = jax.jit(cond.apply)(v, x, emo, lm)
-    assert ctx.shape[1] == C.num_context_tokens(cfg_lm, 12) == 4 + 12 + 4
-    np.testing.assert_allclose(ctx[:, :4], apply({"params": variables["params"]}, x), atol=1e-6)
-    np.testing.assert_allclose(ctx[:, 16:],
-                               jax.jit(lm_enc.apply)({"params": v["params"]["landmarks"]}, lm),
-                               atol=1e-5)
-    np.testing.assert_array_equal(ctx[:, 4:16], jnp.broadcast_to(emo, (8, 12, cfg.context_dim)))
-    # shape errors are raised before any encoding work
-    with pytest.raises(ValueError, match="no landmarks"):
-        jax.eval_shape(cond.apply, v, x, emo)
-    with pytest.raises(ValueError, match=r"\(B, P, 2\)"):
-        jax.eval_shape(cond.apply, v, x, emo, lm[..., :1])
-
-
-def cfg_path():
-    import pathlib
-    return str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "tiny.py")

@@ -20,13 +20,15 @@ import os
 import numpy as np
 import pytest
 
-from configs import tiny
+from emotalker_jax.config_utils import load_config_module
 from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.evaluation import evaluate as ev
 from emotalker_jax.evaluation import results as eval_results
 from emotalker_jax.evaluation import judge as J
 from emotalker_jax.training import judge as JT
 from emotalker_jax.models.eib import calibrate_intensities
+
+tiny = load_config_module(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
 
 SMALL = dict(image_size=32, channels=(16, 32, 64), space_to_depth=2, mouth_branch=8, hidden=128,
              embed_dim=32, num_identities=64, frames_per_identity=8, steps=150,
@@ -53,12 +55,12 @@ class RenderingGenerator:
     secondary: draws every intensity below the strongest ``secondary`` times as strong
     (at most m): 2 exaggerates a mixture's faint part without changing its top 2."""
     self.power, self.secondary = power, secondary
-    from input_pipeline.synthetic import renderer
+    from input_pipeline.synthetic import face_model
     self.config = tiny.get_config()
     ids = [s.identity for s in sources]
     if wrong_identity:
       ids = ids[1:] + ids[:1]
-    self.params = {s.portrait.tobytes(): renderer.sample_identity(i, 0)
+    self.params = {s.portrait.tobytes(): face_model.sample_identity(i, 0)
                    for s, i in zip(sources, ids)}
     self.copy = copy
     self.calls = []
@@ -71,7 +73,7 @@ class RenderingGenerator:
 
   def generate(self, portrait, audio, prompt=None, intensities=None, **kw):
     from input_pipeline.synthetic import audio as audio_lib
-    from input_pipeline.synthetic import renderer
+    from input_pipeline.synthetic import face_model, renderer
     self.calls.append({"prompt": prompt, "intensities": intensities, **kw})
     n = len(audio) // 640
     if self.copy:
@@ -80,10 +82,10 @@ class RenderingGenerator:
     gamma = kw.get("intensity_gamma") or self.intensity_gamma
     s = (np.asarray(calibrate_intensities(s, gamma)) / s.max()) ** self.power * s.max()
     s = np.where(s < s.max(), np.minimum(s * self.secondary, s.max()), s)
-    motion = renderer.Motion.still(n)
+    motion = face_model.Motion.still(n)
     motion.mouth_open = audio_lib.mouth_opening(audio_lib.frame_rms(audio)).astype(np.float32)
     out = renderer.render(self.params[portrait.tobytes()],
-                          renderer.expression_controls(np.repeat(s[None], n, 0)), motion, 32)
+                          face_model.expression_controls(np.repeat(s[None], n, 0)), motion, 32)
     return out["frames"], {}
 
 
@@ -352,14 +354,14 @@ def test_calibration_labels_are_singles_and_mixtures_the_evaluation_does_not_use
 def test_training_sources_are_the_train_splits_neutral_references():
   from emotalker_jax.evaluation import calibrate as cal
   from input_pipeline import synthetic_talk as st
-  from input_pipeline.synthetic import clips, renderer
+  from input_pipeline.synthetic import clips, face_model
   srcs = cal.training_sources("tiny", 2)
   cfg = st.make_config("tiny")
   assert [s.identity for s in srcs] == list(st.split_identities(cfg)["train"])[:2]
   for s in srcs:
     spec = cfg.clip_plan(s.identity)[0]       # the split's own reference clip
     assert spec.is_neutral_reference
-    rec = clips.render_clip(spec, renderer.sample_identity(s.identity, 0), cfg.image_size,
+    rec = clips.render_clip(spec, face_model.sample_identity(s.identity, 0), cfg.image_size,
                             cfg.frames_per_clip, 0)
     np.testing.assert_array_equal(s.truth, rec["frames"])
     np.testing.assert_array_equal(s.portrait, rec["frames"][0])

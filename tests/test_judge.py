@@ -28,20 +28,20 @@ def small_judge():
 def heldout():
   """6 identities the judge never saw, 16 frames each: one emotion at strength 1 per frame
   (2 frames per emotion), random motion; plus a still neutral portrait per identity."""
-  from input_pipeline.synthetic import renderer
+  from input_pipeline.synthetic import face_model, renderer
   ids = range(JT.JUDGE_HELDOUT_ID_OFFSET + 100, JT.JUDGE_HELDOUT_ID_OFFSET + 106)
   frames, states, mouth, ident, sources = [], [], [], [], []
   for k, i in enumerate(ids):
     rng = np.random.default_rng(i)
-    u = renderer.sample_identity(i)
+    u = face_model.sample_identity(i)
     s = np.repeat(np.eye(NUM_EMOTIONS, dtype=np.float32), 2, axis=0)
     fr, mo = JT.render_frames(u, s, rng, 32)
     frames.append(fr)
     states.append(s)
     mouth.append(mo)
     ident.append(np.full(len(s), k))
-    sources.append(renderer.render(u, np.zeros(renderer.NUM_CONTROLS, np.float32),
-                                   renderer.Motion.still(1), 32)["frames"][0])
+    sources.append(renderer.render(u, np.zeros(face_model.NUM_CONTROLS, np.float32),
+                                   face_model.Motion.still(1), 32)["frames"][0])
   return {"frames": np.concatenate(frames), "emotion": np.concatenate(states),
           "mouth_open": np.concatenate(mouth), "identity": np.concatenate(ident),
           "sources": np.stack(sources)}

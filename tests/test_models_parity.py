@@ -186,7 +186,8 @@ def test_param_count_parity(unet_pair, vae_pair):
 
     from emotalker_jax.bench import model_stats
     (uref, ucfg, _), (vref, vcfg, _) = unet_pair, vae_pair
-    config = ml_collections.ConfigDict({"dtype": "float32", "unet": ucfg, "autoencoder": vcfg})
+    config = ml_collections.ConfigDict({"dtype": "float32", "param_dtype": "float32", "unet": ucfg,
+                                         "autoencoder": vcfg})
     assert model_stats.unet_param_count(config) == sum(p.numel() for p in uref.parameters())
     assert model_stats.autoencoder_param_count(config) == sum(
         p.numel() for p in vref.parameters())

@@ -4,6 +4,7 @@ METHOD.md eqs. (4), (5), (6); checked against closed forms, an independent Pytho
 reference, exact invariants, and single- vs multi-device runs.
 """
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from emotalker_jax.config_utils import load_config_module
 from emotalker_jax.diffusion import sampler as D
 from emotalker_jax.diffusion import schedule as S
 
@@ -90,7 +92,7 @@ def test_latent_mask_is_area_downsampled_face_mask():
 
 
 def test_constraint_config_from_config_schedules_and_validation():
-  from configs import tiny
+  tiny = load_config_module(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
   c = D.ConstraintConfig.from_config(tiny.get_config().sampler.constraint)
   assert (c.strength, c.schedule, c.until, c.m_face, c.init) == (0.5, "linear", 0.6, 0.0, "inversion")
   base = dict(strength=1.0, until=0.5)

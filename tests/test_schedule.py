@@ -1,11 +1,13 @@
 """Noise schedules, eq. (1), eps / x0 / v conversions and the training loss."""
 import math
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from emotalker_jax.config_utils import load_config_module
 from emotalker_jax.diffusion import schedule as S
 
 
@@ -43,7 +45,7 @@ def test_cosine_schedule_matches_nichol_dhariwal_closed_form():
 
 
 def test_from_config_matches_make_schedule_and_rejects_bad_keys():
-  from configs import tiny
+  tiny = load_config_module(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
   cfg = tiny.get_config()
   s = S.from_config(cfg.diffusion)
   ref = S.make_schedule(cfg.diffusion.schedule, cfg.diffusion.num_train_timesteps,

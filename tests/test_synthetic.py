@@ -10,7 +10,7 @@ import pytest
 from emotalker_jax.emotions import EMOTION_INDEX, NUM_EMOTIONS
 from input_pipeline.synthetic import audio as audio_lib
 from input_pipeline.synthetic import clips as clips_lib
-from input_pipeline.synthetic import renderer
+from input_pipeline.synthetic import face_model, renderer
 
 
 def _onehot(name, level=1.0):
@@ -20,36 +20,36 @@ def _onehot(name, level=1.0):
 
 
 def _still(identity_id, s, size=64):
-  out = renderer.render(renderer.sample_identity(identity_id, 0),
-                        renderer.expression_controls(s)[None], renderer.Motion.still(1), size)
+  out = renderer.render(face_model.sample_identity(identity_id, 0),
+                        face_model.expression_controls(s)[None], face_model.Motion.still(1), size)
   return {k: v[0] for k, v in out.items()}
 
 
 # ---------------------------------------------------------------------------- determinism
 def test_same_seed_same_clip_other_seed_differs():
   spec = clips_lib.clip_plan(3, seed=0)[12]
-  u = renderer.sample_identity(3, 0)
+  u = face_model.sample_identity(3, 0)
   a = clips_lib.render_clip(spec, u, 32, 10, seed=0)
   b = clips_lib.render_clip(spec, u, 32, 10, seed=0)
   for k in ("frames", "face_mask", "landmarks", "audio", "mouth_open"):
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-  np.testing.assert_array_equal(renderer.sample_identity(3, 0), u)
+  np.testing.assert_array_equal(face_model.sample_identity(3, 0), u)
   c = clips_lib.render_clip(spec, u, 32, 10, seed=1)  # other speech and head motion
   assert not np.array_equal(a["audio"], c["audio"])
   assert not np.array_equal(a["frames"], c["frames"])
-  assert not np.array_equal(renderer.sample_identity(3, 1), u)  # other identity draw
+  assert not np.array_equal(face_model.sample_identity(3, 1), u)  # other identity draw
 
 
 # ---------------------------------------------------------------------------- expression
 def test_expression_map_is_linear():
   rng = np.random.default_rng(0)
   s1, s2 = rng.random((2, 5, NUM_EMOTIONS)).astype(np.float32)
-  c = renderer.expression_controls
+  c = face_model.expression_controls
   np.testing.assert_allclose(c(s1 + s2), c(s1) + c(s2), rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(c(0.3 * s1), 0.3 * c(s1), rtol=1e-6, atol=1e-6)
   assert not c(_onehot("neutral")).any()  # neutral is the absence of action units
   # Every emotion has its own control signature (rows pairwise different, none zero but neutral).
-  rows = renderer.EXPRESSION_MAP[1:]
+  rows = face_model.EXPRESSION_MAP[1:]
   assert (np.abs(rows).sum(1) > 0).all()
   d = np.abs(rows[:, None] - rows[None]).sum(-1)
   assert (d + np.eye(len(rows)) > 0.4).all()
@@ -101,7 +101,7 @@ def test_frames_change_with_expression_but_mask_does_not(identity_id):
 
 # ---------------------------------------------------------------------------- audio / lips
 def test_mouth_opening_follows_audio_envelope():
-  u = renderer.sample_identity(4, 0)
+  u = face_model.sample_identity(4, 0)
   for spec in clips_lib.clip_plan(4, 0)[:3]:
     out = clips_lib.render_clip(spec, u, 64, 75, seed=0)
     rms = audio_lib.frame_rms(out["audio"])
@@ -138,19 +138,19 @@ def test_identities_differ_much_more_than_frames_of_one_identity():
   frames = {}
   for i in range(6):
     spec = clips_lib.clip_plan(i, 0)[0]  # the neutral reference clip (speech, motion, blinks)
-    frames[i] = clips_lib.render_clip(spec, renderer.sample_identity(i, 0), 64, 25)["frames"]
+    frames[i] = clips_lib.render_clip(spec, face_model.sample_identity(i, 0), 64, 25)["frames"]
   f = lambda a, b: np.abs(a.astype(np.float32) - b.astype(np.float32)).mean()
   within = np.mean([f(frames[i][0], frames[i][t]) for i in frames for t in (6, 12, 18, 24)])
   between = np.mean([f(frames[i][0], frames[j][0]) for i in frames for j in frames if i < j])
   assert between > 5 * within, (between, within)
-  u = np.stack([renderer.sample_identity(i, 0) for i in range(50)])
-  assert u.shape == (50, renderer.NUM_IDENTITY_PARAMS) and u.dtype == np.float32
-  assert renderer.NUM_IDENTITY_PARAMS >= 8 and 0 <= u.min() and u.max() <= 1
+  u = np.stack([face_model.sample_identity(i, 0) for i in range(50)])
+  assert u.shape == (50, face_model.NUM_IDENTITY_PARAMS) and u.dtype == np.float32
+  assert face_model.NUM_IDENTITY_PARAMS >= 8 and 0 <= u.min() and u.max() <= 1
 
 
 # ---------------------------------------------------------------------------- geometry
 def test_landmarks_masks_and_antialiasing():
-  out = clips_lib.render_clip(clips_lib.clip_plan(1, 0)[15], renderer.sample_identity(1, 0),
+  out = clips_lib.render_clip(clips_lib.clip_plan(1, 0)[15], face_model.sample_identity(1, 0),
                               64, 8)
   fr, lm, mask = out["frames"], out["landmarks"], out["face_mask"]
   assert lm.shape == (8, 68, 2) and mask.shape == (8, 64, 64) and set(np.unique(mask)) == {0, 1}
@@ -250,7 +250,7 @@ print(json.dumps(out))
   rec = dict(np.load(os.path.join(d, "readback.npz")))
   ident, clip_id = ids["test"][0]  # the record saved above
   spec = cfg.clip_plan(ident)[clip_id % clips_lib.CLIP_ID_STRIDE]
-  ref = clips_lib.render_clip(spec, renderer.sample_identity(ident, 0), cfg.image_size,
+  ref = clips_lib.render_clip(spec, face_model.sample_identity(ident, 0), cfg.image_size,
                               cfg.frames_per_clip, 0)
   for k, v in ref.items():
     np.testing.assert_array_equal(rec[k], np.asarray(v), err_msg=k)
@@ -293,7 +293,7 @@ def test_emotion_is_learnable_on_held_out_identities():
   def make(ids):
     xs, ys = [], []
     for i in ids:
-      u = renderer.sample_identity(i, 0)
+      u = face_model.sample_identity(i, 0)
       for spec in clips_lib.clip_plan(i, 0, num_mixtures=0):
         xs.append(clips_lib.render_clip(spec, u, 64, 8, 0)["frames"])
         ys += [int(np.argmax(spec.emotion))] * 8

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from emotalker_jax.config_utils import load_config_module
 from emotalker_jax.models import text_encoder as te
 
 SENTENCES = [
@@ -174,7 +175,7 @@ def test_minilm_sharded_matches_single_device(minilm):
   """Params sharded by tiny.py's logical rules (fsdp=2, tensor=2 on 8 devices, 'vocab'
   unmapped -> replicated) give the same embeddings as the single-device path."""
   from flax import linen as nn
-  from configs import tiny
+  tiny = load_config_module(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
   from emotalker_jax import parallel
   c = tiny.get_config()
   c.mesh.fsdp, c.mesh.tensor = 2, 2

@@ -105,7 +105,7 @@ def device_bf16_peak() -> float | None:
 
 
 def config_summary(config, overrides: Sequence[str] = ()) -> dict:
-  return {"config": str(config.get("name", "?")), "overrides": list(overrides),
+  return {"config": str(config.name), "overrides": list(overrides),
           "dtype": str(config.dtype)}
 
 

@@ -59,7 +59,7 @@ def sampler_compile_times(config, steps_list: Sequence[int] = (10, 25, 50), fram
   face = jnp.zeros((config.data.image_size,) * 2).at[h // 4 * f: 3 * h // 4 * f, :].set(1.0)
   mask = samp.latent_mask_from_face_mask(face, (h, w), constraint.m_face)
   eta, spacing = float(config.sampler.eta), str(config.sampler.spacing)
-  inversion_iters = int(config.sampler.get("inversion_iters", 0))
+  inversion_iters = int(config.sampler.inversion_iters)
   args = (params, schedule, jax.random.normal(ks[1], (1, h, w, c_lat)), cond(ks[2], 1),
           cond(ks[3], frames), cond(ks[4], 1), mask, ks[5], float(config.sampler.guidance),
           constraint)

@@ -36,7 +36,7 @@ def latent_size(config) -> int:
 
 def context_length(config) -> int:
     """Cross-attention tokens per frame: audio tokens + EIB tokens (+ landmark tokens)."""
-    n_eib = int(config.eib.num_emotions) + int(config.eib.get("num_text_tokens", 0))
+    n_eib = int(config.eib.num_emotions) + int(config.eib.num_text_tokens)
     return int(num_context_tokens(config, n_eib))
 
 

@@ -69,7 +69,7 @@ def make_sampler_problem(config, batch: int, steps: int, seed: int = 0) -> Sampl
   return SamplerProblem(
       batch=int(batch), steps=int(steps), spacing=spacing,
       guidance=float(config.sampler.guidance),
-      inversion_iters=int(config.sampler.get("inversion_iters", 0)),
+      inversion_iters=int(config.sampler.inversion_iters),
       z_src=normal(1, h, w, c_lat), spatial_src=normal(1, h, w, c_sp), ctx_src=normal(1, L, D),
       spatial=normal(batch, h, w, c_sp), ctx=normal(batch, L, D), ctx_null=normal(1, L, D),
       mask=mask, lam=np.asarray(constraint.step_weights(steps), np.float32), spacing_note=note)

@@ -18,6 +18,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from emotalker_jax.config_utils import merge_onto_base
+
 EIB_FILES = ("config.json", "eib.json", "checkpoint")
 
 
@@ -46,7 +48,7 @@ def read_eib(path: str) -> tuple[ml_collections.ConfigDict, dict, dict]:
                             f"not completely) written by `emotalker eib-train --out {path}`")
   try:
     with open(os.path.join(path, "config.json")) as f:
-      config = ml_collections.ConfigDict(json.load(f))
+      config = merge_onto_base(json.load(f))  # keys the folder predates: the base's value
     with open(os.path.join(path, "eib.json")) as f:
       info = json.load(f)
   except (json.JSONDecodeError, UnicodeDecodeError) as e:

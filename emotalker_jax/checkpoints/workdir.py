@@ -28,9 +28,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import flags
 from flax import linen as nn
-from ml_collections import ConfigDict, config_flags
+from ml_collections import config_flags
 
 from emotalker_jax import parallel
+from emotalker_jax.config_utils import merge_onto_base
 from emotalker_jax.checkpoints.atomic import atomic_output
 from emotalker_jax.checkpoints.weights import load_params
 from emotalker_jax.models.autoencoder import init_autoencoder
@@ -52,7 +53,7 @@ def checkpoint_manager(workdir: str, config):
   ``config.train.keep_checkpoints`` kept, async saves unless train.async_checkpointing)."""
   opts = ocp.CheckpointManagerOptions(
       max_to_keep=int(config.train.keep_checkpoints), create=True,
-      enable_async_checkpointing=bool(config.train.get("async_checkpointing", True)))
+      enable_async_checkpointing=bool(config.train.async_checkpointing))
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS_SUBDIR)),
                                options=opts, item_names=ITEM_NAMES)
 
@@ -114,22 +115,15 @@ def _set_iterator_state(iterator, s: str) -> None:
 # ---------------------------------------------------------------------------------------
 # The saved config and the params, for inference
 # ---------------------------------------------------------------------------------------
-def _tuplify(x):
-  if isinstance(x, list):
-    return tuple(_tuplify(v) for v in x)
-  if isinstance(x, dict):
-    return {k: _tuplify(v) for k, v in x.items()}
-  return x
-
-
 def config_from_json(saved: dict, overrides: Sequence[str] = ()):
-  """The config saved with a checkpoint (JSON dict) as a ConfigDict, with
-  ``--config.a.b=value`` overrides applied by ``ml_collections.config_flags`` (the same
-  parser as ``config_utils.load_config``). JSON lists become tuples again.
+  """The config saved with a checkpoint (JSON dict) merged onto the base config
+  (``config_utils.merge_onto_base``: a key the saved config predates gets the base's
+  value), with ``--config.a.b=value`` overrides applied by ``ml_collections.config_flags``
+  (the same parser as ``config_utils.load_config``). JSON lists become tuples again.
 
   Raises ValueError naming the override when a key does not exist or a value does not parse.
   """
-  config = ConfigDict(_tuplify(dict(saved)))
+  config = merge_onto_base(saved)
   args = ["emotalker"]
   for o in overrides:
     o = o if o.startswith("--") else f"--config.{o}"
@@ -198,8 +192,6 @@ def load_checkpoint_config(checkpoint_dir: str | os.PathLike,
   if not saved:
     raise ValueError(f"checkpoint {folder}/{step} has no saved config; it was not written "
                      "by `emotalker train`")
-  saved = dict(saved, sampler=dict(saved.get("sampler", {})))
-  saved["sampler"].setdefault("intensity_gamma", 1.0)   # configs saved before the key
   config = config_from_json(saved, config_overrides)
   if any("sampler.intensity_gamma" in o for o in config_overrides):
     return config, folder, int(step)
@@ -207,8 +199,9 @@ def load_checkpoint_config(checkpoint_dir: str | os.PathLike,
                                  steps=int(config.sampler.steps),
                                  guidance=float(config.sampler.guidance), judge=judge)
   if calibration is not None:
-    saved["sampler"]["intensity_gamma"] = float(calibration["intensity_gamma"])
-    config = config_from_json(saved, config_overrides)
+    sampler = dict(saved.get("sampler", {}),
+                   intensity_gamma=float(calibration["intensity_gamma"]))
+    config = config_from_json(dict(saved, sampler=sampler), config_overrides)
   return config, folder, int(step)
 
 
@@ -314,14 +307,14 @@ def load_frozen_autoencoder(config, vae, rng) -> Any:
   """Autoencoder params from ``config.train.autoencoder_checkpoint`` (a directory written by
   ``emotalker train --stage autoencoder`` or ``emotalker convert``); '' -> fresh random
   init (only sensible for tests and smoke runs: a warning says so)."""
-  path = config.train.get("autoencoder_checkpoint", "")
+  path = config.train.autoencoder_checkpoint
   if path:
     params, saved = load_params(path)
     for key in ("scaling_factor", "shift_factor"):
       if not saved or key not in saved:
         continue
       want = float(saved[key] or 0.0)
-      have = float(config.autoencoder.get(key) or 0.0)
+      have = float(config.autoencoder[key] or 0.0)
       if abs(want - have) > 1e-6 * max(1.0, abs(want)):
         log.warning("autoencoder %s: %s was calibrated with %s=%.6g but the config "
                     "has %.6g; pass --config.autoencoder.%s=%.6g so the latents "

@@ -58,9 +58,8 @@ def run(args) -> int:
     raise ValueError(f"the judge in {args.judge} reads {judge.config.image_size}x"
                      f"{judge.config.image_size} frames but the checkpoint makes "
                      f"{gen.image_size}x{gen.image_size}; train a judge of that size")
-  size = str(gen.config.data.get("synthetic_size", "tiny"))
-  sources = cal.training_sources(size, args.identities,
-                                 int(gen.config.data.get("synthetic_seed", 0) or 0))
+  size = str(gen.config.data.synthetic_size)
+  sources = cal.training_sources(size, args.identities, int(gen.config.data.synthetic_seed))
   log_stderr(f"[calibrate] checkpoint step {gen.step}: {len(cal.calibration_labels())} labels "
              f"x {len(sources)} training identities of synthetic_talk/{size} x "
              f"{len(args.gammas)} gammas")

@@ -9,8 +9,8 @@ checkpoints), each printing its progress:
 3. the judge (``emotalker judge train --size tiny``).
 4. ``emotalker train --stage autoencoder``: the KL autoencoder on the frames (it measures
    the latent shift / scale, which the next stage gets as config overrides).
-5. ``emotalker train``: EmoTalker on the synthetic set (full: configs/demo.py, an f=2
-   autoencoder; quick: configs/tiny.py).
+5. ``emotalker train``: EmoTalker on the synthetic set (full: an f=2 autoencoder; quick:
+   configs/tiny.py's model).
 6. generation for a held-out (test-split) identity: the same portrait and audio under the
    8 single-emotion prompts (the paper's Figure 2), one emotion at increasing strengths
    (Figure 3), mixed prompts, and a talking clip as mp4 with its audio.
@@ -25,8 +25,10 @@ The sampler is uncalibrated (``intensity_gamma`` 1): every figure is the model's
 identities (``evaluation/calibrate.py``), saved as ``OUT/run_<mode>/calibration.json``
 and used by the later stages; the evaluation then reports the mixed figures both ways.
 
-Full mode's step counts are set so that the whole demo takes about 35 minutes on a
-2-core CPU machine (measured per stage in ``summary.json``'s ``stage_seconds``).
+Every stage runs with ``configs/demo.py:<mode>``: the model, the data size, each stage's
+step counts and the demo's own settings (its ``demo`` section) live there. Full mode's step
+counts are set so that the whole demo takes about 35 minutes on a 2-core CPU machine
+(measured per stage in ``summary.json``'s ``stage_seconds``).
 """
 from __future__ import annotations
 
@@ -37,22 +39,8 @@ import subprocess
 import sys
 import time
 
-# --calibrate's candidates (`emotalker calibrate`'s default grid less 0.8 and 0.5, to save
-# time).
-CALIB_GAMMAS = (1.0, 0.6, 0.4, 0.3, 0.2)
-MODES = {
-    # steps of: eib head, autoencoder, diffusion; DDIM steps at generation
-    "quick": {"eib_steps": 600, "ae_steps": 300, "train_steps": 400, "sample_steps": 10,
-              "fed_size": 8000, "eval_frames": 2, "data": "tiny",
-              "calib_identities": 2, "calib_frames": 2, "calib_gammas": CALIB_GAMMAS,
-              "config": "configs/tiny.py"},
-    # full: sized for the 40-minute budget on a 2-core machine, whose diffusion stage runs
-    # 3.2-4.0 steps/s from machine to machine (7000 diffusion steps alone took 29-36 min).
-    "full": {"eib_steps": 1500, "ae_steps": 1000, "train_steps": 4500, "sample_steps": 10,
-             "fed_size": 24000, "eval_frames": 4, "data": "demo",
-             "calib_identities": 3, "calib_frames": 2, "calib_gammas": CALIB_GAMMAS,
-             "config": "configs/demo.py"},
-}
+DEMO_CONFIG = "configs/demo.py"   # loaded as configs/demo.py:<mode>
+MODES = ("quick", "full")
 FIG2_PROMPTS = ("neutral", "angry", "contemptuous", "disgusted", "fearful", "happy", "sad",
                 "surprised")
 FIG3_EMOTION = "happy"
@@ -62,7 +50,7 @@ MIXED_PROMPTS = ("mostly happy, a bit surprised", "a little sad and fearful",
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", choices=tuple(MODES), default="full",
+    p.add_argument("--mode", choices=MODES, default="full",
                    help="quick: ~10 min at reduced quality; full: the real demo")
     p.add_argument("--out", default="demo_out", help="everything lands here")
     p.add_argument("--seed", type=int, default=0)
@@ -87,60 +75,60 @@ def _stage(title: str, cmd: list[str], done: bool) -> float | None:
 
 
 def run(args) -> int:
+    from emotalker_jax.config_utils import load_config
     from input_pipeline import synthetic_talk as st
-    m = MODES[args.mode]
+    config_path = f"{DEMO_CONFIG}:{args.mode}"
+    c = load_config(config_path)
+    size, train_steps, sample_steps = c.data.synthetic_size, c.train.steps, c.sampler.steps
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     exe = [sys.executable, "-m", "emotalker_jax.cli"]
     data = os.path.join(out, "data")
     run_dir = os.path.join(out, f"run_{args.mode}")
     eib_dir = os.path.join(out, f"eib_{args.mode}")
-    cfg = ["--config", m["config"], f"--config.data.data_dir={data}",
-           f"--config.data.synthetic_size={m['data']}",
+    cfg = ["--config", config_path, f"--config.data.data_dir={data}",
            f"--config.seed={args.seed}"]
     ae_dir = os.path.join(run_dir, "autoencoder")
     times = {}
     n = 8 if args.calibrate else 7
     times["synth"] = _stage(f"1/{n} synthetic benchmark", exe + [
-        "synth", "--out", data, "--size", m["data"]], st.is_built(m["data"], data))
+        "synth", "--out", data, "--size", size], st.is_built(size, data))
     times["eib"] = _stage(f"2/{n} EIB on FED", exe + [
-        "eib-train", "--out", eib_dir, "--steps", str(m["eib_steps"]), "--config",
-        m["config"], f"--config.eib.fed_size={m['fed_size']}"],
+        "eib-train", "--out", eib_dir, "--config", config_path],
         os.path.isfile(os.path.join(eib_dir, "metrics.json")))
     judge_dir = os.path.join(out, "judge_tiny")
     times["judge"] = _stage(f"3/{n} judge", exe + [
         "judge", "train", "--size", "tiny", "--out", judge_dir],
         os.path.isfile(os.path.join(judge_dir, "config.json")))
     times["autoencoder"] = _stage(f"4/{n} autoencoder", exe + [
-        "train", "--stage", "autoencoder", "--workdir", run_dir] + cfg + [
-        f"--config.autoencoder_train.steps={m['ae_steps']}"],
+        "train", "--stage", "autoencoder", "--workdir", run_dir] + cfg,
         os.path.isfile(os.path.join(ae_dir, "params.safetensors")))
     times["train"] = _stage(f"5/{n} EmoTalker", exe + [
         "train", "--workdir", run_dir] + cfg + _latent_calibration(ae_dir) + [
-        f"--config.train.steps={m['train_steps']}",
         f"--config.train.autoencoder_checkpoint={ae_dir}",
         f"--config.train.eib_checkpoint={eib_dir}",
-        f"--config.train.ckpt_every={max(100, m['train_steps'] // 4)}"],
+        # only the diffusion stage: the autoencoder stage keeps config.train.ckpt_every
+        f"--config.train.ckpt_every={max(100, train_steps // 4)}"],
         os.path.isfile(os.path.join(run_dir, "train_done.json")))
     with open(os.path.join(run_dir, "train_done.json"), "w") as fh:
-        json.dump({"steps": m["train_steps"]}, fh)
+        json.dump({"steps": train_steps}, fh)
     from emotalker_jax.inference import load_generator
     # Uncalibrated unless --calibrate (a calibration.json of an earlier --calibrate run
     # is then used when it matches this checkpoint, these settings and this judge).
-    gen = load_generator(run_dir, [f"--config.sampler.steps={m['sample_steps']}"]
+    gen = load_generator(run_dir, [f"--config.sampler.steps={sample_steps}"]
                          + ([] if args.calibrate else ["--config.sampler.intensity_gamma=1.0"]),
                          judge=judge_dir)
     if args.calibrate:
         t0 = time.perf_counter()
-        calibrated = calibrate_demo(gen, judge_dir, m, args.seed, f"6/{n}")
+        calibrated = calibrate_demo(gen, judge_dir, c, args.seed, f"6/{n}")
         times["calibrate"] = None if calibrated is None else time.perf_counter() - t0
     print(f"[demo] {n - 1}/{n} generation for a held-out identity", flush=True)
     t0 = time.perf_counter()
-    summary = generate_figures(gen, data, out, m["sample_steps"], args.seed, m["data"])
+    summary = generate_figures(gen, data, out, sample_steps, args.seed, size)
     times["figures"] = time.perf_counter() - t0
     print(f"[demo] {n}/{n} evaluation on all held-out identities (emotalker eval)", flush=True)
     t0 = time.perf_counter()
-    summary["metrics"] = evaluate_demo(gen, judge_dir, data, out, m, args.seed,
+    summary["metrics"] = evaluate_demo(gen, judge_dir, data, out, c, args.seed,
                                        ablations=args.ablations)
     times["eval"] = time.perf_counter() - t0
     # A reused stage keeps the wall time it took when it ran (from the last summary.json).
@@ -203,11 +191,12 @@ def _latent_calibration(ae_dir: str) -> list[str]:
             for k in ("shift_factor", "scaling_factor") if saved.get(k) is not None]
 
 
-def calibrate_demo(gen, judge_dir: str, m: dict, seed: int, stage: str) -> dict | None:
-    """``--calibrate``: ``emotalker calibrate``'s measurement on ``m['calib_identities']``
-    training identities; writes the workdir's calibration.json and sets ``gen``'s
-    sampler.intensity_gamma to the result. Skipped (returns None) when ``load_generator``
-    has applied a calibration.json of this step, these settings and this judge."""
+def calibrate_demo(gen, judge_dir: str, c, seed: int, stage: str) -> dict | None:
+    """``--calibrate``: ``emotalker calibrate``'s measurement on ``c.demo.calib_identities``
+    training identities (``c``: the demo config); writes the workdir's calibration.json and
+    sets ``gen``'s sampler.intensity_gamma to the result. Skipped (returns None) when
+    ``load_generator`` has applied a calibration.json of this step, these settings and this
+    judge."""
     from emotalker_jax.evaluation import calibrate as cal
     from emotalker_jax.evaluation.evaluate import EvalSettings, log_stderr
     from emotalker_jax.evaluation.judge import load_judge
@@ -216,32 +205,34 @@ def calibrate_demo(gen, judge_dir: str, m: dict, seed: int, stage: str) -> dict 
     if gen.calibration is not None:
         print(f"{title}: reusing existing output", flush=True)
         return None
-    print(f"{title} (emotalker calibrate --identities {m['calib_identities']} --frames "
-          f"{m['calib_frames']} --gammas {','.join(f'{g:g}' for g in m['calib_gammas'])})",
+    d = c.demo
+    print(f"{title} (emotalker calibrate --identities {d.calib_identities} --frames "
+          f"{d.calib_frames} --gammas {','.join(f'{g:g}' for g in d.calib_gammas)})",
           flush=True)
-    st = EvalSettings(num_identities=m["calib_identities"], frames=m["calib_frames"],
-                      steps=m["sample_steps"], seed=seed).validate()
-    sources = cal.training_sources(m["data"], m["calib_identities"])
+    st = EvalSettings(num_identities=d.calib_identities, frames=d.calib_frames,
+                      steps=c.sampler.steps, seed=seed).validate()
+    sources = cal.training_sources(c.data.synthetic_size, d.calib_identities)
     result = cal.fit_intensity_gamma(gen, load_judge(judge_dir), sources, st,
-                                     m["calib_gammas"], log=log_stderr)
+                                     tuple(d.calib_gammas), log=log_stderr)
     write_calibration(gen, result, judge_dir)
     gen.calibration = read_calibration(gen.checkpoint_dir, gen.step)
     gen.config.sampler.intensity_gamma = float(result["intensity_gamma"])
     return result
 
 
-def evaluate_demo(gen, judge_dir: str, data: str, out: str, m: dict, seed: int,
+def evaluate_demo(gen, judge_dir: str, data: str, out: str, c, seed: int,
                   ablations: bool = False) -> dict:
-    """``emotalker eval``'s protocol with the demo's generator: writes metrics.json, eval.md
+    """``emotalker eval``'s protocol with the demo's generator (``c``: the demo config):
+    writes metrics.json, eval.md
     (and with ``ablations`` ablations.json, tradeoff.png) into ``out``; returns the headline
     metrics."""
     from emotalker_jax.evaluation import evaluate as ev
     from emotalker_jax.evaluation.judge import load_judge
     from emotalker_jax.evaluation.results import evaluate_and_write
-    st = ev.EvalSettings(num_identities=None, frames=m["eval_frames"],
+    st = ev.EvalSettings(num_identities=None, frames=c.demo.eval_frames,
                          lip_frames=25,
-                         steps=m["sample_steps"], seed=seed).validate()
-    sources, where = ev.heldout_sources(m["data"], data, st.num_identities)
+                         steps=c.sampler.steps, seed=seed).validate()
+    sources, where = ev.heldout_sources(c.data.synthetic_size, data, st.num_identities)
     result, _ = evaluate_and_write(
         gen, load_judge(judge_dir), sources, st, out,
         {"judge": judge_dir, "data": where,

@@ -54,9 +54,9 @@ def _data_dir(args, config) -> str | None:
   if args.data:
     return args.data
   from input_pipeline import synthetic_talk as st
-  d = str(config.data.get("data_dir", "") or "")
-  seed = int(config.data.get("synthetic_seed", 0) or 0)
-  return d if st.is_built(str(config.data.get("synthetic_size", "tiny")), d, seed) else None
+  d = str(config.data.data_dir or "")
+  seed = int(config.data.synthetic_seed)
+  return d if st.is_built(str(config.data.synthetic_size), d, seed) else None
 
 
 def run(args) -> int:
@@ -74,14 +74,14 @@ def run(args) -> int:
   judge = load_judge(args.judge)
   gen = load_generator(args.checkpoint, checkpoint_overrides(args.config_args), use_ema=not args.raw_params,
                        judge=args.judge)
-  size = str(gen.config.data.get("synthetic_size", "tiny"))
+  size = str(gen.config.data.synthetic_size)
   if judge.config.image_size != gen.image_size:
     raise ValueError(f"the judge in {args.judge} reads {judge.config.image_size}x"
                      f"{judge.config.image_size} frames but the checkpoint makes "
                      f"{gen.image_size}x{gen.image_size}; train a judge of that size")
   data_dir = _data_dir(args, gen.config)
   sources, where = ev.heldout_sources(size, data_dir, st.num_identities,
-                                      int(gen.config.data.get("synthetic_seed", 0) or 0))
+                                      int(gen.config.data.synthetic_seed))
   ev.log_stderr(f"[eval] {len(sources)} held-out identities from {where}; checkpoint step "
                 f"{gen.step}")
   out = args.out or os.path.join(find_checkpoint_dir(args.checkpoint), os.pardir, "eval")

@@ -44,7 +44,7 @@ def contact_sheet(cfg, num_identities: int = 4, tile: int = 128):
   import numpy as np
 
   from input_pipeline.synthetic import clips as clips_lib
-  from input_pipeline.synthetic import renderer
+  from input_pipeline.synthetic import face_model
 
   ids = list(range(cfg.num_train_identities,
                    min(cfg.num_identities, cfg.num_train_identities + num_identities)))
@@ -53,7 +53,7 @@ def contact_sheet(cfg, num_identities: int = 4, tile: int = 128):
   rows = []
   for level in (2, 0):  # level index into clips.LEVELS: 1.0 then 1/3
     for i in ids:
-      params = renderer.sample_identity(i, cfg.seed)
+      params = face_model.sample_identity(i, cfg.seed)
       plan = cfg.clip_plan(i)
       tiles = []
       for e in range(8):

@@ -60,7 +60,7 @@ def training_sources(size: str, num_identities: int, synthetic_seed: int = 0) ->
   """The neutral reference clip of the first ``num_identities`` *train* identities of
   synthetic_talk/<size>, rendered in-process (the same function that built the split)."""
   from input_pipeline import synthetic_talk as st
-  from input_pipeline.synthetic import clips, renderer
+  from input_pipeline.synthetic import clips, face_model
   cfg = st.make_config(size, seed=synthetic_seed)
   ids = list(st.split_identities(cfg)["train"])
   if not 0 < num_identities <= len(ids):
@@ -68,7 +68,7 @@ def training_sources(size: str, num_identities: int, synthetic_seed: int = 0) ->
                      f"synthetic_talk/{size}), got {num_identities}")
   out = []
   for i in ids[:num_identities]:
-    params = renderer.sample_identity(i, cfg.seed)
+    params = face_model.sample_identity(i, cfg.seed)
     spec = clips.ClipSpec(i, 0, label_vector({"neutral": 1.0}), True)
     rec = clips.render_clip(spec, params, cfg.image_size, cfg.frames_per_clip, cfg.seed)
     out.append(Source(i, rec["frames"][0], rec["face_mask"][0], rec["audio"], rec["frames"],

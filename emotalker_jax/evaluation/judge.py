@@ -52,7 +52,7 @@ from emotalker_jax import checkpoints
 from emotalker_jax.emotions import NUM_EMOTIONS
 from emotalker_jax.models.layers import IMAGE_AXES, conv, group_norm
 from input_pipeline.synthetic import clips as clips_lib
-from input_pipeline.synthetic import renderer
+from input_pipeline.synthetic import face_model
 
 CONFIG_KEY = "judge"
 # Mouth and chin crop (fractions of the frame: rows, columns) for the mouth branch: the
@@ -134,7 +134,7 @@ def get_config(size: str = "tiny", **overrides) -> JudgeConfig:
 
 def visual_param_mask(num_params: int = 26) -> np.ndarray:
   """(P,) float32: 1 for identity parameters visible in a frame, 0 for audio-only ones."""
-  names = renderer.IDENTITY_PARAM_NAMES
+  names = face_model.IDENTITY_PARAM_NAMES
   if num_params != len(names):
     raise ValueError(f"judge num_identity_params={num_params} but the renderer has "
                      f"{len(names)} identity parameters")
@@ -329,7 +329,7 @@ def test_clips(size: str, data_dir: str | None, synthetic_seed: int):
         "test split in-process")
   recs = []
   for i in st.split_identities(cfg)["test"]:
-    params = renderer.sample_identity(i, cfg.seed)
+    params = face_model.sample_identity(i, cfg.seed)
     for spec in cfg.clip_plan(i):
       recs.append(clips_lib.render_clip(spec, params, cfg.image_size, cfg.frames_per_clip,
                                         cfg.seed))

@@ -276,7 +276,7 @@ class Generator:
   @property
   def intensity_gamma(self) -> float:
     """config.sampler.intensity_gamma (1.0 when the saved config predates it)."""
-    return float(self.config.sampler.get("intensity_gamma", 1.0))
+    return float(self.config.sampler.intensity_gamma)
 
   def chunk_size(self, batch_frames: int) -> int:
     """Frames per compiled chunk: ``batch_frames`` rounded up to a multiple of the devices."""
@@ -441,7 +441,7 @@ class Generator:
     eta = float(sc.eta if eta is None else eta)
     if eta < 0:
       raise ValueError(f"eta must be >= 0, got {eta}")
-    spacing, iters = str(sc.spacing), int(sc.get("inversion_iters", 0))
+    spacing, iters = str(sc.spacing), int(sc.inversion_iters)
     constraint = (sampler.ConstraintConfig.from_config(sc.constraint) if constraint is None
                   else constraint).validate()
     sampler.ddim_timesteps(self.schedule.num_train_timesteps, steps, spacing)  # validates

@@ -245,7 +245,7 @@ def build_autoencoder(config) -> AutoencoderKL:
     """The autoencoder of a full config (``config.autoencoder``, ``config.dtype``)."""
     return AutoencoderKL(config=AutoencoderSpec.from_config(config.autoencoder),
                          dtype=jnp.dtype(config.dtype),
-                         param_dtype=jnp.dtype(config.get("param_dtype", "float32")))
+                         param_dtype=jnp.dtype(config.param_dtype))
 
 
 def init_autoencoder(model: AutoencoderKL, rng: jax.Array, size: int | None = None):

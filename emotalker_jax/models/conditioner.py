@@ -1,10 +1,13 @@
 """Condition generator: audio encoder, landmark encoder, and the cross-attention context.
 
-METHOD.md, model step 1: ``c = concat(AudioEnc(a), EIB(p))`` (+ optional landmark
-tokens). The emotion tokens come from ``models/eib.py``; this module encodes the audio
-window of each video frame and assembles the context the UNet cross-attends to:
+METHOD.md, model step 1: ``c = concat(AudioEnc(a), EIB(p))``. The emotion tokens come
+from ``models/eib.py``; this module encodes the audio window of each video frame and
+assembles the context the UNet cross-attends to:
 
-    context = [audio tokens (N_a); emotion tokens (N_e); landmark tokens (N_l, optional)]
+    context = [audio tokens (N_a); emotion tokens (N_e)]
+
+(``LandmarkEncoder`` and ``assemble_context``'s optional landmark tokens are DiffTalk's
+landmark conditioning; EmoTalker's ``Conditioner`` does not use them.)
 
 The audio frontend (log-mel, per-frame windows) lives in ``emotalker_jax.audio`` and is
 re-exported here. Logical axis names used: batch, length, embed, heads, kv, mlp,
@@ -205,45 +208,26 @@ def assemble_context(audio_tokens, emotion_tokens, landmark_tokens=None):
 
 
 class Conditioner(nn.Module):
-    """Audio (+ landmark) encoders and the context assembly.
+    """The audio encoder and the context assembly of EmoTalker.
 
-    __call__(mel_windows (B, W, n_mels), emotion_tokens (B or 1, N_e, D),
-             landmarks (B, P, 2) | (B, P*2) | None) -> context (B, N_a + N_e [+ N_l], D).
-    Landmark tokens are produced only when ``use_landmark_tokens`` (config default off).
+    __call__(mel_windows (B, W, n_mels), emotion_tokens (B or 1, N_e, D))
+      -> context (B, N_a + N_e, D). (Landmark tokens, ``LandmarkEncoder``, are not part of
+    EmoTalker's context: nothing provides landmarks at generation time.)
     """
     audio: AudioEncoder
-    use_landmark_tokens: bool = False
-    num_landmark_tokens: int = 4
 
     @classmethod
     def from_config(cls, config) -> "Conditioner":
-        return cls(audio=AudioEncoder.from_config(config),
-                   use_landmark_tokens=bool(config.use_landmark_tokens),
-                   num_landmark_tokens=int(config.get("num_landmark_tokens", 4)))
+        return cls(audio=AudioEncoder.from_config(config))
 
     @nn.compact
-    def __call__(self, mel_windows, emotion_tokens, landmarks=None):
-        if self.use_landmark_tokens:
-            if landmarks is None:
-                raise ValueError("use_landmark_tokens is on but no landmarks were given; "
-                                 "pass landmarks or set --config.use_landmark_tokens=False")
-            _check_landmarks(landmarks)
-        audio_tokens = self.audio(mel_windows)
-        landmark_tokens = None
-        if self.use_landmark_tokens:
-            landmark_tokens = LandmarkEncoder(
-                num_tokens=self.num_landmark_tokens, context_dim=self.audio.context_dim,
-                dtype=self.audio.dtype, param_dtype=self.audio.param_dtype,
-                name="landmarks")(landmarks)
-        return assemble_context(audio_tokens, emotion_tokens, landmark_tokens)
+    def __call__(self, mel_windows, emotion_tokens):
+        return assemble_context(self.audio(mel_windows), emotion_tokens)
 
 
 def num_context_tokens(config, num_emotion_tokens: int) -> int:
-    """Context length N_a + N_e (+ N_l) for a config and the EIB's token count."""
-    n = config.audio.tokens_per_frame + int(num_emotion_tokens)
-    if config.use_landmark_tokens:
-        n += int(config.get("num_landmark_tokens", 4))
-    return n
+    """Context length N_a + N_e for a config and the EIB's token count."""
+    return config.audio.tokens_per_frame + int(num_emotion_tokens)
 
 
 __all__ = ("AudioEncoder", "LandmarkEncoder", "Conditioner", "TransformerBlock",

@@ -1,7 +1,8 @@
 """The Emotion Intensity Block (EIB): prompt -> per-emotion intensities + emotion tokens.
 
 METHOD.md, model item 3 and equation (3). Inputs are the token states of a text encoder
-(frozen by default; ``config.text.trainable`` puts the encoder inside, see ``TextEIB``):
+(frozen everywhere: ``TextEIB``, encoder and EIB in one module, is the building block
+for fine-tuning the encoder, which no command does):
 
     h: (B, L, D_text) float, mask: (B, L) {0, 1}
     pooled = pool(h, mask)                          (B, P)   masked mean (config.eib.pool)
@@ -317,7 +318,7 @@ class EmotionIntensityBlock(nn.Module):
 
 
 class TextEIB(nn.Module):
-  """Text encoder + EIB in one module, for ``config.text.trainable=True``.
+  """Text encoder + EIB in one module (fine-tuning the encoder with the EIB).
 
   __call__(input_ids (B, L), attention_mask (B, L)) -> EIBOutput. Params:
   {'text_encoder': <the encoder's tree>, 'eib': ...}; load the pretrained encoder params
@@ -346,10 +347,9 @@ def eib_from_config(config) -> EmotionIntensityBlock:
   return EmotionIntensityBlock(
       context_dim=int(config.context_dim), hidden=int(e.hidden),
       num_text_tokens=int(e.num_text_tokens), num_emotions=int(e.num_emotions),
-      attn_heads=int(e.get("attn_heads", 4)), pool=str(e.get("pool", "mean")),
-      dropout=float(e.get("dropout", 0.0)), num_queries=int(e.get("num_queries", 8)),
-      num_anchors=int(e.get("num_anchors", 0)),
-      token_dropout=float(e.get("token_dropout", 0.0)),
+      attn_heads=int(e.attn_heads), pool=str(e.pool), dropout=float(e.dropout),
+      num_queries=int(e.num_queries), num_anchors=int(e.num_anchors),
+      token_dropout=float(e.token_dropout),
       dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype))
 
 

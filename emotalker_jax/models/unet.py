@@ -335,7 +335,7 @@ class UNet(nn.Module):
 def build_unet(config) -> UNet:
     """The UNet of a full config (uses ``config.unet`` and ``config.dtype``/``param_dtype``)."""
     return UNet(config=UNetSpec.from_config(config.unet), dtype=jnp.dtype(config.dtype),
-                param_dtype=jnp.dtype(config.get("param_dtype", "float32")))
+                param_dtype=jnp.dtype(config.param_dtype))
 
 
 def dummy_inputs(spec: UNetSpec | Any, batch: int = 1, size: int | Sequence[int] = 8,

@@ -17,8 +17,7 @@ with the text encoder frozen. ``emotalker eib-train`` runs ``train_eib``:
    training learns), ``DIR/config.json``, ``DIR/eib.json`` (text encoder, FED, steps)
    and ``DIR/metrics.json``.
 
-With ``config.text.trainable`` the encoder is still frozen here; fine-tuning it is part of
-the generator's training (``TextEIB``).
+The text encoder stays frozen (here and in ``emotalker train``).
 """
 from __future__ import annotations
 
@@ -46,13 +45,11 @@ from emotalker_jax.models.text_encoder import load_text_encoder
 
 def eib_settings(config) -> dict:
   e = config.eib
-  return {"steps": int(e.get("steps", 3000)), "batch_size": int(e.get("batch_size", 256)),
-          "lr": float(e.get("lr", 3e-3)), "weight_decay": float(e.get("weight_decay", 1e-4)),
-          "warmup": int(e.get("warmup_steps", 100)), "ce_weight": float(e.get("ce_weight", 1.0)),
-          "fed_size": int(e.get("fed_size", 60000)), "fed_seed": int(e.get("fed_seed", 0)),
-          "pool": str(e.get("pool", "mean")), "num_queries": int(e.get("num_queries", 8)),
-          "num_anchors": int(e.get("num_anchors", 0)),
-          "token_dropout": float(e.get("token_dropout", 0.0))}
+  return {"steps": int(e.steps), "batch_size": int(e.batch_size), "lr": float(e.lr),
+          "weight_decay": float(e.weight_decay), "warmup": int(e.warmup_steps),
+          "ce_weight": float(e.ce_weight), "fed_size": int(e.fed_size),
+          "fed_seed": int(e.fed_seed), "pool": str(e.pool), "num_queries": int(e.num_queries),
+          "num_anchors": int(e.num_anchors), "token_dropout": float(e.token_dropout)}
 
 
 def load_corpus(fed_dir: str | None, size: int, seed: int):
@@ -176,7 +173,7 @@ def anchor_embeddings(encoder, num: int):
 def make_head(st: dict, hidden: int, dropout: float = 0.0):
   """The intensity head module for the settings ``st`` (``eib_settings``): IntensityHead on
   pooled features or TokenIntensityHead on token states (pool='tokens')."""
-  if st.get("pool", "mean") == TOKEN_POOL:
+  if st["pool"] == TOKEN_POOL:
     return TokenIntensityHead(hidden=hidden, num_queries=st["num_queries"],
                               num_anchors=st["num_anchors"], dropout=dropout,
                               token_dropout=st["token_dropout"])
@@ -326,7 +323,7 @@ def train_eib(config, out: str, *, steps: int | None = None, batch_size: int | N
   targets = np.stack([r.intensities for r in records["train"]])
 
   hidden = int(config.eib.hidden)
-  dropout = float(config.eib.get("dropout", 0.0))
+  dropout = float(config.eib.dropout)
   head = make_head(st, hidden, dropout)
   anchors = anchor_embeddings(encoder, st["num_anchors"]) if (
       tokens and st["num_anchors"] > 0) else None

@@ -4,7 +4,7 @@ The model (``JudgeNet``, ``Judge``, ``load_judge``) lives in ``emotalker_jax.eva
 
 Training (``train_judge``) renders its own frames with the benchmark's renderer, so the
 judge sees far more identities than a dataset split holds:
-  * identities: ``renderer.sample_identity(JUDGE_TRAIN_ID_OFFSET + k, seed)`` for k < N. The
+  * identities: ``face_model.sample_identity(JUDGE_TRAIN_ID_OFFSET + k, seed)`` for k < N. The
     reserved id range (>= 1,000,000) is disjoint from every ``synthetic_talk`` config's ids
     (train and test ids are < num_identities), so every test identity is unseen;
   * each identity is drawn ``frames_per_identity`` times, each frame with its own emotion
@@ -46,7 +46,7 @@ from emotalker_jax.evaluation.judge import (Judge, JudgeConfig, init_params, mak
                                             test_clips, visual_param_mask)
 from input_pipeline.synthetic import audio as audio_lib
 from input_pipeline.synthetic import clips as clips_lib
-from input_pipeline.synthetic import renderer
+from input_pipeline.synthetic import face_model, renderer
 from input_pipeline.synthetic.sizes import SIZES as DATA_SIZES
 
 JUDGE_TRAIN_ID_OFFSET = 1_000_000    # identity ids the judge trains on: [1e6, 1e6 + N)
@@ -75,7 +75,7 @@ def sample_emotion_states(rng: np.random.Generator, n: int) -> np.ndarray:
 def sample_motion(rng: np.random.Generator, n: int):
   """Independent per-frame motion for n frames, in the ranges the benchmark's clips use.
 
-  Returns (renderer.Motion, mouth_open (n,) float32): mouth 30 % closed else U[0, 1];
+  Returns (face_model.Motion, mouth_open (n,) float32): mouth 30 % closed else U[0, 1];
   visemes only while open; pose uniform within clips.POSE_AMPLITUDE; 20 % of frames
   blink (U[0, 1] closure); gaze U[-0.6, 0.6]."""
   mouth = np.where(rng.random(n) < 0.3, 0.0, rng.random(n)).astype(np.float32)
@@ -85,7 +85,7 @@ def sample_motion(rng: np.random.Generator, n: int):
   pose = (rng.uniform(-1, 1, (n, 4)) * clips_lib.POSE_AMPLITUDE[None]).astype(np.float32)
   blink = np.where(rng.random(n) < 0.2, rng.random(n), 0.0).astype(np.float32)
   gaze = rng.uniform(-0.6, 0.6, (n, 2)).astype(np.float32)
-  return renderer.Motion(mouth_open=mouth, viseme_width=width, viseme_round=rnd, pose=pose,
+  return face_model.Motion(mouth_open=mouth, viseme_width=width, viseme_round=rnd, pose=pose,
                          blink=blink, gaze=gaze), mouth
 
 
@@ -95,7 +95,7 @@ def render_frames(identity_params: np.ndarray, states: np.ndarray, rng: np.rando
 
   Returns frames (n, S, S, 3) uint8 and mouth_open (n,) float32."""
   motion, mouth = sample_motion(rng, states.shape[0])
-  out = renderer.render(identity_params, renderer.expression_controls(states), motion,
+  out = renderer.render(identity_params, face_model.expression_controls(states), motion,
                         image_size)
   return out["frames"], mouth
 
@@ -111,13 +111,13 @@ def build_pool(identity_ids, frames_per_identity: int, image_size: int, seed: in
   frames = np.zeros((n, f, s, s, 3), np.uint8)
   emotion = np.zeros((n, f, NUM_EMOTIONS), np.float32)
   mouth = np.zeros((n, f), np.float32)
-  params = np.zeros((n, renderer.NUM_IDENTITY_PARAMS), np.float32)
+  params = np.zeros((n, face_model.NUM_IDENTITY_PARAMS), np.float32)
   it = range(n)
   if progress:
     it = tqdm(it, desc="render judge training frames", unit="identity", file=sys.stderr)
   for i in it:
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x1DCE, int(ids[i])]))
-    params[i] = renderer.sample_identity(int(ids[i]), synthetic_seed)
+    params[i] = face_model.sample_identity(int(ids[i]), synthetic_seed)
     emotion[i] = sample_emotion_states(rng, f)
     frames[i], mouth[i] = render_frames(params[i], emotion[i], rng, s)
   return {"frames": frames, "emotion": emotion, "mouth_open": mouth, "identity_params": params,
@@ -337,7 +337,7 @@ def evaluate_judge(judge: Judge, size: str = "tiny", data_dir: str | None = None
   strengths, emo_ids, sweep_frames_list = [], [], []
   for i in test_ids:
     rng = np.random.default_rng(np.random.SeedSequence([c.seed, 0x5EE9, i]))
-    u = renderer.sample_identity(i, c.synthetic_seed)
+    u = face_model.sample_identity(i, c.synthetic_seed)
     states = []
     for e in range(1, NUM_EMOTIONS):
       for s in SWEEP_STRENGTHS:
@@ -364,8 +364,8 @@ def evaluate_judge(judge: Judge, size: str = "tiny", data_dir: str | None = None
     pool = build_pool(ids, 16, c.image_size, c.seed + 7, c.synthetic_seed)
     still = []
     for u in pool["identity_params"]:
-      still.append(renderer.render(u, np.zeros(renderer.NUM_CONTROLS, np.float32),
-                                   renderer.Motion.still(1), c.image_size)["frames"][0])
+      still.append(renderer.render(u, np.zeros(face_model.NUM_CONTROLS, np.float32),
+                                   face_model.Motion.still(1), c.image_size)["frames"][0])
     pe = judge.predict(pool["frames"].reshape((-1,) + pool["frames"].shape[2:]))
     ps = judge.predict(np.stack(still))
     n_id, f = pool["frames"].shape[:2]

@@ -98,9 +98,6 @@ def build_trainer(config, mesh=None, rng: jax.Array | None = None, text=None,
     if text is None:
         text = load_text_encoder(config.text.path or None, kind=config.text.encoder,
                                  max_length=int(config.text.max_length))
-    if config.text.trainable:
-        raise ValueError("config.text.trainable=True is not supported by `emotalker train` "
-                         "yet: the text encoder is frozen here (fine-tune it with eib-train)")
     model = EmoTalker(config)
     vae = build_autoencoder(config)
     if vae_params is None:
@@ -108,7 +105,7 @@ def build_trainer(config, mesh=None, rng: jax.Array | None = None, text=None,
     tx = state_lib.make_optimizer(config.train)
     init = state_lib.init_state_fn(lambda r: init_emotalker(model, r, text.hidden_size), tx)
     state, state_shardings = state_lib.create_sharded_state(init, r_init, mesh, rules)
-    if config.train.get("eib_checkpoint", ""):
+    if config.train.eib_checkpoint:
         state = with_pretrained_eib(state, state_shardings, config.train.eib_checkpoint)
     frozen = {"vae": vae_params, "text": text.params}
     frozen_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), frozen)

@@ -41,7 +41,7 @@ def region_loss_weights(config) -> dict[str, float]:
     """{batch key: extra loss weight} of the regions whose weight is > 0."""
     out = {}
     for key, name in REGION_WEIGHTS:
-        w = float(config.train.get(name, 0.0))
+        w = float(config.train[name])
         if w < 0:
             raise ValueError(f"train.{name} must be >= 0, got {w}")
         if w > 0:
@@ -106,7 +106,7 @@ def make_loss_fn(model, vae, text_module, schedule: sched.Schedule, config) -> C
     tc = config.train
     T = schedule.alphas_cumprod.shape[0]
     region_w = region_loss_weights(config)
-    ce_weight = float(config.eib.get("ce_weight", 1.0))   # the same L_EIB as eib-train's
+    ce_weight = float(config.eib.ce_weight)   # the same L_EIB as eib-train's
 
     def loss_fn(params, frozen, batch, rng):
         r_t, r_eps, r_drop, r_expl, r_dropout = jax.random.split(rng, 5)
@@ -121,7 +121,7 @@ def make_loss_fn(model, vae, text_module, schedule: sched.Schedule, config) -> C
         hidden = text_hidden_states(text_module, frozen["text"], batch["input_ids"],
                                     batch["attention_mask"])
         drop = jax.random.bernoulli(r_drop, tc.p_uncond, (b,))
-        use_text = ~jax.random.bernoulli(r_expl, tc.get("p_explicit", 0.0), (b,))
+        use_text = ~jax.random.bernoulli(r_expl, tc.p_explicit, (b,))
         pred, logits = model.apply(
             {"params": params}, z_t, t, jnp.concatenate([z_mask, z_ref], axis=-1),
             batch["audio_mel"], hidden, batch["attention_mask"], batch["emotion"], use_text,

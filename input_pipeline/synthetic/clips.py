@@ -18,7 +18,7 @@ import numpy as np
 
 from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
 from input_pipeline.synthetic import audio as audio_lib
-from input_pipeline.synthetic import renderer
+from input_pipeline.synthetic import face_model, renderer
 
 LEVELS = (1.0 / 3.0, 2.0 / 3.0, 1.0)          # MEAD levels 1/2/3
 MIXTURE_LEVELS = (0.5, 2.0 / 3.0, 1.0)
@@ -91,7 +91,7 @@ def _smooth_walk(rng: np.random.Generator, num_frames: int, dims: int) -> np.nda
 
 
 def make_motion(rng: np.random.Generator, num_frames: int,
-                speech: audio_lib.SpeechTrack) -> tuple[renderer.Motion, np.ndarray]:
+                speech: audio_lib.SpeechTrack) -> tuple[face_model.Motion, np.ndarray]:
   """Per-frame motion for a clip. Returns (Motion, mouth_open (T,) float32 in [0, 1])."""
   rms = audio_lib.frame_rms(speech.audio)
   mouth_open = audio_lib.mouth_opening(rms)
@@ -104,7 +104,7 @@ def make_motion(rng: np.random.Generator, num_frames: int,
     blink[i:i + len(BLINK_PROFILE)] = np.maximum(blink[i:i + len(BLINK_PROFILE)], BLINK_PROFILE)
     t += (1.0 + float(rng.exponential(1.0 / BLINK_RATE_HZ))) * audio_lib.FPS
   gaze = 0.6 * _smooth_walk(rng, num_frames, 2)
-  motion = renderer.Motion(mouth_open=mouth_open, viseme_width=vw, viseme_round=vr,
+  motion = face_model.Motion(mouth_open=mouth_open, viseme_width=vw, viseme_round=vr,
                            pose=pose, blink=blink[:num_frames], gaze=gaze)
   return motion, mouth_open
 
@@ -121,10 +121,10 @@ def render_clip(spec: ClipSpec, identity_params: np.ndarray, image_size: int,
   """
   ss = np.random.SeedSequence([int(seed), 0xC11, spec.identity_id, spec.clip_index])
   rng_audio, rng_motion = (np.random.default_rng(s) for s in ss.spawn(2))
-  ig = renderer.identity_geometry(identity_params)
+  ig = face_model.identity_geometry(identity_params)
   speech = audio_lib.synth_speech(num_frames, rng_audio, f0=ig.voice_f0)
   motion, mouth_open = make_motion(rng_motion, num_frames, speech)
-  controls = renderer.expression_controls(spec.emotion)
+  controls = face_model.expression_controls(spec.emotion)
   out = renderer.render(ig, controls, motion, image_size)
   return {
       "frames": out["frames"],
