@@ -45,3 +45,26 @@ from emotalker_jax.bench.suite import ALL_ORDER, WHATS, run_all, run_one
 from emotalker_jax.bench.train_step import (peak_rss_bytes, reset_peak_rss,
                                             run_train_step_bench)
 from emotalker_jax.bench.unet import run_unet_bench
+
+__all__ = [
+    "header",
+    "interleaved_timings",
+    "make_matmul",
+    "stats",
+    "stderr",
+    "write_json",
+    "run_compile_bench",
+    "run_gpu_bench",
+    "run_pipeline_bench",
+    "render_report",
+    "write_report",
+    "run_sampler_bench",
+    "ALL_ORDER",
+    "WHATS",
+    "run_all",
+    "run_one",
+    "peak_rss_bytes",
+    "reset_peak_rss",
+    "run_train_step_bench",
+    "run_unet_bench",
+]

@@ -149,7 +149,6 @@ def _train_variant(config, text, *, steps: int, warmup: int, mm_fn, mm_flops, pr
                                  "includes everything this process ran before")),
          "xla_memory_analysis": mem, "lower_s": t1 - t0, "compile_s": t2 - t1,
          "final_loss": loss}
-  del trainer, holder, state, compiled
   return out
 
 
