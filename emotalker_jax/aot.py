@@ -13,23 +13,22 @@ time is spent. Nothing is allocated: every array is a ``jax.ShapeDtypeStruct``.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import time
+import jax
+import jax.numpy as jnp
+from emotalker_jax import parallel
+from emotalker_jax.diffusion import schedule as sched
+from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
+from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
+from emotalker_jax.models import text_encoder as te
+from emotalker_jax.training import state as state_lib
+from emotalker_jax.training.step import batch_spec, jit_train_step, make_train_step
+from flax import linen as nn
+from emotalker_jax.training.state import param_count
 
 
 def abstract_train_step(config, mesh):
     """(jitted step, abstract (state, frozen, batch) with shardings) for ``config`` on ``mesh``."""
-    import jax
-    import jax.numpy as jnp
-    from emotalker_jax import parallel
-    from emotalker_jax.diffusion import schedule as sched
-    from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
-    from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
-    from emotalker_jax.models import text_encoder as te
-    from emotalker_jax.training import state as state_lib
-    from emotalker_jax.training.step import batch_spec, jit_train_step, make_train_step
 
     rules = parallel.rules_from_config(config)
     family, tcfg, _, _ = te.read_text_config(config.text.path or None, kind=config.text.encoder)
@@ -41,7 +40,6 @@ def abstract_train_step(config, mesh):
     init = state_lib.init_state_fn(lambda r: init_emotalker(model, r, tcfg.hidden_size), tx)
     abstract_state, state_sh = state_lib.abstract_state_and_shardings(init, mesh, rules)
     rep = parallel.replicated(mesh)
-    from flax import linen as nn
     ids = jnp.zeros((1, L), jnp.int32)
     frozen = {
         "vae": nn.meta.unbox(jax.eval_shape(
@@ -59,10 +57,6 @@ def abstract_train_step(config, mesh):
 
 
 def compile_report(config, devices, target: str) -> dict:
-    import jax
-    from flax import linen as nn
-    from emotalker_jax import parallel
-    from emotalker_jax.training.state import param_count
     mesh = parallel.create_mesh(config.mesh, devices)
     jitted, args, rules = abstract_train_step(config, mesh)
     t0 = time.perf_counter()
@@ -89,46 +83,3 @@ def compile_report(config, devices, target: str) -> dict:
         "flops_per_step": float(cost.get("flops", -1)) if cost else None,
         "lower_s": t1 - t0, "compile_s": t2 - t1,
     }
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--topology", default=None,
-                   help="TPU topology, e.g. v5e:2x2, v5p:2x2x2, v6e:4x4 (needs libtpu)")
-    g.add_argument("--cpu-devices", type=int, default=8, help="simulated CPU devices")
-    p.add_argument("--json", default=None, help="write the report here")
-
-
-def run(args) -> int:
-    from emotalker_jax.config_utils import config_from_args
-    config, _, _ = config_from_args(args.config_args)
-    if args.topology:
-        os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
-        os.environ.setdefault("JAX_PLATFORMS", "cpu")
-        import jax
-        from jax.experimental import topologies
-        try:
-            topo = topologies.get_topology_desc(topology_name=args.topology, platform="tpu")
-        except Exception as e:  # noqa: BLE001 - libtpu missing or bad name: say which
-            raise ValueError(
-                f"--topology {args.topology}: no TPU compiler available ({type(e).__name__}: "
-                f"{str(e)[:200]}); install libtpu at the version jax[tpu] pins "
-                "(jax 0.10.2: pip install 'libtpu==0.0.42.*') or use --cpu-devices N") from None
-        devices, target = list(topo.devices), f"tpu:{args.topology}"
-    else:
-        flags = os.environ.get("XLA_FLAGS", "")
-        os.environ["XLA_FLAGS"] = (
-            f"{flags} --xla_force_host_platform_device_count={args.cpu_devices}").strip()
-        os.environ["JAX_PLATFORMS"] = "cpu"
-        import jax
-        devices, target = jax.devices()[:args.cpu_devices], f"cpu:{args.cpu_devices}"
-        if len(devices) < args.cpu_devices:
-            raise ValueError(f"--cpu-devices {args.cpu_devices}: JAX was already started with "
-                             f"{len(devices)} devices; run in a fresh process")
-    report = compile_report(config, devices, target)
-    print(json.dumps(report, indent=2))
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=2)
-    return 0

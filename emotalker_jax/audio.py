@@ -42,6 +42,10 @@ import warnings
 from typing import Sequence
 
 import numpy as np
+from scipy.signal import resample_poly
+from scipy.io import wavfile
+import jax.numpy as jnp
+import imageio_ffmpeg
 
 # Frontend defaults (the config only carries n_mels and window_s; these are fixed choices).
 SAMPLE_RATE = 16000
@@ -62,12 +66,6 @@ _WAV_EXTS = (".wav", ".wave")
 # ---------------------------------------------------------------------------------------
 def ffmpeg_exe() -> str:
     """Path of the ffmpeg binary bundled with imageio-ffmpeg (or $IMAGEIO_FFMPEG_EXE)."""
-    try:
-        import imageio_ffmpeg
-    except ImportError as e:  # pragma: no cover - it is a declared dependency
-        raise RuntimeError(
-            "decoding compressed audio needs the imageio-ffmpeg package: "
-            "pip install imageio-ffmpeg") from e
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
@@ -83,7 +81,6 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     audio = np.asarray(audio, np.float32)
     if orig_sr == target_sr:
         return audio
-    from scipy.signal import resample_poly
     g = math.gcd(orig_sr, target_sr)
     up, down = target_sr // g, orig_sr // g
     return resample_poly(audio, up, down, axis=-1).astype(np.float32)
@@ -103,7 +100,6 @@ def _pcm_to_float(data: np.ndarray) -> np.ndarray:
 
 def _read_wav(path: str) -> tuple[np.ndarray, int] | None:
     """(samples (L,) float32 mono, sample rate), or None if scipy cannot parse the file."""
-    from scipy.io import wavfile
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", wavfile.WavFileWarning)
@@ -281,7 +277,6 @@ def log_mel_spectrogram(audio, sample_rate: int = SAMPLE_RATE, n_fft: int = N_FF
     Values are ``log(max(mel_magnitude, log_floor))`` (natural log). Pure and jit-able
     (all sizes are static functions of the input shape).
     """
-    import jax.numpy as jnp
     audio = jnp.asarray(audio, jnp.float32)
     length = audio.shape[-1]
     pad = n_fft // 2
@@ -324,7 +319,6 @@ def audio_windows(mel, num_frames: int, fps: float = 25.0, window_s: float = 0.2
     so any audio length gives exactly ``num_frames`` windows. Pure and jit-able with
     ``num_frames`` static.
     """
-    import jax.numpy as jnp
     mel = jnp.asarray(mel)
     idx = window_indices(mel.shape[-2], num_frames, fps, window_s, hop_s)
     return jnp.take(mel, jnp.asarray(idx), axis=-2)

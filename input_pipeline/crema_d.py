@@ -33,6 +33,7 @@ import tensorflow_datasets as tfds
 from input_pipeline import labels
 from input_pipeline import mead
 from input_pipeline import video_io
+from tensorflow_datasets.core import registered
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,6 @@ def _is_lfs_pointer(path: str) -> bool:
 def _register_over_tfds_catalog() -> None:
   """TFDS's catalog has an audio-only ``crema_d``: import the catalog now and drop that
   entry, so this module's class registers (and later catalog imports don't collide)."""
-  from tensorflow_datasets.core import registered  # pylint: disable=import-outside-toplevel
   try:
     registered._import_legacy_builders()  # pylint: disable=protected-access
   except Exception:  # pylint: disable=broad-except

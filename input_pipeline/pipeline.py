@@ -71,6 +71,15 @@ import grain.python as gp
 import numpy as np
 
 from emotalker_jax.emotions import EMOTIONS
+from emotalker_jax import fed
+import tensorflow_datasets as tfds
+from emotalker_jax import audio as A
+from absl import flags
+import jax
+import cv2
+import math
+from tqdm import tqdm
+from input_pipeline import synthetic_talk
 
 MASK_MODES = ("face", "lower_face")
 REF_MIN_GAP = 60                     # frames between target and same-clip reference
@@ -118,17 +127,12 @@ def simple_prompt(intensities: np.ndarray, rng: np.random.Generator) -> str:
 def fed_prompt(intensities: np.ndarray, rng: np.random.Generator):
   """A FED prompt for s: ``emotalker_jax.fed.describe(s, rng)`` (a FedRecord with
   ``.prompt`` and ``.intensities``, the prompt's own label: s rounded to FED's degree grid)."""
-  from emotalker_jax import fed  # pylint: disable=import-outside-toplevel
   return fed.describe(intensities, rng)
 
 
 def default_prompt_fn() -> PromptFn:
-  """``fed_prompt`` when ``emotalker_jax.fed.describe`` exists, else ``simple_prompt``."""
-  try:
-    from emotalker_jax import fed  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return simple_prompt
-  return fed_prompt if callable(getattr(fed, "describe", None)) else simple_prompt
+  """``fed_prompt``: FED's descriptions of the clip's intensities."""
+  return fed_prompt
 
 
 # ---------------------------------------------------------------------------------------
@@ -141,7 +145,6 @@ def open_source(dataset: str, split: str, data_dir: str | None = None):
   ``data_dir`` from the prepared files (no builder code needed), or a path to a prepared
   version directory (``.../synthetic_talk/tiny/<version>``). Returns (source, builder_dir).
   """
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   if os.path.isfile(os.path.join(dataset, "dataset_info.json")):
     builder = tfds.builder_from_directory(dataset)
   else:
@@ -257,7 +260,6 @@ class ClipIndex:
     rows = {"num_frames": [], "identity": [], "clip_id": [], "reference": [], "neutral": []}
     it = range(n)
     if progress:
-      from tqdm import tqdm  # pylint: disable=import-outside-toplevel
       it = tqdm(it, desc=f"indexing clips ({split})", unit="clip")
     for i in it:
       r = source[i]
@@ -304,7 +306,6 @@ def to_float_image(frame: np.ndarray, size: int | None = None) -> np.ndarray:
   """uint8 (h, w, 3) -> float32 (size, size, 3) in [-1, 1] (cv2 INTER_AREA when shrinking)."""
   frame = np.asarray(frame)
   if size is not None and frame.shape[:2] != (size, size):
-    import cv2  # pylint: disable=import-outside-toplevel
     interp = cv2.INTER_AREA if frame.shape[0] > size else cv2.INTER_LINEAR
     frame = cv2.resize(np.ascontiguousarray(frame), (size, size), interpolation=interp)
   return frame.astype(np.float32) / 127.5 - 1.0
@@ -316,7 +317,6 @@ def binary_mask(mask: np.ndarray, size: int | None = None) -> np.ndarray:
   if m.size and m.max() > 1.0:
     m = m / 255.0
   if size is not None and m.shape != (size, size):
-    import cv2  # pylint: disable=import-outside-toplevel
     interp = cv2.INTER_AREA if m.shape[0] > size else cv2.INTER_LINEAR
     m = cv2.resize(m, (size, size), interpolation=interp)
   return (m >= 0.5).astype(np.float32)
@@ -395,12 +395,10 @@ class MelWindow:
 
   def __init__(self, fps: float = 25.0, window_s: float = 0.2, sample_rate: int = 16000,
                n_mels: int = 80):
-    from emotalker_jax import audio as A  # pylint: disable=import-outside-toplevel
     self.fps, self.window_s, self.sr = float(fps), float(window_s), int(sample_rate)
     if self.sr == A.SAMPLE_RATE:
       self.hop, self.n_fft, self.win = A.HOP_LENGTH, A.N_FFT, A.WIN_LENGTH
     else:   # the same scaling as audio.audio_features
-      import math  # pylint: disable=import-outside-toplevel
       self.hop = int(round(A.HOP_LENGTH * self.sr / A.SAMPLE_RATE))
       self.n_fft = int(2 ** math.ceil(math.log2(A.N_FFT * self.sr / A.SAMPLE_RATE)))
       self.win = int(round(A.WIN_LENGTH * self.sr / A.SAMPLE_RATE))
@@ -411,7 +409,6 @@ class MelWindow:
     self.length = A.window_length(self.window_s, self.hop / self.sr)
 
   def __call__(self, audio: np.ndarray, frame: int, num_frames: int) -> np.ndarray:
-    from emotalker_jax import audio as A  # pylint: disable=import-outside-toplevel
     audio = np.asarray(audio, np.float64).reshape(-1)
     m = A.num_mel_frames(audio.shape[0], self.hop)
     idx = A.window_indices(m, num_frames, self.fps, self.window_s, self.hop / self.sr)[frame]
@@ -500,14 +497,12 @@ class MakeExample(gp.RandomMapTransform):
 # ---------------------------------------------------------------------------------------
 def ensure_absl_flags_parsed() -> None:
   """grain worker processes read absl flags; outside absl.app mark them parsed (DESIGN.md)."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
 
 def process_shard_options(drop_remainder: bool = True):
   """grain ShardOptions for this JAX process: shard ``jax.process_index()`` of ``process_count()``."""
-  import jax  # pylint: disable=import-outside-toplevel
   return gp.ShardOptions(shard_index=jax.process_index(), shard_count=jax.process_count(),
                          drop_remainder=drop_remainder)
 
@@ -643,8 +638,6 @@ def benchmark_report(dataset: str = "synthetic_talk/tiny", data_dir: str = "data
   if prompt not in ("default", "simple"):
     raise ValueError(f"prompt must be 'default' or 'simple', got {prompt!r}")
   if dataset.startswith("synthetic_talk"):
-    # synthetic_talk imports TFDS (slow to import): only this case needs it.
-    from input_pipeline import synthetic_talk  # pylint: disable=import-outside-toplevel
     size = dataset.split("/")[1] if "/" in dataset else "tiny"
     synthetic_talk.SyntheticTalk(config=size, data_dir=data_dir).download_and_prepare()
   prompt_fn = simple_prompt if prompt == "simple" else None

@@ -32,6 +32,9 @@ import os
 from typing import Callable, Optional
 
 import numpy as np
+import imageio_ffmpeg
+import cv2
+from emotalker_jax.audio import load_audio
 
 FPS = 25
 CROP_SCALE = 1.8          # crop side = CROP_SCALE * max(face box w, h)
@@ -62,7 +65,6 @@ def read_video(path: str | os.PathLike, fps: float = FPS, max_side: int | None =
     FileNotFoundError: ``path`` does not exist.
     ValueError: ffmpeg cannot decode the file or it holds no video frames.
   """
-  import imageio_ffmpeg
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"video file {path!r} not found; check the path")
@@ -95,7 +97,6 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = FPS,
   The container follows the extension (``.mp4`` -> H.264, ``.flv`` -> Sorenson FLV1,
   ``.avi`` -> MPEG-4). H and W must be even for yuv420p.
   """
-  import imageio_ffmpeg
   path = os.fspath(path)
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -116,7 +117,6 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = FPS,
 # ---------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def _cascade(name: str = "haarcascade_frontalface_default.xml"):
-  import cv2
   path = os.path.join(cv2.data.haarcascades, name)
   clf = cv2.CascadeClassifier(path)
   if clf.empty():
@@ -132,7 +132,6 @@ def detect_faces(frame: np.ndarray, min_size_frac: float = 0.08) -> np.ndarray:
   downscaled so its longest side is at most ``DETECT_MAX_SIDE``; boxes are in pixels of
   ``frame``. ``min_size_frac``: smallest face side as a fraction of the shorter side.
   """
-  import cv2
   frame = np.asarray(frame)
   if frame.ndim != 3 or frame.shape[-1] != 3:
     raise ValueError(f"frame must be (H, W, 3), got {frame.shape}")
@@ -228,7 +227,6 @@ def crop_box_for_face(face_box: np.ndarray, scale: float = CROP_SCALE,
 
 def _crop_resize(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
   """Integer crop of ``box`` (edge-replicated outside the frame) resized to size x size."""
-  import cv2
   h, w = frame.shape[:2]
   x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
   side = max(1, int(round(max(box[2] - box[0], box[3] - box[1]))))
@@ -247,7 +245,6 @@ def _crop_resize(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
 
 def face_mask_in_crop(face_box: np.ndarray, crop_box: np.ndarray, size: int) -> np.ndarray:
   """(size, size) uint8 0/1 ellipse covering the face box, in crop coordinates."""
-  import cv2
   s = size / max(1e-6, float(crop_box[2] - crop_box[0]))
   w, h = (face_box[2] - face_box[0]) * s, (face_box[3] - face_box[1]) * s
   cx = ((face_box[0] + face_box[2]) / 2 - crop_box[0]) * s
@@ -318,7 +315,6 @@ def load_clip(video_path: str, audio_path: str | None, size: int, fps: float = F
   to the video's length); ``crop_box`` (T, 4) float32 in decoded-frame pixels.
   Raises ValueError("no face found in <file>") when the detector finds no face.
   """
-  from emotalker_jax.audio import load_audio
   frames = read_video(video_path, fps=fps, max_side=max_side, max_frames=max_frames)
   crops = crop_faces(frames, size, face_boxes=face_boxes, smoothing=smoothing,
                      detect_every=detect_every, detector=detector, source=str(video_path))

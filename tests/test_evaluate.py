@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from emotalker_jax.config_utils import load_config_module
-from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
+from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.evaluation import evaluate as ev
 from emotalker_jax.evaluation import results as eval_results
 from emotalker_jax.evaluation import judge as J

@@ -7,14 +7,12 @@ The builders must read back the right number of 25 fps frames, the labels, the a
 (length T * 640 at 16 kHz, the tone's frequency; the wav exactly) and a face track that
 follows the face.
 """
-import logging
 import os
 import subprocess
 
 import cv2
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from scipy.io import wavfile
 
 import grain.python as gp

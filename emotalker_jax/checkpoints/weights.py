@@ -27,6 +27,14 @@ import struct
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import flax.linen as nn
+import zlib
+import jax
+from emotalker_jax.models.unet import UNet, UNetSpec, init_unet
+from emotalker_jax.models.autoencoder import AutoencoderKL, AutoencoderSpec, init_autoencoder
+from safetensors.numpy import save_file
+import ml_dtypes
+from emotalker_jax.models.unet import DOWN_TYPES, UP_TYPES
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
@@ -44,7 +52,6 @@ _ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np
 
 def _st_dtype(name: str):
     if name == "BF16":
-        import ml_dtypes
         return ml_dtypes.bfloat16
     if name not in _ST_DTYPES:
         raise ValueError(f"safetensors dtype {name} is not supported")
@@ -105,7 +112,6 @@ def read_json(path: str) -> dict:
 # ----------------------------------------------------------------------------------------
 
 def _unbox(tree):
-    import flax.linen as nn
     return nn.meta.unbox(tree)
 
 
@@ -207,7 +213,6 @@ def unet_config_from_diffusers(d: Mapping, source: str = "config.json") -> dict:
                              f"(supported: {ok})")
     for key in ("down_block_types", "up_block_types"):
         if key in d:
-            from emotalker_jax.models.unet import DOWN_TYPES, UP_TYPES
             allowed = DOWN_TYPES if key.startswith("down") else UP_TYPES
             bad = [t for t in d[key] if t not in allowed]
             if bad:
@@ -329,9 +334,7 @@ def fresh_init(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
     """A freshly initialised tensor as our modules would make it: biases 0, norm scales 1,
     kernels lecun_normal (fan-in = all input axes; attention kernels (D, heads, head_dim)
     have fan-in D). Deterministic in (name, seed)."""
-    import zlib
 
-    import jax
     leaf = name.split(SEP)[-1]
     if leaf == "bias":
         return np.zeros(shape, np.float32)
@@ -415,15 +418,11 @@ def _model_folder(folder: str, sub: str) -> str:
 
 
 def _abstract_unet(cfg):
-    import jax
-    from emotalker_jax.models.unet import UNet, UNetSpec, init_unet
     model = UNet(UNetSpec.from_config(cfg))
     return jax.eval_shape(lambda: init_unet(model, jax.random.key(0)))["params"]
 
 
 def _abstract_vae(cfg):
-    import jax
-    from emotalker_jax.models.autoencoder import AutoencoderKL, AutoencoderSpec, init_autoencoder
     model = AutoencoderKL(AutoencoderSpec.from_config(cfg))
     return jax.eval_shape(lambda: init_autoencoder(model, jax.random.key(0)))["params"]
 
@@ -477,7 +476,6 @@ def check_unet_layout(folder: str, unet_config) -> str:
     """Raises ValueError unless the diffusers UNet in ``folder`` has the block layout of
     ``unet_config`` (channels, block types, layers, groups, projections, heads); returns
     the model folder. Cheap: reads config.json only."""
-    from emotalker_jax.models.unet import UNetSpec
     folder = _model_folder(folder, "unet")
     cfg_path = os.path.join(folder, CONFIG_NAME)
     src = UNetSpec.from_config(unet_config_from_diffusers(read_json(cfg_path), cfg_path))
@@ -493,7 +491,6 @@ def check_unet_layout(folder: str, unet_config) -> str:
 
 def check_vae_matches(vae_cfg: Mapping, autoencoder_config, source: str) -> None:
     """Raises ValueError when a converted VAE's layout differs from config.autoencoder."""
-    from emotalker_jax.models.autoencoder import AutoencoderSpec
     a, b = AutoencoderSpec.from_config(vae_cfg), AutoencoderSpec.from_config(autoencoder_config)
     keys = ("in_channels", "out_channels", "latent_channels", "block_out_channels",
             "layers_per_block", "norm_num_groups", "mid_block_add_attention", "use_quant_conv",
@@ -529,8 +526,6 @@ def _plain(v):
 def save_params(path: str, params: Mapping, config: Any | None = None) -> None:
     """Writes ``path/params.safetensors`` (float32/as stored, '/'-joined keys) and, when
     ``config`` is given (a dict, ConfigDict or spec dataclass), ``path/config.json``."""
-    import jax
-    from safetensors.numpy import save_file
     os.makedirs(path, exist_ok=True)
     flat = flatten_params(_unbox(params))
     arrays = {k: np.ascontiguousarray(np.asarray(jax.device_get(v))) for k, v in flat.items()}

@@ -29,15 +29,15 @@ def _gammas(text: str) -> tuple[float, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-  from emotalker_jax.evaluation.calibrate import DEFAULT_GAMMAS
   p.add_argument("--checkpoint", required=True, help="training workdir (or its checkpoints/)")
   p.add_argument("--judge", default="data/judge_tiny",
                  help="judge folder (emotalker judge train)")
   p.add_argument("--identities", type=int, default=3, help="training identities to use")
   p.add_argument("--frames", type=int, default=2, help="frames per label and identity")
   p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: sampler.steps)")
-  p.add_argument("--gammas", type=_gammas, default=DEFAULT_GAMMAS,
-                 help="candidate gammas, comma-separated (default: %(default)s)")
+  p.add_argument("--gammas", type=_gammas, default=None,
+                 help="candidate gammas, comma-separated (default: "
+                      "evaluation.calibrate.DEFAULT_GAMMAS, 1,0.8,0.6,0.5,0.4,0.3,0.2)")
   p.add_argument("--seed", type=int, default=0)
 
 
@@ -45,6 +45,7 @@ def run(args) -> int:
   from emotalker_jax.commands.generate import quiet_fork_warning
   from emotalker_jax.config_utils import checkpoint_overrides
   from emotalker_jax.evaluation import calibrate as cal
+  gammas = cal.DEFAULT_GAMMAS if args.gammas is None else args.gammas
   from emotalker_jax.evaluation.evaluate import EvalSettings, log_stderr
   from emotalker_jax.evaluation.judge import load_judge
   from emotalker_jax.checkpoints import write_calibration
@@ -62,8 +63,8 @@ def run(args) -> int:
   sources = cal.training_sources(size, args.identities, int(gen.config.data.synthetic_seed))
   log_stderr(f"[calibrate] checkpoint step {gen.step}: {len(cal.calibration_labels())} labels "
              f"x {len(sources)} training identities of synthetic_talk/{size} x "
-             f"{len(args.gammas)} gammas")
-  result = cal.fit_intensity_gamma(gen, judge, sources, st, args.gammas, log=log_stderr)
+             f"{len(gammas)} gammas")
+  result = cal.fit_intensity_gamma(gen, judge, sources, st, gammas, log=log_stderr)
   path = write_calibration(gen, result, args.judge)
   print(json.dumps({"intensity_gamma": result["intensity_gamma"], "out": path,
                     "per_gamma": result["per_gamma"]}, indent=2))

@@ -34,6 +34,9 @@ import numpy as np
 from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.evaluation.evaluate import (MIXED_PROMPTS, EvalSettings, Source, _Runner,
                                                label_vector)
+from input_pipeline import synthetic_talk as st
+from input_pipeline.synthetic import clips, face_model
+from emotalker_jax.evaluation import metrics
 
 DEFAULT_GAMMAS = (1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2)
 SINGLE_STRENGTH = 0.5
@@ -59,8 +62,6 @@ def calibration_labels() -> list[tuple[str, np.ndarray]]:
 def training_sources(size: str, num_identities: int, synthetic_seed: int = 0) -> list[Source]:
   """The neutral reference clip of the first ``num_identities`` *train* identities of
   synthetic_talk/<size>, rendered in-process (the same function that built the split)."""
-  from input_pipeline import synthetic_talk as st
-  from input_pipeline.synthetic import clips, face_model
   cfg = st.make_config(size, seed=synthetic_seed)
   ids = list(st.split_identities(cfg)["train"])
   if not 0 < num_identities <= len(ids):
@@ -86,7 +87,6 @@ def fit_intensity_gamma(gen, judge, sources: Sequence[Source], st: EvalSettings,
   "ground_truth": {intensity_error (the renderings against their labels: the floor),
   single_top1, mixed_top2} (the judge on the renderings), "labels", "identities", "frames",
   "steps", "guidance", "seconds"}."""
-  from emotalker_jax.evaluation import metrics
   gammas = [float(g) for g in gammas]
   if not gammas or min(gammas) <= 0:
     raise ValueError(f"--gammas must be numbers > 0, got {gammas}")

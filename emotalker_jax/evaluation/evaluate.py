@@ -45,6 +45,16 @@ from typing import Callable, Sequence
 import numpy as np
 
 from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
+from emotalker_jax.evaluation.judge import test_clips
+from input_pipeline.pipeline import mouth_region
+from input_pipeline.synthetic import clips
+from emotalker_jax.evaluation import metrics
+import jax
+import jax.numpy as jnp
+from emotalker_jax.models.autoencoder import decode_latent, encode_to_latent
+from emotalker_jax.fed import BARE
+from emotalker_jax.diffusion import sampler
+from scipy import stats
 
 # One-word prompts per emotion, MEAD order (the EIB reads each as that emotion at 0.7).
 SINGLE_PROMPTS = ("neutral", "angry", "contemptuous", "disgusted", "fearful", "happy", "sad",
@@ -131,8 +141,6 @@ def heldout_sources(size: str, data_dir: str | None, num_identities: int | None 
   """The first ``num_identities`` (None: all) test-split identities (by id) with their
   neutral reference clip. Reads ``data_dir``'s TFDS build when given, else renders the
   split."""
-  from emotalker_jax.evaluation.judge import test_clips
-  from input_pipeline.pipeline import mouth_region
   recs, where = test_clips(size, data_dir, synthetic_seed)
   refs = sorted((r for r in recs if bool(r["is_neutral_reference"])),
                 key=lambda r: int(r["identity"]))
@@ -161,7 +169,6 @@ def render_reference_clip(src: Source, emotion: np.ndarray, frames: int) -> np.n
   """The first ``frames`` frames (frames, S, S, 3) uint8 of ``src``'s reference clip as the
   benchmark renders it with intensities ``emotion`` (8,) instead of neutral: the same
   identity, speech, head motion and blinks (with the neutral label: ``src.truth``)."""
-  from input_pipeline.synthetic import clips
   if src.identity_params is None:
     raise ValueError(f"source identity {src.identity} has no identity_params: only "
                      "synthetic_talk sources (heldout_sources) can be re-rendered")
@@ -190,7 +197,6 @@ def mixed_label_ceiling(judge, sources: Sequence[Source], frames: int,
   """The judge's top-2 accuracy on ground-truth renderings of the ``MIXED_PROMPTS`` labels
   (``render_reference_clip``, ``frames`` per source): the mixed metric's ceiling; units:
   (identities, prompts) top-2 accuracy per source and prompt."""
-  from emotalker_jax.evaluation import metrics
   renderings = renderings or Renderings(judge)
   units = np.zeros((len(sources), len(MIXED_PROMPTS)))
   per_prompt = {}
@@ -208,11 +214,7 @@ def autoencoder_ceiling(gen, judge, sources: Sequence[Source]) -> dict:
   """What the judge reads from the sources' ground-truth test frames and from their
   autoencoder reconstructions D(E(x)): an upper bound on any generator that decodes
   through this autoencoder (top-1 on single-emotion frames, top-2 on mixtures, PSNR)."""
-  import jax
-  import jax.numpy as jnp
 
-  from emotalker_jax.evaluation import metrics
-  from emotalker_jax.models.autoencoder import decode_latent, encode_to_latent
   x = np.concatenate([s.clip_frames for s in sources])
   labels = np.concatenate([s.clip_emotions for s in sources])
   rt = jax.jit(lambda p, v: decode_latent(gen.vae, p, encode_to_latent(gen.vae, p, v)))
@@ -242,7 +244,6 @@ def one_hot(name: str, strength: float = 1.0) -> np.ndarray:
 def single_prompt_label(emotion: str) -> np.ndarray:
   """FED's label of a one-word prompt: the emotion at ``fed.BARE`` (neutral: 1, as the
   benchmark labels its neutral clips)."""
-  from emotalker_jax.fed import BARE
   return one_hot(emotion) if emotion == "neutral" else one_hot(emotion, BARE)
 
 
@@ -255,7 +256,6 @@ def label_vector(d: dict) -> np.ndarray:
 
 def _constraint(gen):
   """The checkpoint's sampler.ConstraintConfig (the default every variant changes)."""
-  from emotalker_jax.diffusion import sampler
   return sampler.ConstraintConfig.from_config(gen.config.sampler.constraint)
 
 
@@ -297,7 +297,6 @@ def _single(run: _Runner, use_text: bool = True, prompts: Sequence[str] = SINGLE
   source: top-1 accuracy (per frame) and identity similarity to the source portrait; with
   ``ground_truth`` also the identity similarity of the benchmark's rendering of each
   prompt's label on the same clip (the ceiling). 'units': (identities, prompts) arrays."""
-  from emotalker_jax.evaluation import metrics
   preds, targets = [], []
   n_id, n_p = len(run.sources), len(prompts)
   acc_u, sim_u, sim_gt_u = np.zeros((n_id, n_p)), np.zeros((n_id, n_p)), np.zeros((n_id, n_p))
@@ -338,7 +337,6 @@ def _mixed(run: _Runner, explicit: bool = False, intensity_gamma: float | None =
   error of the judge's readings against its readings of the benchmark's rendering of the
   same label on the same clip (``metrics.intensity_error``), beside that rendering's own
   error against the label."""
-  from emotalker_jax.evaluation import metrics
   n_id, n_p = len(run.sources), len(MIXED_PROMPTS)
   top2_u, err_u, err_gt_u = np.zeros((n_id, n_p)), np.zeros((n_id, n_p)), np.zeros((n_id, n_p))
   for j, (prompt, label) in enumerate(MIXED_PROMPTS):
@@ -365,8 +363,6 @@ def _mixed(run: _Runner, explicit: bool = False, intensity_gamma: float | None =
 
 def _rank_corr(x: np.ndarray, y: np.ndarray) -> float:
   """Spearman's rho (average ranks for ties); nan when either side is constant."""
-  from scipy import stats
-  from emotalker_jax.evaluation import metrics
   return metrics.pearson(stats.rankdata(x), stats.rankdata(y))
 
 
@@ -421,8 +417,6 @@ def _lip(run: _Runner) -> dict:
   """The reference clip's audio with explicit neutral, ``lip_frames`` frames per source:
   lip sync (judge mouth opening vs audio envelope) beside the same on the ground-truth
   frames, PSNR / SSIM against them, and ``flicker`` outside the mouth box for both."""
-  from emotalker_jax.evaluation import metrics
-  from input_pipeline.pipeline import mouth_region
   sr, fps = run.gen.sample_rate, run.gen.fps
   mouths, truths, audios, gens, refs, flick, flick_gt = [], [], [], [], [], [], []
   for src in run.sources:
@@ -481,7 +475,6 @@ CI_KEYS = ("emotion_accuracy", "mixed_top2_accuracy", "mixed_intensity_error",
 
 def _intervals(parts: dict, n_boot: int, seed: int) -> dict:
   """``<key>_ci`` for every CI_KEYS figure from the (identity, prompt) units of its part."""
-  from emotalker_jax.evaluation import metrics
   u = lambda part, key: np.asarray(parts[part]["units"][key], np.float64)  # noqa: E731
   units = {
       "emotion_accuracy": u("single", "emotion_accuracy"),

@@ -53,6 +53,8 @@ from emotalker_jax.emotions import NUM_EMOTIONS
 from emotalker_jax.models.layers import IMAGE_AXES, conv, group_norm
 from input_pipeline.synthetic import clips as clips_lib
 from input_pipeline.synthetic import face_model
+from input_pipeline import synthetic_talk as st
+import tensorflow_datasets as tfds
 
 CONFIG_KEY = "judge"
 # Mouth and chin crop (fractions of the frame: rows, columns) for the mouth branch: the
@@ -315,10 +317,8 @@ def test_clips(size: str, data_dir: str | None, synthetic_seed: int):
   """The records of synthetic_talk/<size> 'test' split: from TFDS when built under
   data_dir, else rendered in-process (same functions, identical clips). (records, source)."""
   # synthetic_talk imports TFDS, slow to import: only the callers of test_clips pay for it.
-  from input_pipeline import synthetic_talk as st
   cfg = st.make_config(size, seed=synthetic_seed)
   if data_dir:
-    import tensorflow_datasets as tfds
     builder = st.get_builder(size, data_dir, seed=synthetic_seed)
     if builder.is_prepared():
       ds = tfds.data_source(f"synthetic_talk/{cfg.name}", data_dir=data_dir)["test"]

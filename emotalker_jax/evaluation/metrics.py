@@ -33,6 +33,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
+from scipy import stats
+from emotalker_jax.audio import frame_rms_envelope
+import dm_pix
+import jax.numpy as jnp
 
 NONZERO_TOL = 1e-6  # a target intensity above this counts as present
 
@@ -141,7 +145,6 @@ def intensity_spearman(prompt_strengths, predicted, emotion_ids, reduce: str = "
     per_emotion: {name: rho}; num_strengths: {name: count}.
   Raises ValueError when an emotion has fewer than ``min_strengths`` distinct strengths.
   """
-  from scipy import stats
   x = np.asarray(prompt_strengths, np.float64).reshape(-1)
   e = np.asarray(emotion_ids).reshape(-1).astype(np.int64)
   p = np.asarray(predicted, np.float64)
@@ -229,7 +232,6 @@ def lip_sync_correlation(mouth_open_per_frame, audio, fps: float = 25.0,
   Returns mean (over clips with a defined correlation), per_clip (list; nan where the
   mouth or the envelope is constant), num_clips, num_undefined.
   """
-  from emotalker_jax.audio import frame_rms_envelope
   mouths = [np.asarray(m) for m in mouth_open_per_frame] if _is_batch(mouth_open_per_frame) \
       else [np.asarray(mouth_open_per_frame)]
   audios = [np.asarray(a) for a in audio] if _is_batch(audio) else [np.asarray(audio)]
@@ -256,8 +258,6 @@ def psnr_ssim(generated, reference) -> dict:
   images in [0, 1], (N, H, W, C) or (H, W, C), each computed per image then averaged.
 
   Returns {psnr, ssim, psnr_per_image, ssim_per_image}; PSNR of identical images is inf."""
-  import dm_pix
-  import jax.numpy as jnp
   g = np.asarray(generated, np.float32)
   r = np.asarray(reference, np.float32)
   if g.shape != r.shape:

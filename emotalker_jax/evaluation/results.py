@@ -17,6 +17,7 @@ from emotalker_jax.checkpoints import atomic_output
 from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.evaluation.evaluate import (CEILINGS, EvalSettings, Source, evaluate,
                                                run_ablations)
+from PIL import Image, ImageDraw
 
 
 def evaluate_and_write(gen, judge, sources: Sequence[Source], st: EvalSettings, out: str,
@@ -41,7 +42,6 @@ def tradeoff_plot(rows: Sequence[dict], path: str, size: int = 480, legend_w: in
   """PNG scatter of identity similarity (x) against emotion accuracy (y): one numbered
   point per ablation row (legend on the right; the default in red); the constraint-strength
   rows are joined by a line in order of strength."""
-  from PIL import Image, ImageDraw
   img = Image.new("RGB", (size + legend_w, size), "white")
   d = ImageDraw.Draw(img)
   m = 60

@@ -47,6 +47,7 @@ import numpy as np
 from emotalker_jax import checkpoints
 from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.models import layers
+from emotalker_jax.models.text_encoder import load_text_encoder
 
 Dtype = Any
 POOLS = ("mean", "mean_max")     # pooled features -> IntensityHead
@@ -527,7 +528,6 @@ def load_eib(path: str, encoder=None) -> LoadedEIB:
   module = eib_from_config(config)
   params = jax.tree.map(jnp.asarray, params)
   if encoder is None:
-    from emotalker_jax.models.text_encoder import load_text_encoder
     text_path = info.get("text_path") or None
     if text_path and not os.path.isdir(text_path):
       warnings.warn(f"text encoder folder {text_path} recorded in {path}/eib.json is gone; "

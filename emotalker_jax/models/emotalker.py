@@ -19,6 +19,7 @@ from flax import linen as nn
 from emotalker_jax.models.conditioner import Conditioner
 from emotalker_jax.models.eib import apply_null, calibrate_intensities, eib_from_config
 from emotalker_jax.models.unet import build_unet
+from emotalker_jax.audio import window_length
 
 
 class EmoTalker(nn.Module):
@@ -87,7 +88,6 @@ def dummy_batch(config, batch: int = 1, text_len: int = 8, text_dim: int = 384) 
     f = 2 ** (len(config.autoencoder.block_out_channels) - 1)
     h = config.data.image_size // f
     c = config.autoencoder.latent_channels
-    from emotalker_jax.audio import window_length
     w = window_length(config.audio.window_s)
     return dict(
         z_t=jnp.zeros((batch, h, h, c)), t=jnp.zeros((batch,), jnp.int32),

@@ -48,6 +48,10 @@ import numpy as np
 from flax import linen as nn
 
 from emotalker_jax.models import layers
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
+from tokenizers import Tokenizer
+from tokenizers import BertWordPieceTokenizer
 
 Kind = Literal["minilm", "bert", "clip"]
 
@@ -375,8 +379,6 @@ def _read_json(file: str) -> dict:
 
 def load_safetensors_folder(model_dir: str) -> dict[str, np.ndarray]:
   """All tensors of ``model.safetensors`` (or the shards listed in its index) as numpy."""
-  from safetensors import SafetensorError
-  from safetensors.numpy import load_file
 
   single = os.path.join(model_dir, "model.safetensors")
   index = os.path.join(model_dir, "model.safetensors.index.json")
@@ -560,7 +562,6 @@ def _special_token(tok_dir: str, key: str) -> str | None:
 
 def load_tokenizer(tok_dir: str, family: str):
   """(tokenizers.Tokenizer without padding/truncation, pad id) from a local folder."""
-  from tokenizers import Tokenizer
 
   tj = os.path.join(tok_dir, "tokenizer.json")
   pad_id = None
@@ -579,7 +580,6 @@ def load_tokenizer(tok_dir: str, family: str):
     hf = CLIPTokenizer.from_pretrained(tok_dir, local_files_only=True)
     tok, pad_id = hf.backend_tokenizer, hf.pad_token_id
   elif family == "bert" and os.path.isfile(os.path.join(tok_dir, "vocab.txt")):
-    from tokenizers import BertWordPieceTokenizer
     tc = os.path.join(tok_dir, "tokenizer_config.json")
     lower = _read_json(tc).get("do_lower_case", True) if os.path.isfile(tc) else True
     tok = BertWordPieceTokenizer(os.path.join(tok_dir, "vocab.txt"), lowercase=lower)._tokenizer

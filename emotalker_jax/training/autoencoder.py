@@ -24,6 +24,8 @@ from emotalker_jax.checkpoints import checkpoint_manager, restore_checkpoint, sa
 from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
 from emotalker_jax.training import state as state_lib
 from emotalker_jax.training.loop import MetricWriter, _check_finite
+from tqdm import tqdm
+from input_pipeline.pipeline import make_train_loader
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,6 @@ def latent_calibration(vae, params, batches, num_batches: int = 8) -> dict:
     measured on ``num_batches`` training batches (iterator of dicts with "x_tgt" (B,H,W,3)
     in [-1, 1]). Returns {"shift_factor": mean, "scaling_factor": 1 / std} as floats.
     """
-    import jax.numpy as jnp
     enc = jax.jit(lambda p, x: vae.apply({"params": p}, x, method="encode")[0])
     means = [np.asarray(enc(params, jnp.asarray(np.asarray(next(batches)["x_tgt"], np.float32))))
              for _ in range(num_batches)]
@@ -85,11 +86,9 @@ def latent_calibration(vae, params, batches, num_batches: int = 8) -> dict:
 def train_autoencoder(config, workdir: str, *, loader=None, max_steps=None,
                       progress: bool = True) -> dict:
     """Trains the autoencoder; returns {'step', 'psnr', 'path'} (path: the saved params)."""
-    from tqdm import tqdm
 
     vae, state, shardings, step_fn, mesh, tc = build_autoencoder_trainer(config)
     if loader is None:
-        from input_pipeline.pipeline import make_train_loader
         loader = make_train_loader(config)
     it = iter(loader)
 

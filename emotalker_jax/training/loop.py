@@ -33,6 +33,9 @@ from emotalker_jax.models.text_encoder import load_text_encoder
 from emotalker_jax.training import state as state_lib
 from emotalker_jax.training.step import (TOKEN_KEYS, batch_keys, batch_spec,
                                          jit_train_step, make_train_step)
+from tqdm import tqdm
+from tensorboardX import SummaryWriter
+from input_pipeline.pipeline import make_train_loader
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +158,6 @@ class MetricWriter:
         if self.active:
             os.makedirs(workdir, exist_ok=True)
             self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-            from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, scalars: dict) -> None:
@@ -180,11 +182,9 @@ def train(config, workdir: str, *, loader=None, trainer: Trainer | None = None,
     Returns {'step', 'stopped_by' ('done' | 'max_steps' | 'SIGTERM' | 'SIGINT'), 'last'
     (the last logged metrics)}. Raises NonFiniteLossError on a NaN/Inf loss.
     """
-    from tqdm import tqdm
     tc = config.train
     trainer = trainer or build_trainer(config)
     if loader is None:
-        from input_pipeline.pipeline import make_train_loader
         loader = make_train_loader(config)
     iterator: Iterator = iter(loader)
     mngr = checkpoints.checkpoint_manager(workdir, config)

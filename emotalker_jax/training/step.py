@@ -24,6 +24,7 @@ from emotalker_jax.diffusion import schedule as sched
 from emotalker_jax.emotions import NUM_EMOTIONS
 from emotalker_jax.models.autoencoder import encode_to_latent
 from emotalker_jax.models.eib import eib_loss
+from emotalker_jax.training.state import learning_rate_schedule
 
 # emotion: the clip's label (the explicit-intensity path of the condition); prompt_emotion:
 # the FED label of the prompt drawn for the clip, which supervises L_EIB (the EIB reads the
@@ -145,7 +146,6 @@ def make_loss_fn(model, vae, text_module, schedule: sched.Schedule, config) -> C
 def make_train_step(model, vae, text_module, schedule: sched.Schedule, config) -> Callable:
     """(state, frozen, batch) -> (state, metrics). Not jitted here: ``jit_train_step`` adds
     the shardings. Metrics include the global gradient norm and the learning rate."""
-    from emotalker_jax.training.state import learning_rate_schedule
     loss_fn = make_loss_fn(model, vae, text_module, schedule, config)
     lr_fn = learning_rate_schedule(config.train)
     ema_decay = float(config.train.ema_decay)
