@@ -2,6 +2,7 @@
 
 DiffTalk's layout: f=4 KL autoencoder, UNet input = [z_t; E(x_mask); E(x_ref)] (12 ch).
 """
+
 import ml_collections
 
 from emotalker_jax import config_base
@@ -25,14 +26,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.audio.tokens_per_frame = 8
   c.eib.hidden = 512
   c.unet.block_out_channels = (160, 320, 480, 640)
-  c.unet.down_block_types = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
-                             "CrossAttnDownBlock2D")
-  c.unet.up_block_types = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
-                           "UpBlock2D")
+  c.unet.down_block_types = (
+    "DownBlock2D",
+    "CrossAttnDownBlock2D",
+    "CrossAttnDownBlock2D",
+    "CrossAttnDownBlock2D",
+  )
+  c.unet.up_block_types = (
+    "CrossAttnUpBlock2D",
+    "CrossAttnUpBlock2D",
+    "CrossAttnUpBlock2D",
+    "UpBlock2D",
+  )
   c.unet.layers_per_block = 2
   # diffusers semantics (num_attention_heads None): 7 *heads* per block -> head widths
   # 224/7=32, 448/7=64, 672/7=96, 896/7=128 (64 would mean 64 heads of width 3..14).
-  c.unet.attention_head_dim = 5   # heads (diffusers naming): 5 heads of width 32..128
+  c.unet.attention_head_dim = 5  # heads (diffusers naming): 5 heads of width 32..128
   c.unet.norm_num_groups = 32
   c.unet.remat = True
   c.sampler.steps = 25

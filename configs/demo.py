@@ -24,6 +24,7 @@ of 8; 2 heads of 16 channels 210 ms, and 192 ms with 24 instead of 48 text posit
 (32 here: FED's prompts are at most 19 tokens; a longer user prompt is truncated with a
 warning).
 """
+
 import ml_collections
 
 from emotalker_jax import config_base
@@ -58,9 +59,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.demo.calib_frames = 2
   else:
     c.data.synthetic_size = "demo"
-    c.autoencoder.block_out_channels = (32, 64)   # f = 2 ** (len - 1) = 2
+    c.autoencoder.block_out_channels = (32, 64)  # f = 2 ** (len - 1) = 2
     c.train.mouth_loss_weight = 10.0
-    c.unet.attention_head_dim = 2                 # heads per block (diffusers' naming)
+    c.unet.attention_head_dim = 2  # heads per block (diffusers' naming)
     c.text.max_length = 32
     c.eib.steps = 1500
     c.eib.fed_size = 24000

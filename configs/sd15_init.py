@@ -4,6 +4,7 @@ so SD weights import with `emotalker convert`. 256x256 frames -> 32x32x4 latents
 configs/base256.py (256x256 frames, bfloat16, its audio / EIB widths and training schedule)
 with SD-1.5's autoencoder, text encoder, UNet and noise schedule.
 """
+
 import os
 
 import ml_collections
@@ -22,12 +23,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.text.encoder = "clip"
   c.text.max_length = 77
   c.unet.block_out_channels = (320, 640, 1280, 1280)
-  c.unet.down_block_types = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
-                             "CrossAttnDownBlock2D", "DownBlock2D")
-  c.unet.up_block_types = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
-                           "CrossAttnUpBlock2D")
+  c.unet.down_block_types = (
+    "CrossAttnDownBlock2D",
+    "CrossAttnDownBlock2D",
+    "CrossAttnDownBlock2D",
+    "DownBlock2D",
+  )
+  c.unet.up_block_types = (
+    "UpBlock2D",
+    "CrossAttnUpBlock2D",
+    "CrossAttnUpBlock2D",
+    "CrossAttnUpBlock2D",
+  )
   c.unet.layers_per_block = 2
-  c.unet.attention_head_dim = 8   # SD-1.5's config: 8 *heads* (diffusers' naming quirk)
+  c.unet.attention_head_dim = 8  # SD-1.5's config: 8 *heads* (diffusers' naming quirk)
   c.unet.norm_num_groups = 32
   c.diffusion.schedule = "scaled_linear"
   c.diffusion.beta_start = 0.00085

@@ -3,6 +3,7 @@
 Used by the default test tier: the base config (``emotalker_jax/config_base.py``, where
 every key is documented) under its own name.
 """
+
 import ml_collections
 
 from emotalker_jax import config_base

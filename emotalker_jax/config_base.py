@@ -8,6 +8,7 @@ configs/, because the config saved with a checkpoint is read back merged onto it
 base's value for it. Model layouts use diffusers' key names, so a diffusers folder converts
 without a mapping table of our own.
 """
+
 import ml_collections
 
 from emotalker_jax.emotions import NUM_EMOTIONS
@@ -18,28 +19,28 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = "base"
   c.seed = 0
-  c.dtype = "float32"        # compute dtype (bfloat16 on accelerators)
+  c.dtype = "float32"  # compute dtype (bfloat16 on accelerators)
   c.param_dtype = "float32"  # parameters and optimizer state stay float32
 
   # ---- data ---------------------------------------------------------------------------
   c.data = ml_collections.ConfigDict()
-  c.data.image_size = 32           # frames are image_size x image_size RGB in [-1, 1]
+  c.data.image_size = 32  # frames are image_size x image_size RGB in [-1, 1]
   c.data.fps = 25
-  c.data.sample_rate = 16000       # Hz
-  c.data.mask = "face"             # 'face' | 'lower_face' (DiffTalk's)
+  c.data.sample_rate = 16000  # Hz
+  c.data.mask = "face"  # 'face' | 'lower_face' (DiffTalk's)
   c.data.dataset = "synthetic_talk"
   c.data.data_dir = "data/tfds"
-  c.data.synthetic_size = "tiny"   # tiny | small | demo | full
-  c.data.synthetic_seed = 0        # synthetic_talk seed (identities, clip plans)
-  c.data.worker_count = 0          # grain worker processes (0: in the main process)
-  c.data.ref_min_gap = 60          # frames between target and same-clip reference
+  c.data.synthetic_size = "tiny"  # tiny | small | demo | full
+  c.data.synthetic_seed = 0  # synthetic_talk seed (identities, clip plans)
+  c.data.worker_count = 0  # grain worker processes (0: in the main process)
+  c.data.ref_min_gap = 60  # frames between target and same-clip reference
 
   # ---- autoencoder (diffusers AutoencoderKL keys) --------------------------------------
   c.autoencoder = ml_collections.ConfigDict()
   c.autoencoder.in_channels = 3
   c.autoencoder.out_channels = 3
   c.autoencoder.latent_channels = 4
-  c.autoencoder.block_out_channels = (32, 32, 64)   # f = 2 ** (len - 1) = 4
+  c.autoencoder.block_out_channels = (32, 32, 64)  # f = 2 ** (len - 1) = 4
   c.autoencoder.layers_per_block = 1
   c.autoencoder.norm_num_groups = 8
   # z0 = (E(x) - shift_factor) * scaling_factor. `emotalker train --stage autoencoder`
@@ -49,32 +50,32 @@ def get_config() -> ml_collections.ConfigDict:
   c.autoencoder.mid_block_add_attention = True
 
   # ---- conditioning -------------------------------------------------------------------
-  c.context_dim = 64               # width of cross-attention tokens
+  c.context_dim = 64  # width of cross-attention tokens
   c.audio = ml_collections.ConfigDict()
   c.audio.n_mels = 80
-  c.audio.window_s = 0.2           # audio window per video frame (s)
+  c.audio.window_s = 0.2  # audio window per video frame (s)
   c.audio.width = 64
   c.audio.num_layers = 1
   c.audio.num_heads = 2
   c.audio.tokens_per_frame = 4
   c.text = ml_collections.ConfigDict()
-  c.text.encoder = "minilm"        # 'minilm' | 'clip'
-  c.text.path = ""                 # '' -> the packaged all-MiniLM-L6-v2
+  c.text.encoder = "minilm"  # 'minilm' | 'clip'
+  c.text.path = ""  # '' -> the packaged all-MiniLM-L6-v2
   c.text.max_length = 48
   c.eib = ml_collections.ConfigDict()
   c.eib.num_emotions = NUM_EMOTIONS
-  c.eib.hidden = 128               # head width (the 'tokens' head runs it on every token)
-  c.eib.num_text_tokens = 4        # learned projection of h appended after the 8 emotion tokens
-  c.eib.attn_heads = 4             # heads of the text-token attention pooling
+  c.eib.hidden = 128  # head width (the 'tokens' head runs it on every token)
+  c.eib.num_text_tokens = 4  # learned projection of h appended after the 8 emotion tokens
+  c.eib.attn_heads = 4  # heads of the text-token attention pooling
   # 'tokens': TokenIntensityHead, learned queries attend over the token states (held-out
   # FED test top1 0.55 vs 0.52 for 'mean', unseen frames 0.88 vs 0.82; docs/FED.md);
   # 'mean' | 'mean_max': an MLP on pooled h (IntensityHead)
   c.eib.pool = "tokens"
-  c.eib.num_queries = 8            # learned queries of the 'tokens' head
-  c.eib.num_anchors = 0            # per-emotion anchor phrases (train vocabulary); 0 = off
-  c.eib.token_dropout = 0.0        # 'tokens' head: chance a token is hidden while training
+  c.eib.num_queries = 8  # learned queries of the 'tokens' head
+  c.eib.num_anchors = 0  # per-emotion anchor phrases (train vocabulary); 0 = off
+  c.eib.token_dropout = 0.0  # 'tokens' head: chance a token is hidden while training
   c.eib.dropout = 0.0
-  c.eib.ce_weight = 1.0            # L_EIB = ||s_hat - s||^2 + ce_weight * CE (eq. 3)
+  c.eib.ce_weight = 1.0  # L_EIB = ||s_hat - s||^2 + ce_weight * CE (eq. 3)
   # `emotalker eib-train` (head on frozen text features, FED corpus generated in memory)
   c.eib.fed_size = 60000
   c.eib.fed_seed = 0
@@ -86,13 +87,13 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- denoiser (diffusers UNet2DConditionModel keys) ---------------------------------
   c.unet = ml_collections.ConfigDict()
-  c.unet.in_channels = 3 * c.autoencoder.latent_channels   # [z_t; E(x_mask); E(x_ref)]
+  c.unet.in_channels = 3 * c.autoencoder.latent_channels  # [z_t; E(x_mask); E(x_ref)]
   c.unet.out_channels = c.autoencoder.latent_channels
   c.unet.block_out_channels = (32, 64)
   c.unet.down_block_types = ("CrossAttnDownBlock2D", "DownBlock2D")
   c.unet.up_block_types = ("UpBlock2D", "CrossAttnUpBlock2D")
   c.unet.layers_per_block = 1
-  c.unet.attention_head_dim = 8            # = number of heads per block (diffusers' naming quirk)
+  c.unet.attention_head_dim = 8  # = number of heads per block (diffusers' naming quirk)
   c.unet.num_attention_heads = ml_collections.FieldReference(None, field_type=int)
   c.unet.cross_attention_dim = c.get_ref("context_dim")
   c.unet.transformer_layers_per_block = 1
@@ -113,9 +114,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.sampler = ml_collections.ConfigDict()
   c.sampler.steps = 10
   c.sampler.eta = 0.0
-  c.sampler.spacing = "uniform"    # 'uniform' | 'trailing' | 'leading'
+  c.sampler.spacing = "uniform"  # 'uniform' | 'trailing' | 'leading'
   c.sampler.guidance = 2.0
-  c.sampler.inversion_iters = 2    # fixed-point refinements per DDIM-inversion step (0 = plain eq. 4)
+  c.sampler.inversion_iters = 2  # fixed-point refinements per DDIM-inversion step (0 = plain eq. 4)
   # Emotion tokens see s_k' = max(s) (s_k / max(s)) ** intensity_gamma: the fainter parts of
   # a mixture lifted toward the strongest (1 = as trained; models/eib.calibrate_intensities).
   # `emotalker calibrate` measures it on training identities into WORKDIR/calibration.json,
@@ -123,14 +124,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.sampler.intensity_gamma = 1.0
   c.sampler.constraint = ml_collections.ConfigDict()
   c.sampler.constraint.strength = 0.5
-  c.sampler.constraint.schedule = "linear"   # 'constant' | 'linear' | 'cosine' decay
-  c.sampler.constraint.until = 0.6           # fraction of steps the constraint acts on
-  c.sampler.constraint.m_face = 0.0          # mask value inside the face region
-  c.sampler.constraint.init = "inversion"    # 'inversion' | 'noise'
+  c.sampler.constraint.schedule = "linear"  # 'constant' | 'linear' | 'cosine' decay
+  c.sampler.constraint.until = 0.6  # fraction of steps the constraint acts on
+  c.sampler.constraint.m_face = 0.0  # mask value inside the face region
+  c.sampler.constraint.init = "inversion"  # 'inversion' | 'noise'
 
   # ---- training -----------------------------------------------------------------------
   c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 8           # global batch
+  c.train.batch_size = 8  # global batch
   c.train.steps = 300
   c.train.lr = 1e-3
   c.train.warmup_steps = 20
@@ -143,14 +144,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.ckpt_every = 100
   c.train.keep_checkpoints = 3
   c.train.async_checkpointing = True
-  c.train.p_explicit = 0.2          # rows whose emotion tokens come from the label vector s
+  c.train.p_explicit = 0.2  # rows whose emotion tokens come from the label vector s
   # Extra loss weight on the mouth box (latent pixels): weight 1 + w * overlap; 0 = plain
   # eq. (2). The pipeline's `mouth_region` comes from the lip landmarks (lower face without).
   c.train.mouth_loss_weight = 0.0
   # The same for the box of the brows and eyes (`eyes_region`), where faint emotions show.
   c.train.eyes_loss_weight = 0.0
   c.train.autoencoder_checkpoint = ""  # dir with params.safetensors ('' -> random init + warning)
-  c.train.eib_checkpoint = ""       # `emotalker eib-train` folder to initialise the EIB ('' -> fresh)
+  c.train.eib_checkpoint = ""  # `emotalker eib-train` folder to initialise the EIB ('' -> fresh)
 
   # ---- stage 1: the autoencoder (`emotalker train --stage autoencoder`) ------------------
   c.autoencoder_train = ml_collections.ConfigDict()
@@ -173,17 +174,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.mesh.dcn_fsdp = 1
   c.mesh.dcn_tensor = 1
   c.logical_axis_rules = (
-      ("batch", ("data", "fsdp")),
-      ("embed", "fsdp"),
-      ("conv_out", "fsdp"),
-      ("conv_in", None),
-      ("heads", "tensor"),
-      ("mlp", "tensor"),
-      ("kv", None),
-      ("height", None),
-      ("width", None),
-      ("length", None),
-      ("norm", None),
-      ("vocab", None),                # token-embedding rows (text encoders)
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("conv_out", "fsdp"),
+    ("conv_in", None),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("kv", None),
+    ("height", None),
+    ("width", None),
+    ("length", None),
+    ("norm", None),
+    ("vocab", None),  # token-embedding rows (text encoders)
   )
   return c

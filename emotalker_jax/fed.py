@@ -28,6 +28,7 @@ Degree words are shared, except a few held out for validation and test.
 
 Everything is deterministic given ``seed`` (numpy PCG64 streams per split).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,13 +49,13 @@ SPLITS = ("train", "validation", "test")
 # be told apart. Same size as test.
 DIAGNOSTIC_SPLITS = ("test_frames",)
 ALL_SPLITS = SPLITS + DIAGNOSTIC_SPLITS
-SPLIT_SEED = 401_08049        # fixes which terms / frames are held out (FED version 1)
+SPLIT_SEED = 401_08049  # fixes which terms / frames are held out (FED version 1)
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
-DEFAULT_SIZE = 60_000         # records over all three splits
-BARE = 0.7                    # degree of a term with no degree word
-NEUTRAL_DEFAULT = BARE        # label of "no emotion content" / a negated-only prompt
-PRIMARY = 0.8                 # degree of the primary emotion in "mostly X, ..." phrases
-P_CANONICAL = 0.2             # chance a train phrase uses a pinned (canonical) term
+DEFAULT_SIZE = 60_000  # records over all three splits
+BARE = 0.7  # degree of a term with no degree word
+NEUTRAL_DEFAULT = BARE  # label of "no emotion content" / a negated-only prompt
+PRIMARY = 0.8  # degree of the primary emotion in "mostly X, ..." phrases
+P_CANONICAL = 0.2  # chance a train phrase uses a pinned (canonical) term
 CATEGORIES = ("single", "mixture", "proportion", "negation", "contrast", "content_free")
 KINDS = ("adj", "noun", "verb", "facs")
 FED_VERSION = "1.0.0"
@@ -104,15 +105,17 @@ COLOURS = tuple(_TABLES["colours"])
 # Parsed tables.
 # ----------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Term:
   """One emotion word or phrase. id = "<emotion>:<kind>:<text>"."""
+
   emotion: int
-  kind: str          # adj | noun | verb | facs
-  text: str          # for facs: "<part> | <participle>"
-  w: float           # bare strength
+  kind: str  # adj | noun | verb | facs
+  text: str  # for facs: "<part> | <participle>"
+  w: float  # bare strength
   pin: bool
-  fixed: bool        # takes no degree word
+  fixed: bool  # takes no degree word
 
   @property
   def id(self) -> str:
@@ -127,7 +130,7 @@ class Term:
 
 @dataclasses.dataclass(frozen=True)
 class Degree:
-  kind: str          # adj | noun | nounq | verb | facs
+  kind: str  # adj | noun | nounq | verb | facs
   value: float
   text: str
   pin: bool
@@ -223,8 +226,11 @@ def _partition(items: Sequence, rng: np.random.Generator) -> dict[str, list]:
   n = len(free)
   n_test = max(int(round(0.2 * n)), 1) if n >= 2 else 0
   n_val = max(int(round(0.15 * n)), 1) if n >= 3 else 0
-  return {"test": free[:n_test], "validation": free[n_test:n_test + n_val],
-          "train": pinned + free[n_test + n_val:]}
+  return {
+    "test": free[:n_test],
+    "validation": free[n_test : n_test + n_val],
+    "train": pinned + free[n_test + n_val :],
+  }
 
 
 def _group_seed(*names: str) -> np.random.Generator:
@@ -234,9 +240,10 @@ def _group_seed(*names: str) -> np.random.Generator:
 @dataclasses.dataclass
 class Pools:
   """The vocabulary one split may use."""
-  terms: dict          # (emotion, kind) -> list[Term]
-  degrees: dict        # kind -> list[Degree]
-  frames: dict         # kind -> list[Frame]
+
+  terms: dict  # (emotion, kind) -> list[Term]
+  degrees: dict  # kind -> list[Degree]
+  frames: dict  # kind -> list[Frame]
   mixtures: list
   negations: list
   content_free: list
@@ -258,8 +265,11 @@ def split_pools() -> dict[str, Pools]:
     parts = _partition(group, _group_seed("frame", kind))
     for s in SPLITS:
       pools[s].frames[kind] = parts[s]
-  for name, table in (("mixtures", MIXTURES), ("negations", NEGATIONS),
-                      ("content_free", CONTENT_FREE)):
+  for name, table in (
+    ("mixtures", MIXTURES),
+    ("negations", NEGATIONS),
+    ("content_free", CONTENT_FREE),
+  ):
     # Partition within each (type, n) group so every split has every mixture type.
     groups: dict = {}
     for f in table:
@@ -273,12 +283,19 @@ def split_pools() -> dict[str, Pools]:
   for s in SPLITS:
     for kind in ("adj", "noun", "nounq", "verb", "facs"):
       pools[s].degrees[kind] = [
-          d for d in DEGREES if d.kind == kind
-          and (d.text not in held or d.text in _DEGREE_HOLDOUT.get(s, ()))]
+        d
+        for d in DEGREES
+        if d.kind == kind and (d.text not in held or d.text in _DEGREE_HOLDOUT.get(s, ()))
+      ]
   tr, te = pools["train"], pools["test"]
-  pools["test_frames"] = Pools(terms=tr.terms, degrees=tr.degrees, frames=te.frames,
-                               mixtures=te.mixtures, negations=te.negations,
-                               content_free=te.content_free)
+  pools["test_frames"] = Pools(
+    terms=tr.terms,
+    degrees=tr.degrees,
+    frames=te.frames,
+    mixtures=te.mixtures,
+    negations=te.negations,
+    content_free=te.content_free,
+  )
   return pools
 
 
@@ -286,38 +303,53 @@ def split_pools() -> dict[str, Pools]:
 # Records and labels.
 # ----------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class FedRecord:
   """One FED pair. intensities: (8,) float32 in [0, 1], MEAD order."""
+
   prompt: str
   intensities: np.ndarray
   split: str
-  category: str                 # one of CATEGORIES
-  n_emotions: int               # number of emotions with intensity > 0
-  is_mixed: bool                # n_emotions >= 2
+  category: str  # one of CATEGORIES
+  n_emotions: int  # number of emotions with intensity > 0
+  is_mixed: bool  # n_emotions >= 2
   is_negated: bool
-  order: tuple = ()             # emotions in worded dominance order (role/prop/more phrases)
-  terms: tuple = ()             # ids of the terms used
-  frame: str = ""               # frame / connective ids, '+'-joined
-  negated: tuple = ()           # emotions that were negated
+  order: tuple = ()  # emotions in worded dominance order (role/prop/more phrases)
+  terms: tuple = ()  # ids of the terms used
+  frame: str = ""  # frame / connective ids, '+'-joined
+  negated: tuple = ()  # emotions that were negated
 
   def to_json(self) -> dict:
-    return {"prompt": self.prompt,
-            "intensities": [round(float(x), 4) for x in self.intensities],
-            "split": self.split, "category": self.category, "n_emotions": self.n_emotions,
-            "is_mixed": self.is_mixed, "is_negated": self.is_negated,
-            "order": [EMOTIONS[i] for i in self.order], "terms": list(self.terms),
-            "frame": self.frame, "negated": [EMOTIONS[i] for i in self.negated]}
+    return {
+      "prompt": self.prompt,
+      "intensities": [round(float(x), 4) for x in self.intensities],
+      "split": self.split,
+      "category": self.category,
+      "n_emotions": self.n_emotions,
+      "is_mixed": self.is_mixed,
+      "is_negated": self.is_negated,
+      "order": [EMOTIONS[i] for i in self.order],
+      "terms": list(self.terms),
+      "frame": self.frame,
+      "negated": [EMOTIONS[i] for i in self.negated],
+    }
 
   @staticmethod
   def from_json(d: dict) -> "FedRecord":
     return FedRecord(
-        prompt=d["prompt"], intensities=np.asarray(d["intensities"], np.float32),
-        split=d["split"], category=d["category"], n_emotions=int(d["n_emotions"]),
-        is_mixed=bool(d["is_mixed"]), is_negated=bool(d["is_negated"]),
-        order=tuple(EMOTION_INDEX[e] for e in d.get("order", ())),
-        terms=tuple(d.get("terms", ())), frame=d.get("frame", ""),
-        negated=tuple(EMOTION_INDEX[e] for e in d.get("negated", ())))
+      prompt=d["prompt"],
+      intensities=np.asarray(d["intensities"], np.float32),
+      split=d["split"],
+      category=d["category"],
+      n_emotions=int(d["n_emotions"]),
+      is_mixed=bool(d["is_mixed"]),
+      is_negated=bool(d["is_negated"]),
+      order=tuple(EMOTION_INDEX[e] for e in d.get("order", ())),
+      terms=tuple(d.get("terms", ())),
+      frame=d.get("frame", ""),
+      negated=tuple(EMOTION_INDEX[e] for e in d.get("negated", ())),
+    )
 
 
 def term_intensity(term: Term, degree: float | None) -> float:
@@ -345,24 +377,29 @@ class _Gen:
 
   def subject(self):
     s, o, poss, pro, plural = self.choice(SUBJECTS)
-    ctx = {"S": s, "O": o, "Poss": poss, "P": pro, "person": self.choice(PEOPLE),
-           "colour": self.choice(COLOURS)}
+    ctx = {
+      "S": s,
+      "O": o,
+      "Poss": poss,
+      "P": pro,
+      "person": self.choice(PEOPLE),
+      "colour": self.choice(COLOURS),
+    }
     for k, (sg, pl) in _CONJ.items():
       ctx[k] = pl if plural else sg
-      ctx["P_" + k] = pl if pro == "they" else sg   # the pronoun's own agreement
+      ctx["P_" + k] = pl if pro == "they" else sg  # the pronoun's own agreement
     return ctx
 
-  def term(self, emotion: int, kind: str, *, graded_only=False, plain_only=False,
-           w_range=None):
+  def term(self, emotion: int, kind: str, *, graded_only=False, plain_only=False, w_range=None):
     cands = self.p.terms[(emotion, kind)]
     if graded_only:
       cands = [t for t in cands if not t.fixed]
-    if plain_only:   # a single word-like adjective usable attributively / after "more"
+    if plain_only:  # a single word-like adjective usable attributively / after "more"
       cands = [t for t in cands if not t.fixed and "{" not in t.text]
     if w_range is not None:
       cands = [t for t in cands if w_range[0] <= t.w <= w_range[1]]
     pinned = [t for t in cands if t.pin]
-    if pinned and self.rng.random() < P_CANONICAL:   # the emotion's own name, more often
+    if pinned and self.rng.random() < P_CANONICAL:  # the emotion's own name, more often
       return self.choice(pinned)
     return self.choice(cands) if cands else None
 
@@ -401,8 +438,18 @@ class _Gen:
       return ", ".join(acts)
     return ", ".join(acts[:-1]) + " and " + acts[-1]
 
-  def graded_phrase(self, emotion: int, kind: str, ctx, lo=0.0, hi=1.0, p_bare=0.25,
-                    w_range=None, graded_only=False, plain_only=False):
+  def graded_phrase(
+    self,
+    emotion: int,
+    kind: str,
+    ctx,
+    lo=0.0,
+    hi=1.0,
+    p_bare=0.25,
+    w_range=None,
+    graded_only=False,
+    plain_only=False,
+  ):
     """(text, intensity, term ids, degree or None, first term) for one emotion."""
     if kind == "facs":
       pool = self.p.terms[(emotion, "facs")]
@@ -413,8 +460,13 @@ class _Gen:
       deg = None if fixed else self.degree("facs", lo, hi, p_bare)
       s = term_intensity(terms[0], None if deg is None else deg.value)
       return self.facs_phrase(terms, deg), s, tuple(t.id for t in terms), deg, terms[0]
-    term = self.term(emotion, kind, graded_only=graded_only or lo > 0.0 or hi < 1.0,
-                     plain_only=plain_only, w_range=w_range)
+    term = self.term(
+      emotion,
+      kind,
+      graded_only=graded_only or lo > 0.0 or hi < 1.0,
+      plain_only=plain_only,
+      w_range=w_range,
+    )
     if term is None:
       term = self.term(emotion, kind, plain_only=plain_only) or self.choice([])
     dkind = kind
@@ -449,9 +501,11 @@ class _Gen:
     return text
 
   def outer_frame(self, kind: str, *, phrase_is_plain: bool, has_det: bool) -> Frame:
-    cands = [f for f in self.p.frames[kind]
-             if (phrase_is_plain or "attr" not in f.flags)
-             and (not has_det or "nodet" not in f.flags)]
+    cands = [
+      f
+      for f in self.p.frames[kind]
+      if (phrase_is_plain or "attr" not in f.flags) and (not has_det or "nodet" not in f.flags)
+    ]
     return self.choice(cands)
 
   # -- categories -------------------------------------------------------------------------
@@ -477,8 +531,8 @@ class _Gen:
     emos = self.emotions(n, allow_neutral=(n == 2 and self.rng.random() < 0.15))
     vec = np.zeros(NUM_EMOTIONS, np.float32)
     slots, tids = {}, []
-    mid = (0.55, 0.85)      # bare-slot terms: plain mid-strength words
-    strong = (0.6, 1.0)     # "{A1+}" primaries: w >= 0.6 and d >= 0.65 -> s >= 0.557
+    mid = (0.55, 0.85)  # bare-slot terms: plain mid-strength words
+    strong = (0.6, 1.0)  # "{A1+}" primaries: w >= 0.6 and d >= 0.65 -> s >= 0.557
     # Proportions (prop): shares from the template.
     shares = None
     if ftype == "prop":
@@ -505,26 +559,35 @@ class _Gen:
         ph, s, ti, _, _ = self.graded_phrase(e, "adj", ctx, p_bare=0.3)
         slots[f"A{i}"] = ph
       elif f"{{A{i}+}}" in tmpl:
-        ph, s, ti, _, _ = self.graded_phrase(e, "adj", ctx, lo=0.65, hi=1.0, w_range=strong, p_bare=0.4)
+        ph, s, ti, _, _ = self.graded_phrase(
+          e, "adj", ctx, lo=0.65, hi=1.0, w_range=strong, p_bare=0.4
+        )
         slots[f"A{i}+"] = ph
       elif f"{{N{i}}}" in tmpl:
         ph, s, ti, _, _ = self.graded_phrase(e, "noun", ctx, p_bare=0.3)
         slots[f"N{i}"] = ph
       elif f"{{N{i}+}}" in tmpl:
-        ph, s, ti, _, _ = self.graded_phrase(e, "noun", ctx, lo=0.65, hi=1.0, w_range=strong, p_bare=0.4)
+        ph, s, ti, _, _ = self.graded_phrase(
+          e, "noun", ctx, lo=0.65, hi=1.0, w_range=strong, p_bare=0.4
+        )
         slots[f"N{i}+"] = ph
       elif f"{{V{i}}}" in tmpl:
         ph, s, ti, _, _ = self.graded_phrase(e, "verb", ctx, p_bare=0.3)
         slots[f"V{i}"] = ph
       elif f"{{V{i}+}}" in tmpl:
-        ph, s, ti, _, _ = self.graded_phrase(e, "verb", ctx, lo=0.65, hi=1.0, w_range=strong, p_bare=0.4)
+        ph, s, ti, _, _ = self.graded_phrase(
+          e, "verb", ctx, lo=0.65, hi=1.0, w_range=strong, p_bare=0.4
+        )
         slots[f"V{i}+"] = ph
       else:
         # bare term, minor degree word in front ({m2}/{q2}) or a share / role marker.
         noun = f"{{n{i}}}" in tmpl
         kind = "noun" if noun else "adj"
-        t = (self.term(e, kind, plain_only=not noun, w_range=mid)
-             or self.term(e, kind, plain_only=not noun) or self.choice([]))
+        t = (
+          self.term(e, kind, plain_only=not noun, w_range=mid)
+          or self.term(e, kind, plain_only=not noun)
+          or self.choice([])
+        )
         slots[f"{kind[0]}{i}"] = t.surface(ctx["Poss"])
         ti = (t.id,)
         d = None
@@ -541,22 +604,24 @@ class _Gen:
         elif ftype == "more":
           d = BARE if i == 1 else 0.4
         if shares is not None:
-          s = float(shares[i - 1])          # proportions: the stated share
+          s = float(shares[i - 1])  # proportions: the stated share
         elif d is not None:
-          s = float(d)                      # role / more phrases: the marker's value
+          s = float(d)  # role / more phrases: the marker's value
         else:
-          s = term_intensity(t, None)       # "both X and Y": each at its bare strength
+          s = term_intensity(t, None)  # "both X and Y": each at its bare strength
       vec[e] = max(vec[e], s)
       tids.extend(ti)
     phrase = self.fill(mix, ctx, **slots)
     outer = self.outer_frame(mix.kind, phrase_is_plain=False, has_det=True)
     slot = {"adj": "A", "noun": "N", "verb": "V"}[mix.kind]
     text = self.fill(outer, ctx, **{slot: phrase})
-    order = tuple(emos) if ftype in ("role", "more") or (
-        shares is not None and len(set(shares)) == n) else ()
+    order = (
+      tuple(emos)
+      if ftype in ("role", "more") or (shares is not None and len(set(shares)) == n)
+      else ()
+    )
     cat = "proportion" if ftype == "prop" else "mixture"
-    return self.record(text, vec, cat, terms=tuple(tids), frame=f"{mix.id}+{outer.id}",
-                       order=order)
+    return self.record(text, vec, cat, terms=tuple(tids), frame=f"{mix.id}+{outer.id}", order=order)
 
   def negation(self, contrast: bool) -> FedRecord:
     ctx = self.subject()
@@ -567,7 +632,7 @@ class _Gen:
     slots, tids = {}, []
     if contrast:
       x, y = self.emotions(2, allow_neutral=False)
-      if self.rng.random() < 0.2:   # "not angry, just tired": the asserted state is neutral
+      if self.rng.random() < 0.2:  # "not angry, just tired": the asserted state is neutral
         y = 0
       if "{A}" in fr.template:
         ph, s, ti, _, _ = self.graded_phrase(y, "adj", ctx, p_bare=0.35)
@@ -591,8 +656,14 @@ class _Gen:
     if not contrast:
       vec[0] = NEUTRAL_DEFAULT
     text = self.fill(fr, ctx, **slots)
-    return self.record(text, vec, "contrast" if contrast else "negation", terms=tuple(tids),
-                       frame=fr.id, negated=(x,))
+    return self.record(
+      text,
+      vec,
+      "contrast" if contrast else "negation",
+      terms=tuple(tids),
+      frame=fr.id,
+      negated=(x,),
+    )
 
   def content_free(self) -> FedRecord:
     ctx = self.subject()
@@ -604,8 +675,19 @@ class _Gen:
   def record(self, text, vec, category, *, terms=(), frame="", order=(), negated=()):
     vec = np.round(np.clip(vec, 0.0, 1.0), 4).astype(np.float32)
     n = int((vec > 0).sum())
-    return FedRecord(self.finish(text), vec, self.split, category, n, n >= 2,
-                     bool(negated), tuple(order), tuple(terms), frame, tuple(negated))
+    return FedRecord(
+      self.finish(text),
+      vec,
+      self.split,
+      category,
+      n,
+      n >= 2,
+      bool(negated),
+      tuple(order),
+      tuple(terms),
+      frame,
+      tuple(negated),
+    )
 
   def sample(self) -> FedRecord:
     while True:
@@ -666,8 +748,9 @@ def generate_split(split: str, n: int, seed: int = 0) -> list[FedRecord]:
   return out
 
 
-def generate(size: int = DEFAULT_SIZE, seed: int = 0,
-             diagnostic: bool = True) -> dict[str, list[FedRecord]]:
+def generate(
+  size: int = DEFAULT_SIZE, seed: int = 0, diagnostic: bool = True
+) -> dict[str, list[FedRecord]]:
   """The corpus: {split: records}, train/validation/test = 80/10/10 of ``size`` (plus the
   diagnostic test_frames split when ``diagnostic``); deterministic in seed."""
   if size < 3:
@@ -678,6 +761,7 @@ def generate(size: int = DEFAULT_SIZE, seed: int = 0,
 # ----------------------------------------------------------------------------------------
 # Describing a given intensity vector (for the training pipeline: a prompt for s).
 # ----------------------------------------------------------------------------------------
+
 
 def describe(s, rng: np.random.Generator, split: str = "train") -> FedRecord:
   """A FED prompt for the emotion state s (8,), with the label FED's rules give it.
@@ -700,12 +784,15 @@ def describe(s, rng: np.random.Generator, split: str = "train") -> FedRecord:
   vec = np.zeros(NUM_EMOTIONS, np.float32)
   phrases, tids = [], []
   for e in comps:
-    cands = [t for t in pools.terms[(e, "adj")] if not t.fixed and t.w == BARE
-             and "{" not in t.text] or [t for t in pools.terms[(e, "adj")] if not t.fixed]
+    cands = [
+      t for t in pools.terms[(e, "adj")] if not t.fixed and t.w == BARE and "{" not in t.text
+    ] or [t for t in pools.terms[(e, "adj")] if not t.fixed]
     t = gen.choice(cands)
     grid = [None] + [d for d in pools.degrees["adj"]]
     vals = np.array([BARE if d is None else d.value for d in grid])
-    best = np.flatnonzero(np.abs(vals - s[e] * BARE / t.w) == np.abs(vals - s[e] * BARE / t.w).min())
+    best = np.flatnonzero(
+      np.abs(vals - s[e] * BARE / t.w) == np.abs(vals - s[e] * BARE / t.w).min()
+    )
     deg = grid[int(gen.rng.choice(best))]
     phrases.append(gen.adj_phrase(t, deg, ctx))
     vec[e] = term_intensity(t, None if deg is None else deg.value)
@@ -717,13 +804,19 @@ def describe(s, rng: np.random.Generator, split: str = "train") -> FedRecord:
   else:
     phrase = f"{phrases[0]}, {phrases[1]} and {phrases[2]}"
   frame = gen.outer_frame("adj", phrase_is_plain=False, has_det=True)
-  return gen.record(gen.fill(frame, ctx, A=phrase), vec,
-                    "single" if len(comps) == 1 else "mixture", terms=tuple(tids), frame=frame.id)
+  return gen.record(
+    gen.fill(frame, ctx, A=phrase),
+    vec,
+    "single" if len(comps) == 1 else "mixture",
+    terms=tuple(tids),
+    frame=frame.id,
+  )
 
 
 # ----------------------------------------------------------------------------------------
 # Vocabulary queries (tests, the `emotion` command's no-content check).
 # ----------------------------------------------------------------------------------------
+
 
 def heldout_terms(split: str) -> list[Term]:
   """Terms of the validation or test pool (never used by train)."""

@@ -5,6 +5,7 @@ mesh axes (``data``, ``fsdp``, ``tensor``) is data in the config
 (``config.logical_axis_rules``), maxtext-style. Everything here is a thin layer over
 ``jax.sharding`` and ``flax.linen`` partitioning helpers.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,127 +26,136 @@ log = logging.getLogger(__name__)
 
 
 def maybe_initialize_distributed(mode: str = "auto") -> bool:
-    """Calls ``jax.distributed.initialize()`` when this process is one of several.
+  """Calls ``jax.distributed.initialize()`` when this process is one of several.
 
-    mode: 'auto' (initialise when the environment describes a multi-process job: a
-    coordinator address, a SLURM job with several tasks, or a multi-host TPU slice),
-    'on' (always) or 'off'. Must run before any other JAX call. Returns True when it
-    initialised.
-    """
-    if mode not in ("auto", "on", "off"):
-        raise ValueError(f"mesh.distributed={mode!r}: use 'auto', 'on' or 'off'")
-    if mode == "off":
-        return False
-    env = os.environ
-    multi = (
-        "JAX_COORDINATOR_ADDRESS" in env
-        or int(env.get("SLURM_NTASKS", "1")) > 1
-        or len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
-        or "MEGASCALE_COORDINATOR_ADDRESS" in env
-    )
-    if mode == "on" or multi:
-        jax.distributed.initialize()  # reads the cluster from the environment (TPU, SLURM, ...)
-        log.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
-        return True
+  mode: 'auto' (initialise when the environment describes a multi-process job: a
+  coordinator address, a SLURM job with several tasks, or a multi-host TPU slice),
+  'on' (always) or 'off'. Must run before any other JAX call. Returns True when it
+  initialised.
+  """
+  if mode not in ("auto", "on", "off"):
+    raise ValueError(f"mesh.distributed={mode!r}: use 'auto', 'on' or 'off'")
+  if mode == "off":
     return False
+  env = os.environ
+  multi = (
+    "JAX_COORDINATOR_ADDRESS" in env
+    or int(env.get("SLURM_NTASKS", "1")) > 1
+    or len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
+    or "MEGASCALE_COORDINATOR_ADDRESS" in env
+  )
+  if mode == "on" or multi:
+    jax.distributed.initialize()  # reads the cluster from the environment (TPU, SLURM, ...)
+    log.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+    return True
+  return False
 
 
-def resolve_mesh_shape(sizes: Sequence[int], num_devices: int, what: str = "mesh") -> tuple[int, ...]:
-    """Fills at most one ``-1`` so that the product equals ``num_devices``."""
-    sizes = [int(s) for s in sizes]
-    if sizes.count(-1) > 1:
-        raise ValueError(f"{what} sizes {sizes}: at most one axis may be -1")
-    known = math.prod(s for s in sizes if s != -1)
-    if any(s == 0 or s < -1 for s in sizes) or num_devices % known:
-        raise ValueError(
-            f"{what} sizes {dict(zip(MESH_AXES, sizes))} do not divide {num_devices} devices; "
-            "set e.g. --config.mesh.data=-1 to fill the rest automatically")
-    sizes = [num_devices // known if s == -1 else s for s in sizes]
-    if math.prod(sizes) != num_devices:
-        raise ValueError(
-            f"{what} sizes {dict(zip(MESH_AXES, sizes))} use {math.prod(sizes)} devices but "
-            f"{num_devices} are present; make one axis -1")
-    return tuple(sizes)
+def resolve_mesh_shape(
+  sizes: Sequence[int], num_devices: int, what: str = "mesh"
+) -> tuple[int, ...]:
+  """Fills at most one ``-1`` so that the product equals ``num_devices``."""
+  sizes = [int(s) for s in sizes]
+  if sizes.count(-1) > 1:
+    raise ValueError(f"{what} sizes {sizes}: at most one axis may be -1")
+  known = math.prod(s for s in sizes if s != -1)
+  if any(s == 0 or s < -1 for s in sizes) or num_devices % known:
+    raise ValueError(
+      f"{what} sizes {dict(zip(MESH_AXES, sizes))} do not divide {num_devices} devices; "
+      "set e.g. --config.mesh.data=-1 to fill the rest automatically"
+    )
+  sizes = [num_devices // known if s == -1 else s for s in sizes]
+  if math.prod(sizes) != num_devices:
+    raise ValueError(
+      f"{what} sizes {dict(zip(MESH_AXES, sizes))} use {math.prod(sizes)} devices but "
+      f"{num_devices} are present; make one axis -1"
+    )
+  return tuple(sizes)
 
 
 def create_mesh(mesh_config: Any, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A ``Mesh`` with axes (data, fsdp, tensor) from ``config.mesh``.
+  """A ``Mesh`` with axes (data, fsdp, tensor) from ``config.mesh``.
 
-    ``mesh_config`` has ``data``, ``fsdp``, ``tensor`` (one may be -1) and optionally
-    ``dcn_data``, ``dcn_fsdp`` (multi-slice: sizes across slices over the data-centre
-    network; the ICI sizes are then per slice).
-    """
-    devices = list(jax.devices() if devices is None else devices)
-    ici = [mesh_config.get(a, 1) for a in MESH_AXES]
-    dcn = [mesh_config.get(f"dcn_{a}", 1) for a in MESH_AXES]
-    num_slices = math.prod(dcn)
-    if num_slices > 1:
-        ici = resolve_mesh_shape(ici, len(devices) // num_slices, "mesh (per slice)")
-        arr = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices=devices)
-    else:
-        ici = resolve_mesh_shape(ici, len(devices))
-        try:
-            arr = mesh_utils.create_device_mesh(ici, devices=devices)
-        except (AssertionError, NotImplementedError, ValueError):
-            # Simulated or unusual topologies: a plain reshape keeps device order.
-            arr = np.asarray(devices).reshape(ici)
-    return Mesh(arr, MESH_AXES)
+  ``mesh_config`` has ``data``, ``fsdp``, ``tensor`` (one may be -1) and optionally
+  ``dcn_data``, ``dcn_fsdp`` (multi-slice: sizes across slices over the data-centre
+  network; the ICI sizes are then per slice).
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  ici = [mesh_config.get(a, 1) for a in MESH_AXES]
+  dcn = [mesh_config.get(f"dcn_{a}", 1) for a in MESH_AXES]
+  num_slices = math.prod(dcn)
+  if num_slices > 1:
+    ici = resolve_mesh_shape(ici, len(devices) // num_slices, "mesh (per slice)")
+    arr = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices=devices)
+  else:
+    ici = resolve_mesh_shape(ici, len(devices))
+    try:
+      arr = mesh_utils.create_device_mesh(ici, devices=devices)
+    except (AssertionError, NotImplementedError, ValueError):
+      # Simulated or unusual topologies: a plain reshape keeps device order.
+      arr = np.asarray(devices).reshape(ici)
+  return Mesh(arr, MESH_AXES)
 
 
 def rules_from_config(config: Any) -> tuple[tuple[str, Any], ...]:
-    """The logical -> mesh axis rules as a tuple of (logical, mesh axes or None)."""
-    return tuple((name, tuple(m) if isinstance(m, list) else m)
-                 for name, m in config.logical_axis_rules)
+  """The logical -> mesh axis rules as a tuple of (logical, mesh axes or None)."""
+  return tuple(
+    (name, tuple(m) if isinstance(m, list) else m) for name, m in config.logical_axis_rules
+  )
 
 
 def logical_shardings(boxed_tree: Any, mesh: Mesh, rules) -> Any:
-    """NamedShardings for a tree of (abstract) params boxed with logical axis names."""
-    specs = nn.get_partition_spec(boxed_tree)
-    return nn.logical_to_mesh_sharding(specs, mesh, rules)
+  """NamedShardings for a tree of (abstract) params boxed with logical axis names."""
+  specs = nn.get_partition_spec(boxed_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
-    """Shards the leading (batch) axis over data and fsdp; other axes replicated."""
-    return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+  """Shards the leading (batch) axis over data and fsdp; other axes replicated."""
+  return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P())
+  return NamedSharding(mesh, P())
 
 
 def shard_batch(batch: Any, mesh: Mesh) -> Any:
-    """Places a host-local batch (a pytree of numpy arrays) on the mesh, sharded on axis 0.
+  """Places a host-local batch (a pytree of numpy arrays) on the mesh, sharded on axis 0.
 
-    Single process: a device_put. Several processes: each contributes its local slice
-    of the global batch (``jax.make_array_from_process_local_data``).
-    """
-    def put(x):
-        x = np.asarray(x)
-        sharding = batch_sharding(mesh, x.ndim)
-        if jax.process_count() == 1:
-            return jax.device_put(x, sharding)
-        return jax.make_array_from_process_local_data(sharding, x)
-    return jax.tree.map(put, batch)
+  Single process: a device_put. Several processes: each contributes its local slice
+  of the global batch (``jax.make_array_from_process_local_data``).
+  """
+
+  def put(x):
+    x = np.asarray(x)
+    sharding = batch_sharding(mesh, x.ndim)
+    if jax.process_count() == 1:
+      return jax.device_put(x, sharding)
+    return jax.make_array_from_process_local_data(sharding, x)
+
+  return jax.tree.map(put, batch)
 
 
 def _fit_spec(shape: tuple[int, ...], spec: P, mesh: Mesh) -> P:
-    """Drops mesh axes from dimensions they do not divide (e.g. a 4-channel latent conv
-    on an 8-way fsdp axis): such a tensor is replicated on that dimension instead."""
-    out = []
-    for i, axes in enumerate(tuple(spec) + (None,) * (len(shape) - len(spec))):
-        if axes is None:
-            out.append(None)
-            continue
-        names = axes if isinstance(axes, tuple) else (axes,)
-        size = math.prod(mesh.shape[n] for n in names)
-        out.append(axes if shape[i] % size == 0 else None)
-    return P(*out)
+  """Drops mesh axes from dimensions they do not divide (e.g. a 4-channel latent conv
+  on an 8-way fsdp axis): such a tensor is replicated on that dimension instead."""
+  out = []
+  for i, axes in enumerate(tuple(spec) + (None,) * (len(shape) - len(spec))):
+    if axes is None:
+      out.append(None)
+      continue
+    names = axes if isinstance(axes, tuple) else (axes,)
+    size = math.prod(mesh.shape[n] for n in names)
+    out.append(axes if shape[i] % size == 0 else None)
+  return P(*out)
 
 
 def fit_shardings(abstract_tree: Any, shardings: Any) -> Any:
-    """Makes every NamedSharding valid for its array's shape (see ``_fit_spec``)."""
-    def fit(x, s):
-        if isinstance(s, NamedSharding) and hasattr(x, "shape"):
-            return NamedSharding(s.mesh, _fit_spec(tuple(x.shape), s.spec, s.mesh))
-        return s
-    return jax.tree.map(fit, abstract_tree, shardings)
+  """Makes every NamedSharding valid for its array's shape (see ``_fit_spec``)."""
+
+  def fit(x, s):
+    if isinstance(s, NamedSharding) and hasattr(x, "shape"):
+      return NamedSharding(s.mesh, _fit_spec(tuple(x.shape), s.spec, s.mesh))
+    return s
+
+  return jax.tree.map(fit, abstract_tree, shardings)

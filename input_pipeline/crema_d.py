@@ -22,6 +22,7 @@ The pipeline reads prepared data from its files (no registry lookup), so either 
 Build: ``emotalker prepare crema_d --manual_dir ~/CREMA-D --data_dir data/tfds
 --image_size 128 [--max_clips N --max_frames N --num_workers 2]``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,8 +52,9 @@ same stem exists. (Git-lfs pointer files, ~130 bytes, are not media: run `git lf
 """
 
 
-def scan_manual_dir(root: str | os.PathLike,
-                    actors: Sequence[int] | None = None) -> list[mead.ClipFiles]:
+def scan_manual_dir(
+  root: str | os.PathLike, actors: Sequence[int] | None = None
+) -> list[mead.ClipFiles]:
   """All CREMA-D (flv, wav) pairs under ``root``, sorted; raises on a malformed tree.
 
   Raises FileNotFoundError (listing the expected layout and what ``root`` holds) when
@@ -61,13 +63,18 @@ def scan_manual_dir(root: str | os.PathLike,
   """
   root = os.fspath(root)
   if not os.path.isdir(root):
-    raise FileNotFoundError(f"CREMA-D manual_dir {root!r} does not exist.\nExpected layout:\n"
-                            f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    raise FileNotFoundError(
+      f"CREMA-D manual_dir {root!r} does not exist.\nExpected layout:\n"
+      f"{MANUAL_DOWNLOAD_INSTRUCTIONS}"
+    )
   vdir, adir = os.path.join(root, "VideoFlash"), os.path.join(root, "AudioWAV")
   for d in (vdir, adir):
     if not os.path.isdir(d):
-      raise mead.layout_error(root, f"CREMA-D manual_dir has no {os.path.basename(d)}/ folder.",
-                              MANUAL_DOWNLOAD_INSTRUCTIONS)
+      raise mead.layout_error(
+        root,
+        f"CREMA-D manual_dir has no {os.path.basename(d)}/ folder.",
+        MANUAL_DOWNLOAD_INSTRUCTIONS,
+      )
   want = {int(a) for a in actors} if actors else None
   clips, bad_names, no_audio, lfs = [], [], [], []
   for name in sorted(os.listdir(vdir)):
@@ -88,33 +95,59 @@ def scan_manual_dir(root: str | os.PathLike,
     if os.path.getsize(video) < 1024 and _is_lfs_pointer(video):
       lfs.append(name)
       continue
-    clips.append(mead.ClipFiles(
-        video=video, audio=audio, actor=str(p["actor"]), emotion=p["emotion"],
-        level=p["level"], stem=stem, split=labels.crema_split(p["actor"]),
-        group=(p["actor"], p["code"]), clip_id=labels.crema_clip_id(stem),
+    clips.append(
+      mead.ClipFiles(
+        video=video,
+        audio=audio,
+        actor=str(p["actor"]),
+        emotion=p["emotion"],
+        level=p["level"],
+        stem=stem,
+        split=labels.crema_split(p["actor"]),
+        group=(p["actor"], p["code"]),
+        clip_id=labels.crema_clip_id(stem),
         identity=p["actor"],
-        emotion_vec=tuple(labels.crema_emotion_vector(p["code"], p["level"]).tolist())))
+        emotion_vec=tuple(labels.crema_emotion_vector(p["code"], p["level"]).tolist()),
+      )
+    )
   if bad_names:
-    log.warning("CREMA-D: %d files in VideoFlash/ do not follow <actor>_<sentence>_<EMO>_<LVL>"
-                ".flv and are ignored, e.g. %s", len(bad_names), bad_names[:3])
+    log.warning(
+      "CREMA-D: %d files in VideoFlash/ do not follow <actor>_<sentence>_<EMO>_<LVL>"
+      ".flv and are ignored, e.g. %s",
+      len(bad_names),
+      bad_names[:3],
+    )
   if no_audio:
-    log.warning("CREMA-D: %d videos have no AudioWAV/<stem>.wav and are skipped, e.g. %s",
-                len(no_audio), no_audio[:3])
+    log.warning(
+      "CREMA-D: %d videos have no AudioWAV/<stem>.wav and are skipped, e.g. %s",
+      len(no_audio),
+      no_audio[:3],
+    )
   if lfs:
     raise mead.layout_error(
-        root, f"CREMA-D: {len(lfs)} videos are git-lfs pointer files, not media (e.g. "
-        f"{lfs[:2]}); run `git lfs pull` in the CREMA-D checkout.", MANUAL_DOWNLOAD_INSTRUCTIONS)
+      root,
+      f"CREMA-D: {len(lfs)} videos are git-lfs pointer files, not media (e.g. "
+      f"{lfs[:2]}); run `git lfs pull` in the CREMA-D checkout.",
+      MANUAL_DOWNLOAD_INSTRUCTIONS,
+    )
   if want is not None:
     missing = sorted(want - {int(c.actor) for c in clips})
     if missing:
-      raise mead.layout_error(root, f"CREMA-D actors {missing} requested but have no clips.",
-                              MANUAL_DOWNLOAD_INSTRUCTIONS)
+      raise mead.layout_error(
+        root, f"CREMA-D actors {missing} requested but have no clips.", MANUAL_DOWNLOAD_INSTRUCTIONS
+      )
   if not clips:
-    detail = (f" ({len(no_audio)} videos lack their .wav, e.g. {no_audio[:2]})" if no_audio
-              else f" (VideoFlash/ holds: {mead._listing(vdir)})")  # pylint: disable=protected-access
+    detail = (
+      f" ({len(no_audio)} videos lack their .wav, e.g. {no_audio[:2]})"
+      if no_audio
+      else f" (VideoFlash/ holds: {mead._listing(vdir)})"
+    )  # pylint: disable=protected-access
     raise mead.layout_error(
-        root, "CREMA-D manual_dir has no clip with both VideoFlash/<stem>.flv and "
-        "AudioWAV/<stem>.wav" + detail + ".", MANUAL_DOWNLOAD_INSTRUCTIONS)
+      root,
+      "CREMA-D manual_dir has no clip with both VideoFlash/<stem>.flv and "
+      "AudioWAV/<stem>.wav" + detail + ".",
+      MANUAL_DOWNLOAD_INSTRUCTIONS,
+    )
   return clips
 
 
@@ -149,20 +182,30 @@ class CremaD(mead._FileCodePath, tfds.core.GeneratorBasedBuilder):  # pylint: di
   BUILDER_CONFIGS = [mead.make_config(64), mead.make_config(128), mead.make_config(256)]
   DEFAULT_CONFIG_NAME = "res128"
 
-  def __init__(self, *, detector: video_io.Detector = video_io.haar_detector,
-               strict: bool = False, num_workers: int = 0, **kwargs):
+  def __init__(
+    self,
+    *,
+    detector: video_io.Detector = video_io.haar_detector,
+    strict: bool = False,
+    num_workers: int = 0,
+    **kwargs,
+  ):
     kwargs.setdefault("file_format", "array_record")
     self.detector, self.strict, self.num_workers = detector, strict, int(num_workers)
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, description=__doc__,
-        features=mead.clip_features(self.builder_config.image_size,
-                                    {"sentence": tfds.features.Text()}),
-        homepage="https://github.com/CheyneyComputerScience/CREMA-D",
-        metadata=tfds.core.MetadataDict(fps=mead.FPS, sample_rate=mead.SAMPLE_RATE,
-                                        test_actors=list(labels.CREMA_TEST_ACTORS)))
+      builder=self,
+      description=__doc__,
+      features=mead.clip_features(
+        self.builder_config.image_size, {"sentence": tfds.features.Text()}
+      ),
+      homepage="https://github.com/CheyneyComputerScience/CREMA-D",
+      metadata=tfds.core.MetadataDict(
+        fps=mead.FPS, sample_rate=mead.SAMPLE_RATE, test_actors=list(labels.CREMA_TEST_ACTORS)
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     root = mead.manual_dir_of(dl_manager)
@@ -170,13 +213,37 @@ class CremaD(mead._FileCodePath, tfds.core.GeneratorBasedBuilder):  # pylint: di
     return mead.split_generators(self, clips, root)
 
   def _generate_examples(self, clips, root):
-    return mead.generate_clips(clips, self.builder_config, root, self.detector, self.strict,
-                               self.num_workers, extra=lambda c: {"sentence": c.stem.split("_")[1]})
+    return mead.generate_clips(
+      clips,
+      self.builder_config,
+      root,
+      self.detector,
+      self.strict,
+      self.num_workers,
+      extra=lambda c: {"sentence": c.stem.split("_")[1]},
+    )
 
 
-def build(manual_dir: str, data_dir: str, image_size: int = 128, max_clips: int | None = None,
-          max_frames: int | None = None, actors: Sequence[int] | None = None,
-          num_workers: int = 0, **builder_kwargs):
+def build(
+  manual_dir: str,
+  data_dir: str,
+  image_size: int = 128,
+  max_clips: int | None = None,
+  max_frames: int | None = None,
+  actors: Sequence[int] | None = None,
+  num_workers: int = 0,
+  **builder_kwargs,
+):
   """Checks ``manual_dir`` (clear error first), then builds; returns the builder."""
-  return mead.build(manual_dir, data_dir, CremaD, scan_manual_dir, image_size, max_clips,
-                    max_frames, actors, num_workers, **builder_kwargs)
+  return mead.build(
+    manual_dir,
+    data_dir,
+    CremaD,
+    scan_manual_dir,
+    image_size,
+    max_clips,
+    max_frames,
+    actors,
+    num_workers,
+    **builder_kwargs,
+  )

@@ -20,6 +20,7 @@ test_frames (docs/FED.md). Builder configs carry (size, seed): ``FedConfig(name=
     frame        Text                   frame / connective ids
     terms        Text                   '|'-joined term ids
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,7 +45,8 @@ def config_name(size: int, seed: int) -> str:
 
 
 def _features() -> tfds.features.FeaturesDict:
-  return tfds.features.FeaturesDict({
+  return tfds.features.FeaturesDict(
+    {
       "prompt": tfds.features.Text(),
       "intensities": tfds.features.Tensor(shape=(NUM_EMOTIONS,), dtype=np.float32),
       "category": tfds.features.ClassLabel(names=list(fed.CATEGORIES)),
@@ -55,7 +57,8 @@ def _features() -> tfds.features.FeaturesDict:
       "order": tfds.features.Tensor(shape=(3,), dtype=np.int32),
       "frame": tfds.features.Text(),
       "terms": tfds.features.Text(),
-  })
+    }
+  )
 
 
 def to_example(r: fed.FedRecord) -> dict:
@@ -64,11 +67,19 @@ def to_example(r: fed.FedRecord) -> dict:
   srt = np.sort(s)[::-1]
   dominant = int(np.argmax(s)) if srt[0] - srt[1] >= 0.1 - 1e-6 else -1
   order = np.full((3,), -1, np.int32)
-  order[:len(r.order)] = r.order[:3]
-  return {"prompt": r.prompt, "intensities": s, "category": fed.CATEGORIES.index(r.category),
-          "n_emotions": np.int32(r.n_emotions), "is_mixed": np.int32(r.is_mixed),
-          "is_negated": np.int32(r.is_negated), "dominant": np.int32(dominant), "order": order,
-          "frame": r.frame, "terms": "|".join(r.terms)}
+  order[: len(r.order)] = r.order[:3]
+  return {
+    "prompt": r.prompt,
+    "intensities": s,
+    "category": fed.CATEGORIES.index(r.category),
+    "n_emotions": np.int32(r.n_emotions),
+    "is_mixed": np.int32(r.is_mixed),
+    "is_negated": np.int32(r.is_negated),
+    "dominant": np.int32(dominant),
+    "order": order,
+    "frame": r.frame,
+    "terms": "|".join(r.terms),
+  }
 
 
 class Fed(tfds.core.GeneratorBasedBuilder):
@@ -76,8 +87,14 @@ class Fed(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version(fed.FED_VERSION)
   RELEASE_NOTES = {fed.FED_VERSION: "First FED corpus (see docs/FED.md)."}
-  BUILDER_CONFIGS = [FedConfig(name=config_name(fed.DEFAULT_SIZE, 0), size=fed.DEFAULT_SIZE,
-                               seed=0, description="default size, seed 0")]
+  BUILDER_CONFIGS = [
+    FedConfig(
+      name=config_name(fed.DEFAULT_SIZE, 0),
+      size=fed.DEFAULT_SIZE,
+      seed=0,
+      description="default size, seed 0",
+    )
+  ]
 
   # tfds 4.9.10 resolves a packaged builder's code path through the optional
   # `importlib_resources`; the plain file path is the same thing here.
@@ -95,9 +112,12 @@ class Fed(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, description=__doc__, features=_features(),
-        supervised_keys=("prompt", "intensities"),
-        homepage="docs/FED.md")
+      builder=self,
+      description=__doc__,
+      features=_features(),
+      supervised_keys=("prompt", "intensities"),
+      homepage="docs/FED.md",
+    )
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -116,8 +136,12 @@ class Fed(tfds.core.GeneratorBasedBuilder):
 
 def builder(data_dir: str, size: int = fed.DEFAULT_SIZE, seed: int = 0, **kwargs) -> Fed:
   """The ``fed`` builder for (size, seed), writing array_record files under data_dir."""
-  cfg = FedConfig(name=config_name(size, seed), size=int(size), seed=int(seed),
-                  description=f"size {size}, seed {seed}")
+  cfg = FedConfig(
+    name=config_name(size, seed),
+    size=int(size),
+    seed=int(seed),
+    description=f"size {size}, seed {seed}",
+  )
   return Fed(data_dir=data_dir, config=cfg, file_format="array_record", **kwargs)
 
 

@@ -19,6 +19,7 @@ ids as a user with all of them:
 * MEAD actor ``M003`` -> 3, ``W009`` -> 1009 (men 0-999, women 1000-1999).
 * CREMA-D actor ``1001`` -> 1001 (the dataset's own number).
 """
+
 from __future__ import annotations
 
 import re
@@ -30,17 +31,35 @@ from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
 NEUTRAL_INTENSITY = 1.0
 
 # ---- MEAD -----------------------------------------------------------------------------
-MEAD_EMOTIONS: tuple[str, ...] = EMOTIONS          # MEAD's folder names are our names
+MEAD_EMOTIONS: tuple[str, ...] = EMOTIONS  # MEAD's folder names are our names
 MEAD_LEVELS = {1: 1.0 / 3.0, 2: 2.0 / 3.0, 3: 1.0}
 MEAD_TEST_ACTORS: tuple[str, ...] = ("M003", "M030", "W009", "W015")
 _MEAD_ACTOR_RE = re.compile(r"^([MW])(\d{3})$")
 
 # ---- CREMA-D --------------------------------------------------------------------------
-CREMA_EMOTIONS = {"ANG": "angry", "DIS": "disgusted", "FEA": "fear", "HAP": "happy",
-                  "NEU": "neutral", "SAD": "sad"}
+CREMA_EMOTIONS = {
+  "ANG": "angry",
+  "DIS": "disgusted",
+  "FEA": "fear",
+  "HAP": "happy",
+  "NEU": "neutral",
+  "SAD": "sad",
+}
 CREMA_LEVELS = {"LO": 1.0 / 3.0, "MD": 2.0 / 3.0, "HI": 1.0, "XX": 2.0 / 3.0}
-CREMA_SENTENCES: tuple[str, ...] = ("IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH",
-                                    "DFA", "ITS", "TSI", "WSI")
+CREMA_SENTENCES: tuple[str, ...] = (
+  "IEO",
+  "TIE",
+  "IOM",
+  "IWW",
+  "TAI",
+  "MTI",
+  "IWL",
+  "ITH",
+  "DFA",
+  "ITS",
+  "TSI",
+  "WSI",
+)
 # CREMA-D has 91 actors, 1001..1091. Its papers use random identity splits and publish
 # no list, so ours is fixed and documented: the last 10 actor numbers are the test set.
 CREMA_ACTORS = tuple(range(1001, 1092))
@@ -97,8 +116,12 @@ def mead_clip_id(actor: str, emotion: str, level: int, clip: int) -> int:
   """Stable int id of a MEAD clip: identity * 10^5 + emotion * 10^4 + level * 10^3 + clip."""
   if not 0 <= clip < 1000:
     raise ValueError(f"MEAD clip number {clip} is outside 000-999")
-  return (mead_identity(actor) * 100_000 + EMOTION_INDEX[emotion.lower()] * 10_000
-          + int(level) * 1_000 + int(clip))
+  return (
+    mead_identity(actor) * 100_000
+    + EMOTION_INDEX[emotion.lower()] * 10_000
+    + int(level) * 1_000
+    + int(clip)
+  )
 
 
 def mead_split(actor: str) -> str:
@@ -112,18 +135,24 @@ def parse_crema_stem(stem: str) -> dict:
   level: 'XX', intensity: 2/3}. Raises ValueError on names outside CREMA-D's scheme."""
   m = _CREMA_STEM_RE.match(stem)
   if not m:
-    raise ValueError(f"CREMA-D file name {stem!r} is not <actor>_<sentence>_<EMO>_<LVL> "
-                     "(e.g. 1001_DFA_ANG_XX)")
+    raise ValueError(
+      f"CREMA-D file name {stem!r} is not <actor>_<sentence>_<EMO>_<LVL> (e.g. 1001_DFA_ANG_XX)"
+    )
   actor, sentence, code, level = int(m.group(1)), m.group(2), m.group(3), m.group(4)
   if code not in CREMA_EMOTIONS:
-    raise ValueError(f"CREMA-D emotion code {code!r} in {stem!r} is not one of "
-                     f"{', '.join(CREMA_EMOTIONS)}")
+    raise ValueError(
+      f"CREMA-D emotion code {code!r} in {stem!r} is not one of {', '.join(CREMA_EMOTIONS)}"
+    )
   if level not in CREMA_LEVELS:
-    raise ValueError(f"CREMA-D level {level!r} in {stem!r} is not one of "
-                     f"{', '.join(CREMA_LEVELS)}")
-  return {"actor": actor, "sentence": sentence, "code": code,
-          "emotion": CREMA_EMOTIONS[code], "level": level,
-          "intensity": CREMA_LEVELS[level]}
+    raise ValueError(f"CREMA-D level {level!r} in {stem!r} is not one of {', '.join(CREMA_LEVELS)}")
+  return {
+    "actor": actor,
+    "sentence": sentence,
+    "code": code,
+    "emotion": CREMA_EMOTIONS[code],
+    "level": level,
+    "intensity": CREMA_LEVELS[level],
+  }
 
 
 def crema_emotion_vector(code: str, level: str) -> np.ndarray:
@@ -139,8 +168,12 @@ def crema_clip_id(stem: str) -> int:
   """Stable int id of a CREMA-D clip: actor * 10^4 + sentence * 100 + emotion * 10 + level."""
   p = parse_crema_stem(stem)
   sent = CREMA_SENTENCES.index(p["sentence"]) if p["sentence"] in CREMA_SENTENCES else 99
-  return (p["actor"] * 10_000 + sent * 100 + list(CREMA_EMOTIONS).index(p["code"]) * 10
-          + list(CREMA_LEVELS).index(p["level"]))
+  return (
+    p["actor"] * 10_000
+    + sent * 100
+    + list(CREMA_EMOTIONS).index(p["code"]) * 10
+    + list(CREMA_LEVELS).index(p["level"])
+  )
 
 
 def crema_split(actor: int) -> str:

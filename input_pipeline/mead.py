@@ -37,6 +37,7 @@ or ``build(manual_dir, data_dir, image_size=128, max_clips=..., max_frames=...)`
 ``max_clips`` (per split) takes clips round-robin over (actor, emotion, level) groups, so
 a subset still covers every actor and emotion (and the neutral references).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,6 +80,7 @@ camera angles may be present and are ignored.
 @dataclasses.dataclass(frozen=True)
 class ClipFiles:
   """One clip on disk: its video, its audio, its labels and its split."""
+
   video: str
   audio: str
   actor: str
@@ -106,11 +108,13 @@ def _listing(root: str, limit: int = 10) -> str:
 
 def layout_error(root: str, problem: str, instructions: str) -> FileNotFoundError:
   return FileNotFoundError(
-      f"{problem}\nmanual_dir {root!r} contains: {_listing(root)}\nExpected layout:\n"
-      f"{instructions}")
+    f"{problem}\nmanual_dir {root!r} contains: {_listing(root)}\nExpected layout:\n{instructions}"
+  )
 
 
-def scan_manual_dir(root: str | os.PathLike, actors: Sequence[str] | None = None) -> list[ClipFiles]:
+def scan_manual_dir(
+  root: str | os.PathLike, actors: Sequence[str] | None = None
+) -> list[ClipFiles]:
   """All MEAD (video, audio) pairs under ``root``, sorted; raises on a malformed tree.
 
   Raises FileNotFoundError (listing the expected layout and what ``root`` holds) when
@@ -119,19 +123,25 @@ def scan_manual_dir(root: str | os.PathLike, actors: Sequence[str] | None = None
   """
   root = os.fspath(root)
   if not os.path.isdir(root):
-    raise FileNotFoundError(f"MEAD manual_dir {root!r} does not exist.\nExpected layout:\n"
-                            f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
-  found = sorted(d for d in os.listdir(root)
-                 if labels.is_mead_actor(d) and os.path.isdir(os.path.join(root, d)))
+    raise FileNotFoundError(
+      f"MEAD manual_dir {root!r} does not exist.\nExpected layout:\n{MANUAL_DOWNLOAD_INSTRUCTIONS}"
+    )
+  found = sorted(
+    d for d in os.listdir(root) if labels.is_mead_actor(d) and os.path.isdir(os.path.join(root, d))
+  )
   if actors:
     missing = sorted(set(actors) - set(found))
     if missing:
-      raise layout_error(root, f"MEAD actors {missing} requested but not in manual_dir.",
-                         MANUAL_DOWNLOAD_INSTRUCTIONS)
+      raise layout_error(
+        root,
+        f"MEAD actors {missing} requested but not in manual_dir.",
+        MANUAL_DOWNLOAD_INSTRUCTIONS,
+      )
     found = [a for a in found if a in set(actors)]
   if not found:
-    raise layout_error(root, "MEAD manual_dir has no actor folders (M### or W###).",
-                       MANUAL_DOWNLOAD_INSTRUCTIONS)
+    raise layout_error(
+      root, "MEAD manual_dir has no actor folders (M### or W###).", MANUAL_DOWNLOAD_INSTRUCTIONS
+    )
   clips, no_audio, skipped, no_video = [], [], [], []
   for actor in found:
     front = os.path.join(root, actor, "video", "front")
@@ -162,18 +172,31 @@ def scan_manual_dir(root: str | os.PathLike, actors: Sequence[str] | None = None
           if not os.path.isfile(audio):
             no_audio.append(video)
             continue
-          clips.append(ClipFiles(
-              video=video, audio=audio, actor=actor, emotion=emotion, level=level, stem=stem,
-              split=labels.mead_split(actor), group=(actor, emotion, level),
+          clips.append(
+            ClipFiles(
+              video=video,
+              audio=audio,
+              actor=actor,
+              emotion=emotion,
+              level=level,
+              stem=stem,
+              split=labels.mead_split(actor),
+              group=(actor, emotion, level),
               clip_id=labels.mead_clip_id(actor, emotion, int(m.group(1)), int(stem)),
               identity=labels.mead_identity(actor),
-              emotion_vec=tuple(labels.mead_emotion_vector(emotion, int(m.group(1))).tolist())))
+              emotion_vec=tuple(labels.mead_emotion_vector(emotion, int(m.group(1))).tolist()),
+            )
+          )
   if skipped:
-    log.warning("MEAD: ignored %d folders with unknown emotion/level names, e.g. %s",
-                len(skipped), skipped[:3])
+    log.warning(
+      "MEAD: ignored %d folders with unknown emotion/level names, e.g. %s",
+      len(skipped),
+      skipped[:3],
+    )
   if no_audio:
-    log.warning("MEAD: %d videos have no matching audio and are skipped, e.g. %s",
-                len(no_audio), no_audio[:3])
+    log.warning(
+      "MEAD: %d videos have no matching audio and are skipped, e.g. %s", len(no_audio), no_audio[:3]
+    )
   if not clips:
     detail = []
     if no_video:
@@ -181,10 +204,13 @@ def scan_manual_dir(root: str | os.PathLike, actors: Sequence[str] | None = None
     if no_audio:
       detail.append(f"{len(no_audio)} videos without their .m4a, e.g. {no_audio[:2]}")
     raise layout_error(
-        root, "MEAD manual_dir has no clip with both <actor>/video/front/<emotion>/level_<n>/"
-        "<clip>.mp4 and <actor>/audio/<emotion>/level_<n>/<clip>.m4a"
-        + (" (" + "; ".join(detail) + ")" if detail else "") + ".",
-        MANUAL_DOWNLOAD_INSTRUCTIONS)
+      root,
+      "MEAD manual_dir has no clip with both <actor>/video/front/<emotion>/level_<n>/"
+      "<clip>.mp4 and <actor>/audio/<emotion>/level_<n>/<clip>.m4a"
+      + (" (" + "; ".join(detail) + ")" if detail else "")
+      + ".",
+      MANUAL_DOWNLOAD_INSTRUCTIONS,
+    )
   return clips
 
 
@@ -213,6 +239,7 @@ class RealVideoConfig(tfds.core.BuilderConfig):
   """image_size: crop side S; max_clips: per split (None = all); max_frames: per clip;
   actors: only these (None = all); max_side: decode so the longest side is <= this;
   detect_every / smoothing: face-track sampling and moving-average length (frames)."""
+
   image_size: int = 128
   max_clips: Optional[int] = None
   max_frames: Optional[int] = None
@@ -222,9 +249,13 @@ class RealVideoConfig(tfds.core.BuilderConfig):
   smoothing: int = 9
 
 
-def make_config(image_size: int = 128, max_clips: int | None = None,
-                max_frames: int | None = None, actors: Sequence | None = None,
-                **kw) -> RealVideoConfig:
+def make_config(
+  image_size: int = 128,
+  max_clips: int | None = None,
+  max_frames: int | None = None,
+  actors: Sequence | None = None,
+  **kw,
+) -> RealVideoConfig:
   """A config named after its options: ``res128``, ``res64_clips20_frames50``, ..."""
   name = f"res{int(image_size)}"
   if max_clips is not None:
@@ -235,25 +266,31 @@ def make_config(image_size: int = 128, max_clips: int | None = None,
     name += "_" + "-".join(str(a) for a in actors)
   for k, v in sorted(kw.items()):
     name += f"_{k}{v}"
-  return RealVideoConfig(name=name, image_size=int(image_size), max_clips=max_clips,
-                         max_frames=max_frames, actors=tuple(actors) if actors else None, **kw)
+  return RealVideoConfig(
+    name=name,
+    image_size=int(image_size),
+    max_clips=max_clips,
+    max_frames=max_frames,
+    actors=tuple(actors) if actors else None,
+    **kw,
+  )
 
 
 def clip_features(image_size: int, extra: dict | None = None) -> tfds.features.FeaturesDict:
   f = tfds.features
   s = int(image_size)
   d = {
-      "frames": f.Tensor(shape=(None, s, s, 3), dtype=np.uint8),
-      "face_mask": f.Tensor(shape=(None, s, s), dtype=np.uint8),
-      "audio": f.Tensor(shape=(None,), dtype=np.float32),
-      "emotion": f.Tensor(shape=(NUM_EMOTIONS,), dtype=np.float32),
-      "identity": f.Scalar(dtype=np.int64),
-      "clip_id": f.Scalar(dtype=np.int64),
-      "is_neutral_reference": f.Scalar(dtype=np.bool_),
-      "actor": f.Text(),
-      "level": f.Text(),
-      "source": f.Text(),
-      "crop_box": f.Tensor(shape=(None, 4), dtype=np.float32),
+    "frames": f.Tensor(shape=(None, s, s, 3), dtype=np.uint8),
+    "face_mask": f.Tensor(shape=(None, s, s), dtype=np.uint8),
+    "audio": f.Tensor(shape=(None,), dtype=np.float32),
+    "emotion": f.Tensor(shape=(NUM_EMOTIONS,), dtype=np.float32),
+    "identity": f.Scalar(dtype=np.int64),
+    "clip_id": f.Scalar(dtype=np.int64),
+    "is_neutral_reference": f.Scalar(dtype=np.bool_),
+    "actor": f.Text(),
+    "level": f.Text(),
+    "source": f.Text(),
+    "crop_box": f.Tensor(shape=(None, 4), dtype=np.float32),
   }
   d.update(extra or {})
   return f.FeaturesDict(d)
@@ -263,29 +300,53 @@ def _load_job(job):
   """(ClipFiles, config kwargs, detector, strict, root) -> (key, example) or (key, None)."""
   clip, kw, detector, strict, root = job
   try:
-    arrays = video_io.load_clip(clip.video, clip.audio, kw["image_size"], fps=FPS,
-                                sample_rate=SAMPLE_RATE, max_frames=kw["max_frames"],
-                                max_side=kw["max_side"], detector=detector,
-                                smoothing=kw["smoothing"], detect_every=kw["detect_every"])
+    arrays = video_io.load_clip(
+      clip.video,
+      clip.audio,
+      kw["image_size"],
+      fps=FPS,
+      sample_rate=SAMPLE_RATE,
+      max_frames=kw["max_frames"],
+      max_side=kw["max_side"],
+      detector=detector,
+      smoothing=kw["smoothing"],
+      detect_every=kw["detect_every"],
+    )
   except (ValueError, FileNotFoundError) as e:
     if strict:
       raise
     return os.path.relpath(clip.video, root), str(e)
   emotion = np.asarray(clip.emotion_vec, np.float32)
   example = {
-      **arrays, "emotion": emotion, "identity": clip.identity, "clip_id": clip.clip_id,
-      "is_neutral_reference": labels.is_neutral(emotion), "actor": clip.actor,
-      "level": clip.level, "source": os.path.relpath(clip.video, root),
+    **arrays,
+    "emotion": emotion,
+    "identity": clip.identity,
+    "clip_id": clip.clip_id,
+    "is_neutral_reference": labels.is_neutral(emotion),
+    "actor": clip.actor,
+    "level": clip.level,
+    "source": os.path.relpath(clip.video, root),
   }
   return os.path.relpath(clip.video, root), example
 
 
-def generate_clips(clips: Sequence[ClipFiles], cfg: RealVideoConfig, root: str,
-                   detector: video_io.Detector, strict: bool, num_workers: int,
-                   extra: Callable[[ClipFiles], dict] | None = None) -> Iterable:
+def generate_clips(
+  clips: Sequence[ClipFiles],
+  cfg: RealVideoConfig,
+  root: str,
+  detector: video_io.Detector,
+  strict: bool,
+  num_workers: int,
+  extra: Callable[[ClipFiles], dict] | None = None,
+) -> Iterable:
   """Yields (key, example) for each clip, decoding in ``num_workers`` processes."""
-  kw = dict(image_size=cfg.image_size, max_frames=cfg.max_frames, max_side=cfg.max_side,
-            smoothing=cfg.smoothing, detect_every=cfg.detect_every)
+  kw = dict(
+    image_size=cfg.image_size,
+    max_frames=cfg.max_frames,
+    max_side=cfg.max_side,
+    smoothing=cfg.smoothing,
+    detect_every=cfg.detect_every,
+  )
   jobs = [(c, kw, detector, strict, root) for c in clips]
   by_key = {os.path.relpath(c.video, root): c for c in clips}
   if num_workers > 0:
@@ -336,8 +397,9 @@ def split_generators(builder, clips: Sequence[ClipFiles], root: str) -> dict:
   for split in ("train", "test"):
     chosen = subset([c for c in clips if c.split == split], cfg.max_clips)
     if not chosen:
-      log.warning("%s: no clips for split %r in %s; the split is left out",
-                  builder.name, split, root)
+      log.warning(
+        "%s: no clips for split %r in %s; the split is left out", builder.name, split, root
+      )
       continue
     out[split] = builder._generate_examples(chosen, root)  # pylint: disable=protected-access
   return out
@@ -355,8 +417,14 @@ class Mead(_FileCodePath, tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [make_config(64), make_config(128), make_config(256)]
   DEFAULT_CONFIG_NAME = "res128"
 
-  def __init__(self, *, detector: video_io.Detector = video_io.haar_detector,
-               strict: bool = False, num_workers: int = 0, **kwargs):
+  def __init__(
+    self,
+    *,
+    detector: video_io.Detector = video_io.haar_detector,
+    strict: bool = False,
+    num_workers: int = 0,
+    **kwargs,
+  ):
     """detector: frame -> face box or None (picklable for num_workers > 0);
     strict: raise on a clip without a face / undecodable instead of skipping it."""
     kwargs.setdefault("file_format", "array_record")
@@ -365,10 +433,14 @@ class Mead(_FileCodePath, tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, description=__doc__, features=clip_features(self.builder_config.image_size),
-        homepage="https://wywu.github.io/projects/MEAD/MEAD.html",
-        metadata=tfds.core.MetadataDict(fps=FPS, sample_rate=SAMPLE_RATE,
-                                        test_actors=list(labels.MEAD_TEST_ACTORS)))
+      builder=self,
+      description=__doc__,
+      features=clip_features(self.builder_config.image_size),
+      homepage="https://wywu.github.io/projects/MEAD/MEAD.html",
+      metadata=tfds.core.MetadataDict(
+        fps=FPS, sample_rate=SAMPLE_RATE, test_actors=list(labels.MEAD_TEST_ACTORS)
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     root = manual_dir_of(dl_manager)
@@ -376,19 +448,30 @@ class Mead(_FileCodePath, tfds.core.GeneratorBasedBuilder):
     return split_generators(self, clips, root)
 
   def _generate_examples(self, clips, root):
-    return generate_clips(clips, self.builder_config, root, self.detector, self.strict,
-                          self.num_workers)
+    return generate_clips(
+      clips, self.builder_config, root, self.detector, self.strict, self.num_workers
+    )
 
 
-def build(manual_dir: str, data_dir: str, builder_cls=Mead, scan=scan_manual_dir,
-          image_size: int = 128, max_clips: int | None = None, max_frames: int | None = None,
-          actors: Sequence | None = None, num_workers: int = 0, **builder_kwargs):
+def build(
+  manual_dir: str,
+  data_dir: str,
+  builder_cls=Mead,
+  scan=scan_manual_dir,
+  image_size: int = 128,
+  max_clips: int | None = None,
+  max_frames: int | None = None,
+  actors: Sequence | None = None,
+  num_workers: int = 0,
+  **builder_kwargs,
+):
   """Checks ``manual_dir`` (clear error first), then builds; returns the builder."""
-  scan(manual_dir, actors)          # fails fast with the expected layout
+  scan(manual_dir, actors)  # fails fast with the expected layout
   cfg = make_config(image_size, max_clips, max_frames, actors)
-  if cfg.name in builder_cls.builder_configs:      # a predefined config: pass it by name
+  if cfg.name in builder_cls.builder_configs:  # a predefined config: pass it by name
     cfg = cfg.name
   b = builder_cls(config=cfg, data_dir=data_dir, num_workers=num_workers, **builder_kwargs)
   b.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=os.path.abspath(manual_dir)))
+    download_config=tfds.download.DownloadConfig(manual_dir=os.path.abspath(manual_dir))
+  )
   return b

@@ -55,6 +55,7 @@ the stream); grain batches inside each worker, so which examples share a batch d
 
 Benchmark: ``emotalker pipeline-bench --workers 0,1,2`` (``benchmark_report``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -82,10 +83,10 @@ from tqdm import tqdm
 from input_pipeline import synthetic_talk
 
 MASK_MODES = ("face", "lower_face")
-REF_MIN_GAP = 60                     # frames between target and same-clip reference
+REF_MIN_GAP = 60  # frames between target and same-clip reference
 REFERENCE_FLAG_KEYS = ("is_neutral_reference",)
-MOUTH_LANDMARKS = slice(48, 68)      # iBUG 300-W / dlib 68-point layout: outer + inner lips
-MOUTH_PAD_PX = 0                     # the mouth box grows by this much on each side (px)
+MOUTH_LANDMARKS = slice(48, 68)  # iBUG 300-W / dlib 68-point layout: outer + inner lips
+MOUTH_PAD_PX = 0  # the mouth box grows by this much on each side (px)
 # Brows (17-26) and eyes (36-47): where surprise, fear, sadness and anger differ.
 EYES_LANDMARKS = np.r_[17:27, 36:48]
 # prompt_fn(s (8,), rng) -> str, or an object with .prompt (str) and .intensities (8,)
@@ -95,11 +96,24 @@ PromptFn = Callable[[np.ndarray, np.random.Generator], Any]
 # ---------------------------------------------------------------------------------------
 # Prompts
 # ---------------------------------------------------------------------------------------
-_ADJECTIVES = {"neutral": "neutral", "angry": "angry", "contempt": "contemptuous",
-               "disgusted": "disgusted", "fear": "fearful", "happy": "happy", "sad": "sad",
-               "surprised": "surprised"}
-_TEMPLATES = ("{}", "a face that looks {}", "looking {}", "a person who is {}", "{} expression",
-              "speaking while {}")
+_ADJECTIVES = {
+  "neutral": "neutral",
+  "angry": "angry",
+  "contempt": "contemptuous",
+  "disgusted": "disgusted",
+  "fear": "fearful",
+  "happy": "happy",
+  "sad": "sad",
+  "surprised": "surprised",
+}
+_TEMPLATES = (
+  "{}",
+  "a face that looks {}",
+  "looking {}",
+  "a person who is {}",
+  "{} expression",
+  "speaking while {}",
+)
 
 
 def simple_prompt(intensities: np.ndarray, rng: np.random.Generator) -> str:
@@ -152,16 +166,20 @@ def open_source(dataset: str, split: str, data_dir: str | None = None):
       builder = tfds.core.read_only_builder.builder_from_files(dataset, data_dir=data_dir)
     except Exception as e:  # tfds raises its own DatasetNotFoundError / FileNotFoundError
       raise FileNotFoundError(
-          f"dataset {dataset!r} is not prepared in data_dir {data_dir!r} ({e}); build it "
-          "first (e.g. `emotalker synth --out DIR --size tiny` for synthetic_talk, or the "
-          "mead / crema_d builders) and pass --config.data.data_dir=DIR") from None
+        f"dataset {dataset!r} is not prepared in data_dir {data_dir!r} ({e}); build it "
+        "first (e.g. `emotalker synth --out DIR --size tiny` for synthetic_talk, or the "
+        "mead / crema_d builders) and pass --config.data.data_dir=DIR"
+      ) from None
   fmt = getattr(builder.info.file_format, "value", builder.info.file_format)
   if fmt != "array_record":
-    raise ValueError(f"dataset {dataset!r} is stored as {builder.info.file_format}; the grain "
-                     "pipeline needs file_format='array_record' (rebuild it with that format)")
+    raise ValueError(
+      f"dataset {dataset!r} is stored as {builder.info.file_format}; the grain "
+      "pipeline needs file_format='array_record' (rebuild it with that format)"
+    )
   if split not in builder.info.splits and not re.match(r"^\w+\[.*\]$", split):
-    raise ValueError(f"dataset {dataset!r} has no split {split!r}; it has "
-                     f"{', '.join(builder.info.splits)}")
+    raise ValueError(
+      f"dataset {dataset!r} has no split {split!r}; it has {', '.join(builder.info.splits)}"
+    )
   return builder.as_data_source(split=split), str(builder.data_dir)
 
 
@@ -194,6 +212,7 @@ class ClipIndex:
   num_frames, identity, clip_id: (C,) int64; reference, neutral: (C,) bool;
   offsets: (C + 1,) int64 cumulative frame counts (flat index f of clip c: offsets[c] + f).
   """
+
   num_frames: np.ndarray
   identity: np.ndarray
   clip_id: np.ndarray
@@ -231,16 +250,19 @@ class ClipIndex:
     return self._by_identity.get(int(identity), np.zeros(0, np.int64))
 
   def to_json(self) -> dict:
-    return {k: getattr(self, k).tolist()
-            for k in ("num_frames", "identity", "clip_id", "reference", "neutral")}
+    return {
+      k: getattr(self, k).tolist()
+      for k in ("num_frames", "identity", "clip_id", "reference", "neutral")
+    }
 
   @classmethod
   def from_json(cls, d: dict) -> "ClipIndex":
     return cls(**{k: d[k] for k in ("num_frames", "identity", "clip_id", "reference", "neutral")})
 
   @classmethod
-  def from_source(cls, source, cache_dir: str | None = None, split: str = "",
-                  progress: bool = False) -> "ClipIndex":
+  def from_source(
+    cls, source, cache_dir: str | None = None, split: str = "", progress: bool = False
+  ) -> "ClipIndex":
     """Reads every record once (or the JSON cache ``<cache_dir>/clip_index.<split>.json``)."""
     n = len(source)
     cache = None
@@ -274,14 +296,15 @@ class ClipIndex:
       try:
         with open(tmp, "w") as f:
           json.dump(index.to_json(), f)
-        os.replace(tmp, cache)   # atomic: concurrent writers write identical content
+        os.replace(tmp, cache)  # atomic: concurrent writers write identical content
       except OSError:
         pass
     return index
 
 
-def choose_reference(index: ClipIndex, clip: int, frame: int, rng: np.random.Generator,
-                     min_gap: int = REF_MIN_GAP) -> tuple[int, int]:
+def choose_reference(
+  index: ClipIndex, clip: int, frame: int, rng: np.random.Generator, min_gap: int = REF_MIN_GAP
+) -> tuple[int, int]:
   """(record, frame) of the reference for target (clip, frame), by the module doc's rules."""
   same_id = index.clips_of(index.identity[clip])
   others = same_id[same_id != clip]
@@ -337,15 +360,16 @@ def mask_region(face_mask: np.ndarray, mode: str) -> np.ndarray:
   out = np.zeros((h, w), np.float32)
   rows, cols = np.flatnonzero(face_mask.any(1)), np.flatnonzero(face_mask.any(0))
   if rows.size == 0:
-    out[h // 2:] = 1.0
+    out[h // 2 :] = 1.0
     return out
   y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-  out[(y0 + y1) // 2:y1, x0:x1] = 1.0
+  out[(y0 + y1) // 2 : y1, x0:x1] = 1.0
   return out
 
 
-def _landmark_box(face_mask: np.ndarray, landmarks, index, scale: float, pad: int,
-                  fallback: np.ndarray) -> np.ndarray:
+def _landmark_box(
+  face_mask: np.ndarray, landmarks, index, scale: float, pad: int, fallback: np.ndarray
+) -> np.ndarray:
   """The box of ``landmarks[index]`` (scaled, grown by ``pad`` px, clipped to the frame) as
   an (H, W) float32 {0, 1} map; ``fallback`` when there are no (finite) landmarks."""
   h, w = face_mask.shape
@@ -362,20 +386,29 @@ def _landmark_box(face_mask: np.ndarray, landmarks, index, scale: float, pad: in
   return out
 
 
-def mouth_region(face_mask: np.ndarray, landmarks: np.ndarray | None = None,
-                 scale: float = 1.0, pad: int = MOUTH_PAD_PX) -> np.ndarray:
+def mouth_region(
+  face_mask: np.ndarray,
+  landmarks: np.ndarray | None = None,
+  scale: float = 1.0,
+  pad: int = MOUTH_PAD_PX,
+) -> np.ndarray:
   """The mouth's box as an (H, W) float32 {0, 1} map (the train step's mouth loss weight).
 
   landmarks: (68, 2) pixel (x, y) in the iBUG layout, at ``scale`` times the resolution of
   ``face_mask`` (H, W); the box spans points 48-67 and grows by ``pad`` pixels. None (a
   dataset without landmarks) or non-finite points: the lower half of the face box.
   """
-  return _landmark_box(face_mask, landmarks, MOUTH_LANDMARKS, scale, pad,
-                       mask_region(face_mask, "lower_face"))
+  return _landmark_box(
+    face_mask, landmarks, MOUTH_LANDMARKS, scale, pad, mask_region(face_mask, "lower_face")
+  )
 
 
-def eyes_region(face_mask: np.ndarray, landmarks: np.ndarray | None = None,
-                scale: float = 1.0, pad: int = MOUTH_PAD_PX) -> np.ndarray:
+def eyes_region(
+  face_mask: np.ndarray,
+  landmarks: np.ndarray | None = None,
+  scale: float = 1.0,
+  pad: int = MOUTH_PAD_PX,
+) -> np.ndarray:
   """The box of the brows and eyes (points 17-26, 36-47) as an (H, W) float32 {0, 1} map
   (the train step's eyes loss weight); arguments as ``mouth_region``. Without landmarks:
   the face box minus its lower half (``mask_region(..., 'lower_face')``)."""
@@ -383,7 +416,7 @@ def eyes_region(face_mask: np.ndarray, landmarks: np.ndarray | None = None,
   box = np.zeros(face.shape, np.float32)
   rows, cols = np.flatnonzero(face.any(1)), np.flatnonzero(face.any(0))
   if rows.size:
-    box[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = 1.0
+    box[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = 1.0
   upper = box * (1.0 - mask_region(face_mask, "lower_face"))
   return _landmark_box(face_mask, landmarks, EYES_LANDMARKS, scale, pad, upper)
 
@@ -393,18 +426,20 @@ class MelWindow:
   ``audio_features(audio, T)[frame]`` (same STFT, HTK filterbank, log floor, alignment),
   computed from only the samples the window needs: (W, n_mels) float32."""
 
-  def __init__(self, fps: float = 25.0, window_s: float = 0.2, sample_rate: int = 16000,
-               n_mels: int = 80):
+  def __init__(
+    self, fps: float = 25.0, window_s: float = 0.2, sample_rate: int = 16000, n_mels: int = 80
+  ):
     self.fps, self.window_s, self.sr = float(fps), float(window_s), int(sample_rate)
     if self.sr == A.SAMPLE_RATE:
       self.hop, self.n_fft, self.win = A.HOP_LENGTH, A.N_FFT, A.WIN_LENGTH
-    else:   # the same scaling as audio.audio_features
+    else:  # the same scaling as audio.audio_features
       self.hop = int(round(A.HOP_LENGTH * self.sr / A.SAMPLE_RATE))
       self.n_fft = int(2 ** math.ceil(math.log2(A.N_FFT * self.sr / A.SAMPLE_RATE)))
       self.win = int(round(A.WIN_LENGTH * self.sr / A.SAMPLE_RATE))
     self.window = A.hann_window(self.win, self.n_fft).astype(np.float64)
-    self.fb = A.mel_filterbank(self.sr, self.n_fft, n_mels, A.FMIN,
-                               min(A.FMAX, self.sr / 2.0)).astype(np.float64)
+    self.fb = A.mel_filterbank(
+      self.sr, self.n_fft, n_mels, A.FMIN, min(A.FMAX, self.sr / 2.0)
+    ).astype(np.float64)
     self.floor = A.LOG_FLOOR
     self.length = A.window_length(self.window_s, self.hop / self.sr)
 
@@ -426,18 +461,28 @@ class MakeExample(gp.RandomMapTransform):
   Picklable (worker processes get a copy); the clip cache is per process.
   """
 
-  def __init__(self, source, index: ClipIndex, image_size: int | None = None,
-               mask: str = "face", fill: float = 0.0, fps: float = 25.0,
-               window_s: float = 0.2, sample_rate: int = 16000, n_mels: int = 80,
-               prompt_fn: PromptFn | None = None, ref_min_gap: int = REF_MIN_GAP,
-               cache_mb: float = 256.0):
+  def __init__(
+    self,
+    source,
+    index: ClipIndex,
+    image_size: int | None = None,
+    mask: str = "face",
+    fill: float = 0.0,
+    fps: float = 25.0,
+    window_s: float = 0.2,
+    sample_rate: int = 16000,
+    n_mels: int = 80,
+    prompt_fn: PromptFn | None = None,
+    ref_min_gap: int = REF_MIN_GAP,
+    cache_mb: float = 256.0,
+  ):
     if mask not in MASK_MODES:
       raise ValueError(f"data.mask={mask!r} is not one of {', '.join(MASK_MODES)}")
     self.source, self.index = source, index
     self.image_size, self.mask, self.fill = image_size, mask, float(fill)
     self.mel = MelWindow(fps, window_s, sample_rate, n_mels)
     self.prompt_fn = prompt_fn or default_prompt_fn()
-    self.ref_min_gap, self.cache_bytes = int(ref_min_gap), int(cache_mb * 2 ** 20)
+    self.ref_min_gap, self.cache_bytes = int(ref_min_gap), int(cache_mb * 2**20)
     self._cache: dict[int, tuple[dict, int]] = {}
     self._cached_bytes = 0
 
@@ -453,7 +498,7 @@ class MakeExample(gp.RandomMapTransform):
       r = self.source[record]
       hit = (r, sum(int(getattr(v, "nbytes", 8)) for v in r.values()))
       self._cached_bytes += hit[1]
-    self._cache[record] = hit                    # most recent last
+    self._cache[record] = hit  # most recent last
     while self._cached_bytes > self.cache_bytes and self._cache:
       self._cached_bytes -= self._cache.pop(next(iter(self._cache)))[1]
     return hit[0]
@@ -478,17 +523,23 @@ class MakeExample(gp.RandomMapTransform):
     p = self.prompt_fn(emotion, rng)
     text, p_emotion = (p, emotion) if isinstance(p, str) else (p.prompt, p.intensities)
     return {
-        "x_tgt": x_tgt, "x_ref": x_ref, "x_mask": x_mask.astype(np.float32),
-        "face_mask": face, "mask_region": region, "mouth_region": mouth_box,
-        "eyes_region": eyes_region(face, lms, scale),
-        "audio_mel": self.mel(rec["audio"], frame, num_frames),
-        "emotion": emotion,
-        "prompt": np.asarray(str(text)),
-        "prompt_emotion": np.asarray(p_emotion, np.float32),
-        "identity": np.int32(rec["identity"]),
-        "mouth_open": np.float32(mouth),
-        "clip_id": np.int32(self.index.clip_id[clip]), "frame": np.int32(frame),
-        "ref_clip_id": np.int32(self.index.clip_id[ref_clip]), "ref_frame": np.int32(ref_frame),
+      "x_tgt": x_tgt,
+      "x_ref": x_ref,
+      "x_mask": x_mask.astype(np.float32),
+      "face_mask": face,
+      "mask_region": region,
+      "mouth_region": mouth_box,
+      "eyes_region": eyes_region(face, lms, scale),
+      "audio_mel": self.mel(rec["audio"], frame, num_frames),
+      "emotion": emotion,
+      "prompt": np.asarray(str(text)),
+      "prompt_emotion": np.asarray(p_emotion, np.float32),
+      "identity": np.int32(rec["identity"]),
+      "mouth_open": np.float32(mouth),
+      "clip_id": np.int32(self.index.clip_id[clip]),
+      "frame": np.int32(frame),
+      "ref_clip_id": np.int32(self.index.clip_id[ref_clip]),
+      "ref_frame": np.int32(ref_frame),
     }
 
 
@@ -503,18 +554,36 @@ def ensure_absl_flags_parsed() -> None:
 
 def process_shard_options(drop_remainder: bool = True):
   """grain ShardOptions for this JAX process: shard ``jax.process_index()`` of ``process_count()``."""
-  return gp.ShardOptions(shard_index=jax.process_index(), shard_count=jax.process_count(),
-                         drop_remainder=drop_remainder)
+  return gp.ShardOptions(
+    shard_index=jax.process_index(), shard_count=jax.process_count(), drop_remainder=drop_remainder
+  )
 
 
-def make_loader(dataset: str, split: str, *, batch_size: int, seed: int = 0,
-                data_dir: str | None = None, train: bool = True,
-                shard_options=None, worker_count: int = 0, worker_buffer_size: int = 2,
-                image_size: int | None = None, mask: str = "face", fill: float = 0.0,
-                fps: float = 25.0, window_s: float = 0.2, sample_rate: int = 16000,
-                n_mels: int = 80, prompt_fn: PromptFn | None = None,
-                ref_min_gap: int = REF_MIN_GAP, num_epochs: int | None = None,
-                read_threads: int = 1, cache_mb: float = 256.0, progress: bool = False):
+def make_loader(
+  dataset: str,
+  split: str,
+  *,
+  batch_size: int,
+  seed: int = 0,
+  data_dir: str | None = None,
+  train: bool = True,
+  shard_options=None,
+  worker_count: int = 0,
+  worker_buffer_size: int = 2,
+  image_size: int | None = None,
+  mask: str = "face",
+  fill: float = 0.0,
+  fps: float = 25.0,
+  window_s: float = 0.2,
+  sample_rate: int = 16000,
+  n_mels: int = 80,
+  prompt_fn: PromptFn | None = None,
+  ref_min_gap: int = REF_MIN_GAP,
+  num_epochs: int | None = None,
+  read_threads: int = 1,
+  cache_mb: float = 256.0,
+  progress: bool = False,
+):
   """A grain DataLoader of per-process batches of training examples (module doc).
 
   Args:
@@ -541,27 +610,46 @@ def make_loader(dataset: str, split: str, *, batch_size: int, seed: int = 0,
   if shard_options is None:
     shard_options = process_shard_options(drop_remainder=train)
   transform = MakeExample(
-      source=source, index=index, image_size=image_size, mask=mask, fill=fill, fps=fps,
-      window_s=window_s, sample_rate=sample_rate, n_mels=n_mels, prompt_fn=prompt_fn,
-      ref_min_gap=ref_min_gap, cache_mb=cache_mb)
+    source=source,
+    index=index,
+    image_size=image_size,
+    mask=mask,
+    fill=fill,
+    fps=fps,
+    window_s=window_s,
+    sample_rate=sample_rate,
+    n_mels=n_mels,
+    prompt_fn=prompt_fn,
+    ref_min_gap=ref_min_gap,
+    cache_mb=cache_mb,
+  )
   sampler = gp.IndexSampler(
-      num_records=index.total_frames, shard_options=shard_options, shuffle=train,
-      num_epochs=(num_epochs if (num_epochs is not None or train) else 1), seed=int(seed))
+    num_records=index.total_frames,
+    shard_options=shard_options,
+    shuffle=train,
+    num_epochs=(num_epochs if (num_epochs is not None or train) else 1),
+    seed=int(seed),
+  )
   if worker_count > 0:
     ensure_absl_flags_parsed()
   return gp.DataLoader(
-      data_source=gp.RangeDataSource(0, index.total_frames, 1), sampler=sampler,
-      operations=[transform, gp.Batch(batch_size=batch_size, drop_remainder=train)],
-      worker_count=worker_count, worker_buffer_size=worker_buffer_size,
-      shard_options=shard_options,
-      read_options=gp.ReadOptions(num_threads=read_threads, prefetch_buffer_size=64))
+    data_source=gp.RangeDataSource(0, index.total_frames, 1),
+    sampler=sampler,
+    operations=[transform, gp.Batch(batch_size=batch_size, drop_remainder=train)],
+    worker_count=worker_count,
+    worker_buffer_size=worker_buffer_size,
+    shard_options=shard_options,
+    read_options=gp.ReadOptions(num_threads=read_threads, prefetch_buffer_size=64),
+  )
 
 
 def per_process_batch_size(global_batch: int, process_count: int) -> int:
   """global // process_count; ValueError when it does not divide."""
   if global_batch % process_count:
-    raise ValueError(f"train.batch_size={global_batch} is not divisible by the "
-                     f"{process_count} processes; use a multiple of {process_count}")
+    raise ValueError(
+      f"train.batch_size={global_batch} is not divisible by the "
+      f"{process_count} processes; use a multiple of {process_count}"
+    )
   return global_batch // process_count
 
 
@@ -573,9 +661,17 @@ def dataset_name(config) -> str:
   return name
 
 
-def make_train_loader(config, split: str = "train", *, data_dir: str | None = None,
-                      shard_options=None, worker_count: int | None = None,
-                      prompt_fn: PromptFn | None = None, train: bool = True, seed=None):
+def make_train_loader(
+  config,
+  split: str = "train",
+  *,
+  data_dir: str | None = None,
+  shard_options=None,
+  worker_count: int | None = None,
+  prompt_fn: PromptFn | None = None,
+  train: bool = True,
+  seed=None,
+):
   """``make_loader`` with everything from a config (data.*, audio.*, train.batch_size, seed).
 
   Per-process batch = ``train.batch_size // process_count`` (process count from
@@ -585,29 +681,56 @@ def make_train_loader(config, split: str = "train", *, data_dir: str | None = No
     shard_options = process_shard_options(drop_remainder=train)
   d = config.data
   return make_loader(
-      dataset_name(config), split,
-      batch_size=per_process_batch_size(config.train.batch_size, shard_options.shard_count),
-      seed=int(config.seed if seed is None else seed),
-      data_dir=data_dir or d.data_dir, train=train, shard_options=shard_options,
-      worker_count=int(d.worker_count if worker_count is None else worker_count),
-      image_size=d.image_size, mask=d.mask, fps=d.fps, window_s=config.audio.window_s,
-      sample_rate=d.sample_rate, n_mels=config.audio.n_mels, prompt_fn=prompt_fn,
-      ref_min_gap=int(d.ref_min_gap))
+    dataset_name(config),
+    split,
+    batch_size=per_process_batch_size(config.train.batch_size, shard_options.shard_count),
+    seed=int(config.seed if seed is None else seed),
+    data_dir=data_dir or d.data_dir,
+    train=train,
+    shard_options=shard_options,
+    worker_count=int(d.worker_count if worker_count is None else worker_count),
+    image_size=d.image_size,
+    mask=d.mask,
+    fps=d.fps,
+    window_s=config.audio.window_s,
+    sample_rate=d.sample_rate,
+    n_mels=config.audio.n_mels,
+    prompt_fn=prompt_fn,
+    ref_min_gap=int(d.ref_min_gap),
+  )
 
 
 # ---------------------------------------------------------------------------------------
 # Benchmark
 # ---------------------------------------------------------------------------------------
-def benchmark(dataset: str, data_dir: str | None, split: str = "train",
-              workers: Sequence[int] = (0, 1, 2), batch_size: int = 8, batches: int = 50,
-              warmup: int = 5, image_size: int | None = None, seed: int = 0,
-              cache_mb: float = 256.0, prompt_fn: PromptFn | None = None) -> list[dict]:
+def benchmark(
+  dataset: str,
+  data_dir: str | None,
+  split: str = "train",
+  workers: Sequence[int] = (0, 1, 2),
+  batch_size: int = 8,
+  batches: int = 50,
+  warmup: int = 5,
+  image_size: int | None = None,
+  seed: int = 0,
+  cache_mb: float = 256.0,
+  prompt_fn: PromptFn | None = None,
+) -> list[dict]:
   """examples/s of the training loader per worker count (after ``warmup`` batches)."""
   results = []
   for w in workers:
-    loader = make_loader(dataset, split, batch_size=batch_size, seed=seed, data_dir=data_dir,
-                         worker_count=w, image_size=image_size, cache_mb=cache_mb,
-                         prompt_fn=prompt_fn, shard_options=gp.NoSharding())
+    loader = make_loader(
+      dataset,
+      split,
+      batch_size=batch_size,
+      seed=seed,
+      data_dir=data_dir,
+      worker_count=w,
+      image_size=image_size,
+      cache_mb=cache_mb,
+      prompt_fn=prompt_fn,
+      shard_options=gp.NoSharding(),
+    )
     it = iter(loader)
     t0 = time.perf_counter()
     for _ in range(warmup):
@@ -616,18 +739,31 @@ def benchmark(dataset: str, data_dir: str | None, split: str = "train",
     for _ in range(batches):
       next(it)
     t2 = time.perf_counter()
-    results.append({"workers": w, "batch_size": batch_size, "batches": batches,
-                    "cache_mb": cache_mb,
-                    "startup_s": round(t1 - t0, 3),
-                    "examples_per_s": round(batches * batch_size / (t2 - t1), 1)})
+    results.append(
+      {
+        "workers": w,
+        "batch_size": batch_size,
+        "batches": batches,
+        "cache_mb": cache_mb,
+        "startup_s": round(t1 - t0, 3),
+        "examples_per_s": round(batches * batch_size / (t2 - t1), 1),
+      }
+    )
     del it, loader
   return results
 
 
-def benchmark_report(dataset: str = "synthetic_talk/tiny", data_dir: str = "data/tfds",
-                     split: str = "train", workers: Sequence[int] = (0, 1, 2),
-                     batch_size: int = 8, batches: int = 50, image_size: int | None = None,
-                     cache_mb: float = 256.0, prompt: str = "default") -> dict:
+def benchmark_report(
+  dataset: str = "synthetic_talk/tiny",
+  data_dir: str = "data/tfds",
+  split: str = "train",
+  workers: Sequence[int] = (0, 1, 2),
+  batch_size: int = 8,
+  batches: int = 50,
+  image_size: int | None = None,
+  cache_mb: float = 256.0,
+  prompt: str = "default",
+) -> dict:
   """``benchmark`` with the machine and versions recorded (``emotalker pipeline-bench``).
 
   A ``synthetic_talk/<size>`` dataset is built under ``data_dir`` first when it is missing.
@@ -641,10 +777,25 @@ def benchmark_report(dataset: str = "synthetic_talk/tiny", data_dir: str = "data
     size = dataset.split("/")[1] if "/" in dataset else "tiny"
     synthetic_talk.SyntheticTalk(config=size, data_dir=data_dir).download_and_prepare()
   prompt_fn = simple_prompt if prompt == "simple" else None
-  res = benchmark(dataset, data_dir, split, [int(w) for w in workers], batch_size, batches,
-                  image_size=image_size, cache_mb=cache_mb, prompt_fn=prompt_fn)
-  return {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-          "grain": getattr(grain, "__version__", "?"), "dataset": dataset,
-          "split": split, "prompt": prompt,
-          "prompt_fn": (prompt_fn or default_prompt_fn()).__name__,
-          "load_average_1m": os.getloadavg()[0], "results": res}
+  res = benchmark(
+    dataset,
+    data_dir,
+    split,
+    [int(w) for w in workers],
+    batch_size,
+    batches,
+    image_size=image_size,
+    cache_mb=cache_mb,
+    prompt_fn=prompt_fn,
+  )
+  return {
+    "machine": platform.processor() or platform.machine(),
+    "cpu_count": os.cpu_count(),
+    "grain": getattr(grain, "__version__", "?"),
+    "dataset": dataset,
+    "split": split,
+    "prompt": prompt,
+    "prompt_fn": (prompt_fn or default_prompt_fn()).__name__,
+    "load_average_1m": os.getloadavg()[0],
+    "results": res,
+  }

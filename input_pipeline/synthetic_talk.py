@@ -18,6 +18,7 @@ ids train, the rest test). Build: ``emotalker synth --out DIR --size tiny`` or
 ``SyntheticTalk(config='tiny', data_dir=DIR).download_and_prepare()``; read:
 ``tfds.data_source('synthetic_talk/tiny', data_dir=DIR)``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,6 +41,7 @@ from input_pipeline.synthetic import sizes
 @dataclasses.dataclass
 class SyntheticTalkConfig(tfds.core.BuilderConfig):
   """Size of the benchmark. Identities [0, num_train_identities) train, the rest test."""
+
   image_size: int = 64
   num_identities: int = 16
   num_train_identities: int = 12
@@ -51,8 +53,9 @@ class SyntheticTalkConfig(tfds.core.BuilderConfig):
 
   def clip_plan(self, identity_id: int) -> list:
     """``clips.clip_plan`` of one identity under this config."""
-    return clips_lib.clip_plan(identity_id, self.seed, self.num_neutral, self.num_mixtures,
-                               tuple(self.mixture_levels))
+    return clips_lib.clip_plan(
+      identity_id, self.seed, self.num_neutral, self.num_mixtures, tuple(self.mixture_levels)
+    )
 
   @property
   def clips_per_identity(self) -> int:
@@ -61,15 +64,19 @@ class SyntheticTalkConfig(tfds.core.BuilderConfig):
   def validate(self):
     if not 0 < self.num_train_identities < self.num_identities:
       raise ValueError(
-          f"synthetic_talk/{self.name}: need 0 < num_train_identities < num_identities, got "
-          f"{self.num_train_identities} / {self.num_identities}")
+        f"synthetic_talk/{self.name}: need 0 < num_train_identities < num_identities, got "
+        f"{self.num_train_identities} / {self.num_identities}"
+      )
     if self.frames_per_clip < 1 or self.image_size < 16 or self.num_neutral < 1:
       raise ValueError(
-          f"synthetic_talk/{self.name}: need frames_per_clip >= 1, image_size >= 16 and "
-          f"num_neutral >= 1, got {self.frames_per_clip}, {self.image_size}, {self.num_neutral}")
+        f"synthetic_talk/{self.name}: need frames_per_clip >= 1, image_size >= 16 and "
+        f"num_neutral >= 1, got {self.frames_per_clip}, {self.image_size}, {self.num_neutral}"
+      )
     if not 0 <= self.num_mixtures <= 21:
-      raise ValueError(f"synthetic_talk/{self.name}: num_mixtures must be in [0, 21] "
-                       f"(pairs of the 7 non-neutral emotions), got {self.num_mixtures}")
+      raise ValueError(
+        f"synthetic_talk/{self.name}: num_mixtures must be in [0, 21] "
+        f"(pairs of the 7 non-neutral emotions), got {self.num_mixtures}"
+      )
 
 
 SIZES = sizes.SIZES
@@ -98,11 +105,11 @@ class SyntheticTalk(tfds.core.GeneratorBasedBuilder):
   # version without looking at the code.
   VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {
-      "1.0.0": "Initial release.",
-      "1.1.0": "Mouth interior fades in with the opening below one pixel (visible small "
-               "openings at 32x32).",
-      "1.2.0": "The demo size has 14 two-emotion mixtures per identity (was 7); the other "
-               "sizes' records are unchanged.",
+    "1.0.0": "Initial release.",
+    "1.1.0": "Mouth interior fades in with the opening below one pixel (visible small "
+    "openings at 32x32).",
+    "1.2.0": "The demo size has 14 two-emotion mixtures per identity (was 7); the other "
+    "sizes' records are unchanged.",
   }
   BUILDER_CONFIGS = [make_config(s) for s in SIZES]
   DEFAULT_CONFIG_NAME = "tiny"
@@ -129,29 +136,38 @@ class SyntheticTalk(tfds.core.GeneratorBasedBuilder):
     # write and read, and still decoded by TFDS without TensorFlow.
     zlib, raw = f.Encoding.ZLIB, f.Encoding.BYTES
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=f.FeaturesDict({
-            "frames": f.Tensor(shape=(T, S, S, 3), dtype=np.uint8, encoding=zlib),
-            "face_mask": f.Tensor(shape=(T, S, S), dtype=np.uint8, encoding=zlib),
-            "landmarks": f.Tensor(shape=(T, renderer.NUM_LANDMARKS, 2), dtype=np.float32,
-                                  encoding=raw),
-            "mouth_open": f.Tensor(shape=(T,), dtype=np.float32),
-            "audio": f.Tensor(shape=(T * audio_lib.SAMPLES_PER_FRAME,), dtype=np.float32,
-                              encoding=raw),
-            "emotion": f.Tensor(shape=(NUM_EMOTIONS,), dtype=np.float32),
-            "identity": f.Scalar(dtype=np.int64),
-            "identity_params": f.Tensor(shape=(face_model.NUM_IDENTITY_PARAMS,),
-                                        dtype=np.float32),
-            "clip_id": f.Scalar(dtype=np.int64),
-            "is_neutral_reference": f.Scalar(dtype=np.bool_),
-        }),
-        supervised_keys=None,
-        metadata=tfds.core.MetadataDict(
-            image_size=S, fps=audio_lib.FPS, sample_rate=audio_lib.SAMPLE_RATE,
-            num_identities=cfg.num_identities, num_train_identities=cfg.num_train_identities,
-            frames_per_clip=T, clips_per_identity=cfg.clips_per_identity, seed=cfg.seed,
-            identity_param_names=list(face_model.IDENTITY_PARAM_NAMES)),
+      builder=self,
+      description=__doc__,
+      features=f.FeaturesDict(
+        {
+          "frames": f.Tensor(shape=(T, S, S, 3), dtype=np.uint8, encoding=zlib),
+          "face_mask": f.Tensor(shape=(T, S, S), dtype=np.uint8, encoding=zlib),
+          "landmarks": f.Tensor(
+            shape=(T, renderer.NUM_LANDMARKS, 2), dtype=np.float32, encoding=raw
+          ),
+          "mouth_open": f.Tensor(shape=(T,), dtype=np.float32),
+          "audio": f.Tensor(
+            shape=(T * audio_lib.SAMPLES_PER_FRAME,), dtype=np.float32, encoding=raw
+          ),
+          "emotion": f.Tensor(shape=(NUM_EMOTIONS,), dtype=np.float32),
+          "identity": f.Scalar(dtype=np.int64),
+          "identity_params": f.Tensor(shape=(face_model.NUM_IDENTITY_PARAMS,), dtype=np.float32),
+          "clip_id": f.Scalar(dtype=np.int64),
+          "is_neutral_reference": f.Scalar(dtype=np.bool_),
+        }
+      ),
+      supervised_keys=None,
+      metadata=tfds.core.MetadataDict(
+        image_size=S,
+        fps=audio_lib.FPS,
+        sample_rate=audio_lib.SAMPLE_RATE,
+        num_identities=cfg.num_identities,
+        num_train_identities=cfg.num_train_identities,
+        frames_per_clip=T,
+        clips_per_identity=cfg.clips_per_identity,
+        seed=cfg.seed,
+        identity_param_names=list(face_model.IDENTITY_PARAM_NAMES),
+      ),
     )
 
   def _split_generators(self, dl_manager):
@@ -159,8 +175,8 @@ class SyntheticTalk(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     cfg.validate()
     return {
-        "train": self._generate_examples(range(0, cfg.num_train_identities)),
-        "test": self._generate_examples(range(cfg.num_train_identities, cfg.num_identities)),
+      "train": self._generate_examples(range(0, cfg.num_train_identities)),
+      "test": self._generate_examples(range(cfg.num_train_identities, cfg.num_identities)),
     }
 
   def _generate_examples(self, identity_ids):
@@ -179,8 +195,9 @@ class SyntheticTalk(tfds.core.GeneratorBasedBuilder):
         yield _render_job(job)
 
 
-def get_builder(size: str, data_dir: str, seed: int = 0, num_workers: int = 0,
-                **overrides) -> SyntheticTalk:
+def get_builder(
+  size: str, data_dir: str, seed: int = 0, num_workers: int = 0, **overrides
+) -> SyntheticTalk:
   """A SyntheticTalk builder for `size` (tiny|small|full) and seed, writing under data_dir."""
   cfg = make_config(size, seed=seed, **overrides)
   cfg.validate()
@@ -193,11 +210,16 @@ def is_built(size: str, data_dir: str | None, seed: int = 0) -> bool:
   """Whether synthetic_talk/<size> (this code's VERSION) is prepared under ``data_dir``;
   looks for the folder first so that a missing build creates nothing."""
   name = make_config(size, seed=seed).name
-  return bool(data_dir) and os.path.isdir(os.path.join(data_dir, "synthetic_talk", name)) \
-      and get_builder(size, data_dir, seed=seed).is_prepared()
+  return (
+    bool(data_dir)
+    and os.path.isdir(os.path.join(data_dir, "synthetic_talk", name))
+    and get_builder(size, data_dir, seed=seed).is_prepared()
+  )
 
 
 def split_identities(cfg: SyntheticTalkConfig) -> dict[str, range]:
   """Identity ids per split (disjoint)."""
-  return {"train": range(0, cfg.num_train_identities),
-          "test": range(cfg.num_train_identities, cfg.num_identities)}
+  return {
+    "train": range(0, cfg.num_train_identities),
+    "test": range(cfg.num_train_identities, cfg.num_identities),
+  }

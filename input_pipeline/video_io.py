@@ -24,6 +24,7 @@ chin, drawn in crop coordinates. Values are 0 / 1 uint8.
 Boxes are ``(x0, y0, x1, y1)`` float32 in pixels of the decoded frame (x right, y down,
 x1/y1 exclusive).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,21 +38,25 @@ import cv2
 from emotalker_jax.audio import load_audio
 
 FPS = 25
-CROP_SCALE = 1.8          # crop side = CROP_SCALE * max(face box w, h)
-CROP_SHIFT_Y = 0.05       # crop centre = face centre + CROP_SHIFT_Y * face h (downwards)
+CROP_SCALE = 1.8  # crop side = CROP_SCALE * max(face box w, h)
+CROP_SHIFT_Y = 0.05  # crop centre = face centre + CROP_SHIFT_Y * face h (downwards)
 MASK_SCALE = (1.05, 1.25)  # face-mask ellipse semi-axes = MASK_SCALE * (w/2, h/2)
-MASK_SHIFT_Y = 0.12       # ellipse centre = face centre + MASK_SHIFT_Y * face h
-DETECT_MAX_SIDE = 480     # frames are downscaled to this for detection (speed)
+MASK_SHIFT_Y = 0.12  # ellipse centre = face centre + MASK_SHIFT_Y * face h
+DETECT_MAX_SIDE = 480  # frames are downscaled to this for detection (speed)
 
-Box = np.ndarray           # (4,) float32 x0, y0, x1, y1
+Box = np.ndarray  # (4,) float32 x0, y0, x1, y1
 Detector = Callable[[np.ndarray], Optional[np.ndarray]]
 
 
 # ---------------------------------------------------------------------------------------
 # Decoding
 # ---------------------------------------------------------------------------------------
-def read_video(path: str | os.PathLike, fps: float = FPS, max_side: int | None = None,
-               max_frames: int | None = None) -> np.ndarray:
+def read_video(
+  path: str | os.PathLike,
+  fps: float = FPS,
+  max_side: int | None = None,
+  max_frames: int | None = None,
+) -> np.ndarray:
   """Decodes a video file to RGB frames resampled to ``fps``: (T, H, W, 3) uint8.
 
   Args:
@@ -83,15 +88,21 @@ def read_video(path: str | os.PathLike, fps: float = FPS, max_side: int | None =
     for raw in gen:
       frames.append(np.frombuffer(raw, np.uint8).reshape(h, w, 3))
   except (IOError, RuntimeError, StopIteration, KeyError) as e:
-    raise ValueError(f"cannot decode video {path!r}: {e}; check the file is a complete "
-                     "video ffmpeg can read") from None
+    raise ValueError(
+      f"cannot decode video {path!r}: {e}; check the file is a complete video ffmpeg can read"
+    ) from None
   if not frames:
     raise ValueError(f"video {path!r} has no frames; check the file is a complete video")
   return np.stack(frames)
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = FPS,
-                codec: str | None = None, quality: float | None = 8) -> None:
+def write_video(
+  path: str | os.PathLike,
+  frames: np.ndarray,
+  fps: float = FPS,
+  codec: str | None = None,
+  quality: float | None = 8,
+) -> None:
   """Writes (T, H, W, 3) uint8 RGB frames to ``path`` with the bundled ffmpeg.
 
   The container follows the extension (``.mp4`` -> H.264, ``.flv`` -> Sorenson FLV1,
@@ -104,8 +115,15 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = FPS,
   if codec is None:
     codec = {".flv": "flv", ".avi": "mpeg4"}.get(os.path.splitext(path)[1].lower(), "libx264")
   h, w = frames.shape[1:3]
-  writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, codec=codec, quality=quality,
-                                       macro_block_size=1, ffmpeg_log_level="error")
+  writer = imageio_ffmpeg.write_frames(
+    path,
+    (w, h),
+    fps=fps,
+    codec=codec,
+    quality=quality,
+    macro_block_size=1,
+    ffmpeg_log_level="error",
+  )
   writer.send(None)
   for f in frames:
     writer.send(np.ascontiguousarray(f))
@@ -120,8 +138,9 @@ def _cascade(name: str = "haarcascade_frontalface_default.xml"):
   path = os.path.join(cv2.data.haarcascades, name)
   clf = cv2.CascadeClassifier(path)
   if clf.empty():
-    raise FileNotFoundError(f"OpenCV Haar cascade {path!r} could not be loaded; "
-                            "reinstall opencv-python-headless")
+    raise FileNotFoundError(
+      f"OpenCV Haar cascade {path!r} could not be loaded; reinstall opencv-python-headless"
+    )
   return clf
 
 
@@ -137,17 +156,27 @@ def detect_faces(frame: np.ndarray, min_size_frac: float = 0.08) -> np.ndarray:
     raise ValueError(f"frame must be (H, W, 3), got {frame.shape}")
   h, w = frame.shape[:2]
   s = min(1.0, DETECT_MAX_SIDE / max(h, w))
-  img = frame if s == 1.0 else cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))),
-                                          interpolation=cv2.INTER_AREA)
+  img = (
+    frame
+    if s == 1.0
+    else cv2.resize(
+      frame, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA
+    )
+  )
   grey = cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY))
   min_side = max(16, int(min_size_frac * min(grey.shape)))
-  found = _cascade().detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5,
-                                      minSize=(min_side, min_side))
+  found = _cascade().detectMultiScale(
+    grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side)
+  )
   if len(found) == 0:
     return np.zeros((0, 4), np.float32)
   found = np.asarray(found, np.float32)
-  boxes = np.stack([found[:, 0], found[:, 1], found[:, 0] + found[:, 2],
-                    found[:, 1] + found[:, 3]], axis=1) / s
+  boxes = (
+    np.stack(
+      [found[:, 0], found[:, 1], found[:, 0] + found[:, 2], found[:, 1] + found[:, 3]], axis=1
+    )
+    / s
+  )
   order = np.argsort(-(found[:, 2] * found[:, 3]), kind="stable")
   return boxes[order].astype(np.float32)
 
@@ -158,21 +187,28 @@ def haar_detector(frame: np.ndarray) -> Optional[Box]:
   return boxes[0] if len(boxes) else None
 
 
-def detect_face_box(frame: np.ndarray, source: str = "the frame",
-                    detector: Detector = haar_detector) -> Box:
+def detect_face_box(
+  frame: np.ndarray, source: str = "the frame", detector: Detector = haar_detector
+) -> Box:
   """The largest face in an RGB frame: (4,) float32 ``(x0, y0, x1, y1)`` pixels.
 
   Raises ValueError("no face found in <source>") when the detector finds none.
   """
   box = detector(frame)
   if box is None:
-    raise ValueError(f"no face found in {source}; use a frontal, unoccluded face "
-                     "(or pass a fixed face box)")
+    raise ValueError(
+      f"no face found in {source}; use a frontal, unoccluded face (or pass a fixed face box)"
+    )
   return np.asarray(box, np.float32)
 
 
-def track_face_boxes(frames: np.ndarray, detect_every: int = 5, smoothing: int = 9,
-                     detector: Detector = haar_detector, source: str = "the video") -> np.ndarray:
+def track_face_boxes(
+  frames: np.ndarray,
+  detect_every: int = 5,
+  smoothing: int = 9,
+  detector: Detector = haar_detector,
+  source: str = "the video",
+) -> np.ndarray:
   """Per-frame face boxes of a clip (T, H, W, 3): (T, 4) float32.
 
   The detector runs on frames 0, k, 2k, ... and the last frame (k = ``detect_every``);
@@ -215,8 +251,9 @@ def smooth_boxes(boxes: np.ndarray, window: int) -> np.ndarray:
   return out.astype(np.float32)
 
 
-def crop_box_for_face(face_box: np.ndarray, scale: float = CROP_SCALE,
-                      shift_y: float = CROP_SHIFT_Y) -> np.ndarray:
+def crop_box_for_face(
+  face_box: np.ndarray, scale: float = CROP_SCALE, shift_y: float = CROP_SHIFT_Y
+) -> np.ndarray:
   """Square crop box(es) around face box(es) (..., 4): side ``scale * max(w, h)``."""
   fb = np.asarray(face_box, np.float32)
   w, h = fb[..., 2] - fb[..., 0], fb[..., 3] - fb[..., 1]
@@ -232,10 +269,12 @@ def _crop_resize(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
   side = max(1, int(round(max(box[2] - box[0], box[3] - box[1]))))
   x1, y1 = x0 + side, y0 + side
   pl, pt, pr, pb = max(0, -x0), max(0, -y0), max(0, x1 - w), max(0, y1 - h)
-  patch = frame[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
-  if patch.size == 0:   # box entirely outside: replicate the nearest edge pixel
-    patch = frame[np.clip(y0, 0, h - 1):np.clip(y0, 0, h - 1) + 1,
-                  np.clip(x0, 0, w - 1):np.clip(x0, 0, w - 1) + 1]
+  patch = frame[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)]
+  if patch.size == 0:  # box entirely outside: replicate the nearest edge pixel
+    patch = frame[
+      np.clip(y0, 0, h - 1) : np.clip(y0, 0, h - 1) + 1,
+      np.clip(x0, 0, w - 1) : np.clip(x0, 0, w - 1) + 1,
+    ]
     patch = np.broadcast_to(patch, (side, side, frame.shape[2]))
   elif pl or pt or pr or pb:
     patch = cv2.copyMakeBorder(np.ascontiguousarray(patch), pt, pb, pl, pr, cv2.BORDER_REPLICATE)
@@ -250,11 +289,22 @@ def face_mask_in_crop(face_box: np.ndarray, crop_box: np.ndarray, size: int) -> 
   cx = ((face_box[0] + face_box[2]) / 2 - crop_box[0]) * s
   cy = ((face_box[1] + face_box[3]) / 2 - crop_box[1]) * s + MASK_SHIFT_Y * h
   mask = np.zeros((size, size), np.uint8)
-  shift = 4   # sub-pixel precision of cv2.ellipse
-  cv2.ellipse(mask, (int(round(cx * 16)), int(round(cy * 16))),
-              (max(1, int(round(MASK_SCALE[0] * w / 2 * 16))),
-               max(1, int(round(MASK_SCALE[1] * h / 2 * 16)))),
-              0, 0, 360, 1, -1, lineType=cv2.LINE_8, shift=shift)
+  shift = 4  # sub-pixel precision of cv2.ellipse
+  cv2.ellipse(
+    mask,
+    (int(round(cx * 16)), int(round(cy * 16))),
+    (
+      max(1, int(round(MASK_SCALE[0] * w / 2 * 16))),
+      max(1, int(round(MASK_SCALE[1] * h / 2 * 16))),
+    ),
+    0,
+    0,
+    360,
+    1,
+    -1,
+    lineType=cv2.LINE_8,
+    shift=shift,
+  )
   return mask
 
 
@@ -262,15 +312,23 @@ def face_mask_in_crop(face_box: np.ndarray, crop_box: np.ndarray, size: int) -> 
 class FaceCrops:
   """Face crops of a clip. frames (T, S, S, 3) uint8; face_mask (T, S, S) uint8 0/1;
   face_boxes / crop_boxes (T, 4) float32 in source-frame pixels."""
+
   frames: np.ndarray
   face_mask: np.ndarray
   face_boxes: np.ndarray
   crop_boxes: np.ndarray
 
 
-def crop_faces(frames: np.ndarray, size: int, face_boxes: np.ndarray | None = None,
-               smoothing: int = 9, detect_every: int = 5, scale: float = CROP_SCALE,
-               detector: Detector = haar_detector, source: str = "the video") -> FaceCrops:
+def crop_faces(
+  frames: np.ndarray,
+  size: int,
+  face_boxes: np.ndarray | None = None,
+  smoothing: int = 9,
+  detect_every: int = 5,
+  scale: float = CROP_SCALE,
+  detector: Detector = haar_detector,
+  source: str = "the video",
+) -> FaceCrops:
   """Square face crops of a clip (T, H, W, 3) uint8, resized to ``size``.
 
   Args:
@@ -292,8 +350,9 @@ def crop_faces(frames: np.ndarray, size: int, face_boxes: np.ndarray | None = No
 # ---------------------------------------------------------------------------------------
 # A whole clip: video + audio -> per-clip arrays
 # ---------------------------------------------------------------------------------------
-def fit_audio(audio: np.ndarray, num_frames: int, fps: float = FPS,
-              sample_rate: int = 16000) -> np.ndarray:
+def fit_audio(
+  audio: np.ndarray, num_frames: int, fps: float = FPS, sample_rate: int = 16000
+) -> np.ndarray:
   """Trims or zero-pads a waveform to exactly ``num_frames * sample_rate / fps`` samples."""
   n = int(round(num_frames * sample_rate / fps))
   audio = np.asarray(audio, np.float32)[:n]
@@ -302,11 +361,19 @@ def fit_audio(audio: np.ndarray, num_frames: int, fps: float = FPS,
   return audio
 
 
-def load_clip(video_path: str, audio_path: str | None, size: int, fps: float = FPS,
-              sample_rate: int = 16000, max_frames: int | None = None,
-              max_side: int | None = 960, detector: Detector = haar_detector,
-              face_boxes: np.ndarray | None = None, smoothing: int = 9,
-              detect_every: int = 5) -> dict:
+def load_clip(
+  video_path: str,
+  audio_path: str | None,
+  size: int,
+  fps: float = FPS,
+  sample_rate: int = 16000,
+  max_frames: int | None = None,
+  max_side: int | None = 960,
+  detector: Detector = haar_detector,
+  face_boxes: np.ndarray | None = None,
+  smoothing: int = 9,
+  detect_every: int = 5,
+) -> dict:
   """Reads one recorded clip into the per-clip layout.
 
   Returns dict: ``frames`` (T, size, size, 3) uint8 at ``fps``; ``face_mask``
@@ -316,9 +383,19 @@ def load_clip(video_path: str, audio_path: str | None, size: int, fps: float = F
   Raises ValueError("no face found in <file>") when the detector finds no face.
   """
   frames = read_video(video_path, fps=fps, max_side=max_side, max_frames=max_frames)
-  crops = crop_faces(frames, size, face_boxes=face_boxes, smoothing=smoothing,
-                     detect_every=detect_every, detector=detector, source=str(video_path))
+  crops = crop_faces(
+    frames,
+    size,
+    face_boxes=face_boxes,
+    smoothing=smoothing,
+    detect_every=detect_every,
+    detector=detector,
+    source=str(video_path),
+  )
   audio = load_audio(audio_path or video_path, sample_rate)
-  return {"frames": crops.frames, "face_mask": crops.face_mask,
-          "audio": fit_audio(audio, frames.shape[0], fps, sample_rate),
-          "crop_box": crops.crop_boxes}
+  return {
+    "frames": crops.frames,
+    "face_mask": crops.face_mask,
+    "audio": fit_audio(audio, frames.shape[0], fps, sample_rate),
+    "crop_box": crops.crop_boxes,
+  }

@@ -14,6 +14,7 @@ refactor. Runs the real commands end to end on configs/tiny.py and writes one JS
 Only the commands' command lines are used, so the script runs unchanged on both sides of a
 refactor of the code behind them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,6 +49,7 @@ def _emotalker(*args: str) -> list[str]:
 def _judge_train_cmd(out: str) -> list[str]:
   """`emotalker judge train` where it exists, else the older module entry point."""
   from emotalker_jax import cli
+
   common = ["train", "--size", "tiny", "--out", out, "--steps", "60", "--no-eval", "--quiet"]
   if "judge" in cli.COMMANDS:
     return _emotalker("judge", *common)
@@ -57,20 +59,23 @@ def _judge_train_cmd(out: str) -> list[str]:
 def _tree_checksum(path: str) -> dict:
   """sum and sum of squares (float64) over every float leaf of an orbax pytree item."""
   import orbax.checkpoint as ocp
+
   tree = ocp.PyTreeCheckpointer().restore(path)
   out = {}
   for key in ("params", "ema_params"):
-    leaves = [np.asarray(x, np.float64) for x in
-              __import__("jax").tree_util.tree_leaves(tree[key])]
-    out[key] = {"n": int(sum(x.size for x in leaves)),
-                "sum": float(sum(x.sum() for x in leaves)),
-                "sumsq": float(sum((x * x).sum() for x in leaves))}
+    leaves = [np.asarray(x, np.float64) for x in __import__("jax").tree_util.tree_leaves(tree[key])]
+    out[key] = {
+      "n": int(sum(x.size for x in leaves)),
+      "sum": float(sum(x.sum() for x in leaves)),
+      "sumsq": float(sum((x * x).sum() for x in leaves)),
+    }
   return out
 
 
 def _inputs(out_dir: str) -> tuple[str, str]:
   import imageio.v3 as iio
   from scipy.io import wavfile
+
   rng = np.random.default_rng(0)
   yy, xx = np.mgrid[0:32, 0:32] / 31.0
   img = np.stack([yy, xx, 0.5 * (yy + xx)], -1) + 0.1 * rng.standard_normal((32, 32, 3))
@@ -85,12 +90,26 @@ def _inputs(out_dir: str) -> tuple[str, str]:
 
 def fingerprint(out_dir: str) -> dict:
   import imageio.v3 as iio
+
   os.makedirs(out_dir, exist_ok=True)
   work = os.path.join(out_dir, "work")
   _run(_emotalker("synth", "--out", f"{out_dir}/tfds", "--size", "tiny"), out_dir, "synth")
-  _run(_emotalker("train", "--config", "configs/tiny.py", "--workdir", work, "--max-steps",
-                  "3", "--config.train.log_every=1", "--config.train.async_checkpointing=False",
-                  f"--config.data.data_dir={out_dir}/tfds"), out_dir, "train")
+  _run(
+    _emotalker(
+      "train",
+      "--config",
+      "configs/tiny.py",
+      "--workdir",
+      work,
+      "--max-steps",
+      "3",
+      "--config.train.log_every=1",
+      "--config.train.async_checkpointing=False",
+      f"--config.data.data_dir={out_dir}/tfds",
+    ),
+    out_dir,
+    "train",
+  )
   with open(os.path.join(work, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f if line.strip()]
   losses = {int(r["step"]): r["loss"] for r in rows if "loss" in r}
@@ -99,22 +118,61 @@ def fingerprint(out_dir: str) -> dict:
 
   portrait, audio = _inputs(out_dir)
   video = os.path.join(out_dir, "gen.mp4")
-  summary = _run(_emotalker("generate", "--checkpoint", work, "--portrait", portrait,
-                            "--audio", audio, "--prompt", "mostly happy, a bit surprised",
-                            "--out", video, "--crop", "center", "--steps", "4",
-                            "--no-progress"), out_dir, "generate")
+  summary = _run(
+    _emotalker(
+      "generate",
+      "--checkpoint",
+      work,
+      "--portrait",
+      portrait,
+      "--audio",
+      audio,
+      "--prompt",
+      "mostly happy, a bit surprised",
+      "--out",
+      video,
+      "--crop",
+      "center",
+      "--steps",
+      "4",
+      "--no-progress",
+    ),
+    out_dir,
+    "generate",
+  )
   info = json.loads(summary.strip().splitlines()[-1])
   sheet = iio.imread(os.path.join(out_dir, "gen.png")).astype(np.float64)
   keep = ("frames", "intensities", "intensities_calibrated", "steps", "guidance")
-  generate = {"info": {k: info[k] for k in keep if k in info},
-              "sheet_mean": float(sheet.mean()), "sheet_sumsq": float((sheet ** 2).sum()),
-              "sheet_shape": list(sheet.shape)}
+  generate = {
+    "info": {k: info[k] for k in keep if k in info},
+    "sheet_mean": float(sheet.mean()),
+    "sheet_sumsq": float((sheet**2).sum()),
+    "sheet_shape": list(sheet.shape),
+  }
 
   judge = os.path.join(out_dir, "judge")
   _run(_judge_train_cmd(judge), out_dir, "judge")
-  _run(_emotalker("eval", "--checkpoint", work, "--judge", judge, "--out",
-                  os.path.join(out_dir, "eval"), "--identities", "2", "--frames", "2",
-                  "--lip-frames", "8", "--steps", "4"), out_dir, "eval")
+  _run(
+    _emotalker(
+      "eval",
+      "--checkpoint",
+      work,
+      "--judge",
+      judge,
+      "--out",
+      os.path.join(out_dir, "eval"),
+      "--identities",
+      "2",
+      "--frames",
+      "2",
+      "--lip-frames",
+      "8",
+      "--steps",
+      "4",
+    ),
+    out_dir,
+    "eval",
+  )
   with open(os.path.join(out_dir, "eval", "metrics.json")) as f:
     metrics = json.load(f)
   evaluation = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -127,8 +185,9 @@ def fingerprint(out_dir: str) -> dict:
 def compare(a, b, path="", rtol=1e-5, atol=1e-6) -> list[str]:
   """Differences between two fingerprints beyond float round-off."""
   if isinstance(a, dict) and isinstance(b, dict):
-    diffs = [f"{path}/{k}: only in {'before' if k in a else 'after'}"
-             for k in sorted(set(a) ^ set(b))]
+    diffs = [
+      f"{path}/{k}: only in {'before' if k in a else 'after'}" for k in sorted(set(a) ^ set(b))
+    ]
     for k in sorted(set(a) & set(b)):
       if k == "seconds" or k.endswith("_seconds"):  # wall times, not results
         continue

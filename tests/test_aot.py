@@ -6,6 +6,7 @@ real trainer on a synthetic batch) must agree on what one step costs. Both compi
 step (1-3 min on 2 cores), so both are in the slow tier (`make test-slow`); the default tier
 checks ``batch_spec`` against the loader's batches (tests/test_pipeline.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,17 +35,17 @@ def aot_report(demo_config):
 
 @pytest.fixture(scope="module")
 def bench_result(demo_config):
-  return bench.run_train_step_bench(demo_config, remat=(False,), steps=1, warmup=0,
-                                    matmul_n=256)
+  return bench.run_train_step_bench(demo_config, remat=(False,), steps=1, warmup=0, matmul_n=256)
 
 
-@pytest.mark.slow      # a compile of the demo step on 8 devices and a real trainer (~2 min)
+@pytest.mark.slow  # a compile of the demo step on 8 devices and a real trainer (~2 min)
 def test_aot_compiles_the_demo_step_with_its_mouth_region(demo_config, aot_report):
   assert "mouth_region" in batch_spec(demo_config)
   mesh = parallel.create_mesh(demo_config.mesh, jax.devices())
   _, (state, _, batch), _ = aot.abstract_train_step(demo_config, mesh)
   assert {k: v.shape for k, v in batch.items()} == {
-      k: v.shape for k, v in batch_spec(demo_config).items()}
+    k: v.shape for k, v in batch_spec(demo_config).items()
+  }
   # The abstract state is the trainer's: the same parameter count as a real initialisation.
   real = loop.build_trainer(demo_config)
   assert aot_report["trainable_params"] == param_count(real.state.params)
@@ -54,7 +55,7 @@ def test_aot_compiles_the_demo_step_with_its_mouth_region(demo_config, aot_repor
   assert aot_report["per_device_bytes"]["argument_size_in_bytes"] > 0
 
 
-@pytest.mark.slow      # a second compile of the step (~1 min on 2 cores)
+@pytest.mark.slow  # a second compile of the step (~1 min on 2 cores)
 def test_train_step_bench_runs_the_demo_step_that_aot_compiles(aot_report, bench_result):
   off = bench_result["remat"]["off"]
   assert math.isfinite(off["final_loss"]) and off["final_loss"] > 0

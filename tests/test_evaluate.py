@@ -12,6 +12,7 @@ generators whose right answers are known:
 The judge is the small one of tests/test_judge.py (100 steps), so thresholds sit below
 its own held-out accuracy; the measured values are in the comments.
 """
+
 import dataclasses
 import json
 import math
@@ -30,13 +31,31 @@ from emotalker_jax.models.eib import calibrate_intensities
 
 tiny = load_config_module(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
 
-SMALL = dict(image_size=32, channels=(16, 32, 64), space_to_depth=2, mouth_branch=8, hidden=128,
-             embed_dim=32, num_identities=64, frames_per_identity=8, steps=150,
-             batch_identities=16, batch_frames=4, learning_rate=3e-3, warmup_steps=10,
-             augment=False, seed=0)
+SMALL = dict(
+  image_size=32,
+  channels=(16, 32, 64),
+  space_to_depth=2,
+  mouth_branch=8,
+  hidden=128,
+  embed_dim=32,
+  num_identities=64,
+  frames_per_identity=8,
+  steps=150,
+  batch_identities=16,
+  batch_frames=4,
+  learning_rate=3e-3,
+  warmup_steps=10,
+  augment=False,
+  seed=0,
+)
 SETTINGS = ev.EvalSettings(num_identities=2, frames=3, lip_frames=25, steps=5, seed=0)
-PROMPT_LABELS = {p: ev.one_hot(n) for p, n in zip(ev.SINGLE_PROMPTS, (
-    "neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised"))}
+PROMPT_LABELS = {
+  p: ev.one_hot(n)
+  for p, n in zip(
+    ev.SINGLE_PROMPTS,
+    ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised"),
+  )
+}
 PROMPT_LABELS.update({p: ev.label_vector(d) for p, d in ev.MIXED_PROMPTS})
 PROMPT_LABELS.update({p: ev.one_hot(e) for p, e in ev.PARAPHRASES})
 
@@ -44,36 +63,48 @@ PROMPT_LABELS.update({p: ev.one_hot(e) for p, e in ev.PARAPHRASES})
 class RenderingGenerator:
   """Renders identity ``identity_of(portrait)`` with the requested intensities; the mouth
   follows the audio exactly as in the benchmark (frame RMS -> mouth opening)."""
+
   sample_rate, fps, image_size = 16000, 25.0, 32
 
   intensity_gamma = 1.0
 
-  def __init__(self, sources, wrong_identity: bool = False, copy: bool = False,
-               power: float = 1.0, secondary: float = 1.0):
+  def __init__(
+    self,
+    sources,
+    wrong_identity: bool = False,
+    copy: bool = False,
+    power: float = 1.0,
+    secondary: float = 1.0,
+  ):
     """power: draws every intensity but the strongest, m, as m (s / m) ** power (power 2:
     a faint emotion beside a strong one is drawn too faint, as by the demo model);
     secondary: draws every intensity below the strongest ``secondary`` times as strong
     (at most m): 2 exaggerates a mixture's faint part without changing its top 2."""
     self.power, self.secondary = power, secondary
     from input_pipeline.synthetic import face_model
+
     self.config = tiny.get_config()
     ids = [s.identity for s in sources]
     if wrong_identity:
       ids = ids[1:] + ids[:1]
-    self.params = {s.portrait.tobytes(): face_model.sample_identity(i, 0)
-                   for s, i in zip(sources, ids)}
+    self.params = {
+      s.portrait.tobytes(): face_model.sample_identity(i, 0) for s, i in zip(sources, ids)
+    }
     self.copy = copy
     self.calls = []
     # An untrained autoencoder: the harness's ceiling part decodes through it.
     import jax
     from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
+
     self.vae = build_autoencoder(self.config)
     import flax.linen as nn
+
     self.vae_params = nn.meta.unbox(init_autoencoder(self.vae, jax.random.key(0), 32)["params"])
 
   def generate(self, portrait, audio, prompt=None, intensities=None, **kw):
     from input_pipeline.synthetic import audio as audio_lib
     from input_pipeline.synthetic import face_model, renderer
+
     self.calls.append({"prompt": prompt, "intensities": intensities, **kw})
     n = len(audio) // 640
     if self.copy:
@@ -84,8 +115,12 @@ class RenderingGenerator:
     s = np.where(s < s.max(), np.minimum(s * self.secondary, s.max()), s)
     motion = face_model.Motion.still(n)
     motion.mouth_open = audio_lib.mouth_opening(audio_lib.frame_rms(audio)).astype(np.float32)
-    out = renderer.render(self.params[portrait.tobytes()],
-                          face_model.expression_controls(np.repeat(s[None], n, 0)), motion, 32)
+    out = renderer.render(
+      self.params[portrait.tobytes()],
+      face_model.expression_controls(np.repeat(s[None], n, 0)),
+      motion,
+      32,
+    )
     return out["frames"], {}
 
 
@@ -110,6 +145,7 @@ def oracle_result(judge, sources):
 
 def test_sources_are_the_test_splits_neutral_references(sources):
   from input_pipeline import synthetic_talk as st
+
   test_ids = set(st.split_identities(st.make_config("tiny"))["test"])
   assert [s.identity for s in sources] == sorted(test_ids)[:2]
   for s in sources:
@@ -120,28 +156,36 @@ def test_sources_are_the_test_splits_neutral_references(sources):
 
 def test_oracle_scores_high(oracle_result):
   r, _ = oracle_result
-  assert list(r)[:len(ev.METRIC_KEYS)] == list(ev.METRIC_KEYS)
-  assert r["emotion_accuracy"] >= 0.75, r["details"]["single"]         # measured 0.94
-  assert r["intensity_spearman"] >= 0.8, r["details"]["sweep"]          # measured 0.94
-  assert r["identity_similarity"] >= 0.85                              # measured 0.94
-  assert r["lip_sync_correlation"] >= 0.7                              # measured 0.95
+  assert list(r)[: len(ev.METRIC_KEYS)] == list(ev.METRIC_KEYS)
+  assert r["emotion_accuracy"] >= 0.75, r["details"]["single"]  # measured 0.94
+  assert r["intensity_spearman"] >= 0.8, r["details"]["sweep"]  # measured 0.94
+  assert r["identity_similarity"] >= 0.85  # measured 0.94
+  assert r["lip_sync_correlation"] >= 0.7  # measured 0.95
   # The constraint does not exist for the oracle: both runs render the same frames.
   assert r["identity_similarity_no_constraint"] == pytest.approx(r["identity_similarity"])
   assert r["n_identities"] == 2
 
 
-def test_every_headline_figure_has_its_ceiling_interval_and_undefined_count(judge, sources,
-                                                                         oracle_result):
+def test_every_headline_figure_has_its_ceiling_interval_and_undefined_count(
+  judge, sources, oracle_result
+):
   from emotalker_jax.evaluation import metrics
+
   r, _ = oracle_result
-  for k in ("identity_similarity_ground_truth", "mixed_intensity_error",
-            "mixed_intensity_error_ground_truth", "intensity_spearman_frames", "flicker",
-            "flicker_ground_truth", "n_undefined"):
+  for k in (
+    "identity_similarity_ground_truth",
+    "mixed_intensity_error",
+    "mixed_intensity_error_ground_truth",
+    "intensity_spearman_frames",
+    "flicker",
+    "flicker_ground_truth",
+    "n_undefined",
+  ):
     assert k in r, k
   for k in ev.CI_KEYS:
     lo, hi = r[f"{k}_ci"]
     assert lo <= hi, k
-    if not k.startswith("intensity_spearman"):       # means of units: the point is inside
+    if not k.startswith("intensity_spearman"):  # means of units: the point is inside
       assert lo - 1e-9 <= r[k] <= hi + 1e-9, (k, r[k], lo, hi)
   for k, ceiling in ev.CEILINGS.items():
     assert ceiling in r, (k, ceiling)
@@ -149,15 +193,16 @@ def test_every_headline_figure_has_its_ceiling_interval_and_undefined_count(judg
   # (on the same clip) to the portrait, by hand for one identity and prompt.
   s, e = sources[1], EMOTIONS.index("sad")
   frames = ev.render_reference_clip(s, ev.single_prompt_label("sad"), SETTINGS.frames)
-  want = metrics.cosine(judge.predict(frames)["embedding"],
-                        judge.predict(s.portrait[None])["embedding"][0]).mean()
+  want = metrics.cosine(
+    judge.predict(frames)["embedding"], judge.predict(s.portrait[None])["embedding"][0]
+  ).mean()
   units = np.asarray(r["details"]["single"]["units"]["identity_similarity_ground_truth"])
   assert units.shape == (2, 8) and units[1, e] == pytest.approx(want, rel=1e-6)
   assert r["identity_similarity_ground_truth"] == pytest.approx(units.mean())
   # The oracle draws what the benchmark renders: identity and its ceiling agree closely,
   # and its mixed intensity error is near the renderings' own error against the labels.
   assert abs(r["identity_similarity"] - r["identity_similarity_ground_truth"]) < 0.05
-  assert r["mixed_intensity_error"] < 0.15                           # measured 0.03
+  assert r["mixed_intensity_error"] < 0.15  # measured 0.03
   assert r["n_undefined"]["lip_sync_correlation"] == 0
   # Spearman over the frames is at most the one over the per-strength means here (the
   # frames of one strength tie in the strength, and the judge's readings spread).
@@ -166,30 +211,33 @@ def test_every_headline_figure_has_its_ceiling_interval_and_undefined_count(judg
   assert r["flicker"] < r["flicker_ground_truth"]
 
 
-def test_a_generator_exaggerating_the_faint_emotion_has_a_larger_intensity_error(judge,
-                                                                                sources):
+def test_a_generator_exaggerating_the_faint_emotion_has_a_larger_intensity_error(judge, sources):
   """Secondary emotions at twice the label's strength: the top-2 sets are unchanged (the
   mixed top-2 is no lower than the faithful generator's), but the intensity error against
   the renderings of the labels grows."""
   st = dataclasses.replace(SETTINGS, frames=2)
   faithful = ev._mixed(ev._Runner(RenderingGenerator(sources), judge, sources, st))
-  doubled = ev._mixed(ev._Runner(RenderingGenerator(sources, secondary=2.0), judge, sources,
-                                 st))
+  doubled = ev._mixed(ev._Runner(RenderingGenerator(sources, secondary=2.0), judge, sources, st))
   assert doubled["mixed_top2_accuracy"] >= faithful["mixed_top2_accuracy"] - 1e-9
   assert doubled["mixed_intensity_error"] > faithful["mixed_intensity_error"] + 0.02, (
-      faithful["intensity_error_per_prompt"], doubled["intensity_error_per_prompt"])
+    faithful["intensity_error_per_prompt"],
+    doubled["intensity_error_per_prompt"],
+  )
   # the floor (renderings vs labels) does not depend on the generator
-  assert doubled["mixed_intensity_error_ground_truth"] == faithful[
-      "mixed_intensity_error_ground_truth"]
+  assert (
+    doubled["mixed_intensity_error_ground_truth"] == faithful["mixed_intensity_error_ground_truth"]
+  )
 
 
 def test_ceiling_reads_the_ground_truth_frames(judge, sources, oracle_result):
   from emotalker_jax.evaluation import metrics
+
   c = oracle_result[0]["details"]["ceiling"]
   x = np.concatenate([s.clip_frames for s in sources])
-  ref = metrics.emotion_accuracy(judge.predict(x)["intensities"],
-                                 np.concatenate([s.clip_emotions for s in sources]))
-  assert c["frames"] == len(x) == 2 * 31 * 5          # every 5th frame of 31 clips each
+  ref = metrics.emotion_accuracy(
+    judge.predict(x)["intensities"], np.concatenate([s.clip_emotions for s in sources])
+  )
+  assert c["frames"] == len(x) == 2 * 31 * 5  # every 5th frame of 31 clips each
   assert c["ground_truth"]["emotion_top1"] == pytest.approx(ref["top1"])
   assert c["ground_truth"]["mixed_top2"] == pytest.approx(ref["top2_mixed"])
   # an untrained autoencoder destroys the expression
@@ -199,10 +247,12 @@ def test_ceiling_reads_the_ground_truth_frames(judge, sources, oracle_result):
 
 def test_label_ceiling_judges_the_benchmarks_own_renderings(judge, sources, oracle_result):
   from emotalker_jax.evaluation import metrics
+
   f = SETTINGS.frames
-  for s in sources:   # the neutral label gives back the reference clip itself
-    np.testing.assert_array_equal(ev.render_reference_clip(s, ev.one_hot("neutral", 0), f),
-                                  s.truth[:f])
+  for s in sources:  # the neutral label gives back the reference clip itself
+    np.testing.assert_array_equal(
+      ev.render_reference_clip(s, ev.one_hot("neutral", 0), f), s.truth[:f]
+    )
   c = oracle_result[0]["details"]["ceiling_labels"]
   assert list(c["per_prompt"]) == [p for p, _ in ev.MIXED_PROMPTS]
   for prompt, label in ev.MIXED_PROMPTS:
@@ -222,9 +272,12 @@ def test_frame_counts_and_conditions(oracle_result):
   f = SETTINGS.frames
   per_id = 3 * 8 * f + 2 * len(ev.MIXED_PROMPTS) * f + 7 * len(ev.SWEEP_STRENGTHS) * f + 25
   assert r["n_frames"] == 2 * per_id
-  swept = [c["intensities"] for c in gen.calls
-           if c["intensities"] is not None and c["intensities"][1:].max() > 0]
-  swept = [v for v in swept if np.count_nonzero(v) == 1]      # not the explicit mixtures
+  swept = [
+    c["intensities"]
+    for c in gen.calls
+    if c["intensities"] is not None and c["intensities"][1:].max() > 0
+  ]
+  swept = [v for v in swept if np.count_nonzero(v) == 1]  # not the explicit mixtures
   assert len(swept) == 2 * 7 * len(ev.SWEEP_STRENGTHS)
   assert sorted({round(float(v[1:].max()), 6) for v in swept}) == list(ev.SWEEP_STRENGTHS)
   for v in swept:
@@ -241,8 +294,7 @@ def test_frame_counts_and_conditions(oracle_result):
 def test_a_calibrated_generator_also_reports_the_uncalibrated_mixed_figure(judge, sources):
   gen = RenderingGenerator(sources, power=2.0)
   gen.intensity_gamma = 0.5
-  r = ev.evaluate(gen, judge, sources, dataclasses.replace(SETTINGS, frames=2),
-                  log=lambda m: None)
+  r = ev.evaluate(gen, judge, sources, dataclasses.replace(SETTINGS, frames=2), log=lambda m: None)
   mixed = [c for c in gen.calls if c["prompt"] in dict(ev.MIXED_PROMPTS)]
   assert len(mixed) == 2 * 2 * len(ev.MIXED_PROMPTS)
   assert sorted({c.get("intensity_gamma") for c in mixed}, key=str) == [1.0, None]
@@ -260,8 +312,8 @@ def test_copier_keeps_identity_but_shows_no_emotion(judge, sources):
   r = ev.evaluate(gen, judge, sources, SETTINGS, log=lambda m: None)
   assert r["identity_similarity"] == pytest.approx(1.0, abs=1e-5)
   assert r["emotion_accuracy"] <= 1 / 8 + 1e-9
-  assert math.isnan(r["intensity_spearman"])         # the same frame at every strength
-  assert math.isnan(r["lip_sync_correlation"])       # a still mouth has no correlation
+  assert math.isnan(r["intensity_spearman"])  # the same frame at every strength
+  assert math.isnan(r["lip_sync_correlation"])  # a still mouth has no correlation
   # ... and each undefined figure says how many of its units were left out
   assert r["n_undefined"]["intensity_spearman"] == 7
   # Over the frames it is defined (identities read differently) and exactly 0: each
@@ -270,23 +322,29 @@ def test_copier_keeps_identity_but_shows_no_emotion(judge, sources):
   assert abs(r["intensity_spearman_frames"]) < 1e-9
   assert r["n_undefined"]["lip_sync_correlation"] == 2
   assert r["intensity_spearman_ci"] == [None, None] or all(
-      math.isnan(x) for x in r["intensity_spearman_ci"])
-  assert r["flicker"] == 0.0 and r["identity_similarity_ci"] == [
-      pytest.approx(1.0, abs=1e-5)] * 2
+    math.isnan(x) for x in r["intensity_spearman_ci"]
+  )
+  assert r["flicker"] == 0.0 and r["identity_similarity_ci"] == [pytest.approx(1.0, abs=1e-5)] * 2
 
 
 def test_wrong_identity_scores_lower(judge, sources, oracle_result):
   gen = RenderingGenerator(sources, wrong_identity=True)
   r = ev.evaluate(gen, judge, sources, SETTINGS, log=lambda m: None)
-  assert r["identity_similarity"] < oracle_result[0]["identity_similarity"] - 0.3  # measured -0.01 vs 0.94
+  assert (
+    r["identity_similarity"] < oracle_result[0]["identity_similarity"] - 0.3
+  )  # measured -0.01 vs 0.94
 
 
 def test_outputs_are_strict_json_with_the_fixed_keys(tmp_path, judge, sources, oracle_result):
   gen = RenderingGenerator(sources, copy=True)
-  r = ev.evaluate(gen, judge, sources, dataclasses.replace(SETTINGS, frames=1),
-                  log=lambda m: None)
-  rows = ev.run_ablations(RenderingGenerator(sources), judge, sources,
-                          dataclasses.replace(SETTINGS, frames=1), log=lambda m: None)
+  r = ev.evaluate(gen, judge, sources, dataclasses.replace(SETTINGS, frames=1), log=lambda m: None)
+  rows = ev.run_ablations(
+    RenderingGenerator(sources),
+    judge,
+    sources,
+    dataclasses.replace(SETTINGS, frames=1),
+    log=lambda m: None,
+  )
   names = [row["variant"] for row in rows]
   assert names[0] == "default" and "init noise" in names and "mask lower_face" in names
   assert {"constraint strength 0", "constraint strength 1"} <= set(names)
@@ -295,19 +353,23 @@ def test_outputs_are_strict_json_with_the_fixed_keys(tmp_path, judge, sources, o
     saved = json.load(fh, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
   for k in ev.METRIC_KEYS:
     assert k in saved
-  assert saved["intensity_spearman"] is None          # nan is written as null
+  assert saved["intensity_spearman"] is None  # nan is written as null
   from PIL import Image
+
   assert Image.open(paths["plot"]).size[1] == 480
   text = open(paths["report"]).read()
   assert "| emotion_accuracy |" in text and "## Ablations" in text
 
 
-def test_ablations_reuse_the_evaluated_default_and_unconstrained_rows(judge, sources,
-                                                                      oracle_result):
+def test_ablations_reuse_the_evaluated_default_and_unconstrained_rows(
+  judge, sources, oracle_result
+):
   r, _ = oracle_result
   gen = RenderingGenerator(sources)
-  rows = {row["variant"]: row for row in ev.run_ablations(gen, judge, sources, SETTINGS,
-                                                          log=lambda m: None, result=r)}
+  rows = {
+    row["variant"]: row
+    for row in ev.run_ablations(gen, judge, sources, SETTINGS, log=lambda m: None, result=r)
+  }
   single, off = r["details"]["single"], r["details"]["single_no_constraint"]
   assert rows["default"]["emotion_accuracy"] == single["emotion_accuracy"]
   assert rows["default"]["identity_similarity"] == single["identity_similarity"]
@@ -331,20 +393,22 @@ def test_one_hot_and_labels():
   np.testing.assert_array_equal(ev.one_hot("sad", 0.0), np.eye(NUM_EMOTIONS)[0])
   for _, label in ev.MIXED_PROMPTS:
     assert len(label) == 2
-  assert [e for _, e in ev.PARAPHRASES] == list(EMOTIONS)     # MEAD order, one each
+  assert [e for _, e in ev.PARAPHRASES] == list(EMOTIONS)  # MEAD order, one each
 
 
 # ---- intensity calibration (evaluation/calibrate.py) -------------------------------------------
 
+
 def test_calibration_labels_are_singles_and_mixtures_the_evaluation_does_not_use():
   from emotalker_jax.evaluation import calibrate as cal
+
   labels = cal.calibration_labels()
   singles = [v for _, v in labels if np.count_nonzero(v) == 1]
   mixed = [v for _, v in labels if np.count_nonzero(v) == 2]
   assert len(singles) == 7 and len(mixed) == 7 and len(labels) == 14
   assert sorted(int(np.argmax(v)) for v in singles) == list(range(1, 8))
   assert all(v.max() == cal.SINGLE_STRENGTH for v in singles)
-  assert sorted(int(np.argmax(v)) for v in mixed) == list(range(1, 8))   # each one primary
+  assert sorted(int(np.argmax(v)) for v in mixed) == list(range(1, 8))  # each one primary
   for v in mixed:
     assert sorted(v[v > 0].tolist()) == pytest.approx(sorted(cal.MIXTURE_STRENGTHS))
   evaluated = {frozenset(np.flatnonzero(ev.label_vector(d))) for _, d in ev.MIXED_PROMPTS}
@@ -355,14 +419,16 @@ def test_training_sources_are_the_train_splits_neutral_references():
   from emotalker_jax.evaluation import calibrate as cal
   from input_pipeline import synthetic_talk as st
   from input_pipeline.synthetic import clips, face_model
+
   srcs = cal.training_sources("tiny", 2)
   cfg = st.make_config("tiny")
   assert [s.identity for s in srcs] == list(st.split_identities(cfg)["train"])[:2]
   for s in srcs:
-    spec = cfg.clip_plan(s.identity)[0]       # the split's own reference clip
+    spec = cfg.clip_plan(s.identity)[0]  # the split's own reference clip
     assert spec.is_neutral_reference
-    rec = clips.render_clip(spec, face_model.sample_identity(s.identity, 0), cfg.image_size,
-                            cfg.frames_per_clip, 0)
+    rec = clips.render_clip(
+      spec, face_model.sample_identity(s.identity, 0), cfg.image_size, cfg.frames_per_clip, 0
+    )
     np.testing.assert_array_equal(s.truth, rec["frames"])
     np.testing.assert_array_equal(s.portrait, rec["frames"][0])
     np.testing.assert_array_equal(s.audio, rec["audio"])
@@ -376,10 +442,12 @@ def test_fit_finds_the_gamma_that_undoes_a_generators_damping(judge):
   faithful one keeps gamma 1 (ties go to the gamma nearest 1); one that exaggerates the
   faint emotion is not pushed further (top-2 would reward that)."""
   from emotalker_jax.evaluation import calibrate as cal
+
   srcs = cal.training_sources("tiny", 2)
   st = dataclasses.replace(SETTINGS, frames=2)
-  damped = cal.fit_intensity_gamma(RenderingGenerator(srcs, power=2.0), judge, srcs, st,
-                                   (1.0, 0.5, 0.25), log=lambda m: None)
+  damped = cal.fit_intensity_gamma(
+    RenderingGenerator(srcs, power=2.0), judge, srcs, st, (1.0, 0.5, 0.25), log=lambda m: None
+  )
   err = {r["gamma"]: r["intensity_error"] for r in damped["per_gamma"]}
   top2 = {r["gamma"]: r["mixed_top2"] for r in damped["per_gamma"]}
   assert damped["intensity_gamma"] == 0.5, damped["per_gamma"]
@@ -388,16 +456,20 @@ def test_fit_finds_the_gamma_that_undoes_a_generators_damping(judge):
   assert top2[1.0] < top2[0.5] <= top2[0.25] + 1e-9, top2
   for r in damped["per_gamma"]:
     assert r["intensity_error"] == pytest.approx(
-        (7 * r["intensity_error_single"] + 7 * r["intensity_error_mixed"]) / 14)
+      (7 * r["intensity_error_single"] + 7 * r["intensity_error_mixed"]) / 14
+    )
   # The floor is the renderings against their labels: the generator does not enter it.
-  other = cal.fit_intensity_gamma(RenderingGenerator(srcs), judge, srcs, st, (1.0,),
-                                  log=lambda m: None)
+  other = cal.fit_intensity_gamma(
+    RenderingGenerator(srcs), judge, srcs, st, (1.0,), log=lambda m: None
+  )
   assert other["ground_truth"] == damped["ground_truth"]
   assert damped["identities"] == [s.identity for s in srcs] and len(damped["labels"]) == 14
   assert damped["steps"] == SETTINGS.steps and damped["guidance"] == pytest.approx(
-      float(tiny.get_config().sampler.guidance))
-  faithful = cal.fit_intensity_gamma(RenderingGenerator(srcs), judge, srcs, st,
-                                     (1.0, 0.5), log=lambda m: None)
+    float(tiny.get_config().sampler.guidance)
+  )
+  faithful = cal.fit_intensity_gamma(
+    RenderingGenerator(srcs), judge, srcs, st, (1.0, 0.5), log=lambda m: None
+  )
   assert faithful["intensity_gamma"] == 1.0, faithful["per_gamma"]
   with pytest.raises(ValueError, match="--gammas must be numbers > 0"):
     cal.fit_intensity_gamma(RenderingGenerator(srcs), judge, srcs, st, (1.0, 0.0))
@@ -408,21 +480,40 @@ def test_report_writes_results_and_the_readme_table_from_the_json(tmp_path, orac
   headline number in RESULTS.md and the README block is that file's, formatted."""
   import re
   from emotalker_jax.commands import report
+
   r, _ = oracle_result
   demo, results = tmp_path / "demo_out", tmp_path / "results"
-  eval_results.write_outputs(str(demo), r, None, {"steps": 5, "guidance": 2.0, "mask": "face",
-                                                "constraint": {"strength": 0.5}})
-  summary = {"mode": "full", "commit": "abc1234", "checkpoint_step": 7,
-             "stage_seconds": {"synth": 60.0, "train": 1200.0, "eval": 300.0},
-             "reused_stages": [], "demo_seconds": 1560.0, "machine": {"cpus": 2},
-             "mixed_prompts": ["sad and fearful"]}
+  eval_results.write_outputs(
+    str(demo),
+    r,
+    None,
+    {"steps": 5, "guidance": 2.0, "mask": "face", "constraint": {"strength": 0.5}},
+  )
+  summary = {
+    "mode": "full",
+    "commit": "abc1234",
+    "checkpoint_step": 7,
+    "stage_seconds": {"synth": 60.0, "train": 1200.0, "eval": 300.0},
+    "reused_stages": [],
+    "demo_seconds": 1560.0,
+    "machine": {"cpus": 2},
+    "mixed_prompts": ["sad and fearful"],
+  }
   (demo / "summary.json").write_text(json.dumps(summary))
   results.mkdir()
-  (results / "metrics_old_run.json").write_text("{}")           # stale: removed
+  (results / "metrics_old_run.json").write_text("{}")  # stale: removed
   readme = tmp_path / "README.md"
   readme.write_text(f"intro\n{report.BEGIN}\nold table\n{report.END}\nrest\n")
-  args = type("A", (), {"demo": str(demo), "results": str(results),
-                        "out": str(tmp_path / "RESULTS.md"), "readme": str(readme)})
+  args = type(
+    "A",
+    (),
+    {
+      "demo": str(demo),
+      "results": str(results),
+      "out": str(tmp_path / "RESULTS.md"),
+      "readme": str(readme),
+    },
+  )
   assert report.run(args) == 0
   assert sorted(os.listdir(results)) == ["eval.md", "metrics.json", "summary.json"]
   saved = json.loads((results / "metrics.json").read_text())

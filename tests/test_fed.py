@@ -1,4 +1,5 @@
 """FED corpus: determinism, size, held-out vocabulary and frames, label rules, TFDS/JSONL."""
+
 import json
 import re
 
@@ -50,9 +51,12 @@ def test_heldout_terms_and_frames_never_in_train(corpus):
   train_frames = {f for r in train for f in r.frame.split("+")}
   for split in ("validation", "test"):
     held_terms = {t.id for t in fed.heldout_terms(split)}
-    held_frames = ({f.id for fs in pools[split].frames.values() for f in fs}
-                   | {f.id for f in pools[split].mixtures} | {f.id for f in pools[split].negations}
-                   | {f.id for f in pools[split].content_free})
+    held_frames = (
+      {f.id for fs in pools[split].frames.values() for f in fs}
+      | {f.id for f in pools[split].mixtures}
+      | {f.id for f in pools[split].negations}
+      | {f.id for f in pools[split].content_free}
+    )
     assert held_terms and held_frames
     assert not held_terms & train_terms
     assert not held_frames & train_frames
@@ -83,7 +87,7 @@ def test_label_invariants(corpus):
       assert np.all((v >= 0) & (v <= 1)), r
       assert r.n_emotions == int((v > 0).sum()) >= 1
       assert r.is_mixed == (r.n_emotions >= 2)
-      if r.order:   # worded order: "mostly X, a little Y" -> X > Y (> Z)
+      if r.order:  # worded order: "mostly X, a little Y" -> X > Y (> Z)
         assert all(v[a] > v[b] for a, b in zip(r.order, r.order[1:])), r
       for k in r.negated:
         assert v[k] == 0.0, r
@@ -100,12 +104,12 @@ def test_label_rules_on_worded_examples(corpus):
   found = 0
   for p, r in recs.items():
     m = re.fullmatch(r"mostly (\w+), (a little|slightly) (\w+)", p)
-    if m:   # "mostly X, a little Y": X = 0.8, Y = 0.3
+    if m:  # "mostly X, a little Y": X = 0.8, Y = 0.3
       found += 1
       assert np.sort(r.intensities[r.intensities > 0]) == pytest.approx([0.3, 0.8]), r
       assert r.intensities[r.order[0]] == pytest.approx(0.8)
     m = re.fullmatch(r"(slightly|extremely|very) (angry|happy|sad|surprised)", p)
-    if m:   # canonical words: s = d
+    if m:  # canonical words: s = d
       found += 1
       want = {"slightly": 0.3, "very": 0.8, "extremely": 0.95}[m.group(1)]
       assert r.intensities[EMOTION_INDEX[m.group(2)]] == pytest.approx(want)
@@ -128,8 +132,13 @@ def test_label_rules_on_worded_examples(corpus):
 
 def test_describe_matches_the_vector():
   rng = np.random.default_rng(0)
-  for s in ([0, 0, 0, 0, 0, 0.7, 0, 0], [0, 0.3, 0, 0, 0, 0, 0.8, 0], [0, 0, 0, 0, 1 / 3, 0, 0, 0],
-            [0, 0, 0.5, 0, 0, 0, 0, 0.25], [0] * 8):
+  for s in (
+    [0, 0, 0, 0, 0, 0.7, 0, 0],
+    [0, 0.3, 0, 0, 0, 0, 0.8, 0],
+    [0, 0, 0, 0, 1 / 3, 0, 0, 0],
+    [0, 0, 0.5, 0, 0, 0, 0, 0.25],
+    [0] * 8,
+  ):
     r = fed.describe(np.array(s, np.float32), rng)
     want = np.array(s, np.float32)
     if not want.any():
@@ -144,7 +153,7 @@ def test_describe_matches_the_vector():
 def test_contains_emotion_word():
   assert fed.contains_emotion_word("brows knitted, lips pressed")
   assert fed.contains_emotion_word("She is over the moon!")
-  assert fed.contains_emotion_word("a livid stare")        # held-out words count too
+  assert fed.contains_emotion_word("a livid stare")  # held-out words count too
   assert not fed.contains_emotion_word("the cat sat on the mat")
   assert not fed.contains_emotion_word("asdf qwerty")
 

@@ -9,6 +9,7 @@ Generator is compiled once and shared; the CLI is exercised in-process (each com
 and compiles its own Generator) except the kill/resume test, which needs a real process to
 SIGKILL.
 """
+
 import copy
 import dataclasses
 import json
@@ -45,6 +46,7 @@ HAPPY = np.eye(8, dtype=np.float32)[EMOTIONS.index("happy")] * 0.7
 
 # ---- fixtures -------------------------------------------------------------------------------
 
+
 def random_fill(abstract, seed):
   """Values for an abstract param tree: fan-in scaled normals, norm scales 1, small biases."""
   rng = np.random.default_rng(seed)
@@ -56,6 +58,7 @@ def random_fill(abstract, seed):
     if "bias" in name or x.ndim < 2:
       return (0.02 * rng.standard_normal(x.shape)).astype(x.dtype)
     return (rng.standard_normal(x.shape) / np.sqrt(np.prod(x.shape[:-1]))).astype(x.dtype)
+
   return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
@@ -67,11 +70,13 @@ def make_checkpoint(workdir):
   from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
   from emotalker_jax.models.text_encoder import read_text_config
   from emotalker_jax.training import state as state_lib
+
   config = load_config(os.path.join(REPO, "configs", "tiny.py"))
   vae = build_autoencoder(config)
   size = config.data.image_size
-  vabs = nn.meta.unbox(jax.eval_shape(lambda r: init_autoencoder(vae, r, size),
-                                      jax.random.key(0))["params"])
+  vabs = nn.meta.unbox(
+    jax.eval_shape(lambda r: init_autoencoder(vae, r, size), jax.random.key(0))["params"]
+  )
   vae_dir = os.path.join(workdir, "vae")
   ck.save_params(vae_dir, random_fill(vabs, 1))
   with config.unlocked():
@@ -83,9 +88,14 @@ def make_checkpoint(workdir):
   init = state_lib.init_state_fn(lambda r: init_emotalker(model, r, text_dim), tx)
   abstract = nn.meta.unbox(jax.eval_shape(init, jax.random.key(0)))
   params = random_fill(abstract.params, 2)
-  state = state_lib.TrainState(step=jnp.int32(3), params=params,
-                               ema_params=random_fill(abstract.ema_params, 3),
-                               opt_state=tx.init(params), rng=jax.random.key(5), tx=tx)
+  state = state_lib.TrainState(
+    step=jnp.int32(3),
+    params=params,
+    ema_params=random_fill(abstract.ema_params, 3),
+    opt_state=tx.init(params),
+    rng=jax.random.key(5),
+    tx=tx,
+  )
   mngr = ck.checkpoint_manager(workdir, config)
   ck.save_checkpoint(mngr, types.SimpleNamespace(state=state, config=config), None)
   mngr.wait_until_finished()
@@ -127,6 +137,7 @@ def portrait32(seed=0):
 def draw_face(h=160, w=200, cx=100, cy=85):
   """A cartoon face OpenCV's Haar cascade detects (RGB uint8)."""
   import cv2
+
   img = np.full((h, w, 3), (100, 120, 140), np.uint8)
   cv2.ellipse(img, (cx, cy), (42, 57), 0, 0, 360, (220, 180, 150), -1)
   cv2.ellipse(img, (cx, cy - 36), (45, 27), 0, 180, 360, (60, 40, 30), -1)
@@ -135,8 +146,9 @@ def draw_face(h=160, w=200, cx=100, cy=85):
     cv2.ellipse(img, (ex, ey), (9, 5), 0, 0, 360, (245, 245, 245), -1)
     cv2.circle(img, (ex, ey), 4, (20, 30, 40), -1)
     cv2.line(img, (ex - 10, ey - 10), (ex + 10, ey - 11), (70, 50, 40), 3)
-  cv2.fillPoly(img, [np.array([[cx, cy - 3], [cx - 6, cy + 15], [cx + 6, cy + 15]])],
-               (195, 150, 120))
+  cv2.fillPoly(
+    img, [np.array([[cx, cy - 3], [cx - 6, cy + 15], [cx + 6, cy + 15]])], (195, 150, 120)
+  )
   cv2.ellipse(img, (cx, cy + 30), (15, 5), 0, 0, 360, (150, 60, 60), -1)
   return cv2.GaussianBlur(img, (0, 0), 1.2)
 
@@ -154,21 +166,26 @@ def write_wav(path, x):
 def probe(path):
   """(video frame count, has an audio stream) with the bundled ffmpeg."""
   import imageio_ffmpeg
+
   n, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
-  err = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
-                       capture_output=True, text=True).stderr
+  err = subprocess.run(
+    [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+    capture_output=True,
+    text=True,
+  ).stderr
   return n, "Audio: aac" in err
 
 
 # ---- the generator against an independent reference ---------------------------------------
 
-def reference_frames(gen, portrait, face_mask, audio, intensities, steps, guidance,
-                     constraint):
+
+def reference_frames(gen, portrait, face_mask, audio, intensities, steps, guidance, constraint):
   """Every frame as ONE batch through ``sampler.generate_latents`` (which inverts inside),
   conditions assembled here from the model's methods, on the default device, no mesh."""
   from emotalker_jax.audio import features_from_config
   from emotalker_jax.diffusion import sampler
   from emotalker_jax.models.autoencoder import decode_latent, encode_to_latent
+
   c = gen.config
   n = int(len(audio) * 25 // SR)
   x_ref = portrait.astype(np.float32) / 127.5 - 1
@@ -187,31 +204,54 @@ def reference_frames(gen, portrait, face_mask, audio, intensities, steps, guidan
     spatial = jnp.concatenate([z[:1], z[1:]], -1)
     ctx = m.apply(p, mel, m.apply(p, s, method="explicit_emotion"), method="context")
     ctx_null = m.apply(p, mel, m.apply(p, 1, method="null_emotion"), method="context")
-    ctx_src = m.apply(p, silence, m.apply(p, neutral, method="explicit_emotion"),
-                      method="context")
-    den = lambda zt, t, cond: m.apply(p, zt, t, cond["spatial"], cond["context"],  # noqa
-                                      method="denoise")
+    ctx_src = m.apply(p, silence, m.apply(p, neutral, method="explicit_emotion"), method="context")
+    den = lambda zt, t, cond: m.apply(
+      p,
+      zt,
+      t,
+      cond["spatial"],
+      cond["context"],  # noqa
+      method="denoise",
+    )
     mask = sampler.latent_mask_from_face_mask(face_mask, z.shape[1:3], constraint.m_face)
     z0 = sampler.generate_latents(
-        den, schedule, z[1:], {"spatial": spatial, "context": ctx_src},
-        {"spatial": jnp.broadcast_to(spatial, (n,) + spatial.shape[1:]), "context": ctx},
-        steps=steps, guidance=guidance, uncond={"spatial": spatial, "context": ctx_null},
-        constraint=constraint, mask=mask, inversion_iters=int(c.sampler.inversion_iters))
+      den,
+      schedule,
+      z[1:],
+      {"spatial": spatial, "context": ctx_src},
+      {"spatial": jnp.broadcast_to(spatial, (n,) + spatial.shape[1:]), "context": ctx},
+      steps=steps,
+      guidance=guidance,
+      uncond={"spatial": spatial, "context": ctx_null},
+      constraint=constraint,
+      mask=mask,
+      inversion_iters=int(c.sampler.inversion_iters),
+    )
     x = decode_latent(gen.vae, vae_params, z0)
     return jnp.clip(jnp.round((x + 1) * 127.5), 0, 255).astype(jnp.uint8)
 
-  return np.asarray(run(params, vae_params, np.stack([x_mask, x_ref]), mel, silence,
-                        intensities[None]))
+  return np.asarray(
+    run(params, vae_params, np.stack([x_mask, x_ref]), mel, silence, intensities[None])
+  )
 
 
 def test_generator_matches_single_batch_reference_and_is_deterministic(gen):
   from emotalker_jax.diffusion import sampler
+
   portrait = portrait32()
   face = I.centre_face_mask(32).astype(np.float32)
-  audio = speech(0.4)                       # 10 frames: two chunks of 8 on 8 devices
+  audio = speech(0.4)  # 10 frames: two chunks of 8 on 8 devices
   constraint = sampler.ConstraintConfig.from_config(gen.config.sampler.constraint)
-  frames, info = gen.generate(portrait, audio, intensities=HAPPY, steps=STEPS, seed=0,
-                              face_mask=face, batch_frames=8, constraint=constraint)
+  frames, info = gen.generate(
+    portrait,
+    audio,
+    intensities=HAPPY,
+    steps=STEPS,
+    seed=0,
+    face_mask=face,
+    batch_frames=8,
+    constraint=constraint,
+  )
   assert frames.shape == (10, 32, 32, 3) and frames.dtype == np.uint8
   assert info["devices"] == 8 and info["batch_frames"] == 8
   assert info["emotion_source"] == "intensities"
@@ -219,23 +259,49 @@ def test_generator_matches_single_batch_reference_and_is_deterministic(gen):
   ref = reference_frames(gen, portrait, face, audio, HAPPY, STEPS, 2.0, constraint)
   diff = np.abs(frames.astype(int) - ref.astype(int))
   assert diff.max() <= 2 and diff.mean() < 0.05, (diff.max(), diff.mean())
-  assert np.std(frames.astype(float), axis=0).mean() > 1.0   # frames follow their audio
-  again, info2 = gen.generate(portrait, audio, intensities=HAPPY, steps=STEPS, seed=0,
-                              face_mask=face, batch_frames=8, constraint=constraint)
-  np.testing.assert_array_equal(again, frames)     # deterministic, bit for bit
+  assert np.std(frames.astype(float), axis=0).mean() > 1.0  # frames follow their audio
+  again, info2 = gen.generate(
+    portrait,
+    audio,
+    intensities=HAPPY,
+    steps=STEPS,
+    seed=0,
+    face_mask=face,
+    batch_frames=8,
+    constraint=constraint,
+  )
+  np.testing.assert_array_equal(again, frames)  # deterministic, bit for bit
   # The second call reused the portrait's inversion; inverting afresh gives the same bytes,
   # and another portrait, mask or step count is inverted anew.
   assert info2["inversion_cached"]
   gen._inversions.clear()
-  fresh, info3 = gen.generate(portrait, audio, intensities=HAPPY, steps=STEPS, seed=0,
-                              face_mask=face, batch_frames=8, constraint=constraint)
+  fresh, info3 = gen.generate(
+    portrait,
+    audio,
+    intensities=HAPPY,
+    steps=STEPS,
+    seed=0,
+    face_mask=face,
+    batch_frames=8,
+    constraint=constraint,
+  )
   assert not info3["inversion_cached"]
   np.testing.assert_array_equal(fresh, frames)
-  for kw in ({"portrait": portrait32(seed=1)}, {"face_mask": np.roll(face, 2, axis=0)},
-             {"steps": STEPS + 1}):
+  for kw in (
+    {"portrait": portrait32(seed=1)},
+    {"face_mask": np.roll(face, 2, axis=0)},
+    {"steps": STEPS + 1},
+  ):
     args = {"portrait": portrait, "face_mask": face, "steps": STEPS, **kw}
-    _, info4 = gen.generate(args.pop("portrait"), audio, intensities=HAPPY, seed=0,
-                            batch_frames=8, constraint=constraint, **args)
+    _, info4 = gen.generate(
+      args.pop("portrait"),
+      audio,
+      intensities=HAPPY,
+      seed=0,
+      batch_frames=8,
+      constraint=constraint,
+      **args,
+    )
     assert not info4["inversion_cached"], kw
 
 
@@ -248,10 +314,10 @@ def test_prompt_and_explicit_intensities_both_drive_generation(gen):
   assert info_p["emotion_source"] == "prompt"
   # The prompt's intensities are the EIB's s_hat on the text encoder's tokens.
   hidden, mask = gen.text.encode(["very happy"])
-  _, s_hat = gen.model.apply({"params": jax.device_get(gen.params)}, hidden, mask,
-                             method="text_emotion")
-  np.testing.assert_allclose(list(info_p["intensities"].values()), np.asarray(s_hat)[0],
-                             atol=1e-4)
+  _, s_hat = gen.model.apply(
+    {"params": jax.device_get(gen.params)}, hidden, mask, method="text_emotion"
+  )
+  np.testing.assert_allclose(list(info_p["intensities"].values()), np.asarray(s_hat)[0], atol=1e-4)
   for a, b in [(happy, sad), (happy, prompt)]:
     assert np.abs(a.astype(int) - b.astype(int)).mean() > 0.5
   with pytest.raises(ValueError, match="exactly one"):
@@ -264,6 +330,7 @@ def test_prompt_and_explicit_intensities_both_drive_generation(gen):
 
 def test_intensity_calibration_builds_the_tokens_from_s_to_the_gamma(gen):
   from emotalker_jax.models.eib import calibrate_intensities
+
   # "mostly happy, a little surprised" as FED labels it, and its calibration by hand:
   # s_k' = max(s) * (s_k / max(s)) ** gamma.
   s = np.zeros(8, np.float32)
@@ -274,8 +341,9 @@ def test_intensity_calibration_builds_the_tokens_from_s_to_the_gamma(gen):
   np.testing.assert_allclose(c, want, rtol=1e-6)
   # The strongest, zeros and the order stay; a one-emotion vector (the strength sweep)
   # and the all-zero vector are unchanged; rows are calibrated independently.
-  ramp = np.array([[0.0, 0.08, 0.3, 0.5, 0.8, 0.9, 0.0, 0.0], np.eye(8)[3] * 0.4, np.zeros(8)],
-                  np.float32)
+  ramp = np.array(
+    [[0.0, 0.08, 0.3, 0.5, 0.8, 0.9, 0.0, 0.0], np.eye(8)[3] * 0.4, np.zeros(8)], np.float32
+  )
   c = np.asarray(calibrate_intensities(jnp.asarray(ramp), 0.3))
   assert c[0, 5] == pytest.approx(0.9) and c[0, 0] == 0 and np.all(np.diff(c[0, :6]) > 0)
   assert np.all(c[0, 1:5] > ramp[0, 1:5]) and c[0, 5] >= c[0].max()
@@ -283,7 +351,7 @@ def test_intensity_calibration_builds_the_tokens_from_s_to_the_gamma(gen):
   assert calibrate_intensities(s, 1.0) is s
   with pytest.raises(ValueError, match="intensity_gamma must be > 0"):
     calibrate_intensities(s, 0.0)
-  assert gen.intensity_gamma == 1.0                 # configs/tiny.py, no calibration.json
+  assert gen.intensity_gamma == 1.0  # configs/tiny.py, no calibration.json
   # Explicit intensities: gamma 0.5 on s gives exactly the tokens of the calibrated vector
   # uncalibrated, and the intensities reported are s as given.
   t_cal, _, s_rep, _ = gen.emotion(intensities=s, intensity_gamma=0.5)
@@ -296,11 +364,13 @@ def test_intensity_calibration_builds_the_tokens_from_s_to_the_gamma(gen):
   p_cal, _, s_cal, _ = gen.emotion(prompt=prompt, intensity_gamma=0.5)
   p_one, _, s_one, _ = gen.emotion(prompt=prompt, intensity_gamma=1.0)
   np.testing.assert_array_equal(s_cal, s_one)
-  e_ref, _, _, _ = gen.emotion(intensities=np.asarray(calibrate_intensities(s_one, 0.5)),
-                               intensity_gamma=1.0)
+  e_ref, _, _, _ = gen.emotion(
+    intensities=np.asarray(calibrate_intensities(s_one, 0.5)), intensity_gamma=1.0
+  )
   K = len(EMOTIONS)
-  np.testing.assert_allclose(np.asarray(p_cal)[:, :K], np.asarray(e_ref)[:, :K], rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(p_cal)[:, :K], np.asarray(e_ref)[:, :K], rtol=1e-5, atol=1e-6
+  )
   np.testing.assert_array_equal(np.asarray(p_cal)[:, K:], np.asarray(p_one)[:, K:])
   assert np.abs(np.asarray(p_cal)[:, :K] - np.asarray(p_one)[:, :K]).max() > 1e-3
   # generate: calibrating s equals feeding the calibrated vector, frame for frame.
@@ -318,9 +388,9 @@ def test_intensity_calibration_builds_the_tokens_from_s_to_the_gamma(gen):
     gen.generate(portrait, audio, intensities=s, steps=STEPS, intensity_gamma=-1.0)
 
 
-def test_calibration_json_applies_only_to_the_settings_it_was_measured_with(tmp_path, workdir,
-                                                                            gen):
+def test_calibration_json_applies_only_to_the_settings_it_was_measured_with(tmp_path, workdir, gen):
   import shutil
+
   wd = str(tmp_path / "wd")
   shutil.copytree(workdir, wd)
   path = ck.calibration_path(wd)
@@ -330,8 +400,10 @@ def test_calibration_json_applies_only_to_the_settings_it_was_measured_with(tmp_
   steps, guidance = int(cfg.sampler.steps), float(cfg.sampler.guidance)
   # `emotalker calibrate`'s writer, for a generator of this checkpoint's step 3 (EMA)
   from emotalker_jax.commands.calibrate import _gammas
-  fake = types.SimpleNamespace(checkpoint_dir=os.path.join(wd, "checkpoints"), step=3,
-                               use_ema=True, config=cfg)
+
+  fake = types.SimpleNamespace(
+    checkpoint_dir=os.path.join(wd, "checkpoints"), step=3, use_ema=True, config=cfg
+  )
   table = [{"gamma": 1.0, "intensity_error": 0.5}, {"gamma": 0.6, "intensity_error": 0.3}]
   judge = str(tmp_path / "judge")
   assert ck.write_calibration(fake, {"intensity_gamma": 0.6, "per_gamma": table}, judge) == path
@@ -342,16 +414,24 @@ def test_calibration_json_applies_only_to_the_settings_it_was_measured_with(tmp_
   assert record["judge"] == os.path.abspath(judge)
   # The same step, params, steps, guidance and judge: applied.
   assert ck.load_checkpoint_config(wd)[0].sampler.intensity_gamma == 0.6
-  assert ck.load_checkpoint_config(os.path.join(wd, "checkpoints"),
-                                   judge=judge)[0].sampler.intensity_gamma == 0.6
+  assert (
+    ck.load_checkpoint_config(os.path.join(wd, "checkpoints"), judge=judge)[
+      0
+    ].sampler.intensity_gamma
+    == 0.6
+  )
   over = ck.load_checkpoint_config(wd, ["--config.sampler.intensity_gamma=0.9"])[0]
-  assert over.sampler.intensity_gamma == 0.9                      # a flag still wins
+  assert over.sampler.intensity_gamma == 0.9  # a flag still wins
   # Anything else measured differently: refused with a warning naming it, gamma 1.
-  refused = [({"use_ema": False}, "params raw \\(measured with ema\\)"),
-             ({"judge": str(tmp_path / "other")}, "judge .*other"),
-             ({"config_overrides": [f"--config.sampler.steps={steps + 5}"]},
-              f"DDIM steps {steps + 5} \\(measured with {steps}\\)"),
-             ({"config_overrides": [f"--config.sampler.guidance={guidance + 1}"]}, "guidance")]
+  refused = [
+    ({"use_ema": False}, "params raw \\(measured with ema\\)"),
+    ({"judge": str(tmp_path / "other")}, "judge .*other"),
+    (
+      {"config_overrides": [f"--config.sampler.steps={steps + 5}"]},
+      f"DDIM steps {steps + 5} \\(measured with {steps}\\)",
+    ),
+    ({"config_overrides": [f"--config.sampler.guidance={guidance + 1}"]}, "guidance"),
+  ]
   for kw, match in refused:
     with pytest.warns(UserWarning, match=match):
       assert ck.load_checkpoint_config(wd, **kw)[0].sampler.intensity_gamma == 1.0
@@ -359,14 +439,15 @@ def test_calibration_json_applies_only_to_the_settings_it_was_measured_with(tmp_
     json.dump({**record, "checkpoint_step": 5}, fh)
   with pytest.warns(UserWarning, match="checkpoint step 3 \\(measured with 5\\)"):
     assert ck.load_checkpoint_config(wd)[0].sampler.intensity_gamma == 1.0
-  with open(path, "w") as fh:      # a file of an older version: no steps / guidance recorded
+  with open(path, "w") as fh:  # a file of an older version: no steps / guidance recorded
     json.dump({"intensity_gamma": 0.6, "checkpoint_step": 3, "params": "ema"}, fh)
   with pytest.warns(UserWarning, match="DDIM steps .*measured with None"):
     assert ck.load_checkpoint_config(wd)[0].sampler.intensity_gamma == 1.0
   # A generator whose gamma came from the file samples uncalibrated, with a warning, when a
   # call asks for other DDIM steps; and its info reports the calibrated vector it used.
-  g = dataclasses.replace(gen, calibration=dict(record, steps=STEPS + 1),
-                          config=copy.deepcopy(gen.config))
+  g = dataclasses.replace(
+    gen, calibration=dict(record, steps=STEPS + 1), config=copy.deepcopy(gen.config)
+  )
   g.config.sampler.intensity_gamma = 0.6
   s = np.zeros(8, np.float32)
   s[EMOTIONS.index("happy")], s[EMOTIONS.index("surprised")] = 0.8, 0.3
@@ -391,19 +472,21 @@ def test_calibration_json_applies_only_to_the_settings_it_was_measured_with(tmp_
 
 def test_silent_audio_warns_and_still_generates(gen):
   with pytest.warns(UserWarning, match="silent"):
-    frames, info = gen.generate(portrait32(), np.zeros(3200, np.float32), intensities=HAPPY,
-                                steps=STEPS)
+    frames, info = gen.generate(
+      portrait32(), np.zeros(3200, np.float32), intensities=HAPPY, steps=STEPS
+    )
   assert frames.shape == (5, 32, 32, 3) and info["audio_silent"]
 
 
 # ---- bad inputs -------------------------------------------------------------------------------
+
 
 def test_portrait_preparation_and_bad_portraits(tmp_path):
   face = draw_face()
   p = I.prepare_portrait(write_png(tmp_path / "face.png", face), 64)
   assert p.crop == "face" and p.image.shape == (64, 64, 3) and p.image.dtype == np.uint8
   x0, y0, x1, y1 = p.face_box
-  assert abs((x0 + x1) / 2 - 100) < 12 and abs((y0 + y1) / 2 - 85) < 15   # the drawn face
+  assert abs((x0 + x1) / 2 - 100) < 12 and abs((y0 + y1) / 2 - 85) < 15  # the drawn face
   ys, xs = np.nonzero(p.face_mask)
   assert 0.35 < xs.mean() / 64 < 0.65 and 0.35 < ys.mean() / 64 < 0.7
   # Greyscale -> three equal channels; RGBA -> composited over white.
@@ -452,24 +535,29 @@ def test_restores_ema_or_raw_params_exactly(gen, saved):
   def same(a, b):
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
     return len(la) == len(lb) and all(np.array_equal(np.asarray(x), y) for x, y in zip(la, lb))
+
   assert gen.step == 3 and same(gen.params, saved["ema_params"])
   raw = I.load_generator(saved["workdir"], use_ema=False, text=gen.text)
   assert same(raw.params, saved["params"]) and not same(raw.params, saved["ema_params"])
-  assert all(s.mesh == gen.mesh for s in
-             (x.sharding for x in jax.tree.leaves(raw.params)))   # laid out on the mesh
+  assert all(
+    s.mesh == gen.mesh for s in (x.sharding for x in jax.tree.leaves(raw.params))
+  )  # laid out on the mesh
 
 
 def test_missing_checkpoint_and_config_overrides(tmp_path, workdir):
-  with pytest.raises(FileNotFoundError, match="checkpoint directory .*nope not found.*emotalker train"):
+  with pytest.raises(
+    FileNotFoundError, match="checkpoint directory .*nope not found.*emotalker train"
+  ):
     I.load_generator(str(tmp_path / "nope"))
   (tmp_path / "empty").mkdir()
   with pytest.raises(FileNotFoundError, match="no checkpoint in .*empty.*emotalker train"):
     I.load_generator(str(tmp_path / "empty"))
   cfg, folder, step = ck.load_checkpoint_config(
-      workdir, ["--config.sampler.constraint.strength=0.9", "--config.sampler.steps=7"])
+    workdir, ["--config.sampler.constraint.strength=0.9", "--config.sampler.steps=7"]
+  )
   assert (cfg.sampler.constraint.strength, cfg.sampler.steps, step) == (0.9, 7, 3)
   assert folder.endswith("checkpoints")
-  assert cfg.unet.block_out_channels == (32, 64)      # JSON lists are tuples again
+  assert cfg.unet.block_out_channels == (32, 64)  # JSON lists are tuples again
   # the checkpoints/ folder itself works too
   assert ck.load_checkpoint_config(folder)[2] == 3
   with pytest.raises(ValueError, match="bad config override.*sampler.nope"):
@@ -478,6 +566,7 @@ def test_missing_checkpoint_and_config_overrides(tmp_path, workdir):
 
 # ---- emotalker generate -----------------------------------------------------------------------
 
+
 def test_cli_generate_writes_mp4_with_audio_and_contact_sheet(tmp_path, workdir, gen, capsys):
   del gen  # compiled functions are shared through the module-level cache
   portrait = write_png(tmp_path / "p.png", portrait32())
@@ -485,9 +574,25 @@ def test_cli_generate_writes_mp4_with_audio_and_contact_sheet(tmp_path, workdir,
   outs = []
   for k in range(2):
     out = tmp_path / f"o{k}" / "clip.mp4"
-    rc = cli.main(["generate", "--checkpoint", workdir, "--portrait", portrait, "--audio",
-                   audio, "--emotion", "happy=0.7", "--out", str(out), "--steps", str(STEPS),
-                   "--no-progress", "--config.sampler.constraint.strength=0.8"])
+    rc = cli.main(
+      [
+        "generate",
+        "--checkpoint",
+        workdir,
+        "--portrait",
+        portrait,
+        "--audio",
+        audio,
+        "--emotion",
+        "happy=0.7",
+        "--out",
+        str(out),
+        "--steps",
+        str(STEPS),
+        "--no-progress",
+        "--config.sampler.constraint.strength=0.8",
+      ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["constraint"]["strength"] == 0.8 and summary["num_frames"] == 5
@@ -495,27 +600,53 @@ def test_cli_generate_writes_mp4_with_audio_and_contact_sheet(tmp_path, workdir,
     assert probe(out) == (5, True)
     sheet = np.asarray(Image.open(out.with_suffix(".png")))
     assert sheet.shape[2] == 3 and sheet.shape[0] >= 128
-    assert sorted(os.listdir(out.parent)) == ["clip.mp4", "clip.png"]   # no temp files
+    assert sorted(os.listdir(out.parent)) == ["clip.mp4", "clip.png"]  # no temp files
     outs.append(out.read_bytes())
-  assert outs[0] == outs[1]                    # same seed, same bytes
-  rc = cli.main(["generate", "--checkpoint", workdir, "--portrait", str(tmp_path / "x.png"),
-                 "--audio", audio, "--prompt", "happy", "--out", str(tmp_path / "x.mp4")])
+  assert outs[0] == outs[1]  # same seed, same bytes
+  rc = cli.main(
+    [
+      "generate",
+      "--checkpoint",
+      workdir,
+      "--portrait",
+      str(tmp_path / "x.png"),
+      "--audio",
+      audio,
+      "--prompt",
+      "happy",
+      "--out",
+      str(tmp_path / "x.mp4"),
+    ]
+  )
   err = capsys.readouterr().err.strip()
   assert rc == 2 and err.startswith("emotalker generate: error: portrait") and "not found" in err
-  rc = cli.main(["generate", "--checkpoint", str(tmp_path / "none"), "--portrait", portrait,
-                 "--audio", audio, "--prompt", "happy", "--out", str(tmp_path / "x.mp4")])
+  rc = cli.main(
+    [
+      "generate",
+      "--checkpoint",
+      str(tmp_path / "none"),
+      "--portrait",
+      portrait,
+      "--audio",
+      audio,
+      "--prompt",
+      "happy",
+      "--out",
+      str(tmp_path / "x.mp4"),
+    ]
+  )
   assert rc == 2 and "emotalker train" in capsys.readouterr().err
 
 
 # ---- emotalker generate-dataset --------------------------------------------------------------
 
 GOOD_ROWS = [
-    {"id": "a", "portrait": "p0.png", "audio": "s0.wav", "prompt": "a little sad"},
-    {"id": "b", "portrait": "p1.png", "audio": "s1.wav", "emotion": {"happy": 0.7}},
-    {"id": "c", "portrait": "p0.png", "audio": "s1.wav", "intensities": [0, 0, 0, 0, 0.5, 0, 0, 1]},
-    {"id": "d", "portrait": "p1.png", "audio": "s0.wav", "emotion": "angry=0.4"},
-    {"id": "e", "portrait": "p0.png", "audio": "s0.wav", "prompt": "grinning"},
-    {"id": "f", "portrait": "p1.png", "audio": "s1.wav", "emotion": {"surprised": 1.0}},
+  {"id": "a", "portrait": "p0.png", "audio": "s0.wav", "prompt": "a little sad"},
+  {"id": "b", "portrait": "p1.png", "audio": "s1.wav", "emotion": {"happy": 0.7}},
+  {"id": "c", "portrait": "p0.png", "audio": "s1.wav", "intensities": [0, 0, 0, 0, 0.5, 0, 0, 1]},
+  {"id": "d", "portrait": "p1.png", "audio": "s0.wav", "emotion": "angry=0.4"},
+  {"id": "e", "portrait": "p0.png", "audio": "s0.wav", "prompt": "grinning"},
+  {"id": "f", "portrait": "p1.png", "audio": "s1.wav", "emotion": {"surprised": 1.0}},
 ]
 
 
@@ -544,8 +675,9 @@ def reference_run(gen, dataset_dir):
   """An uninterrupted run over GOOD_ROWS (in-process)."""
   out = str(dataset_dir / "ref")
   man = write_manifest(dataset_dir / "good.jsonl", GOOD_ROWS)
-  summary = GD.process_manifest(gen, GD.read_manifest(man), out, steps=STEPS, progress=False,
-                                log=lambda m: None)
+  summary = GD.process_manifest(
+    gen, GD.read_manifest(man), out, steps=STEPS, progress=False, log=lambda m: None
+  )
   assert summary["generated"] == len(GOOD_ROWS) and summary["failed"] == 0
   return out, man
 
@@ -557,13 +689,18 @@ def done_ids(out):
 
 def assert_same_outputs(out, ref):
   for r in GOOD_ROWS:
-    a, b = np.load(os.path.join(out, r["id"] + ".npz")), np.load(os.path.join(ref, r["id"] + ".npz"))
+    a, b = (
+      np.load(os.path.join(out, r["id"] + ".npz")),
+      np.load(os.path.join(ref, r["id"] + ".npz")),
+    )
     assert sorted(a.files) == sorted(b.files)
     for k in a.files:
       np.testing.assert_array_equal(a[k], b[k], err_msg=f"{r['id']}:{k}")
     for ext in (".mp4", ".png"):
-      with open(os.path.join(out, r["id"] + ext), "rb") as f1, \
-          open(os.path.join(ref, r["id"] + ext), "rb") as f2:
+      with (
+        open(os.path.join(out, r["id"] + ext), "rb") as f1,
+        open(os.path.join(ref, r["id"] + ext), "rb") as f2,
+      ):
         assert f1.read() == f2.read(), r["id"] + ext
 
 
@@ -575,12 +712,12 @@ def test_dataset_outputs_bad_rows_and_resume_after_leftovers(gen, dataset_dir, r
   np.testing.assert_allclose(z["intensities"][EMOTIONS.index("happy")], 0.7)
   assert probe(os.path.join(ref, "a.mp4")) == (5, True)
   bad = [
-      {"id": "m1", "portrait": "missing.png", "audio": "s0.wav", "prompt": "sad"},
-      {"id": "m2", "portrait": "p0.png", "audio": "missing.wav", "prompt": "sad"},
-      {"id": "m3", "portrait": "p0.png", "audio": "s0.wav", "emotion": {"grumpy": 0.5}},
-      {"id": "m4", "portrait": "noface.png", "audio": "s0.wav", "prompt": "sad", "crop": "face"},
-      {"id": "m5", "portrait": "p0.png", "audio": "s0.wav"},
-      {"id": "../m6", "portrait": "p0.png", "audio": "s0.wav", "prompt": "sad"},
+    {"id": "m1", "portrait": "missing.png", "audio": "s0.wav", "prompt": "sad"},
+    {"id": "m2", "portrait": "p0.png", "audio": "missing.wav", "prompt": "sad"},
+    {"id": "m3", "portrait": "p0.png", "audio": "s0.wav", "emotion": {"grumpy": 0.5}},
+    {"id": "m4", "portrait": "noface.png", "audio": "s0.wav", "prompt": "sad", "crop": "face"},
+    {"id": "m5", "portrait": "p0.png", "audio": "s0.wav"},
+    {"id": "../m6", "portrait": "p0.png", "audio": "s0.wav", "prompt": "sad"},
   ]
   out = dataset_dir / "mixed"
   out.mkdir()
@@ -590,8 +727,9 @@ def test_dataset_outputs_bad_rows_and_resume_after_leftovers(gen, dataset_dir, r
     fh.write(json.dumps({"id": "a", "outputs": []}) + "\n" + '{"id": "b", "outp')
   (out / "c.npz").write_bytes(b"stale")
   man = write_manifest(dataset_dir / "mixed.jsonl", GOOD_ROWS[1:] + bad, ["{not json"])
-  summary = GD.process_manifest(gen, GD.read_manifest(man), str(out), steps=STEPS,
-                                progress=False, log=lambda m: None)
+  summary = GD.process_manifest(
+    gen, GD.read_manifest(man), str(out), steps=STEPS, progress=False, log=lambda m: None
+  )
   assert summary["temp_files_removed"] == 1 and summary["already_done"] == 0
   assert summary["generated"] == 5 and summary["failed"] == 7
   fails = [json.loads(line) for line in open(out / "failures.jsonl")]
@@ -604,14 +742,17 @@ def test_dataset_outputs_bad_rows_and_resume_after_leftovers(gen, dataset_dir, r
   assert "not a file name" in reasons["../m6"]
   assert "not valid JSON" in reasons[f"line{len(GOOD_ROWS) - 1 + len(bad) + 1}"]
   ids = done_ids(out)
-  assert ids[0] == "a" and sorted(ids) == sorted({r["id"] for r in GOOD_ROWS})   # a: listed
+  assert ids[0] == "a" and sorted(ids) == sorted({r["id"] for r in GOOD_ROWS})  # a: listed
   assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
   for r in GOOD_ROWS[1:]:
-    np.testing.assert_array_equal(np.load(out / f"{r['id']}.npz")["frames"],
-                                  np.load(os.path.join(ref, r["id"] + ".npz"))["frames"])
+    np.testing.assert_array_equal(
+      np.load(out / f"{r['id']}.npz")["frames"],
+      np.load(os.path.join(ref, r["id"] + ".npz"))["frames"],
+    )
   # A second run has nothing left to do but the bad rows.
-  again = GD.process_manifest(gen, GD.read_manifest(man), str(out), steps=STEPS,
-                              progress=False, log=lambda m: None)
+  again = GD.process_manifest(
+    gen, GD.read_manifest(man), str(out), steps=STEPS, progress=False, log=lambda m: None
+  )
   assert again["already_done"] == 5 and again["generated"] == 0 and again["failed"] == 7
   # Duplicate ids: an error before any work.
   dup = write_manifest(dataset_dir / "dup.jsonl", GOOD_ROWS[:2] + [GOOD_ROWS[0]])
@@ -619,15 +760,33 @@ def test_dataset_outputs_bad_rows_and_resume_after_leftovers(gen, dataset_dir, r
     GD.read_manifest(dup)
 
 
-def test_dataset_survives_sigkill_and_resumes_to_the_same_outputs(gen, dataset_dir,
-                                                                  reference_run, workdir):
+def test_dataset_survives_sigkill_and_resumes_to_the_same_outputs(
+  gen, dataset_dir, reference_run, workdir
+):
   ref, man = reference_run
   out = str(dataset_dir / "killed")
   log = open(dataset_dir / "killed.log", "w")
   proc = subprocess.Popen(
-      [sys.executable, "-m", "emotalker_jax.cli", "generate-dataset", "--checkpoint", workdir,
-       "--manifest", man, "--out", out, "--steps", str(STEPS), "--no-progress"],
-      stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ))
+    [
+      sys.executable,
+      "-m",
+      "emotalker_jax.cli",
+      "generate-dataset",
+      "--checkpoint",
+      workdir,
+      "--manifest",
+      man,
+      "--out",
+      out,
+      "--steps",
+      str(STEPS),
+      "--no-progress",
+    ],
+    stdout=log,
+    stderr=subprocess.STDOUT,
+    cwd=REPO,
+    env=dict(os.environ),
+  )
   done = os.path.join(out, "done.jsonl")
   deadline = time.time() + 600
   try:
@@ -643,12 +802,13 @@ def test_dataset_survives_sigkill_and_resumes_to_the_same_outputs(gen, dataset_d
       proc.kill()
     log.close()
   assert proc.returncode == -signal.SIGKILL
-  assert 1 <= len(done_ids(out)) < len(GOOD_ROWS)       # killed mid-run
-  summary = GD.process_manifest(gen, GD.read_manifest(man), out, steps=STEPS, progress=False,
-                                log=lambda m: None)
+  assert 1 <= len(done_ids(out)) < len(GOOD_ROWS)  # killed mid-run
+  summary = GD.process_manifest(
+    gen, GD.read_manifest(man), out, steps=STEPS, progress=False, log=lambda m: None
+  )
   assert summary["failed"] == 0
   assert summary["already_done"] + summary["generated"] == len(GOOD_ROWS)
   ids = done_ids(out)
-  assert len(ids) == len(set(ids)) == len(GOOD_ROWS)      # nothing lost, nothing twice
+  assert len(ids) == len(set(ids)) == len(GOOD_ROWS)  # nothing lost, nothing twice
   assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
-  assert_same_outputs(out, ref)                         # equals the uninterrupted run
+  assert_same_outputs(out, ref)  # equals the uninterrupted run

@@ -3,6 +3,7 @@
 emotions, identity and mouth opening on held-out identities; predictions are deterministic,
 batch-independent and survive a save/load round trip. The full-size run (the must-show
 figures of issue 5) is the `slow` test at the end."""
+
 import numpy as np
 import pytest
 
@@ -11,10 +12,23 @@ from emotalker_jax.evaluation import judge as J
 from emotalker_jax.evaluation import metrics
 from emotalker_jax.training import judge as JT
 
-SMALL = dict(image_size=32, channels=(16, 32, 64), space_to_depth=2, mouth_branch=8, hidden=128,
-             embed_dim=32, num_identities=64, frames_per_identity=8, steps=100,
-             batch_identities=16, batch_frames=4, learning_rate=3e-3, warmup_steps=10,
-             augment=False, seed=0)
+SMALL = dict(
+  image_size=32,
+  channels=(16, 32, 64),
+  space_to_depth=2,
+  mouth_branch=8,
+  hidden=128,
+  embed_dim=32,
+  num_identities=64,
+  frames_per_identity=8,
+  steps=100,
+  batch_identities=16,
+  batch_frames=4,
+  learning_rate=3e-3,
+  warmup_steps=10,
+  augment=False,
+  seed=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +43,7 @@ def heldout():
   """6 identities the judge never saw, 16 frames each: one emotion at strength 1 per frame
   (2 frames per emotion), random motion; plus a still neutral portrait per identity."""
   from input_pipeline.synthetic import face_model, renderer
+
   ids = range(JT.JUDGE_HELDOUT_ID_OFFSET + 100, JT.JUDGE_HELDOUT_ID_OFFSET + 106)
   frames, states, mouth, ident, sources = [], [], [], [], []
   for k, i in enumerate(ids):
@@ -40,11 +55,18 @@ def heldout():
     states.append(s)
     mouth.append(mo)
     ident.append(np.full(len(s), k))
-    sources.append(renderer.render(u, np.zeros(face_model.NUM_CONTROLS, np.float32),
-                                   face_model.Motion.still(1), 32)["frames"][0])
-  return {"frames": np.concatenate(frames), "emotion": np.concatenate(states),
-          "mouth_open": np.concatenate(mouth), "identity": np.concatenate(ident),
-          "sources": np.stack(sources)}
+    sources.append(
+      renderer.render(
+        u, np.zeros(face_model.NUM_CONTROLS, np.float32), face_model.Motion.still(1), 32
+      )["frames"][0]
+    )
+  return {
+    "frames": np.concatenate(frames),
+    "emotion": np.concatenate(states),
+    "mouth_open": np.concatenate(mouth),
+    "identity": np.concatenate(ident),
+    "sources": np.stack(sources),
+  }
 
 
 def test_training_loss_decreases(small_judge):
@@ -60,10 +82,20 @@ def test_small_judge_beats_chance_on_heldout_identities(small_judge, heldout):
   acc = metrics.emotion_accuracy(pred["intensities"], heldout["emotion"])
   assert acc["top1"] >= 0.6, acc  # chance: 1/8 (measured: 0.85)
   src = judge.predict(heldout["sources"])["embedding"]
-  same = np.mean([metrics.identity_similarity(pred["embedding"][heldout["identity"] == k], src[k])
-                  for k in range(len(src))])
-  diff = np.mean([metrics.identity_similarity(pred["embedding"][heldout["identity"] == k], src[j])
-                  for k in range(len(src)) for j in range(len(src)) if j != k])
+  same = np.mean(
+    [
+      metrics.identity_similarity(pred["embedding"][heldout["identity"] == k], src[k])
+      for k in range(len(src))
+    ]
+  )
+  diff = np.mean(
+    [
+      metrics.identity_similarity(pred["embedding"][heldout["identity"] == k], src[j])
+      for k in range(len(src))
+      for j in range(len(src))
+      if j != k
+    ]
+  )
   assert same - diff >= 0.5, (same, diff)  # measured: 0.92 vs 0.07
   assert metrics.pearson(pred["mouth_open"], heldout["mouth_open"]) >= 0.4  # measured: 0.67
 
@@ -104,6 +136,7 @@ def test_save_load_round_trip(small_judge, heldout, tmp_path):
     other = J.Judge(judge.config.replace(hidden=64), J.init_params(judge.config.replace(hidden=64)))
     J.save_judge(str(tmp_path / "k"), other)
     import json
+
     cfg_path = tmp_path / "k" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["judge"]["hidden"] = 128
@@ -112,14 +145,27 @@ def test_save_load_round_trip(small_judge, heldout, tmp_path):
 
 
 def test_training_is_deterministic_in_the_seed():
-  cfg = J.get_config("tiny", **{**SMALL, "num_identities": 8, "frames_per_identity": 4,
-                                "steps": 3, "batch_identities": 4, "batch_frames": 2,
-                                "channels": (8, 16, 32), "mouth_branch": 0, "hidden": 32,
-                                "embed_dim": 8, "augment": True})
+  cfg = J.get_config(
+    "tiny",
+    **{
+      **SMALL,
+      "num_identities": 8,
+      "frames_per_identity": 4,
+      "steps": 3,
+      "batch_identities": 4,
+      "batch_frames": 2,
+      "channels": (8, 16, 32),
+      "mouth_branch": 0,
+      "hidden": 32,
+      "embed_dim": 8,
+      "augment": True,
+    },
+  )
   a, _ = JT.train_judge(cfg, progress=False)
   b, _ = JT.train_judge(cfg, progress=False)
   c, _ = JT.train_judge(cfg.replace(seed=1), progress=False)
   import jax
+
   la, lb, lc = (jax.tree.leaves(j.params) for j in (a, b, c))
   assert all(np.array_equal(x, y) for x, y in zip(la, lb))
   assert not all(np.array_equal(x, y) for x, y in zip(la, lc))
@@ -127,6 +173,7 @@ def test_training_is_deterministic_in_the_seed():
 
 def test_supcon_loss_matches_numpy_reference():
   import jax.numpy as jnp
+
   rng = np.random.default_rng(0)
   z = rng.standard_normal((6, 5))
   z /= np.linalg.norm(z, axis=1, keepdims=True)
@@ -161,6 +208,7 @@ def test_emotion_states_and_pool_are_deterministic():
 
 def test_cli_errors_are_one_line(capsys, tmp_path):
   from emotalker_jax.cli import main
+
   assert main(["judge", "evaluate", "--judge", str(tmp_path / "nope")]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("emotalker judge: error:") and "judge train" in err[0]
@@ -168,6 +216,7 @@ def test_cli_errors_are_one_line(capsys, tmp_path):
 
 def test_cli_size_choices_are_the_judge_sizes():
   from emotalker_jax.commands import judge as judge_command
+
   assert judge_command.JUDGE_SIZES == tuple(J.SIZES)
 
 
@@ -178,16 +227,50 @@ def test_cli_train_saves_a_judge_and_evaluate_writes_the_figures(tmp_path, capsy
   import json
 
   from emotalker_jax.cli import main
+
   out = tmp_path / "j"
-  assert main(["judge", "train", "--size", "tiny", "--out", str(out), "--steps", "2",
-               "--num-identities", "4", "--seed", "3", "--no-eval", "--quiet"]) == 0
+  assert (
+    main(
+      [
+        "judge",
+        "train",
+        "--size",
+        "tiny",
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--num-identities",
+        "4",
+        "--seed",
+        "3",
+        "--no-eval",
+        "--quiet",
+      ]
+    )
+    == 0
+  )
   judge = J.load_judge(str(out))
   assert (judge.config.steps, judge.config.num_identities, judge.config.seed) == (2, 4, 3)
   assert judge.config == J.get_config("tiny", steps=2, num_identities=4, seed=3)
   capsys.readouterr()
   path = tmp_path / "figures.json"
-  assert main(["judge", "evaluate", "--judge", str(out), "--extra-identities", "2",
-               "--json", str(path), "--quiet"]) == 0
+  assert (
+    main(
+      [
+        "judge",
+        "evaluate",
+        "--judge",
+        str(out),
+        "--extra-identities",
+        "2",
+        "--json",
+        str(path),
+        "--quiet",
+      ]
+    )
+    == 0
+  )
   figures = json.loads(path.read_text())
   assert set(figures["targets"]) == set(JT.TARGETS)
   assert figures["judge"]["steps"] == 2

@@ -1,4 +1,5 @@
 """Metrics (emotalker_jax.evaluation.metrics) against hand-computed references."""
+
 import math
 
 import numpy as np
@@ -20,10 +21,17 @@ def test_emotion_accuracy_constructed_confusion():
   # Single rows: neutral (right), angry (right), angry predicted sad (wrong), happy (right).
   # Mixed rows: happy+sad predicted {sad, happy} (right), fear+surprised predicted
   # {fear, angry} (wrong). One all-zero row is ignored.
-  target = np.stack([
-      _onehot(0), _onehot(1, 0.33), _onehot(1, 1.0), _onehot(5, 0.66),
-      _onehot(5, 0.5) + _onehot(6, 1.0), _onehot(4, 1.0) + _onehot(7, 0.5),
-      np.zeros(8, np.float32)])
+  target = np.stack(
+    [
+      _onehot(0),
+      _onehot(1, 0.33),
+      _onehot(1, 1.0),
+      _onehot(5, 0.66),
+      _onehot(5, 0.5) + _onehot(6, 1.0),
+      _onehot(4, 1.0) + _onehot(7, 0.5),
+      np.zeros(8, np.float32),
+    ]
+  )
   pred = np.full((7, 8), 0.05)
   pred[0, 0] = 0.9
   pred[1, 1] = 0.4
@@ -76,7 +84,7 @@ def test_intensity_spearman_monotone_and_not_against_scipy():
   strengths = [0.2, 0.4, 0.6, 0.8, 1.0]
   # Emotion 1: monotone increasing; 2: reversed; 3: a fixed non-monotone pattern.
   pattern = {0.2: 0.3, 0.4: 0.1, 0.6: 0.5, 0.8: 0.4, 1.0: 0.9}
-  fn = {1: lambda s: s ** 2, 2: lambda s: 1 - s, 3: lambda s: pattern[s]}
+  fn = {1: lambda s: s**2, 2: lambda s: 1 - s, 3: lambda s: pattern[s]}
   x, e, p = _sweep(lambda k, s: fn[k](s), strengths)
   r = metrics.intensity_spearman(x, p, e)
   assert r["per_emotion"]["angry"] == pytest.approx(1.0)
@@ -174,8 +182,10 @@ def test_pearson_reference():
 
 def test_metrics_table_markdown():
   md = metrics.metrics_table_markdown(
-      {"emotion": {"top1": 0.98765, "confusion": [[1]]}, "n": 3, "x": None},
-      meta={"checkpoint": "ckpt/1", "seed": 0}, title="held-out")
+    {"emotion": {"top1": 0.98765, "confusion": [[1]]}, "n": 3, "x": None},
+    meta={"checkpoint": "ckpt/1", "seed": 0},
+    title="held-out",
+  )
   lines = md.splitlines()
   assert lines[0] == "### held-out"
   assert "- checkpoint: ckpt/1" in lines and "- seed: 0" in lines
@@ -189,8 +199,10 @@ def test_metrics_table_markdown():
 
 # ---- intensity error, flicker, bootstrap intervals ----------------------------------------
 
+
 def _vec(**kv):
   from emotalker_jax.emotions import EMOTION_INDEX
+
   v = np.zeros(8)
   for k, x in kv.items():
     v[EMOTION_INDEX[k]] = x
@@ -202,7 +214,7 @@ def test_intensity_error_sees_a_secondary_emotion_drawn_too_strong():
   label faithfully and one drawing surprise at twice its strength both get top-2 1.0, but
   the exaggerating one has the larger intensity error (hand-computed: |0.6 - 0.3| / 2)."""
   label = _vec(happy=0.8, surprised=0.3)
-  rendering = np.repeat(label[None], 4, 0)                # the judge's reading of the truth
+  rendering = np.repeat(label[None], 4, 0)  # the judge's reading of the truth
   faithful = np.repeat(label[None], 4, 0)
   doubled = np.repeat(_vec(happy=0.8, surprised=0.6)[None], 4, 0)
   for pred in (faithful, doubled):
@@ -225,14 +237,14 @@ def test_flicker_by_hand_and_a_jittering_clip_scores_worse_than_the_truth():
   x[1, 0, 0] = 51
   assert metrics.flicker(x) == pytest.approx(0.05)
   box = np.zeros((2, 2))
-  box[0, 0] = 1                                            # the change is inside the mouth
+  box[0, 0] = 1  # the change is inside the mouth
   assert metrics.flicker(x, box) == 0.0
-  assert metrics.flicker(np.repeat(x[:1], 5, 0)) == 0.0          # a still clip
+  assert metrics.flicker(np.repeat(x[:1], 5, 0)) == 0.0  # a still clip
   # A smooth clip (a slowly moving gradient) against the same clip shifted by a random
   # pixel every frame: the jitter is far above the truth's own motion.
   t = np.arange(12)[:, None, None]
   yy, xx = np.mgrid[:32, :32]
-  truth = (127 + 100 * np.sin((xx[None] + 0.2 * t) / 5.0) * np.cos(yy[None] / 7.0))
+  truth = 127 + 100 * np.sin((xx[None] + 0.2 * t) / 5.0) * np.cos(yy[None] / 7.0)
   truth = np.repeat(truth[..., None], 3, -1).astype(np.uint8)
   rng = np.random.default_rng(0)
   jitter = np.stack([np.roll(f, tuple(rng.integers(-2, 3, 2)), axis=(0, 1)) for f in truth])
@@ -266,8 +278,9 @@ def test_bootstrap_interval_by_hand():
   def stat(idx):
     seen.append(idx.copy())
     return float(vals[idx, np.arange(3)[None]].mean())
+
   ci_stat = metrics.bootstrap_ci(statistic=stat, shape=vals.shape, n_boot=300, seed=3)
-  assert ci_stat == metrics.bootstrap_ci(vals, n_boot=300, seed=3)    # same draws, same figure
+  assert ci_stat == metrics.bootstrap_ci(vals, n_boot=300, seed=3)  # same draws, same figure
   assert all(i.shape == (6, 3) and i.min() >= 0 and i.max() < 6 for i in seen)
   assert ci_stat[0] < vals.mean() < ci_stat[1]
   with pytest.raises(ValueError, match="give unit_values or statistic"):

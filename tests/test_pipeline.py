@@ -6,6 +6,7 @@ example can be checked against an independent recomputation; clip lengths and ne
 clips are chosen to exercise each reference-frame rule. One test runs the real
 ``synthetic_talk`` builder (a reduced config) to check the two stay compatible.
 """
+
 import inspect
 import json
 
@@ -19,17 +20,17 @@ import grain.python as gp
 from emotalker_jax import audio as audio_lib
 from input_pipeline import pipeline as P
 
-S = 16             # frame size of the fake dataset
-SPF = 640          # audio samples per frame (16 kHz, 25 fps)
+S = 16  # frame size of the fake dataset
+SPF = 640  # audio samples per frame (16 kHz, 25 fps)
 
 # identity -> list of (num_frames, emotion index, intensity, is_neutral_reference)
 PLAN = {
-    0: [(10, 0, 1.0, True), (12, 1, 1 / 3, False), (12, 5, 1.0, False), (12, 6, 2 / 3, False)],
-    1: [(80, 2, 1.0, False), (10, 3, 2 / 3, False)],            # no neutral clip at all
-    2: [(8, 7, 1.0, False)],                                   # one short clip
-    3: [(10, 0, 1.0, True), (10, 0, 1.0, False), (9, 4, 1.0, False)],
-    4: [(10, 0, 1.0, True), (11, 5, 1 / 3, False)],
-    5: [(10, 0, 1.0, True), (13, 6, 1.0, False)],
+  0: [(10, 0, 1.0, True), (12, 1, 1 / 3, False), (12, 5, 1.0, False), (12, 6, 2 / 3, False)],
+  1: [(80, 2, 1.0, False), (10, 3, 2 / 3, False)],  # no neutral clip at all
+  2: [(8, 7, 1.0, False)],  # one short clip
+  3: [(10, 0, 1.0, True), (10, 0, 1.0, False), (9, 4, 1.0, False)],
+  4: [(10, 0, 1.0, True), (11, 5, 1 / 3, False)],
+  5: [(10, 0, 1.0, True), (13, 6, 1.0, False)],
 }
 TEST_PLAN = {9: [(10, 0, 1.0, True), (10, 1, 1.0, False)]}
 
@@ -53,7 +54,7 @@ def fake_mask(clip_id, t):
   m = np.zeros((t, S, S), np.uint8)
   for f in range(t):
     y0, x0 = 2 + (clip_id + f) % 4, 3 + (clip_id * 3 + f) % 3
-    m[f, y0:y0 + 9, x0:x0 + 7] = 1
+    m[f, y0 : y0 + 9, x0 : x0 + 7] = 1
   return m
 
 
@@ -64,6 +65,7 @@ def fake_audio(clip_id, t):
 
 class FakeTalk(tfds.core.GeneratorBasedBuilder):
   """synthetic_talk's per-clip layout, variable clip length."""
+
   name = "pipeline_fake_talk"
   VERSION = tfds.core.Version("1.0.0")
 
@@ -76,17 +78,22 @@ class FakeTalk(tfds.core.GeneratorBasedBuilder):
 
   def _info(self):
     f = tfds.features
-    return tfds.core.DatasetInfo(builder=self, features=f.FeaturesDict({
-        "frames": f.Tensor(shape=(None, S, S, 3), dtype=np.uint8),
-        "face_mask": f.Tensor(shape=(None, S, S), dtype=np.uint8),
-        "mouth_open": f.Tensor(shape=(None,), dtype=np.float32),
-        "audio": f.Tensor(shape=(None,), dtype=np.float32),
-        "emotion": f.Tensor(shape=(8,), dtype=np.float32),
-        "identity": f.Scalar(dtype=np.int64),
-        "identity_params": f.Tensor(shape=(4,), dtype=np.float32),
-        "clip_id": f.Scalar(dtype=np.int64),
-        "is_neutral_reference": f.Scalar(dtype=np.bool_),
-    }))
+    return tfds.core.DatasetInfo(
+      builder=self,
+      features=f.FeaturesDict(
+        {
+          "frames": f.Tensor(shape=(None, S, S, 3), dtype=np.uint8),
+          "face_mask": f.Tensor(shape=(None, S, S), dtype=np.uint8),
+          "mouth_open": f.Tensor(shape=(None,), dtype=np.float32),
+          "audio": f.Tensor(shape=(None,), dtype=np.float32),
+          "emotion": f.Tensor(shape=(8,), dtype=np.float32),
+          "identity": f.Scalar(dtype=np.int64),
+          "identity_params": f.Tensor(shape=(4,), dtype=np.float32),
+          "clip_id": f.Scalar(dtype=np.int64),
+          "is_neutral_reference": f.Scalar(dtype=np.bool_),
+        }
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     return {"train": self._generate_examples(PLAN), "test": self._generate_examples(TEST_PLAN)}
@@ -95,15 +102,25 @@ class FakeTalk(tfds.core.GeneratorBasedBuilder):
     for cid, ident, t, emo, inten, ref in clip_specs(plan):
       e = np.zeros(8, np.float32)
       e[emo] = inten
-      yield cid, {"frames": fake_frames(cid, t), "face_mask": fake_mask(cid, t),
-                  "mouth_open": (np.arange(t) / t).astype(np.float32),
-                  "audio": fake_audio(cid, t), "emotion": e, "identity": ident,
-                  "identity_params": np.full(4, ident, np.float32), "clip_id": cid,
-                  "is_neutral_reference": ref}
+      yield (
+        cid,
+        {
+          "frames": fake_frames(cid, t),
+          "face_mask": fake_mask(cid, t),
+          "mouth_open": (np.arange(t) / t).astype(np.float32),
+          "audio": fake_audio(cid, t),
+          "emotion": e,
+          "identity": ident,
+          "identity_params": np.full(4, ident, np.float32),
+          "clip_id": cid,
+          "is_neutral_reference": ref,
+        },
+      )
 
 
-SPECS = {cid: dict(identity=i, t=t, ref=r, neutral=(e == 0))
-         for cid, i, t, e, _, r in clip_specs(PLAN)}
+SPECS = {
+  cid: dict(identity=i, t=t, ref=r, neutral=(e == 0)) for cid, i, t, e, _, r in clip_specs(PLAN)
+}
 TOTAL = sum(s["t"] for s in SPECS.values())
 NAME = "pipeline_fake_talk"
 
@@ -152,11 +169,14 @@ def test_clip_index_and_locate(data_dir):
     cid = int(idx.clip_id[c])
     assert 0 <= f < SPECS[cid]["t"]
     seen.add((cid, f))
-  assert len(seen) == TOTAL          # the flat index is a bijection onto (clip, frame)
+  assert len(seen) == TOTAL  # the flat index is a bijection onto (clip, frame)
   for c in range(idx.num_clips):
     s = SPECS[int(idx.clip_id[c])]
-    assert (idx.identity[c], idx.reference[c], idx.neutral[c]) == (s["identity"], s["ref"],
-                                                                   s["neutral"])
+    assert (idx.identity[c], idx.reference[c], idx.neutral[c]) == (
+      s["identity"],
+      s["ref"],
+      s["neutral"],
+    )
   with pytest.raises(IndexError):
     idx.locate(TOTAL)
 
@@ -204,14 +224,12 @@ def test_examples_match_records(data_dir):
       rcid, rf = int(b["ref_clip_id"][i]), int(b["ref_frame"][i])
       s = SPECS[cid]
       np.testing.assert_array_equal(b["x_tgt"][i], unit(fake_frames(cid, s["t"])[f]))
-      np.testing.assert_array_equal(b["x_ref"][i],
-                                    unit(fake_frames(rcid, SPECS[rcid]["t"])[rf]))
+      np.testing.assert_array_equal(b["x_ref"][i], unit(fake_frames(rcid, SPECS[rcid]["t"])[rf]))
       assert SPECS[rcid]["identity"] == s["identity"] == b["identity"][i]
       assert (rcid, rf) != (cid, f)
       np.testing.assert_array_equal(b["face_mask"][i], fake_mask(cid, s["t"])[f])
       assert b["mouth_open"][i] == np.float32(f / s["t"])
-      assert b["emotion"][i].argmax() == [e for c, _, _, e, _, _ in clip_specs(PLAN)
-                                          if c == cid][0]
+      assert b["emotion"][i].argmax() == [e for c, _, _, e, _, _ in clip_specs(PLAN) if c == cid][0]
       assert isinstance(b["prompt"][i], str) and b["prompt"][i]
       # the default prompts are FED's (describe(s)): their label keeps the dominant emotion
       assert b["prompt_emotion"][i].argmax() == b["emotion"][i].argmax()
@@ -227,8 +245,12 @@ def test_audio_window_matches_frontend(data_dir):
   for frames of every position (edges clamp) and for audio shorter / longer than T."""
   t = 10
   batches = take(iter(loader(data_dir, batch_size=16)), 3)
-  got = [(int(c), int(f), m) for b in batches
-         for c, f, m in zip(b["clip_id"], b["frame"], b["audio_mel"]) if SPECS[int(c)]["t"] == t]
+  got = [
+    (int(c), int(f), m)
+    for b in batches
+    for c, f, m in zip(b["clip_id"], b["frame"], b["audio_mel"])
+    if SPECS[int(c)]["t"] == t
+  ]
   assert len(got) >= 5
   cids = sorted({c for c, _, _ in got})
   ref = np.asarray(audio_lib.audio_features(np.stack([fake_audio(c, t) for c in cids]), t))
@@ -237,7 +259,7 @@ def test_audio_window_matches_frontend(data_dir):
     np.testing.assert_allclose(m, ref[cids.index(c), f], atol=2e-3, rtol=1e-4)
   rng = np.random.default_rng(3)
   mw = P.MelWindow()
-  for n in (3 * SPF + 17, 14 * SPF):          # short and long audio for 10 frames
+  for n in (3 * SPF + 17, 14 * SPF):  # short and long audio for 10 frames
     a = (0.5 * rng.standard_normal(n)).astype(np.float32)
     ref = np.asarray(audio_lib.audio_features(a, t))
     for f in range(t):
@@ -255,12 +277,12 @@ def test_mask_blanks_exactly_the_region(data_dir, mode):
       ys, xs = np.nonzero(face)
       y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
       expect = np.zeros_like(face)
-      expect[(y0 + y1) // 2:y1, x0:x1] = True
+      expect[(y0 + y1) // 2 : y1, x0:x1] = True
       assert expect.sum() < face.sum()
     np.testing.assert_array_equal(b["mask_region"][i] > 0, expect)
     np.testing.assert_array_equal(b["x_mask"][i][expect], 0.0)
     np.testing.assert_array_equal(b["x_mask"][i][~expect], b["x_tgt"][i][~expect])
-    assert np.any(b["x_tgt"][i][expect] != 0.0)     # blanking changed something
+    assert np.any(b["x_tgt"][i][expect] != 0.0)  # blanking changed something
 
 
 def test_same_seed_same_batches_other_seed_differs(data_dir):
@@ -278,11 +300,11 @@ def test_shards_are_disjoint_and_cover_an_epoch(data_dir):
     so = gp.ShardOptions(shard_index=i, shard_count=2, drop_remainder=False)
     shards.append(keys_of(list(iter(loader(data_dir, train=False, shard_options=so)))))
   a, b = set(shards[0]), set(shards[1])
-  assert len(a) == len(shards[0]) and len(b) == len(shards[1])     # one epoch, no repeats
+  assert len(a) == len(shards[0]) and len(b) == len(shards[1])  # one epoch, no repeats
   assert not a & b
   # grain's DataLoader gives every shard the same length: the odd frame out is dropped.
   assert TOTAL % 2 == 1 and len(a) == len(b) == TOTAL // 2
-  assert len(keys_of(list(iter(loader(data_dir, train=False))))) == TOTAL   # unsharded: all
+  assert len(keys_of(list(iter(loader(data_dir, train=False))))) == TOTAL  # unsharded: all
   # Shuffled, repeated training shards are disjoint too (each sees its own half).
   tr = []
   for i in range(2):
@@ -294,8 +316,9 @@ def test_shards_are_disjoint_and_cover_an_epoch(data_dir):
 def test_training_repeats_beyond_one_epoch(data_dir):
   it = iter(loader(data_dir, batch_size=16))
   keys = keys_of(take(it, TOTAL // 16 + 3))
-  assert len(keys) > TOTAL and set(keys) == set(keys_of(list(
-      iter(loader(data_dir, batch_size=16, train=False)))))
+  assert len(keys) > TOTAL and set(keys) == set(
+    keys_of(list(iter(loader(data_dir, batch_size=16, train=False))))
+  )
 
 
 def test_resume_from_iterator_state(data_dir):
@@ -341,18 +364,25 @@ def test_resize_and_lower_face(data_dir):
   assert b["x_tgt"].shape == (4, 8, 8, 3) and b["face_mask"].shape == (4, 8, 8)
   cid, f = int(b["clip_id"][0]), int(b["frame"][0])
   src = fake_frames(cid, SPECS[cid]["t"])[f].astype(np.float32)
-  area = src.reshape(8, 2, 8, 2, 3).mean((1, 3))          # INTER_AREA for a 2x shrink
+  area = src.reshape(8, 2, 8, 2, 3).mean((1, 3))  # INTER_AREA for a 2x shrink
   np.testing.assert_allclose(b["x_tgt"][0], np.round(area) / 127.5 - 1.0, atol=1 / 127.5 + 1e-6)
 
 
 def test_config_loader_and_batch_split(data_dir, repo_root):
   from emotalker_jax.config_utils import load_config
-  cfg = load_config(str(repo_root / "configs" / "tiny.py"),
-                    [f"--config.data.dataset={NAME}", f"--config.data.data_dir={data_dir}",
-                     "--config.data.image_size=16", "--config.train.batch_size=6"])
+
+  cfg = load_config(
+    str(repo_root / "configs" / "tiny.py"),
+    [
+      f"--config.data.dataset={NAME}",
+      f"--config.data.data_dir={data_dir}",
+      "--config.data.image_size=16",
+      "--config.train.batch_size=6",
+    ],
+  )
   so = gp.ShardOptions(shard_index=1, shard_count=2, drop_remainder=True)
   b = next(iter(P.make_train_loader(cfg, shard_options=so)))
-  assert b["x_tgt"].shape == (3, 16, 16, 3)            # 6 global / 2 processes
+  assert b["x_tgt"].shape == (3, 16, 16, 3)  # 6 global / 2 processes
   with pytest.raises(ValueError, match="not divisible"):
     P.make_train_loader(cfg, shard_options=gp.ShardOptions(0, 4, True))
 
@@ -363,10 +393,18 @@ def test_batch_spec_describes_the_loaders_batches(data_dir, repo_root):
   boxes included when their loss weights are on (the tokens come from the prompt)."""
   from emotalker_jax.config_utils import load_config
   from emotalker_jax.training.step import TOKEN_KEYS, batch_spec
-  cfg = load_config(str(repo_root / "configs" / "tiny.py"),
-                    [f"--config.data.dataset={NAME}", f"--config.data.data_dir={data_dir}",
-                     "--config.data.image_size=16", "--config.train.batch_size=4",
-                     "--config.train.mouth_loss_weight=10", "--config.train.eyes_loss_weight=2"])
+
+  cfg = load_config(
+    str(repo_root / "configs" / "tiny.py"),
+    [
+      f"--config.data.dataset={NAME}",
+      f"--config.data.data_dir={data_dir}",
+      "--config.data.image_size=16",
+      "--config.train.batch_size=4",
+      "--config.train.mouth_loss_weight=10",
+      "--config.train.eyes_loss_weight=2",
+    ],
+  )
   spec = batch_spec(cfg)
   assert {"mouth_region", "eyes_region"} <= set(spec)
   b = next(iter(P.make_train_loader(cfg, shard_options=gp.NoSharding())))
@@ -382,8 +420,13 @@ def test_batch_spec_describes_the_loaders_batches(data_dir, repo_root):
 
 def test_bad_inputs_raise_clear_errors(data_dir, tmp_path):
   with pytest.raises(FileNotFoundError, match="not prepared"):
-    P.make_loader("no_such_dataset", "train", batch_size=2, data_dir=str(tmp_path),
-                  shard_options=gp.NoSharding())
+    P.make_loader(
+      "no_such_dataset",
+      "train",
+      batch_size=2,
+      data_dir=str(tmp_path),
+      shard_options=gp.NoSharding(),
+    )
   with pytest.raises(ValueError, match="no split"):
     loader(data_dir, split="validation")
   with pytest.raises(ValueError, match="mask"):
@@ -400,14 +443,33 @@ def test_injected_prompt_fn(data_dir):
   np.testing.assert_array_equal(b["prompt_emotion"], b["emotion"])
 
 
-
 def test_pipeline_bench_command(data_dir, tmp_path, capsys):
   """`emotalker pipeline-bench`: one row per worker count, on stdout and in --json."""
   from emotalker_jax.cli import main
+
   out = tmp_path / "bench" / "pipeline.json"
-  assert main(["pipeline-bench", "--dataset", NAME, "--data_dir", data_dir, "--workers", "0",
-               "--batch_size", "4", "--batches", "2", "--prompt", "simple",
-               "--json", str(out)]) == 0
+  assert (
+    main(
+      [
+        "pipeline-bench",
+        "--dataset",
+        NAME,
+        "--data_dir",
+        data_dir,
+        "--workers",
+        "0",
+        "--batch_size",
+        "4",
+        "--batches",
+        "2",
+        "--prompt",
+        "simple",
+        "--json",
+        str(out),
+      ]
+    )
+    == 0
+  )
   lines = capsys.readouterr().out.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("workers=0: ")
   res = json.loads(out.read_text())
@@ -415,6 +477,7 @@ def test_pipeline_bench_command(data_dir, tmp_path, capsys):
   assert [r["workers"] for r in res["results"]] == [0]
   assert res["results"][0]["batch_size"] == 4 and res["results"][0]["examples_per_s"] > 0
   assert main(["pipeline-bench", "--workers", "0,x"]) == 2
+
 
 def test_prompts_describe_the_emotion():
   rng = np.random.default_rng(0)
@@ -429,8 +492,15 @@ def test_real_synthetic_talk_is_compatible(tmp_path):
   """The real synthetic_talk builder (reduced config): references come from the
   identity's flagged neutral reference clip."""
   from input_pipeline import synthetic_talk as st
-  cfg = st.make_config("tiny", num_identities=2, num_train_identities=1, frames_per_clip=5,
-                       num_neutral=2, num_mixtures=0)
+
+  cfg = st.make_config(
+    "tiny",
+    num_identities=2,
+    num_train_identities=1,
+    frames_per_clip=5,
+    num_neutral=2,
+    num_mixtures=0,
+  )
   b = st.SyntheticTalk(config=cfg, data_dir=str(tmp_path))
   b.download_and_prepare()
   src = b.as_data_source("train")
@@ -438,11 +508,17 @@ def test_real_synthetic_talk_is_compatible(tmp_path):
   ref_clips = {int(r["clip_id"]) for r in recs if bool(r["is_neutral_reference"])}
   neutral = {int(r["clip_id"]) for r in recs if r["emotion"][0] > 0 and not r["emotion"][1:].any()}
   assert ref_clips and ref_clips < neutral
-  ld = P.make_loader(f"synthetic_talk/{cfg.name}", "train", batch_size=8, data_dir=str(tmp_path),
-                     shard_options=gp.NoSharding(), image_size=16)
+  ld = P.make_loader(
+    f"synthetic_talk/{cfg.name}",
+    "train",
+    batch_size=8,
+    data_dir=str(tmp_path),
+    shard_options=gp.NoSharding(),
+    image_size=16,
+  )
   for batch in take(iter(ld), 3):
     for cid, rcid in zip(batch["clip_id"].tolist(), batch["ref_clip_id"].tolist()):
-      if cid in ref_clips:     # the reference clip itself: another neutral clip
+      if cid in ref_clips:  # the reference clip itself: another neutral clip
         assert rcid in neutral - {cid}
       else:
         assert rcid in ref_clips
@@ -454,16 +530,18 @@ def test_real_synthetic_talk_is_compatible(tmp_path):
       rec = next(r for r in recs if int(r["clip_id"]) == cid)
       lips = rec["landmarks"][f][48:68] * 0.5
       box = batch["mouth_region"][i]
-      assert np.all(box[np.clip(lips[:, 1].astype(int), 0, 15),
-                        np.clip(lips[:, 0].astype(int), 0, 15)] == 1.0)
+      assert np.all(
+        box[np.clip(lips[:, 1].astype(int), 0, 15), np.clip(lips[:, 0].astype(int), 0, 15)] == 1.0
+      )
       lower = P.mask_region(batch["face_mask"][i], "lower_face")
       assert (box * lower).sum() >= 0.6 * box.sum()
       assert 0 < box.sum() < 0.3 * batch["face_mask"][i].sum()
       # The brow/eye box holds those landmarks and lies above the mouth box.
       eyes = rec["landmarks"][f][np.r_[17:27, 36:48]] * 0.5
       ebox = batch["eyes_region"][i]
-      assert np.all(ebox[np.clip(eyes[:, 1].astype(int), 0, 15),
-                         np.clip(eyes[:, 0].astype(int), 0, 15)] == 1.0)
+      assert np.all(
+        ebox[np.clip(eyes[:, 1].astype(int), 0, 15), np.clip(eyes[:, 0].astype(int), 0, 15)] == 1.0
+      )
       assert np.flatnonzero(ebox.any(1)).max() < np.flatnonzero(box.any(1)).min()
 
 
@@ -474,7 +552,7 @@ def test_mouth_region_without_landmarks_is_the_lower_face():
   np.testing.assert_array_equal(P.mouth_region(face, None), lower)
   np.testing.assert_array_equal(P.mouth_region(face, np.full((68, 2), np.nan)), lower)
   lms = np.zeros((68, 2), np.float32)
-  lms[48:68] = [[6.2, 10.0], [9.8, 11.4]] * 10        # x in [6.2, 9.8], y in [10, 11.4]
+  lms[48:68] = [[6.2, 10.0], [9.8, 11.4]] * 10  # x in [6.2, 9.8], y in [10, 11.4]
   box = P.mouth_region(face, lms, pad=1)
   ys, xs = np.nonzero(box)
   assert (xs.min(), xs.max(), ys.min(), ys.max()) == (5, 11, 9, 13)
@@ -493,9 +571,9 @@ def test_eyes_region_is_the_box_of_the_brows_and_eyes():
   np.testing.assert_array_equal(upper + P.mask_region(face, "lower_face"), face)
   np.testing.assert_array_equal(P.eyes_region(face, np.full((68, 2), np.nan)), upper)
   lms = np.zeros((68, 2), np.float32)
-  lms[17:27] = [5.5, 4.2]                      # brows: one point at (5.5, 4.2) ...
-  lms[21] = [10.2, 4.9]                        # ... and one at (10.2, 4.9)
-  lms[36:48] = [7.0, 6.6]                      # eyes; the jaw and mouth points are far off
+  lms[17:27] = [5.5, 4.2]  # brows: one point at (5.5, 4.2) ...
+  lms[21] = [10.2, 4.9]  # ... and one at (10.2, 4.9)
+  lms[36:48] = [7.0, 6.6]  # eyes; the jaw and mouth points are far off
   lms[48:68] = [8.0, 11.0]
   ys, xs = np.nonzero(P.eyes_region(face, lms))
   assert (xs.min(), xs.max(), ys.min(), ys.max()) == (5, 11, 4, 7)

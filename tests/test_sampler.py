@@ -3,6 +3,7 @@
 METHOD.md eqs. (4), (5), (6); checked against closed forms, an independent Python-loop
 reference, exact invariants, and single- vs multi-device runs.
 """
+
 import functools
 import os
 
@@ -16,7 +17,7 @@ from emotalker_jax.config_utils import load_config_module
 from emotalker_jax.diffusion import sampler as D
 from emotalker_jax.diffusion import schedule as S
 
-H = W = 4      # latent size of the toy problems
+H = W = 4  # latent size of the toy problems
 C = 3
 L, DCTX = 5, 6  # context tokens
 
@@ -49,7 +50,10 @@ toy_denoise = functools.partial(toy_apply, TOY_PARAMS)
 
 def _cond(key, B):
   k1, k2 = jax.random.split(key)
-  return {"spatial": jax.random.normal(k1, (B, H, W, C)), "ctx": jax.random.normal(k2, (B, L, DCTX))}
+  return {
+    "spatial": jax.random.normal(k1, (B, H, W, C)),
+    "ctx": jax.random.normal(k2, (B, L, DCTX)),
+  }
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +62,19 @@ def problem():
   ks = jax.random.split(jax.random.key(42), 6)
   z_src = jax.random.normal(ks[0], (1, H, W, C))
   face = np.zeros((4 * H, 4 * W), np.float32)
-  face[3:12, 5:14] = 1.0   # a face box not aligned to the 4x4 latent cells
-  return dict(z_src=z_src, cond_src=_cond(ks[1], 1), cond=_cond(ks[2], 4),
-              uncond=_cond(ks[3], 1), face=face)
+  face[3:12, 5:14] = 1.0  # a face box not aligned to the 4x4 latent cells
+  return dict(
+    z_src=z_src, cond_src=_cond(ks[1], 1), cond=_cond(ks[2], 4), uncond=_cond(ks[3], 1), face=face
+  )
 
 
 # ---- timesteps and the mask -------------------------------------------------------------------
 
+
 def test_ddim_timesteps_spacings():
-  np.testing.assert_array_equal(D.ddim_timesteps(1000, 10, "uniform"),
-                                [0, 111, 222, 333, 444, 555, 666, 777, 888, 999])
+  np.testing.assert_array_equal(
+    D.ddim_timesteps(1000, 10, "uniform"), [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]
+  )
   np.testing.assert_array_equal(D.ddim_timesteps(1000, 10, "leading"), np.arange(10) * 100)
   np.testing.assert_array_equal(D.ddim_timesteps(1000, 10, "trailing"), np.arange(1, 11) * 100 - 1)
   np.testing.assert_array_equal(D.ddim_timesteps(1000, 1000, "uniform"), np.arange(1000))
@@ -80,12 +87,12 @@ def test_ddim_timesteps_spacings():
 
 def test_latent_mask_is_area_downsampled_face_mask():
   face = np.zeros((2, 8, 8), np.float32)
-  face[0, :4, :4] = 1.0          # exactly latent cell (0, 0) at f = 4
-  face[1, 0:2, 4:8] = 1.0        # half of latent cell (0, 1)
+  face[0, :4, :4] = 1.0  # exactly latent cell (0, 0) at f = 4
+  face[1, 0:2, 4:8] = 1.0  # half of latent cell (0, 1)
   m = np.asarray(D.latent_mask_from_face_mask(face, (2, 2), m_face=0.2))
   np.testing.assert_allclose(m[0], [[0.2, 1.0], [1.0, 1.0]], atol=1e-7)
-  np.testing.assert_allclose(m[1], [[1.0, 0.6], [1.0, 1.0]], atol=1e-7)   # 1 - 0.8 * 0.5
-  m2 = D.latent_mask_from_face_mask(face[0] > 0, (2, 2), m_face=0.0)       # (H, W), bool
+  np.testing.assert_allclose(m[1], [[1.0, 0.6], [1.0, 1.0]], atol=1e-7)  # 1 - 0.8 * 0.5
+  m2 = D.latent_mask_from_face_mask(face[0] > 0, (2, 2), m_face=0.0)  # (H, W), bool
   np.testing.assert_allclose(m2, [[0.0, 1.0], [1.0, 1.0]])
   with pytest.raises(ValueError, match="multiple of the latent size"):
     D.latent_mask_from_face_mask(np.zeros((9, 9)), (2, 2))
@@ -94,19 +101,35 @@ def test_latent_mask_is_area_downsampled_face_mask():
 def test_constraint_config_from_config_schedules_and_validation():
   tiny = load_config_module(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
   c = D.ConstraintConfig.from_config(tiny.get_config().sampler.constraint)
-  assert (c.strength, c.schedule, c.until, c.m_face, c.init) == (0.5, "linear", 0.6, 0.0, "inversion")
+  assert (c.strength, c.schedule, c.until, c.m_face, c.init) == (
+    0.5,
+    "linear",
+    0.6,
+    0.0,
+    "inversion",
+  )
   base = dict(strength=1.0, until=0.5)
-  np.testing.assert_allclose(D.ConstraintConfig(schedule="constant", **base).step_shape(8),
-                             [1, 1, 1, 1, 0, 0, 0, 0])
-  np.testing.assert_allclose(D.ConstraintConfig(schedule="linear", **base).step_shape(8),
-                             [1, .75, .5, .25, 0, 0, 0, 0])
-  np.testing.assert_allclose(D.ConstraintConfig(schedule="cosine", **base).step_shape(8),
-                             [1, (1 + np.cos(np.pi / 4)) / 2, .5, (1 + np.cos(3 * np.pi / 4)) / 2,
-                              0, 0, 0, 0], atol=1e-7)
-  np.testing.assert_allclose(D.ConstraintConfig(strength=0.4, schedule="constant",
-                                                until=1.0).step_weights(3), [.4, .4, .4])
-  for bad, key in ((dict(schedule="exp"), "schedule"), (dict(init="zeros"), "init"),
-                   (dict(until=1.5), "until"), (dict(strength=2.0), "strength")):
+  np.testing.assert_allclose(
+    D.ConstraintConfig(schedule="constant", **base).step_shape(8), [1, 1, 1, 1, 0, 0, 0, 0]
+  )
+  np.testing.assert_allclose(
+    D.ConstraintConfig(schedule="linear", **base).step_shape(8), [1, 0.75, 0.5, 0.25, 0, 0, 0, 0]
+  )
+  np.testing.assert_allclose(
+    D.ConstraintConfig(schedule="cosine", **base).step_shape(8),
+    [1, (1 + np.cos(np.pi / 4)) / 2, 0.5, (1 + np.cos(3 * np.pi / 4)) / 2, 0, 0, 0, 0],
+    atol=1e-7,
+  )
+  np.testing.assert_allclose(
+    D.ConstraintConfig(strength=0.4, schedule="constant", until=1.0).step_weights(3),
+    [0.4, 0.4, 0.4],
+  )
+  for bad, key in (
+    (dict(schedule="exp"), "schedule"),
+    (dict(init="zeros"), "init"),
+    (dict(until=1.5), "until"),
+    (dict(strength=2.0), "strength"),
+  ):
     with pytest.raises(ValueError, match=key):
       D.ConstraintConfig(**bad).validate()
 
@@ -119,10 +142,12 @@ SIGMA = 1.0
 
 def _gaussian_eps(schedule):
   """eps*(z_t, t) = (z_t - sqrt(ᾱ) mu) sqrt(1-ᾱ) / (ᾱ sigma² + 1 - ᾱ) for z0 ~ N(mu, sigma² I)."""
+
   def eps(z, t, cond):
     del cond
     a = schedule.alphas_cumprod[t][:, None, None, None]
-    return (z - jnp.sqrt(a) * MU) * jnp.sqrt(1 - a) / (a * SIGMA ** 2 + 1 - a)
+    return (z - jnp.sqrt(a) * MU) * jnp.sqrt(1 - a) / (a * SIGMA**2 + 1 - a)
+
   return eps
 
 
@@ -163,8 +188,10 @@ def test_ddim_inversion_then_sampling_reconstructs_z0_closed_form():
 
 # ---- the scan sampler against an independent plain-Python reference ----------------------------
 
-def _reference(denoise, sched, z_src, cond_src, cond, uncond, *, steps, w, lam, until, decay,
-               mask, eta, rng):
+
+def _reference(
+  denoise, sched, z_src, cond_src, cond, uncond, *, steps, w, lam, until, decay, mask, eta, rng
+):
   """Eqs. (4)-(6) written out step by step with a Python loop (uniform spacing), in numpy
   float32 (the precision the sampler runs at)."""
   F = np.float32
@@ -176,8 +203,9 @@ def _reference(denoise, sched, z_src, cond_src, cond, uncond, *, steps, w, lam, 
     return out if pred == "epsilon" else np.sqrt(a) * out + np.sqrt(1 - a) * z
 
   def model(z, t, c):
-    return np.asarray(denoise(jnp.asarray(z, jnp.float32), jnp.full((z.shape[0],), t, jnp.int32), c),
-                      F)
+    return np.asarray(
+      denoise(jnp.asarray(z, jnp.float32), jnp.full((z.shape[0],), t, jnp.int32), c), F
+    )
 
   # (4) inversion, levels ts[0] < ts[1] < ...
   z = np.asarray(z_src, F)
@@ -201,7 +229,7 @@ def _reference(denoise, sched, z_src, cond_src, cond, uncond, *, steps, w, lam, 
     t_prev = ts[len(ts) - 2 - k] if k < steps - 1 else -1
     a, a_prev = ab[t], (ab[t_prev] if t_prev >= 0 else F(1.0))
     o_c, o_u = model(zh, t, cond), model(zh, t, unc_b)
-    o = o_u + w * (o_c - o_u)                                          # eq. (5)
+    o = o_u + w * (o_c - o_u)  # eq. (5)
     if pred == "epsilon":
       e = o
       x0 = (zh - np.sqrt(1 - a) * e) / np.sqrt(a)
@@ -209,20 +237,25 @@ def _reference(denoise, sched, z_src, cond_src, cond, uncond, *, steps, w, lam, 
       e = np.sqrt(a) * o + np.sqrt(1 - a) * zh
       x0 = np.sqrt(a) * zh - np.sqrt(1 - a) * o
     sig = eta * np.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
-    zh = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev - sig ** 2) * e
+    zh = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev - sig**2) * e
     if eta > 0:
       zh = zh + sig * np.asarray(jax.random.normal(keys[k], zh.shape), F)
-    if k < n_c:                                                        # eq. (6)
-      lam_k = F(lam * {"constant": 1.0, "linear": 1 - k / n_c,
-                       "cosine": 0.5 * (1 + np.cos(np.pi * k / n_c))}[decay])
+    if k < n_c:  # eq. (6)
+      lam_k = F(
+        lam
+        * {"constant": 1.0, "linear": 1 - k / n_c, "cosine": 0.5 * (1 + np.cos(np.pi * k / n_c))}[
+          decay
+        ]
+      )
       zh = zh + lam_k * mask[..., None] * (inv[t_prev] - zh)
     out_traj.append(zh)
   assert all(x.dtype == F for x in out_traj)
   return np.stack(out_traj)
 
 
-@pytest.mark.parametrize("pred,decay,eta", [("epsilon", "linear", 0.0),
-                                            ("v_prediction", "cosine", 0.7)])
+@pytest.mark.parametrize(
+  "pred,decay,eta", [("epsilon", "linear", 0.0), ("v_prediction", "cosine", 0.7)]
+)
 def test_scan_sampler_matches_python_loop_reference(problem, pred, decay, eta):
   steps, w, lam, until = 8, 2.5, 0.8, 0.75
   sched = S.make_schedule("linear", prediction_type=pred)
@@ -230,16 +263,51 @@ def test_scan_sampler_matches_python_loop_reference(problem, pred, decay, eta):
   cons = D.ConstraintConfig(strength=lam, schedule=decay, until=until, m_face=0.3)
   rng = jax.random.key(7)
   z_T, traj = jax.jit(lambda z, c: D.ddim_invert(toy_denoise, sched, z, c, steps=steps))(
-      problem["z_src"], problem["cond_src"])
+    problem["z_src"], problem["cond_src"]
+  )
   # The sampler's noise keys are split(rng, steps)[k] (the reference mirrors that choice).
-  _, zs = jax.jit(lambda z, tr, c, u, m, g, cc, key: D.ddim_sample(
-      toy_denoise, sched, z, c, steps=steps, eta=eta, rng=key, guidance=g, uncond=u,
-      constraint=cc, inv_trajectory=tr, mask=m, return_trajectory=True))(
-          jnp.broadcast_to(z_T, (4, H, W, C)), traj, problem["cond"], problem["uncond"], mask,
-          w, cons, rng)
-  ref = _reference(toy_denoise, sched, problem["z_src"], problem["cond_src"], problem["cond"],
-                   problem["uncond"], steps=steps, w=w, lam=lam, until=until, decay=decay,
-                   mask=mask, eta=eta, rng=rng)
+  _, zs = jax.jit(
+    lambda z, tr, c, u, m, g, cc, key: D.ddim_sample(
+      toy_denoise,
+      sched,
+      z,
+      c,
+      steps=steps,
+      eta=eta,
+      rng=key,
+      guidance=g,
+      uncond=u,
+      constraint=cc,
+      inv_trajectory=tr,
+      mask=m,
+      return_trajectory=True,
+    )
+  )(
+    jnp.broadcast_to(z_T, (4, H, W, C)),
+    traj,
+    problem["cond"],
+    problem["uncond"],
+    mask,
+    w,
+    cons,
+    rng,
+  )
+  ref = _reference(
+    toy_denoise,
+    sched,
+    problem["z_src"],
+    problem["cond_src"],
+    problem["cond"],
+    problem["uncond"],
+    steps=steps,
+    w=w,
+    lam=lam,
+    until=until,
+    decay=decay,
+    mask=mask,
+    eta=eta,
+    rng=rng,
+  )
   assert zs.shape == ref.shape == (steps, 4, H, W, C)
   # Float32 both ways; only the order of float ops differs: |diff| <= 1e-6 * max(|ref|, 1).
   np.testing.assert_allclose(np.asarray(zs), ref, rtol=1e-6, atol=1e-6)
@@ -248,11 +316,22 @@ def test_scan_sampler_matches_python_loop_reference(problem, pred, decay, eta):
 
 # ---- exact invariants of (5) and (6) --------------------------------------------------------
 
+
 def _gen(problem, cons, guidance=2.0, key=0, steps=6, **kw):
   return D.generate_latents_sharded(
-      toy_apply, TOY_PARAMS, S.make_schedule("linear"), problem["z_src"], problem["cond_src"],
-      problem["cond"], steps=steps, guidance=guidance, uncond=problem["uncond"],
-      constraint=cons, rng=jax.random.key(key), **kw)
+    toy_apply,
+    TOY_PARAMS,
+    S.make_schedule("linear"),
+    problem["z_src"],
+    problem["cond_src"],
+    problem["cond"],
+    steps=steps,
+    guidance=guidance,
+    uncond=problem["uncond"],
+    constraint=cons,
+    rng=jax.random.key(key),
+    **kw,
+  )
 
 
 def test_constraint_strength_one_everywhere_returns_inversion_trajectory_exactly(problem):
@@ -262,8 +341,9 @@ def test_constraint_strength_one_everywhere_returns_inversion_trajectory_exactly
   _, traj = D.ddim_invert(toy_denoise, s, problem["z_src"], problem["cond_src"], steps=6)
   # The inversion inside the sampler is another compiled program than ddim_invert here:
   # equal up to float32 round-off of a few DDIM steps on O(1) latents.
-  np.testing.assert_allclose(np.asarray(zs), np.broadcast_to(np.asarray(traj), zs.shape),
-                             rtol=0, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(zs), np.broadcast_to(np.asarray(traj), zs.shape), rtol=0, atol=1e-5
+  )
   np.testing.assert_array_equal(np.asarray(out), np.broadcast_to(problem["z_src"], out.shape))
 
 
@@ -272,22 +352,31 @@ def test_constraint_strength_zero_equals_plain_guided_ddim_from_z_T(problem):
   mask = D.latent_mask_from_face_mask(problem["face"], (H, W), 0.0)
   out = _gen(problem, D.ConstraintConfig(strength=0.0, schedule="constant", until=1.0), mask=mask)
   z_T, _ = D.ddim_invert(toy_denoise, s, problem["z_src"], problem["cond_src"], steps=6)
-  plain = D.ddim_sample(toy_denoise, s, jnp.broadcast_to(z_T, (4, H, W, C)), problem["cond"],
-                        steps=6, guidance=2.0, uncond=problem["uncond"])
+  plain = D.ddim_sample(
+    toy_denoise,
+    s,
+    jnp.broadcast_to(z_T, (4, H, W, C)),
+    problem["cond"],
+    steps=6,
+    guidance=2.0,
+    uncond=problem["uncond"],
+  )
   np.testing.assert_allclose(np.asarray(out), np.asarray(plain), rtol=0, atol=1e-6)
-  also = _gen(problem, None)   # no constraint at all
+  also = _gen(problem, None)  # no constraint at all
   np.testing.assert_allclose(np.asarray(also), np.asarray(plain), rtol=0, atol=1e-6)
   # ... and a non-zero strength really changes the result, less inside the face (m_face=0).
-  pulled = np.asarray(_gen(problem, D.ConstraintConfig(strength=0.9, schedule="constant",
-                                                       until=1.0), mask=mask))
+  pulled = np.asarray(
+    _gen(problem, D.ConstraintConfig(strength=0.9, schedule="constant", until=1.0), mask=mask)
+  )
   assert np.abs(pulled - np.asarray(plain)).max() > 1e-2
 
 
 def test_guidance_scale_one_equals_conditional_prediction(problem):
   s = S.make_schedule("linear")
   z_T = jax.random.normal(jax.random.key(3), (4, H, W, C))
-  f = jax.jit(lambda g, u: D.ddim_sample(toy_denoise, s, z_T, problem["cond"], steps=5,
-                                         guidance=g, uncond=u))
+  f = jax.jit(
+    lambda g, u: D.ddim_sample(toy_denoise, s, z_T, problem["cond"], steps=5, guidance=g, uncond=u)
+  )
   cond_only = D.ddim_sample(toy_denoise, s, z_T, problem["cond"], steps=5, guidance=None)
   w1 = np.asarray(f(1.0, problem["uncond"]))
   np.testing.assert_allclose(w1, np.asarray(cond_only), rtol=0, atol=1e-6)
@@ -297,8 +386,9 @@ def test_guidance_scale_one_equals_conditional_prediction(problem):
   # w = 0 is the unconditional prediction, w != 1 really mixes in the uncond branch.
   unc_b = jax.tree.map(lambda u: jnp.broadcast_to(u, (4,) + u.shape[1:]), problem["uncond"])
   uncond_only = D.ddim_sample(toy_denoise, s, z_T, unc_b, steps=5)
-  np.testing.assert_allclose(np.asarray(f(0.0, problem["uncond"])), np.asarray(uncond_only),
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(f(0.0, problem["uncond"])), np.asarray(uncond_only), atol=1e-6
+  )
   assert np.abs(np.asarray(f(3.0, problem["uncond"])) - np.asarray(cond_only)).max() > 1e-2
 
 
@@ -313,7 +403,8 @@ def test_init_noise_differs_from_inversion_and_is_deterministic(problem):
   assert np.abs(n1 - inv).max() > 1e-2 and np.abs(n1 - n2).max() > 1e-2
   # With eta = 0 and init='inversion' the key does not matter.
   np.testing.assert_array_equal(
-      inv, np.asarray(_gen(problem, D.ConstraintConfig(init="inversion", **kw), mask=mask, key=9)))
+    inv, np.asarray(_gen(problem, D.ConstraintConfig(init="inversion", **kw), mask=mask, key=9))
+  )
 
 
 def test_frames_share_z_T_so_identical_conditions_give_identical_frames(problem):
@@ -326,6 +417,7 @@ def test_frames_share_z_T_so_identical_conditions_give_identical_frames(problem)
 
 
 # ---- sharding and compile caching ---------------------------------------------------------
+
 
 def test_sharded_generation_on_8_devices_equals_single_device(problem):
   devices = jax.devices()[:8]
@@ -356,9 +448,18 @@ def test_compiled_generator_is_cached_across_knob_values(problem):
   # New guidance scale, strength, key and params values: same compiled function.
   _gen(problem, cons.replace(strength=0.2), guidance=3.5, key=4, steps=7)
   D.generate_latents_sharded(
-      toy_apply, {"scale": jnp.float32(0.5), "bias": jnp.float32(0.0)}, S.make_schedule("linear"),
-      problem["z_src"], problem["cond_src"], problem["cond"], steps=7, guidance=1.5,
-      uncond=problem["uncond"], constraint=cons, rng=jax.random.key(0))
+    toy_apply,
+    {"scale": jnp.float32(0.5), "bias": jnp.float32(0.0)},
+    S.make_schedule("linear"),
+    problem["z_src"],
+    problem["cond_src"],
+    problem["cond"],
+    steps=7,
+    guidance=1.5,
+    uncond=problem["uncond"],
+    constraint=cons,
+    rng=jax.random.key(0),
+  )
   assert D._generate_jit._cache_size() == n
-  _gen(problem, cons, guidance=2.0, steps=9)   # a new step count is a new (static) shape
+  _gen(problem, cons, guidance=2.0, steps=9)  # a new step count is a new (static) shape
   assert D._generate_jit._cache_size() == n + 1

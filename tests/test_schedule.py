@@ -1,4 +1,5 @@
 """Noise schedules, eq. (1), eps / x0 / v conversions and the training loss."""
+
 import math
 import os
 
@@ -38,7 +39,7 @@ def test_cosine_schedule_matches_nichol_dhariwal_closed_form():
   ab = np.asarray(s.alphas_cumprod, np.float64)
   f = lambda u: np.cos((u / T + 0.008) / 1.008 * np.pi / 2) ** 2
   closed = f(np.arange(1, T + 1)) / f(0.0)
-  unclipped = np.asarray(s.betas) < 0.999 - 1e-6   # the clip only bites at the very end
+  unclipped = np.asarray(s.betas) < 0.999 - 1e-6  # the clip only bites at the very end
   assert unclipped[:990].all()
   np.testing.assert_allclose(ab[unclipped], closed[unclipped], rtol=2e-5, atol=1e-7)
   assert np.all(np.diff(ab) < 0) and np.all(np.asarray(s.betas) <= 0.999 + 1e-7)
@@ -48,8 +49,12 @@ def test_from_config_matches_make_schedule_and_rejects_bad_keys():
   tiny = load_config_module(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
   cfg = tiny.get_config()
   s = S.from_config(cfg.diffusion)
-  ref = S.make_schedule(cfg.diffusion.schedule, cfg.diffusion.num_train_timesteps,
-                        cfg.diffusion.beta_start, cfg.diffusion.beta_end)
+  ref = S.make_schedule(
+    cfg.diffusion.schedule,
+    cfg.diffusion.num_train_timesteps,
+    cfg.diffusion.beta_start,
+    cfg.diffusion.beta_end,
+  )
   np.testing.assert_array_equal(np.asarray(s.alphas_cumprod), np.asarray(ref.alphas_cumprod))
   assert s.prediction_type == cfg.diffusion.prediction_type
   with pytest.raises(ValueError, match="diffusion.schedule"):
@@ -112,12 +117,16 @@ def test_training_target_and_loss_for_eps_and_v():
     np.testing.assert_array_equal(np.asarray(target), np.asarray(want))
     assert float(S.diffusion_loss(target, target)) == 0.0
   pred = noise + 0.1 * z0
-  np.testing.assert_allclose(float(S.diffusion_loss(pred, noise)),
-                             float(np.mean((0.1 * np.asarray(z0)) ** 2)), rtol=1e-5)
+  np.testing.assert_allclose(
+    float(S.diffusion_loss(pred, noise)), float(np.mean((0.1 * np.asarray(z0)) ** 2)), rtol=1e-5
+  )
   # Per-example weights: zero weight removes an example from the mean.
   w = jnp.array([1, 1, 0, 0, 0, 0], jnp.float32)
-  np.testing.assert_allclose(float(S.diffusion_loss(pred, noise, w)),
-                             float(np.mean((0.1 * np.asarray(z0[:2])) ** 2)), rtol=1e-5)
+  np.testing.assert_allclose(
+    float(S.diffusion_loss(pred, noise, w)),
+    float(np.mean((0.1 * np.asarray(z0[:2])) ** 2)),
+    rtol=1e-5,
+  )
   # Element weights: each example's MSE is the weighted mean of its squared errors (numpy
   # reference, weights per spatial position broadcast over channels); uniform ones change
   # nothing.
@@ -125,7 +134,11 @@ def test_training_target_and_loss_for_eps_and_v():
   ew = np.random.default_rng(0).uniform(0.5, 3.0, err.shape[:-1] + (1,)).astype(np.float32)
   ewb = np.broadcast_to(ew, err.shape).reshape(len(err), -1)
   want = np.mean((ewb * err.reshape(len(err), -1)).sum(1) / ewb.sum(1))
-  np.testing.assert_allclose(float(S.diffusion_loss(pred, noise, element_weights=ew)), want,
-                             rtol=1e-5)
-  np.testing.assert_allclose(float(S.diffusion_loss(pred, noise, element_weights=3 * np.ones_like(ew))),
-                             float(S.diffusion_loss(pred, noise)), rtol=1e-6)
+  np.testing.assert_allclose(
+    float(S.diffusion_loss(pred, noise, element_weights=ew)), want, rtol=1e-5
+  )
+  np.testing.assert_allclose(
+    float(S.diffusion_loss(pred, noise, element_weights=3 * np.ones_like(ew))),
+    float(S.diffusion_loss(pred, noise)),
+    rtol=1e-6,
+  )

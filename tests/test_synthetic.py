@@ -1,4 +1,5 @@
 """The procedural talking-face benchmark: renderer, audio, clips, TFDS builder, `emotalker synth`."""
+
 import json
 import os
 import subprocess
@@ -20,8 +21,12 @@ def _onehot(name, level=1.0):
 
 
 def _still(identity_id, s, size=64):
-  out = renderer.render(face_model.sample_identity(identity_id, 0),
-                        face_model.expression_controls(s)[None], face_model.Motion.still(1), size)
+  out = renderer.render(
+    face_model.sample_identity(identity_id, 0),
+    face_model.expression_controls(s)[None],
+    face_model.Motion.still(1),
+    size,
+  )
   return {k: v[0] for k, v in out.items()}
 
 
@@ -55,27 +60,37 @@ def test_expression_map_is_linear():
   assert (d + np.eye(len(rows)) > 0.4).all()
 
 
-@pytest.mark.parametrize("emotion,landmark_fn,sign", [
+@pytest.mark.parametrize(
+  "emotion,landmark_fn,sign",
+  [
     # Image y grows downwards: "rises" is a negative displacement.
-    ("happy", lambda lm: lm[[48, 54], 1].mean() - lm[51, 1], -1),        # corners rise vs lip
-    ("sad", lambda lm: lm[[48, 54], 1].mean() - lm[51, 1], +1),          # corners drop
+    ("happy", lambda lm: lm[[48, 54], 1].mean() - lm[51, 1], -1),  # corners rise vs lip
+    ("sad", lambda lm: lm[[48, 54], 1].mean() - lm[51, 1], +1),  # corners drop
     ("surprised", lambda lm: lm[[19, 24], 1].mean() - lm[[37, 44], 1].mean(), -1),  # brows up
     ("angry", lambda lm: lm[[21, 22], 1].mean() - lm[[39, 42], 1].mean(), +1),  # inner brows down
-    ("surprised", lambda lm: lm[66, 1] - lm[62, 1], +1),                 # jaw drop opens mouth
-    ("contempt", lambda lm: lm[54, 1] - lm[48, 1], -1),                  # one-sided corner up
-])
+    ("surprised", lambda lm: lm[66, 1] - lm[62, 1], +1),  # jaw drop opens mouth
+    ("contempt", lambda lm: lm[54, 1] - lm[48, 1], -1),  # one-sided corner up
+  ],
+)
 def test_expression_intensity_is_monotone(emotion, landmark_fn, sign):
-  vals = [sign * landmark_fn(_still(5, _onehot(emotion, k))["landmarks"])
-          for k in (0.0, 1 / 3, 2 / 3, 1.0)]
+  vals = [
+    sign * landmark_fn(_still(5, _onehot(emotion, k))["landmarks"])
+    for k in (0.0, 1 / 3, 2 / 3, 1.0)
+  ]
   assert np.all(np.diff(vals) > 0.15), vals  # strictly growing, > 0.15 px per step at 64x64
-  assert vals[3] - vals[0] > 1.5, vals        # a clearly visible change at full intensity
+  assert vals[3] - vals[0] > 1.5, vals  # a clearly visible change at full intensity
 
 
 def test_mixture_blends_between_its_components():
-  lm = {k: _still(7, s)["landmarks"] for k, s in {
-      "happy": _onehot("happy"), "surprised": _onehot("surprised"),
+  lm = {
+    k: _still(7, s)["landmarks"]
+    for k, s in {
+      "happy": _onehot("happy"),
+      "surprised": _onehot("surprised"),
       "mix": _onehot("happy") + _onehot("surprised"),
-      "neutral": _onehot("neutral")}.items()}
+      "neutral": _onehot("neutral"),
+    }.items()
+  }
   brow = lambda x: x[[19, 24], 1].mean()
   corner = lambda x: x[[48, 54], 1].mean() - x[51, 1]
   # The mixture shows both: surprise's raised brows and happiness's raised corners.
@@ -86,8 +101,11 @@ def test_mixture_blends_between_its_components():
 @pytest.mark.parametrize("identity_id", [2, 11])
 def test_frames_change_with_expression_but_mask_does_not(identity_id):
   neutral = _still(identity_id, _onehot("neutral"))
-  cases = [(n, _onehot(n, lvl)) for n in ("angry", "contempt", "disgusted", "fear", "happy",
-                                          "sad", "surprised") for lvl in (1 / 3, 1.0)]
+  cases = [
+    (n, _onehot(n, lvl))
+    for n in ("angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
+    for lvl in (1 / 3, 1.0)
+  ]
   cases.append(("surprised+fear+sad", _onehot("surprised") + _onehot("fear") + _onehot("sad")))
   for name, s in cases:
     other = _still(identity_id, s)
@@ -126,7 +144,7 @@ def test_speech_is_deterministic_and_voiced():
   # Voiced: the spectrum of a syllable peaks near a multiple of f0 and well below 4 kHz.
   k = int(np.argmax(a.durations))
   s0 = int(a.onsets[k] * 16000)
-  seg = a.audio[s0:s0 + int(a.durations[k] * 16000)]
+  seg = a.audio[s0 : s0 + int(a.durations[k] * 16000)]
   spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
   freqs = np.fft.rfftfreq(len(seg), 1 / 16000)
   assert freqs[np.argmax(spec)] < 4000
@@ -150,8 +168,9 @@ def test_identities_differ_much_more_than_frames_of_one_identity():
 
 # ---------------------------------------------------------------------------- geometry
 def test_landmarks_masks_and_antialiasing():
-  out = clips_lib.render_clip(clips_lib.clip_plan(1, 0)[15], face_model.sample_identity(1, 0),
-                              64, 8)
+  out = clips_lib.render_clip(
+    clips_lib.clip_plan(1, 0)[15], face_model.sample_identity(1, 0), 64, 8
+  )
   fr, lm, mask = out["frames"], out["landmarks"], out["face_mask"]
   assert lm.shape == (8, 68, 2) and mask.shape == (8, 64, 64) and set(np.unique(mask)) == {0, 1}
   ij = np.rint(lm).astype(int)
@@ -172,7 +191,7 @@ def test_landmarks_masks_and_antialiasing():
     lo, hi = (xi - 3, xi + 3) if k < 8 else (xi + 3, xi - 3)  # outside, inside
     c = int(np.argmax(np.abs(row[lo] - row[hi])))
     a, b = row[lo, c], row[hi, c]
-    seg = row[min(lo, hi):max(lo, hi) + 1, c]
+    seg = row[min(lo, hi) : max(lo, hi) + 1, c]
     frac = (seg - a) / (b - a)
     hits += int(np.any((frac > 0.1) & (frac < 0.9)))
   assert hits >= 5
@@ -182,9 +201,18 @@ def test_landmarks_masks_and_antialiasing():
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
   from input_pipeline import synthetic_talk
+
   d = str(tmp_path_factory.mktemp("tfds"))
-  b = synthetic_talk.get_builder("tiny", d, seed=0, num_identities=3, num_train_identities=2,
-                                 frames_per_clip=4, num_neutral=1, num_mixtures=1)
+  b = synthetic_talk.get_builder(
+    "tiny",
+    d,
+    seed=0,
+    num_identities=3,
+    num_train_identities=2,
+    frames_per_clip=4,
+    num_neutral=1,
+    num_mixtures=1,
+  )
   b.download_and_prepare()
   return d, b
 
@@ -193,8 +221,11 @@ def test_clip_plan_covers_emotions_levels_and_mixtures():
   plan = clips_lib.clip_plan(9, seed=0)
   assert len(plan) == 3 + 7 * 3 + 7 and [p.clip_index for p in plan] == list(range(len(plan)))
   assert plan[0].is_neutral_reference and sum(p.is_neutral_reference for p in plan) == 1
-  singles = {(int(np.argmax(p.emotion)), round(float(p.emotion.max()), 3))
-             for p in plan if (p.emotion > 0).sum() == 1 and p.emotion[0] == 0}
+  singles = {
+    (int(np.argmax(p.emotion)), round(float(p.emotion.max()), 3))
+    for p in plan
+    if (p.emotion > 0).sum() == 1 and p.emotion[0] == 0
+  }
   assert singles == {(e, round(l, 3)) for e in range(1, 8) for l in clips_lib.LEVELS}
   mixes = [p.emotion for p in plan if (p.emotion > 0).sum() == 2]
   assert len(mixes) == 7 and all(m[0] == 0 for m in mixes)
@@ -208,7 +239,7 @@ def test_mixture_levels_and_the_demo_size():
   levels = (1.0 / 3.0, 0.5)
   plan = clips_lib.clip_plan(5, seed=0, num_mixtures=21, mixture_levels=levels)
   mixes = [p.emotion for p in plan if (p.emotion > 0).sum() == 2]
-  assert len({tuple(np.flatnonzero(m)) for m in mixes}) == 21      # every pair once
+  assert len({tuple(np.flatnonzero(m)) for m in mixes}) == 21  # every pair once
   assert all(np.isclose(v, levels).any() for m in mixes for v in m[m > 0])
   # The singles and neutral clips do not depend on the mixture levels.
   default = clips_lib.clip_plan(5, seed=0, num_mixtures=21)
@@ -218,6 +249,7 @@ def test_mixture_levels_and_the_demo_size():
     with pytest.raises(ValueError, match="mixture_levels"):
       clips_lib.clip_plan(5, mixture_levels=bad)
   from input_pipeline import synthetic_talk
+
   faint = synthetic_talk.make_config("demo", mixture_levels=levels, num_mixtures=21)
   assert faint.clips_per_identity == 3 + 21 + 21
   mixes = [p.emotion for p in faint.clip_plan(0) if (p.emotion > 0).sum() == 2]
@@ -250,12 +282,16 @@ print(json.dumps(out))
   rec = dict(np.load(os.path.join(d, "readback.npz")))
   ident, clip_id = ids["test"][0]  # the record saved above
   spec = cfg.clip_plan(ident)[clip_id % clips_lib.CLIP_ID_STRIDE]
-  ref = clips_lib.render_clip(spec, face_model.sample_identity(ident, 0), cfg.image_size,
-                              cfg.frames_per_clip, 0)
+  ref = clips_lib.render_clip(
+    spec, face_model.sample_identity(ident, 0), cfg.image_size, cfg.frames_per_clip, 0
+  )
   for k, v in ref.items():
     np.testing.assert_array_equal(rec[k], np.asarray(v), err_msg=k)
-    assert rec[k].dtype == np.asarray(v).dtype or k in ("identity", "clip_id",
-                                                        "is_neutral_reference"), k
+    assert rec[k].dtype == np.asarray(v).dtype or k in (
+      "identity",
+      "clip_id",
+      "is_neutral_reference",
+    ), k
   assert rec["frames"].shape == (4, 32, 32, 3) and rec["audio"].shape == (4 * 640,)
 
 
@@ -263,9 +299,24 @@ def test_synth_command_builds_and_writes_contact_sheet(tmp_path, capsys):
   import imageio.v3 as iio
 
   from emotalker_jax import cli
-  rc = cli.main(["synth", "--out", str(tmp_path), "--size", "tiny", "--num-identities", "3",
-                 "--num-train-identities", "2", "--frames-per-clip", "2",
-                 "--sheet-identities", "1"])
+
+  rc = cli.main(
+    [
+      "synth",
+      "--out",
+      str(tmp_path),
+      "--size",
+      "tiny",
+      "--num-identities",
+      "3",
+      "--num-train-identities",
+      "2",
+      "--frames-per-clip",
+      "2",
+      "--sheet-identities",
+      "1",
+    ]
+  )
   assert rc == 0
   text = capsys.readouterr().out
   assert "train: 2 identities" in text and "test: 1 identities" in text
@@ -273,8 +324,22 @@ def test_synth_command_builds_and_writes_contact_sheet(tmp_path, capsys):
   img = iio.imread(tmp_path / sheet[0])
   assert img.shape == (2 * 128, 8 * 128, 3)  # 1 identity x 2 intensities, 8 emotions
   # A bad size is a one-line error, not a traceback.
-  assert cli.main(["synth", "--out", str(tmp_path), "--size", "tiny", "--num-identities", "2",
-                   "--num-train-identities", "2"]) == 2
+  assert (
+    cli.main(
+      [
+        "synth",
+        "--out",
+        str(tmp_path),
+        "--size",
+        "tiny",
+        "--num-identities",
+        "2",
+        "--num-train-identities",
+        "2",
+      ]
+    )
+    == 2
+  )
   assert "num_train_identities" in capsys.readouterr().err
 
 
@@ -327,8 +392,12 @@ def test_emotion_is_learnable_on_held_out_identities():
   for _ in range(steps):
     idx = rng.integers(0, len(x_tr), 32)
     params, state = step(params, state, x_tr[idx], y_tr[idx])
-  pred = np.concatenate([np.asarray(jax.jit(net.apply)(params, x_te[j:j + 256]).argmax(-1))
-                         for j in range(0, len(x_te), 256)])
+  pred = np.concatenate(
+    [
+      np.asarray(jax.jit(net.apply)(params, x_te[j : j + 256]).argmax(-1))
+      for j in range(0, len(x_te), 256)
+    ]
+  )
   acc = (pred == y_te).mean()
   print(f"held-out emotion top-1 {acc:.4f}")
   assert acc >= 0.97, acc

@@ -3,6 +3,7 @@
 MiniLM: the packaged all-MiniLM-L6-v2 folder, loaded by our loader and by transformers.
 CLIP: a random small CLIPTextConfig, saved as safetensors to a tmp folder.
 """
+
 import json
 import os
 import shutil
@@ -17,27 +18,27 @@ from emotalker_jax.config_utils import load_config_module
 from emotalker_jax.models import text_encoder as te
 
 SENTENCES = [
-    "happy",
-    "A little sad and fearful.",
-    "grinning, slightly surprised",
-    "not angry, just tired",
-    "She looks DEEPLY disgusted; brows knitted, lips pressed!",
-    "Utterly terrified!!!",
-    "mostly contempt, a touch of anger",
-    "The man's face is calm and neutral, with no visible emotion at all, eyes relaxed, "
-    "mouth closed, breathing slowly as he listens to the long story told by his friend.",
-    "¿Está feliz? Très heureux, naïve café.",
-    "Smiling broadly 😀 with joy",
-    "WHY ARE YOU SHOUTING",
-    "sad... sad... sad...",
-    "a hint of a smile",
-    "somewhat fearful, mostly surprised, barely happy",
-    "1234 5678 -- ## @@",
-    "Mixed CaSe EmOtIoN: AnGrY",
-    "喜び and 悲しみ",
-    "eyes wide open, jaw dropped",
-    "x",
-    "Quietly content, yet a little wistful about the past; it's complicated.",
+  "happy",
+  "A little sad and fearful.",
+  "grinning, slightly surprised",
+  "not angry, just tired",
+  "She looks DEEPLY disgusted; brows knitted, lips pressed!",
+  "Utterly terrified!!!",
+  "mostly contempt, a touch of anger",
+  "The man's face is calm and neutral, with no visible emotion at all, eyes relaxed, "
+  "mouth closed, breathing slowly as he listens to the long story told by his friend.",
+  "¿Está feliz? Très heureux, naïve café.",
+  "Smiling broadly 😀 with joy",
+  "WHY ARE YOU SHOUTING",
+  "sad... sad... sad...",
+  "a hint of a smile",
+  "somewhat fearful, mostly surprised, barely happy",
+  "1234 5678 -- ## @@",
+  "Mixed CaSe EmOtIoN: AnGrY",
+  "喜び and 悲しみ",
+  "eyes wide open, jaw dropped",
+  "x",
+  "Quietly content, yet a little wistful about the past; it's complicated.",
 ]
 
 
@@ -49,19 +50,23 @@ def minilm():
 @pytest.fixture(scope="module")
 def torch_minilm():
   from transformers import AutoTokenizer, BertModel
+
   path = te.default_minilm_path()
   return BertModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 
 def _torch_embed(model, tok, texts, max_length=48):
-  b = tok(texts, padding="max_length", max_length=max_length, truncation=True,
-          return_tensors="pt")
+  b = tok(texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
   with torch.no_grad():
     h = model(**b).last_hidden_state
   m = b["attention_mask"].unsqueeze(-1).float()
   pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-  return (torch.nn.functional.normalize(pooled, dim=-1).numpy(), h.numpy(),
-          b["input_ids"].numpy(), b["attention_mask"].numpy())
+  return (
+    torch.nn.functional.normalize(pooled, dim=-1).numpy(),
+    h.numpy(),
+    b["input_ids"].numpy(),
+    b["attention_mask"].numpy(),
+  )
 
 
 def test_default_path_is_packaged_minilm():
@@ -92,7 +97,8 @@ def test_minilm_matches_pytorch(minilm, torch_minilm):
   np.testing.assert_allclose(minilm.embed(SENTENCES, batch_size=7), ours, atol=1e-5)
   # encode and embed agree (the jitted embed path is the same computation)
   np.testing.assert_allclose(
-      np.asarray(te.l2_normalize(te.mean_pool(hidden, mask))), ours, atol=1e-6)
+    np.asarray(te.l2_normalize(te.mean_pool(hidden, mask))), ours, atol=1e-6
+  )
 
 
 def test_minilm_tokens_match_hf(minilm, torch_minilm):
@@ -158,11 +164,13 @@ def test_minilm_apply_inside_jit_and_logical_axes(minilm):
   np.testing.assert_allclose(np.asarray(got), minilm.embed(["happy", "sad"]), atol=1e-5)
   boxed = te.abstract_params(minilm.module)
   specs = jax.tree.leaves(
-      jax.tree.map(lambda x: x.names, boxed,
-                   is_leaf=lambda x: hasattr(x, "names")), is_leaf=lambda x: isinstance(x, tuple))
-  shapes = jax.tree.leaves(jax.tree.map(lambda x: x.value.shape, boxed,
-                                        is_leaf=lambda x: hasattr(x, "names")),
-                           is_leaf=lambda x: isinstance(x, tuple))
+    jax.tree.map(lambda x: x.names, boxed, is_leaf=lambda x: hasattr(x, "names")),
+    is_leaf=lambda x: isinstance(x, tuple),
+  )
+  shapes = jax.tree.leaves(
+    jax.tree.map(lambda x: x.value.shape, boxed, is_leaf=lambda x: hasattr(x, "names")),
+    is_leaf=lambda x: isinstance(x, tuple),
+  )
   assert len(specs) == len(jax.tree.leaves(minilm.params))
   for names, shape in zip(specs, shapes):
     assert len(names) == len(shape)
@@ -175,15 +183,18 @@ def test_minilm_sharded_matches_single_device(minilm):
   """Params sharded by tiny.py's logical rules (fsdp=2, tensor=2 on 8 devices, 'vocab'
   unmapped -> replicated) give the same embeddings as the single-device path."""
   from flax import linen as nn
+
   tiny = load_config_module(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
   from emotalker_jax import parallel
+
   c = tiny.get_config()
   c.mesh.fsdp, c.mesh.tensor = 2, 2
   mesh = parallel.create_mesh(c.mesh, jax.devices()[:8])
   rules = parallel.rules_from_config(c)
   boxed = te.abstract_params(minilm.module, minilm.max_length)
-  shardings = parallel.fit_shardings(nn.unbox(boxed),
-                                     parallel.logical_shardings(boxed, mesh, rules))
+  shardings = parallel.fit_shardings(
+    nn.unbox(boxed), parallel.logical_shardings(boxed, mesh, rules)
+  )
   q = shardings["layer_0"]["attention"]["query"]["kernel"]
   assert tuple(q.spec) == ("fsdp", "tensor", None)
   params = jax.device_put(minilm.params, shardings)
@@ -203,6 +214,7 @@ def test_minilm_sharded_matches_single_device(minilm):
 # ---------------------------------------------------------------------------------------
 # Bad input
 # ---------------------------------------------------------------------------------------
+
 
 def test_missing_folder(tmp_path):
   with pytest.raises(FileNotFoundError, match="does_not_exist"):
@@ -224,6 +236,7 @@ def test_folder_without_config(tmp_path):
 
 def test_weights_missing_a_tensor(tmp_path):
   from safetensors.numpy import load_file, save_file
+
   src = te.default_minilm_path()
   for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
     shutil.copy(os.path.join(src, f), tmp_path / f)
@@ -269,13 +282,24 @@ def test_missing_package_message(monkeypatch):
 
 CLIP_LEN = 16
 BOS, EOS = 522, 523  # ids of <|startoftext|>, <|endoftext|> in the toy vocab (the largest)
-_MERGES = [("h", "a"), ("ha", "p"), ("p", "y</w>"), ("hap", "py</w>"), ("s", "a"), ("sa", "d</w>"),
-           ("a", "n"), ("an", "g"), ("r", "y</w>"), ("ang", "ry</w>")]
+_MERGES = [
+  ("h", "a"),
+  ("ha", "p"),
+  ("p", "y</w>"),
+  ("hap", "py</w>"),
+  ("s", "a"),
+  ("sa", "d</w>"),
+  ("a", "n"),
+  ("an", "g"),
+  ("r", "y</w>"),
+  ("ang", "ry</w>"),
+]
 
 
 def _write_toy_clip_tokenizer(folder) -> tuple[int, int]:
   """A byte-level BPE vocab in CLIP's format (vocab.json + merges.txt); returns (bos, eos)."""
   from tokenizers import pre_tokenizers
+
   alphabet = pre_tokenizers.ByteLevel.alphabet()
   tokens = sorted(alphabet) + [a + "</w>" for a in sorted(alphabet)]
   tokens += ["".join(m) for m in _MERGES]
@@ -290,9 +314,18 @@ def _write_toy_clip_tokenizer(folder) -> tuple[int, int]:
 
 def _random_clip(eos_token_id, bos, seed=0):
   from transformers import CLIPTextConfig, CLIPTextModel
-  cfg = CLIPTextConfig(vocab_size=1000, hidden_size=64, intermediate_size=128,
-                       num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
-                       bos_token_id=bos, eos_token_id=eos_token_id, pad_token_id=1)
+
+  cfg = CLIPTextConfig(
+    vocab_size=1000,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=77,
+    bos_token_id=bos,
+    eos_token_id=eos_token_id,
+    pad_token_id=1,
+  )
   torch.manual_seed(seed)
   model = CLIPTextModel(cfg).eval()
   with torch.no_grad():  # perturb every tensor (LayerNorms too) so the mapping is exercised
@@ -307,6 +340,7 @@ def clip_folders(tmp_path_factory):
   text_model.-prefixed keys in text_encoder/ and tokenizer.json in tokenizer/, torch models)."""
   from safetensors.numpy import save_file
   from transformers import CLIPTokenizer
+
   flat = str(tmp_path_factory.mktemp("clip_flat"))
   bos, eos = _write_toy_clip_tokenizer(flat)
   assert (bos, eos) == (BOS, EOS)
@@ -330,7 +364,7 @@ def _clip_ids(bos, eos, lengths, seed=0):
   mask = np.zeros((len(lengths), CLIP_LEN), np.int32)
   for i, n in enumerate(lengths):  # n real tokens incl. BOS/EOS
     ids[i, 0] = bos
-    ids[i, 1:n - 1] = rng.integers(3, BOS, n - 2)
+    ids[i, 1 : n - 1] = rng.integers(3, BOS, n - 2)
     ids[i, n - 1] = eos
     mask[i, :n] = 1
   return ids, mask
@@ -353,16 +387,21 @@ def test_clip_matches_pytorch(clip_folders, layout):
     assert enc.kind == "clip" and enc.hidden_size == 64
     hidden, pooled = jax.jit(enc.module.apply)({"params": enc.params}, ids, mask)
     with torch.no_grad():
-      out = ref_model(input_ids=torch.from_numpy(ids).long(),
-                      attention_mask=torch.from_numpy(mask).long() if use_mask else None)
+      out = ref_model(
+        input_ids=torch.from_numpy(ids).long(),
+        attention_mask=torch.from_numpy(mask).long() if use_mask else None,
+      )
     ref_h, ref_p = out.last_hidden_state.numpy(), out.pooler_output.numpy()
     rh, rp = _rel(hidden, ref_h), _rel(pooled, ref_p)
-    print(f"\nCLIP {layout} padding_mask={use_mask}: rel err hidden {rh:.2e} pooled {rp:.2e} "
-          f"max abs hidden {np.abs(np.asarray(hidden) - ref_h).max():.2e}")
+    print(
+      f"\nCLIP {layout} padding_mask={use_mask}: rel err hidden {rh:.2e} pooled {rp:.2e} "
+      f"max abs hidden {np.abs(np.asarray(hidden) - ref_h).max():.2e}"
+    )
     assert rh <= 1e-4 and rp <= 1e-4
     # pooled is the state at the first EOS
-    np.testing.assert_array_equal(np.asarray(pooled),
-                                  np.asarray(hidden)[np.arange(5), mask.sum(1) - 1])
+    np.testing.assert_array_equal(
+      np.asarray(pooled), np.asarray(hidden)[np.arange(5), mask.sum(1) - 1]
+    )
     hiddens.append(np.asarray(hidden))
   # causal: the padding mask changes only the states at padding positions
   real = mask.astype(bool)
@@ -374,10 +413,17 @@ def test_clip_tokenizer_matches_hf(clip_folders):
   """vocab.json+merges.txt (via CLIPTokenizer) and tokenizer.json paths give HF's ids,
   padded with <|endoftext|>; a 10k-character text is truncated (EOS kept) and flagged."""
   from transformers import CLIPTokenizer
+
   flat, root, _, _ = clip_folders
   hf = CLIPTokenizer.from_pretrained(flat)
-  texts = ["happy", "Sad and ANGRY!", "happy happy, sad", "x", "naïve 😀 café",
-           ("angry " * 3000)[:10_000]]
+  texts = [
+    "happy",
+    "Sad and ANGRY!",
+    "happy happy, sad",
+    "x",
+    "naïve 😀 café",
+    ("angry " * 3000)[:10_000],
+  ]
   ref = hf(texts, padding="max_length", max_length=CLIP_LEN, truncation=True)
   for path in (flat, root):
     enc = te.load_text_encoder(path, max_length=CLIP_LEN)
@@ -411,6 +457,7 @@ def test_clip_encode_embed(clip_folders):
 
 def test_clip_weights_missing_tensor(clip_folders, tmp_path):
   from safetensors.numpy import load_file, save_file
+
   flat, _, _, _ = clip_folders
   for f in os.listdir(flat):
     if f != "model.safetensors":

@@ -34,37 +34,43 @@ The JSON keys checks read are fixed: sampler ``jax_frames_per_s``,
 ``roofline_fraction``; compile ``compile_s`` (per step count) and ``ratio_50_over_10``;
 gpu ``train_step_mfu``, ``sampler_frames_per_s``, ``ratio_torch_eager_over_jax``.
 """
-from emotalker_jax.bench.common import (header, interleaved_timings, make_matmul, stats,
-                                        stderr, write_json)
+
+from emotalker_jax.bench.common import (
+  header,
+  interleaved_timings,
+  make_matmul,
+  stats,
+  stderr,
+  write_json,
+)
 from emotalker_jax.bench.compile_time import run_compile_bench
 from emotalker_jax.bench.gpu import run_gpu_bench
 from emotalker_jax.bench.pipeline import run_pipeline_bench
 from emotalker_jax.bench.report import render_report, write_report
 from emotalker_jax.bench.sampler import run_sampler_bench
 from emotalker_jax.bench.suite import ALL_ORDER, WHATS, run_all, run_one
-from emotalker_jax.bench.train_step import (peak_rss_bytes, reset_peak_rss,
-                                            run_train_step_bench)
+from emotalker_jax.bench.train_step import peak_rss_bytes, reset_peak_rss, run_train_step_bench
 from emotalker_jax.bench.unet import run_unet_bench
 
 __all__ = [
-    "header",
-    "interleaved_timings",
-    "make_matmul",
-    "stats",
-    "stderr",
-    "write_json",
-    "run_compile_bench",
-    "run_gpu_bench",
-    "run_pipeline_bench",
-    "render_report",
-    "write_report",
-    "run_sampler_bench",
-    "ALL_ORDER",
-    "WHATS",
-    "run_all",
-    "run_one",
-    "peak_rss_bytes",
-    "reset_peak_rss",
-    "run_train_step_bench",
-    "run_unet_bench",
+  "header",
+  "interleaved_timings",
+  "make_matmul",
+  "stats",
+  "stderr",
+  "write_json",
+  "run_compile_bench",
+  "run_gpu_bench",
+  "run_pipeline_bench",
+  "render_report",
+  "write_report",
+  "run_sampler_bench",
+  "ALL_ORDER",
+  "WHATS",
+  "run_all",
+  "run_one",
+  "peak_rss_bytes",
+  "reset_peak_rss",
+  "run_train_step_bench",
+  "run_unet_bench",
 ]

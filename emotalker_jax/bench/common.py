@@ -4,6 +4,7 @@ interleaved timing, XLA cost/memory figures, the dense-matmul reference rate, st
 Timings are seconds (``time.perf_counter``); FLOPs are XLA's cost-analysis counts (a
 multiply-add counts 2); memory is bytes.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,12 +26,12 @@ from tqdm import tqdm
 
 # Vendor dense bf16 peaks (FLOP/s), by a substring of the device name (first match wins).
 VENDOR_BF16_PEAK = (
-    ("H100 PCIe", 756e12),
-    ("H100", 989e12),       # SXM: 989.4 TFLOP/s dense bf16
-    ("H200", 989e12),
-    ("GH200", 989e12),
-    ("A100", 312e12),
-    ("L40S", 362e12),
+  ("H100 PCIe", 756e12),
+  ("H100", 989e12),  # SXM: 989.4 TFLOP/s dense bf16
+  ("H200", 989e12),
+  ("GH200", 989e12),
+  ("A100", 312e12),
+  ("L40S", 362e12),
 )
 
 
@@ -47,6 +48,7 @@ def stderr(msg: str) -> None:
 # -----------------------------------------------------------------------------------------
 # Machine, versions
 # -----------------------------------------------------------------------------------------
+
 
 def cpu_model() -> str:
   """The CPU's model name from /proc/cpuinfo (platform.processor() elsewhere)."""
@@ -67,11 +69,16 @@ def machine_info() -> dict:
     affinity = len(os.sched_getaffinity(0))
   except (AttributeError, OSError):
     affinity = os.cpu_count()
-  info = {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "cpu_affinity": affinity,
-          "platform": dev.platform, "device_kind": dev.device_kind,
-          "num_devices": jax.device_count(),
-          "gpu": dev.device_kind if dev.platform == "gpu" else None,
-          "host": platform.platform()}
+  info = {
+    "cpu_model": cpu_model(),
+    "cpu_count": os.cpu_count(),
+    "cpu_affinity": affinity,
+    "platform": dev.platform,
+    "device_kind": dev.device_kind,
+    "num_devices": jax.device_count(),
+    "gpu": dev.device_kind if dev.platform == "gpu" else None,
+    "host": platform.platform(),
+  }
   try:
     info["load_average"] = [round(x, 2) for x in os.getloadavg()]
   except OSError:
@@ -105,16 +112,22 @@ def device_bf16_peak() -> float | None:
 
 
 def config_summary(config, overrides: Sequence[str] = ()) -> dict:
-  return {"config": str(config.name), "overrides": list(overrides),
-          "dtype": str(config.dtype)}
+  return {"config": str(config.name), "overrides": list(overrides), "dtype": str(config.dtype)}
 
 
 def header(config, overrides: Sequence[str], command: str, note: str | None = None) -> dict:
   """What every JSON carries: machine, versions, config, command (+ an optional note)."""
-  out = {"machine": machine_info(), "versions": versions(), **config_summary(config, overrides),
-         "command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-         "env": {k: os.environ.get(k) for k in ("XLA_FLAGS", "OMP_WAIT_POLICY", "OMP_NUM_THREADS",
-                                                "JAX_PLATFORMS")}}
+  out = {
+    "machine": machine_info(),
+    "versions": versions(),
+    **config_summary(config, overrides),
+    "command": command,
+    "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    "env": {
+      k: os.environ.get(k)
+      for k in ("XLA_FLAGS", "OMP_WAIT_POLICY", "OMP_NUM_THREADS", "JAX_PLATFORMS")
+    },
+  }
   if note:
     out["note"] = note
   return out
@@ -137,15 +150,22 @@ def with_overrides(config, **kv):
 # Timing statistics
 # -----------------------------------------------------------------------------------------
 
+
 def stats(times: Sequence[float]) -> dict:
   """{'median_s', 'min_s', 'max_s', 'n', 'all_s'} of a list of seconds."""
   t = [float(x) for x in times]
-  return {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "n": len(t),
-          "all_s": [round(x, 6) for x in t]}
+  return {
+    "median_s": statistics.median(t),
+    "min_s": min(t),
+    "max_s": max(t),
+    "n": len(t),
+    "all_s": [round(x, 6) for x in t],
+  }
 
 
-def interleaved_timings(fns: dict[str, Callable[[], Any]], repeats: int,
-                        progress=None, label: str = "timing") -> dict[str, list[float]]:
+def interleaved_timings(
+  fns: dict[str, Callable[[], Any]], repeats: int, progress=None, label: str = "timing"
+) -> dict[str, list[float]]:
   """Runs every fn once per round, in order, for ``repeats`` rounds (A B A B ...).
 
   Each fn must block until its work is done (the result is discarded). Returns
@@ -174,12 +194,14 @@ def repeat_fn(fn: Callable[[], Any], min_s: float = 0.2, max_inner: int = 64):
   def many():
     for _ in range(k):
       fn()
+
   return many, k
 
 
 # -----------------------------------------------------------------------------------------
 # XLA figures of a compiled program
 # -----------------------------------------------------------------------------------------
+
 
 def cost_flops(compiled) -> float:
   """XLA's FLOP count of a compiled program (nan when the backend gives none)."""
@@ -197,8 +219,13 @@ def memory_analysis(compiled) -> dict:
     return {}
   if mem is None:
     return {}
-  fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
-            "generated_code_size_in_bytes", "alias_size_in_bytes")
+  fields = (
+    "argument_size_in_bytes",
+    "output_size_in_bytes",
+    "temp_size_in_bytes",
+    "generated_code_size_in_bytes",
+    "alias_size_in_bytes",
+  )
   return {f: int(getattr(mem, f, 0) or 0) for f in fields}
 
 
@@ -214,6 +241,7 @@ def unbox(tree):
 # Dense matmul rate (the roofline's compute ceiling, measured in the same run)
 # -----------------------------------------------------------------------------------------
 
+
 def default_matmul_n() -> int:
   return 8192 if jax.devices()[0].platform == "gpu" else 2048
 
@@ -226,12 +254,13 @@ def make_matmul(n: int, dtype: str = "float32", seed: int = 0):
   b = jax.random.normal(kb, (n, n), jnp.float32).astype(dtype)
   compiled = jax.jit(lambda x, y: x @ y).lower(a, b).compile()
   block(compiled(a, b))
-  return (lambda: block(compiled(a, b))), 2.0 * n ** 3, cost_flops(compiled)
+  return (lambda: block(compiled(a, b))), 2.0 * n**3, cost_flops(compiled)
 
 
 # -----------------------------------------------------------------------------------------
 # Strict JSON
 # -----------------------------------------------------------------------------------------
+
 
 def _clean(obj):
   """NaN/inf -> None, numpy scalars -> Python, tuples -> lists (for strict JSON)."""

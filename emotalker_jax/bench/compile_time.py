@@ -11,6 +11,7 @@ seconds, the compiled HLO's size, and ``ratio_50_over_10`` of the total compile 
 over ``repeats`` interleaved rounds). The step loops are ``lax.scan``s, so the ratio should
 stay near 1 (target <= 1.2).
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,8 +31,14 @@ from emotalker_jax.models.unet import build_unet, init_unet
 from emotalker_jax.training import loop
 
 
-def sampler_compile_times(config, steps_list: Sequence[int] = (10, 25, 50), frames: int = 4,
-                          repeats: int = 3, seed: int = 0, progress=None) -> dict:
+def sampler_compile_times(
+  config,
+  steps_list: Sequence[int] = (10, 25, 50),
+  frames: int = 4,
+  repeats: int = 3,
+  seed: int = 0,
+  progress=None,
+) -> dict:
   """Measures compile (and one run) time of the generation function for each step count.
 
   Returns a JSON-able dict; ``total_compile_s[str(steps)]`` is the min over ``repeats`` of
@@ -49,28 +56,53 @@ def sampler_compile_times(config, steps_list: Sequence[int] = (10, 25, 50), fram
 
   def cond(key, b):
     k1, k2 = jax.random.split(key)
-    return {"spatial": jax.random.normal(k1, (b, h, w, c_sp)),
-            "context": jax.random.normal(k2, (b, ctx_len, ctx_dim))}
+    return {
+      "spatial": jax.random.normal(k1, (b, h, w, c_sp)),
+      "context": jax.random.normal(k2, (b, ctx_len, ctx_dim)),
+    }
 
   denoise = samp.concat_condition_denoiser(
-      lambda p, x, t, ctx: model.apply({"params": p}, x, t, ctx))
+    lambda p, x, t, ctx: model.apply({"params": p}, x, t, ctx)
+  )
   schedule = sched_lib.from_config(config.diffusion)
   constraint = samp.ConstraintConfig.from_config(config.sampler.constraint)
-  face = jnp.zeros((config.data.image_size,) * 2).at[h // 4 * f: 3 * h // 4 * f, :].set(1.0)
+  face = jnp.zeros((config.data.image_size,) * 2).at[h // 4 * f : 3 * h // 4 * f, :].set(1.0)
   mask = samp.latent_mask_from_face_mask(face, (h, w), constraint.m_face)
   eta, spacing = float(config.sampler.eta), str(config.sampler.spacing)
   inversion_iters = int(config.sampler.inversion_iters)
-  args = (params, schedule, jax.random.normal(ks[1], (1, h, w, c_lat)), cond(ks[2], 1),
-          cond(ks[3], frames), cond(ks[4], 1), mask, ks[5], float(config.sampler.guidance),
-          constraint)
+  args = (
+    params,
+    schedule,
+    jax.random.normal(ks[1], (1, h, w, c_lat)),
+    cond(ks[2], 1),
+    cond(ks[3], frames),
+    cond(ks[4], 1),
+    mask,
+    ks[5],
+    float(config.sampler.guidance),
+    constraint,
+  )
 
   @functools.partial(jax.jit, static_argnames=("steps",))
-  def generation(p, schedule, z_src, cond_src, cond, uncond, mask, rng, guidance, constraint,
-                 *, steps):
-    return samp.generate_latents(functools.partial(denoise, p), schedule, z_src, cond_src,
-                                 cond, steps=steps, eta=eta, rng=rng, spacing=spacing,
-                                 guidance=guidance, uncond=uncond, constraint=constraint,
-                                 mask=mask, inversion_iters=inversion_iters)
+  def generation(
+    p, schedule, z_src, cond_src, cond, uncond, mask, rng, guidance, constraint, *, steps
+  ):
+    return samp.generate_latents(
+      functools.partial(denoise, p),
+      schedule,
+      z_src,
+      cond_src,
+      cond,
+      steps=steps,
+      eta=eta,
+      rng=rng,
+      spacing=spacing,
+      guidance=guidance,
+      uncond=uncond,
+      constraint=constraint,
+      mask=mask,
+      inversion_iters=inversion_iters,
+    )
 
   hlo_chars = {}
 
@@ -86,38 +118,55 @@ def sampler_compile_times(config, steps_list: Sequence[int] = (10, 25, 50), fram
     hlo_chars[steps] = len(compiled.as_text())
     return t1 - t0, t2 - t1, t3 - t2, c2 - c0
 
-  measure(2)   # warm-up: one-off imports and lazy initialisation, not counted
+  measure(2)  # warm-up: one-off imports and lazy initialisation, not counted
   # Rounds interleave the step counts, so load from other processes hits them alike.
   all_runs = {steps: [] for steps in steps_list}
   for r in range(repeats):
     for steps in steps_list:
       all_runs[steps].append(measure(steps))
       lo, co, ru, cpu = all_runs[steps][-1]
-      log(progress, f"round {r + 1}/{repeats} steps={steps:3d}: trace+lower {lo:6.2f} s  "
-                    f"compile {co:6.2f} s  (cpu {cpu:6.2f} s)  run {ru:6.3f} s")
+      log(
+        progress,
+        f"round {r + 1}/{repeats} steps={steps:3d}: trace+lower {lo:6.2f} s  "
+        f"compile {co:6.2f} s  (cpu {cpu:6.2f} s)  run {ru:6.3f} s",
+      )
   res = {}
   for steps, runs in all_runs.items():
-    res[steps] = dict(lower_s=min(r[0] for r in runs), compile_s=min(r[1] for r in runs),
-                      total_s=min(r[0] + r[1] for r in runs), run_s=min(r[2] for r in runs),
-                      cpu_s=min(r[3] for r in runs))
+    res[steps] = dict(
+      lower_s=min(r[0] for r in runs),
+      compile_s=min(r[1] for r in runs),
+      total_s=min(r[0] + r[1] for r in runs),
+      run_s=min(r[2] for r in runs),
+      cpu_s=min(r[3] for r in runs),
+    )
     v = res[steps]
-    log(progress, f"steps={steps:3d} (min of {repeats}): trace+lower {v['lower_s']:6.2f} s  "
-                  f"compile {v['compile_s']:6.2f} s  total {v['total_s']:6.2f} s  cpu "
-                  f"{v['cpu_s']:6.2f} s  run {v['run_s']:6.3f} s  HLO {hlo_chars[steps]} chars")
+    log(
+      progress,
+      f"steps={steps:3d} (min of {repeats}): trace+lower {v['lower_s']:6.2f} s  "
+      f"compile {v['compile_s']:6.2f} s  total {v['total_s']:6.2f} s  cpu "
+      f"{v['cpu_s']:6.2f} s  run {v['run_s']:6.3f} s  HLO {hlo_chars[steps]} chars",
+    )
   out = {
-      "benchmark": "compile",
-      "frames": frames, "latent_shape": [h, w, c_lat], "context": [ctx_len, ctx_dim],
-      "sampler": {"eta": eta, "spacing": spacing, "guidance": float(config.sampler.guidance),
-                  "inversion_iters": inversion_iters,
-                  "constraint": {k: getattr(constraint, k) for k in
-                                 ("strength", "schedule", "until", "m_face", "init")}},
-      "repeats": repeats,
-      "lower_s": {str(k): v["lower_s"] for k, v in res.items()},
-      "compile_s": {str(k): v["compile_s"] for k, v in res.items()},
-      "total_compile_s": {str(k): v["total_s"] for k, v in res.items()},
-      "total_compile_cpu_s": {str(k): v["cpu_s"] for k, v in res.items()},
-      "run_s": {str(k): v["run_s"] for k, v in res.items()},
-      "compiled_hlo_chars": {str(k): hlo_chars[k] for k in res},
+    "benchmark": "compile",
+    "frames": frames,
+    "latent_shape": [h, w, c_lat],
+    "context": [ctx_len, ctx_dim],
+    "sampler": {
+      "eta": eta,
+      "spacing": spacing,
+      "guidance": float(config.sampler.guidance),
+      "inversion_iters": inversion_iters,
+      "constraint": {
+        k: getattr(constraint, k) for k in ("strength", "schedule", "until", "m_face", "init")
+      },
+    },
+    "repeats": repeats,
+    "lower_s": {str(k): v["lower_s"] for k, v in res.items()},
+    "compile_s": {str(k): v["compile_s"] for k, v in res.items()},
+    "total_compile_s": {str(k): v["total_s"] for k, v in res.items()},
+    "total_compile_cpu_s": {str(k): v["cpu_s"] for k, v in res.items()},
+    "run_s": {str(k): v["run_s"] for k, v in res.items()},
+    "compiled_hlo_chars": {str(k): hlo_chars[k] for k in res},
   }
   if 10 in res and 50 in res:
     out["ratio_50_over_10"] = res[50]["total_s"] / res[10]["total_s"]
@@ -138,16 +187,29 @@ def train_step_compile_time(config, progress=None) -> dict:
     t1 = time.perf_counter()
     lowered.compile()
     t2 = time.perf_counter()
-  return {"lower_s": t1 - t0, "compile_s": t2 - t1, "total_s": t2 - t0,
-          "batch": int(config.train.batch_size), "remat": bool(config.unet.remat)}
+  return {
+    "lower_s": t1 - t0,
+    "compile_s": t2 - t1,
+    "total_s": t2 - t0,
+    "batch": int(config.train.batch_size),
+    "remat": bool(config.unet.remat),
+  }
 
 
-def run_compile_bench(config, *, steps_list: Sequence[int] = (10, 25, 50), frames: int = 4,
-                      repeats: int = 2, train_step: bool = True, progress=None) -> dict:
+def run_compile_bench(
+  config,
+  *,
+  steps_list: Sequence[int] = (10, 25, 50),
+  frames: int = 4,
+  repeats: int = 2,
+  train_step: bool = True,
+  progress=None,
+) -> dict:
   """``sampler_compile_times`` plus (``train_step``) the train step's compile time under
   'train_step'."""
-  res = sampler_compile_times(config, tuple(steps_list), frames=frames, repeats=repeats,
-                              progress=progress)
+  res = sampler_compile_times(
+    config, tuple(steps_list), frames=frames, repeats=repeats, progress=progress
+  )
   if train_step:
     res["train_step"] = train_step_compile_time(config, progress)
   return res

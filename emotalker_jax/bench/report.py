@@ -1,5 +1,6 @@
 """docs/BENCHMARKS.md from the benchmarks' JSON files: the method text (REPORT_INTRO), the
 goals table and one table per benchmark, each row naming the command that made it."""
+
 from __future__ import annotations
 
 import glob
@@ -133,7 +134,7 @@ def _si(x, unit: str = "") -> str:
 
 
 def _mib(x) -> str:
-  return "–" if not x else f"{x / 2 ** 20:,.0f} MiB"
+  return "–" if not x else f"{x / 2**20:,.0f} MiB"
 
 
 def _machine_str(doc: dict) -> str:
@@ -142,10 +143,13 @@ def _machine_str(doc: dict) -> str:
     return f"{m['gpu']} (x{m.get('num_devices', 1)})"
   load = m.get("load_average")
   load_s = f", load {load[0]:.1f}" if load else ""
-  threads = f", {doc['threads']} thread{'s' if doc['threads'] > 1 else ''}" if doc.get(
-      "threads") else ""
-  return (f"CPU {m.get('cpu_model', '?')} ({m.get('cpu_affinity', m.get('cpu_count', '?'))} "
-          f"cores{threads}{load_s})")
+  threads = (
+    f", {doc['threads']} thread{'s' if doc['threads'] > 1 else ''}" if doc.get("threads") else ""
+  )
+  return (
+    f"CPU {m.get('cpu_model', '?')} ({m.get('cpu_affinity', m.get('cpu_count', '?'))} "
+    f"cores{threads}{load_s})"
+  )
 
 
 def _spread(t: dict | None, batch: int | None = None) -> str:
@@ -153,7 +157,7 @@ def _spread(t: dict | None, batch: int | None = None) -> str:
   if not t:
     return "–"
   if batch:
-    return (f"{batch / t['median_s']:.3g} [{batch / t['max_s']:.3g}–{batch / t['min_s']:.3g}]")
+    return f"{batch / t['median_s']:.3g} [{batch / t['max_s']:.3g}–{batch / t['min_s']:.3g}]"
   ms = lambda v: f"{v * 1e3:,.0f}" if v >= 1.0 else f"{v * 1e3:.3g}"  # noqa: E731
   return f"{ms(t['median_s'])} [{ms(t['min_s'])}–{ms(t['max_s'])}]"
 
@@ -181,8 +185,11 @@ def _is_gpu(top: dict) -> bool:
 
 def render_goals(tables: dict) -> str:
   """The issue's goals, each with the recorded figures that speak to it (from the JSON)."""
-  lines = ["## Goals and where they stand\n",
-           _row(["goal", "measured (config, machine)", "met?"]), _row(["---"] * 3)]
+  lines = [
+    "## Goals and where they stand\n",
+    _row(["goal", "measured (config, machine)", "met?"]),
+    _row(["---"] * 3),
+  ]
 
   def add(goal, rows, empty):
     if not rows:
@@ -192,30 +199,74 @@ def render_goals(tables: dict) -> str:
 
   def ok_num(v, goal):
     return v is not None and v >= goal
-  add("CPU: sampler time PyTorch eager / JAX >= 1.5",
-      [(f"{_fmt(r.get('ratio_torch_eager_over_jax'))} (torch.compile/JAX "
+
+  add(
+    "CPU: sampler time PyTorch eager / JAX >= 1.5",
+    [
+      (
+        f"{_fmt(r.get('ratio_torch_eager_over_jax'))} (torch.compile/JAX "
         f"{_fmt(r.get('ratio_torch_compile_over_jax'))}; {top.get('config')}, B={r.get('batch')}, "
         f"{r.get('steps')} steps, {_machine_str(top)})",
-        ok_num(r.get("ratio_torch_eager_over_jax"), 1.5))
-       for _, r, top in tables["sampler"] if not _is_gpu(top)], "no CPU sampler run recorded")
-  add("CPU: UNet forward roofline >= 0.6 of the measured matmul rate",
-      [(f"{_fmt(r.get('roofline_fraction'))} ({top.get('config')}, B={r.get('batch')}, "
-        f"{_machine_str(top)})", ok_num(r.get("roofline_fraction"), 0.6))
-       for _, r, top in tables["unet"] if not _is_gpu(top)], "no CPU UNet run recorded")
-  add("GPU: train-step MFU >= 0.45 (bf16)",
-      [(f"{_fmt(v.get('mfu'))} (remat {k}; {top.get('config')}, {top.get('dtype')}, "
-        f"{_machine_str(top)})", ok_num(v.get("mfu"), 0.45))
-       for _, r, top in tables["train-step"] if _is_gpu(top)
-       for k, v in r.get("remat", {}).items()], "no GPU run recorded yet (commands: Reproducing on a GPU)")
-  add("GPU: sampler >= 25 frames/s at 256x256, 25 guided steps (bf16)",
-      [(f"{_fmt(r.get('jax_frames_per_s'))} frames/s ({top.get('config')}, B={r.get('batch')}, "
-        f"{top.get('dtype')}, {_machine_str(top)})", ok_num(r.get("jax_frames_per_s"), 25.0))
-       for _, r, top in tables["sampler"] if _is_gpu(top) and r.get("image_size") == 256
-       and r.get("steps") == 25], "no GPU run recorded yet (commands: Reproducing on a GPU)")
-  add("GPU: cuDNN fused (flash) attention in the compiled UNet",
-      [(f"{_fmt(r.get('cudnn_fused_attention'))} ({top.get('config')}, {top.get('dtype')}, "
-        f"{_machine_str(top)})", bool(r.get("cudnn_fused_attention")))
-       for _, r, top in tables["unet"] if _is_gpu(top)], "no GPU run recorded yet (commands: Reproducing on a GPU)")
+        ok_num(r.get("ratio_torch_eager_over_jax"), 1.5),
+      )
+      for _, r, top in tables["sampler"]
+      if not _is_gpu(top)
+    ],
+    "no CPU sampler run recorded",
+  )
+  add(
+    "CPU: UNet forward roofline >= 0.6 of the measured matmul rate",
+    [
+      (
+        f"{_fmt(r.get('roofline_fraction'))} ({top.get('config')}, B={r.get('batch')}, "
+        f"{_machine_str(top)})",
+        ok_num(r.get("roofline_fraction"), 0.6),
+      )
+      for _, r, top in tables["unet"]
+      if not _is_gpu(top)
+    ],
+    "no CPU UNet run recorded",
+  )
+  add(
+    "GPU: train-step MFU >= 0.45 (bf16)",
+    [
+      (
+        f"{_fmt(v.get('mfu'))} (remat {k}; {top.get('config')}, {top.get('dtype')}, "
+        f"{_machine_str(top)})",
+        ok_num(v.get("mfu"), 0.45),
+      )
+      for _, r, top in tables["train-step"]
+      if _is_gpu(top)
+      for k, v in r.get("remat", {}).items()
+    ],
+    "no GPU run recorded yet (commands: Reproducing on a GPU)",
+  )
+  add(
+    "GPU: sampler >= 25 frames/s at 256x256, 25 guided steps (bf16)",
+    [
+      (
+        f"{_fmt(r.get('jax_frames_per_s'))} frames/s ({top.get('config')}, B={r.get('batch')}, "
+        f"{top.get('dtype')}, {_machine_str(top)})",
+        ok_num(r.get("jax_frames_per_s"), 25.0),
+      )
+      for _, r, top in tables["sampler"]
+      if _is_gpu(top) and r.get("image_size") == 256 and r.get("steps") == 25
+    ],
+    "no GPU run recorded yet (commands: Reproducing on a GPU)",
+  )
+  add(
+    "GPU: cuDNN fused (flash) attention in the compiled UNet",
+    [
+      (
+        f"{_fmt(r.get('cudnn_fused_attention'))} ({top.get('config')}, {top.get('dtype')}, "
+        f"{_machine_str(top)})",
+        bool(r.get("cudnn_fused_attention")),
+      )
+      for _, r, top in tables["unet"]
+      if _is_gpu(top)
+    ],
+    "no GPU run recorded yet (commands: Reproducing on a GPU)",
+  )
   lines.append("")
   return "\n".join(lines)
 
@@ -241,78 +292,209 @@ def render_report(docs: Sequence[tuple[str, dict]]) -> str:
   base = lambda top: [_machine_str(top), top.get("config", "?"), top.get("dtype", "?")]  # noqa: E731
 
   out.append("### Sampler: JAX vs PyTorch (frames/s, median [min–max])\n")
-  out.append(_row(["machine", "config", "dtype", "B", "steps", "JAX", "PyTorch eager",
-                   "torch.compile", "eager/JAX", "compile/JAX", "max abs diff", "command"]))
+  out.append(
+    _row(
+      [
+        "machine",
+        "config",
+        "dtype",
+        "B",
+        "steps",
+        "JAX",
+        "PyTorch eager",
+        "torch.compile",
+        "eager/JAX",
+        "compile/JAX",
+        "max abs diff",
+        "command",
+      ]
+    )
+  )
   out.append(_row(["---"] * 12))
   for name, r, top in tables["sampler"]:
     t = r.get("timings", {})
     b = r.get("batch")
-    comp = _spread(t.get("torch_compile"), b) if t.get("torch_compile") else (
-        "failed" if r.get("torch_compile_error") else "–")
-    out.append(_row(base(top) + [b, r.get("steps"), _spread(t.get("jax"), b),
-                                 _spread(t.get("torch_eager"), b), comp,
-                                 _fmt(r.get("ratio_torch_eager_over_jax")),
-                                 _fmt(r.get("ratio_torch_compile_over_jax")),
-                                 f"{_fmt(r.get('max_abs_output_diff'), 2)} (of "
-                                 f"{_fmt(r.get('max_abs_output'), 2)})", _cmd(top)]))
+    comp = (
+      _spread(t.get("torch_compile"), b)
+      if t.get("torch_compile")
+      else ("failed" if r.get("torch_compile_error") else "–")
+    )
+    out.append(
+      _row(
+        base(top)
+        + [
+          b,
+          r.get("steps"),
+          _spread(t.get("jax"), b),
+          _spread(t.get("torch_eager"), b),
+          comp,
+          _fmt(r.get("ratio_torch_eager_over_jax")),
+          _fmt(r.get("ratio_torch_compile_over_jax")),
+          f"{_fmt(r.get('max_abs_output_diff'), 2)} (of {_fmt(r.get('max_abs_output'), 2)})",
+          _cmd(top),
+        ]
+      )
+    )
   out.append("")
 
   out.append("### UNet forward and forward+backward: FLOPs and roofline\n")
-  out.append(_row(["machine", "config", "dtype", "B", "fwd FLOPs", "fwd FLOP/s",
-                   "fwd ms", "matmul FLOP/s (XLA / torch)", "fwd roofline", "fwd+bwd FLOPs",
-                   "fwd+bwd FLOP/s", "fwd+bwd roofline", "MFU fwd / fwd+bwd", "command"]))
+  out.append(
+    _row(
+      [
+        "machine",
+        "config",
+        "dtype",
+        "B",
+        "fwd FLOPs",
+        "fwd FLOP/s",
+        "fwd ms",
+        "matmul FLOP/s (XLA / torch)",
+        "fwd roofline",
+        "fwd+bwd FLOPs",
+        "fwd+bwd FLOP/s",
+        "fwd+bwd roofline",
+        "MFU fwd / fwd+bwd",
+        "command",
+      ]
+    )
+  )
   out.append(_row(["---"] * 14))
   for name, r, top in tables["unet"]:
     fw, fb = r.get("forward", {}), r.get("forward_backward", {})
-    mfu = (f"{_fmt(fw.get('mfu'))} / {_fmt(fb.get('mfu'))}" if fw.get("mfu") else "–")
-    out.append(_row(base(top) + [r.get("batch"), _si(r.get("flops")),
-                                 _si(r.get("achieved_flops_per_s")),
-                                 _spread(fw.get("time")),
-                                 f"{_si(r.get('matmul_flops_per_s'))} / "
-                                 f"{_si(r.get('torch_matmul_flops_per_s'))}",
-                                 _fmt(r.get("roofline_fraction")), _si(fb.get("flops")),
-                                 _si(fb.get("achieved_flops_per_s")),
-                                 _fmt(fb.get("roofline_fraction")), mfu, _cmd(top)]))
+    mfu = f"{_fmt(fw.get('mfu'))} / {_fmt(fb.get('mfu'))}" if fw.get("mfu") else "–"
+    out.append(
+      _row(
+        base(top)
+        + [
+          r.get("batch"),
+          _si(r.get("flops")),
+          _si(r.get("achieved_flops_per_s")),
+          _spread(fw.get("time")),
+          f"{_si(r.get('matmul_flops_per_s'))} / {_si(r.get('torch_matmul_flops_per_s'))}",
+          _fmt(r.get("roofline_fraction")),
+          _si(fb.get("flops")),
+          _si(fb.get("achieved_flops_per_s")),
+          _fmt(fb.get("roofline_fraction")),
+          mfu,
+          _cmd(top),
+        ]
+      )
+    )
   out.append("")
 
   out.append("### Train step (remat on / off)\n")
-  out.append(_row(["machine", "config", "dtype", "B", "remat", "step ms", "examples/s",
-                   "FLOPs/step", "FLOP/s", "roofline", "MFU", "peak memory",
-                   "XLA temp", "command"]))
+  out.append(
+    _row(
+      [
+        "machine",
+        "config",
+        "dtype",
+        "B",
+        "remat",
+        "step ms",
+        "examples/s",
+        "FLOPs/step",
+        "FLOP/s",
+        "roofline",
+        "MFU",
+        "peak memory",
+        "XLA temp",
+        "command",
+      ]
+    )
+  )
   out.append(_row(["---"] * 14))
   for name, r, top in tables["train-step"]:
     for key, v in r.get("remat", {}).items():
-      out.append(_row(base(top) + [v.get("batch"), key, _spread(v.get("step_time")),
-                                   _fmt(v.get("examples_per_s")), _si(v.get("flops_per_step")),
-                                   _si(v.get("achieved_flops_per_s")),
-                                   _fmt(v.get("roofline_fraction")), _fmt(v.get("mfu")),
-                                   _mib(v.get("peak_memory_bytes")),
-                                   _mib(v.get("xla_memory_analysis", {}).get(
-                                       "temp_size_in_bytes")), _cmd(top)]))
+      out.append(
+        _row(
+          base(top)
+          + [
+            v.get("batch"),
+            key,
+            _spread(v.get("step_time")),
+            _fmt(v.get("examples_per_s")),
+            _si(v.get("flops_per_step")),
+            _si(v.get("achieved_flops_per_s")),
+            _fmt(v.get("roofline_fraction")),
+            _fmt(v.get("mfu")),
+            _mib(v.get("peak_memory_bytes")),
+            _mib(v.get("xla_memory_analysis", {}).get("temp_size_in_bytes")),
+            _cmd(top),
+          ]
+        )
+      )
   out.append("")
 
   out.append("### Compile time (s: trace+lower+compile, cold caches, min over rounds)\n")
-  out.append(_row(["machine", "config", "dtype", "sampler 10 steps", "25 steps", "50 steps",
-                   "ratio 50/10", "train step", "command"]))
+  out.append(
+    _row(
+      [
+        "machine",
+        "config",
+        "dtype",
+        "sampler 10 steps",
+        "25 steps",
+        "50 steps",
+        "ratio 50/10",
+        "train step",
+        "command",
+      ]
+    )
+  )
   out.append(_row(["---"] * 9))
   for name, r, top in tables["compile"]:
     tot = r.get("total_compile_s", {})
     ts = r.get("train_step", {})
-    out.append(_row(base(top) + [_fmt(tot.get("10")), _fmt(tot.get("25")), _fmt(tot.get("50")),
-                                 _fmt(r.get("ratio_50_over_10")), _fmt(ts.get("total_s")),
-                                 _cmd(top)]))
+    out.append(
+      _row(
+        base(top)
+        + [
+          _fmt(tot.get("10")),
+          _fmt(tot.get("25")),
+          _fmt(tot.get("50")),
+          _fmt(r.get("ratio_50_over_10")),
+          _fmt(ts.get("total_s")),
+          _cmd(top),
+        ]
+      )
+    )
   out.append("")
 
   out.append("### Input pipeline vs train step (examples/s)\n")
-  out.append(_row(["machine", "config", "dtype", "B", "pipeline per workers", "best",
-                   "train step", "pipeline / train step", "command"]))
+  out.append(
+    _row(
+      [
+        "machine",
+        "config",
+        "dtype",
+        "B",
+        "pipeline per workers",
+        "best",
+        "train step",
+        "pipeline / train step",
+        "command",
+      ]
+    )
+  )
   out.append(_row(["---"] * 9))
   for name, r, top in tables["pipeline"]:
-    per = ", ".join(f"{p['workers']}w: {_fmt(float(p['examples_per_s']))}"
-                    for p in r.get("per_workers", []))
-    out.append(_row(base(top) + [r.get("batch"), per, _fmt(r.get("pipeline_examples_per_s")),
-                                 _fmt(r.get("train_step_examples_per_s")),
-                                 _fmt(r.get("ratio_pipeline_over_train_step")), _cmd(top)]))
+    per = ", ".join(
+      f"{p['workers']}w: {_fmt(float(p['examples_per_s']))}" for p in r.get("per_workers", [])
+    )
+    out.append(
+      _row(
+        base(top)
+        + [
+          r.get("batch"),
+          per,
+          _fmt(r.get("pipeline_examples_per_s")),
+          _fmt(r.get("train_step_examples_per_s")),
+          _fmt(r.get("ratio_pipeline_over_train_step")),
+          _cmd(top),
+        ]
+      )
+    )
   out.append("")
   if notes:
     out.append("### Notes recorded with the runs\n")
@@ -328,8 +510,9 @@ def render_report(docs: Sequence[tuple[str, dict]]) -> str:
 def write_report(json_dir: str, out_path: str) -> str:
   """Reads every ``*.json`` in ``json_dir`` (sorted by name), writes the markdown report."""
   if not os.path.isdir(json_dir):
-    raise FileNotFoundError(f"--json-dir {json_dir} not found; run a benchmark with "
-                            f"--json {json_dir}/NAME.json first")
+    raise FileNotFoundError(
+      f"--json-dir {json_dir} not found; run a benchmark with --json {json_dir}/NAME.json first"
+    )
   docs = []
   for path in sorted(glob.glob(os.path.join(json_dir, "*.json"))):
     with open(path) as fh:
@@ -338,8 +521,9 @@ def write_report(json_dir: str, out_path: str) -> str:
       except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON ({e}); re-run its benchmark") from None
   if not docs:
-    raise FileNotFoundError(f"no *.json files in {json_dir}; run a benchmark with "
-                            f"--json {json_dir}/NAME.json first")
+    raise FileNotFoundError(
+      f"no *.json files in {json_dir}; run a benchmark with --json {json_dir}/NAME.json first"
+    )
   text = render_report(docs)
   os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
   with open(out_path, "w") as fh:

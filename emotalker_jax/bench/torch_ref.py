@@ -10,6 +10,7 @@ this module imports without them and its functions then raise ImportError.
 
 Arrays handed in and out are numpy NHWC float32; torch tensors inside are NCHW.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,7 +26,7 @@ from emotalker_jax.diffusion.sampler import ddim_timesteps
 from emotalker_jax.models.autoencoder import AutoencoderSpec, build_autoencoder, init_autoencoder
 from emotalker_jax.models.unet import UNetSpec, build_unet, init_unet
 
-try:      # optional: the 'test' extra (parity tests and this benchmark)
+try:  # optional: the 'test' extra (parity tests and this benchmark)
   import diffusers
   import torch
 except ImportError:  # pragma: no cover - the tier without torch skips the sampler bench
@@ -34,8 +35,7 @@ except ImportError:  # pragma: no cover - the tier without torch skips the sampl
 
 def require_torch() -> None:
   if torch is None or diffusers is None:
-    raise ImportError("the PyTorch reference needs torch and diffusers: "
-                      "pip install -e '.[test]'")
+    raise ImportError("the PyTorch reference needs torch and diffusers: pip install -e '.[test]'")
 
 
 def torch_device() -> str:
@@ -63,44 +63,65 @@ def make_torch_matmul(n: int, dtype: str = "float32", seed: int = 0):
       torch.mm(a, b)
     if device == "cuda":
       torch.cuda.synchronize()
+
   fn()
-  return fn, 2.0 * n ** 3
+  return fn, 2.0 * n**3
 
 
 # -----------------------------------------------------------------------------------------
 # The models
 # -----------------------------------------------------------------------------------------
 
+
 def diffusers_unet_kwargs(config) -> dict:
   """Keyword arguments of a diffusers ``UNet2DConditionModel`` equivalent to config.unet."""
   s = UNetSpec.from_config(config.unet)
   if s.context_embedding != "none":
-    raise ValueError(f"config.unet.context_embedding={s.context_embedding!r} has no diffusers "
-                     "equivalent; compare against diffusers with context_embedding='none'")
+    raise ValueError(
+      f"config.unet.context_embedding={s.context_embedding!r} has no diffusers "
+      "equivalent; compare against diffusers with context_embedding='none'"
+    )
 
   def one(v):
     return v[0] if len(set(v)) == 1 else tuple(v)
-  return dict(sample_size=latent_size(config), in_channels=s.in_channels,
-              out_channels=s.out_channels, block_out_channels=tuple(s.block_out_channels),
-              down_block_types=tuple(s.down_block_types), up_block_types=tuple(s.up_block_types),
-              layers_per_block=one(s.layers_per_block), attention_head_dim=one(s.heads),
-              cross_attention_dim=s.cross_attention_dim,
-              transformer_layers_per_block=one(s.transformer_layers_per_block),
-              norm_num_groups=s.norm_num_groups, use_linear_projection=s.use_linear_projection,
-              flip_sin_to_cos=s.flip_sin_to_cos, freq_shift=int(s.freq_shift),
-              norm_eps=s.norm_eps)
+
+  return dict(
+    sample_size=latent_size(config),
+    in_channels=s.in_channels,
+    out_channels=s.out_channels,
+    block_out_channels=tuple(s.block_out_channels),
+    down_block_types=tuple(s.down_block_types),
+    up_block_types=tuple(s.up_block_types),
+    layers_per_block=one(s.layers_per_block),
+    attention_head_dim=one(s.heads),
+    cross_attention_dim=s.cross_attention_dim,
+    transformer_layers_per_block=one(s.transformer_layers_per_block),
+    norm_num_groups=s.norm_num_groups,
+    use_linear_projection=s.use_linear_projection,
+    flip_sin_to_cos=s.flip_sin_to_cos,
+    freq_shift=int(s.freq_shift),
+    norm_eps=s.norm_eps,
+  )
 
 
 def diffusers_vae_kwargs(config) -> dict:
   """Keyword arguments of a diffusers ``AutoencoderKL`` equivalent to config.autoencoder."""
   s = AutoencoderSpec.from_config(config.autoencoder)
   n = len(s.block_out_channels)
-  kw = dict(in_channels=s.in_channels, out_channels=s.out_channels,
-            latent_channels=s.latent_channels, block_out_channels=tuple(s.block_out_channels),
-            down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-            layers_per_block=s.layers_per_block, norm_num_groups=s.norm_num_groups,
-            scaling_factor=s.scaling_factor, mid_block_add_attention=s.mid_block_add_attention,
-            use_quant_conv=s.use_quant_conv, use_post_quant_conv=s.use_post_quant_conv)
+  kw = dict(
+    in_channels=s.in_channels,
+    out_channels=s.out_channels,
+    latent_channels=s.latent_channels,
+    block_out_channels=tuple(s.block_out_channels),
+    down_block_types=("DownEncoderBlock2D",) * n,
+    up_block_types=("UpDecoderBlock2D",) * n,
+    layers_per_block=s.layers_per_block,
+    norm_num_groups=s.norm_num_groups,
+    scaling_factor=s.scaling_factor,
+    mid_block_add_attention=s.mid_block_add_attention,
+    use_quant_conv=s.use_quant_conv,
+    use_post_quant_conv=s.use_post_quant_conv,
+  )
   if s.shift_factor:
     kw["shift_factor"] = s.shift_factor
   return kw
@@ -117,21 +138,26 @@ def build_torch_models(config, seed: int = 0):
   ours = UNetSpec.from_config(config.unet)
   theirs = UNetSpec.from_config(ck.unet_config_from_diffusers(dict(unet.config)))
   if dataclasses.replace(theirs, remat=ours.remat, dropout=ours.dropout) != ours:
-    raise ValueError(f"the diffusers UNet built from config.unet has another layout: "
-                     f"{theirs} vs ours {ours}")
+    raise ValueError(
+      f"the diffusers UNet built from config.unet has another layout: {theirs} vs ours {ours}"
+    )
   ours_v = AutoencoderSpec.from_config(config.autoencoder)
   theirs_v = AutoencoderSpec.from_config(ck.vae_config_from_diffusers(dict(vae.config)))
   if theirs_v != ours_v:
-    raise ValueError(f"the diffusers AutoencoderKL built from config.autoencoder has another "
-                     f"layout: {theirs_v} vs ours {ours_v}")
+    raise ValueError(
+      f"the diffusers AutoencoderKL built from config.autoencoder has another "
+      f"layout: {theirs_v} vs ours {ours_v}"
+    )
   return unet, vae
 
 
 def torch_params_to_ours(config, unet, vae) -> tuple[dict, dict]:
   """The torch models' weights converted into our (UNet params, autoencoder params) trees
   with ``checkpoints.convert_state_dict`` (float32 numpy leaves)."""
+
   def state(m):
     return {k: v.detach().cpu().float().numpy() for k, v in m.state_dict().items()}
+
   unet_model, vae_model = build_unet(config), build_autoencoder(config)
   target_u = jax.eval_shape(lambda: init_unet(unet_model, jax.random.key(0)))["params"]
   target_v = jax.eval_shape(lambda: init_autoencoder(vae_model, jax.random.key(0)))["params"]
@@ -143,6 +169,7 @@ def torch_params_to_ours(config, unet, vae) -> tuple[dict, dict]:
 # -----------------------------------------------------------------------------------------
 # The scheduler
 # -----------------------------------------------------------------------------------------
+
 
 def bench_spacing(config, steps: int) -> tuple[str, str | None]:
   """The timestep spacing both samplers use: the config's when diffusers' DDIMScheduler
@@ -156,22 +183,30 @@ def bench_spacing(config, steps: int) -> tuple[str, str | None]:
   for cand in (want, "trailing", "leading"):
     try:
       if _diffusers_compatible(T, steps, cand):
-        note = None if cand == want else (
+        note = (
+          None
+          if cand == want
+          else (
             f"config spacing {want!r} visits levels that diffusers' DDIMScheduler does not step "
-            f"between at {steps} steps; both samplers use {cand!r} instead (same cost)")
+            f"between at {steps} steps; both samplers use {cand!r} instead (same cost)"
+          )
+        )
         return cand, note
     except ValueError:
       continue
-  raise ValueError(f"no timestep spacing works with diffusers' DDIMScheduler for T={T}, "
-                   f"steps={steps}; pick a step count that divides {T}")
+  raise ValueError(
+    f"no timestep spacing works with diffusers' DDIMScheduler for T={T}, "
+    f"steps={steps}; pick a step count that divides {T}"
+  )
 
 
 def _diffusers_compatible(T: int, steps: int, spacing: str) -> bool:
   ts = ddim_timesteps(T, steps, spacing)[::-1]
   ratio = T // steps
   prev = list(ts[1:]) + [None]
-  return all((p is None and t - ratio < 0) or (p is not None and t - ratio == p)
-             for t, p in zip(ts, prev))
+  return all(
+    (p is None and t - ratio < 0) or (p is not None and t - ratio == p) for t, p in zip(ts, prev)
+  )
 
 
 def make_ddim_scheduler(config, steps: int, spacing: str):
@@ -179,11 +214,15 @@ def make_ddim_scheduler(config, steps: int, spacing: str):
   require_torch()
   schedule = sched_lib.from_config(config.diffusion)
   names = {"uniform": "linspace", "leading": "leading", "trailing": "trailing"}
-  s = diffusers.DDIMScheduler(num_train_timesteps=schedule.num_train_timesteps,
-                              trained_betas=np.asarray(schedule.betas, np.float32),
-                              clip_sample=False, set_alpha_to_one=True, steps_offset=0,
-                              prediction_type=schedule.prediction_type,
-                              timestep_spacing=names[spacing])
+  s = diffusers.DDIMScheduler(
+    num_train_timesteps=schedule.num_train_timesteps,
+    trained_betas=np.asarray(schedule.betas, np.float32),
+    clip_sample=False,
+    set_alpha_to_one=True,
+    steps_offset=0,
+    prediction_type=schedule.prediction_type,
+    timestep_spacing=names[spacing],
+  )
   s.set_timesteps(int(steps))
   return s
 
@@ -192,9 +231,18 @@ def make_ddim_scheduler(config, steps: int, spacing: str):
 # The sampler
 # -----------------------------------------------------------------------------------------
 
-def make_torch_sampler(unet_fn, decode_fn, scheduler, prob, *, device: str,
-                       scaling_factor: float, shift_factor: float = 0.0,
-                       autocast_dtype=None):
+
+def make_torch_sampler(
+  unet_fn,
+  decode_fn,
+  scheduler,
+  prob,
+  *,
+  device: str,
+  scaling_factor: float,
+  shift_factor: float = 0.0,
+  autocast_dtype=None,
+):
   """fn() -> images (B, H, W, 3) numpy: the same sampler in PyTorch.
 
   prob is a ``bench.sampler.SamplerProblem``. unet_fn(sample NCHW, t (N,) int64, context
@@ -216,7 +264,7 @@ def make_torch_sampler(unet_fn, decode_fn, scheduler, prob, *, device: str,
   sp, ctx = t_(prob.spatial), t_(prob.ctx)
   sp2 = torch.cat([sp, sp], 0)
   ctx2 = torch.cat([ctx, t_(prob.ctx_null).expand(B, -1, -1)], 0)
-  mask = t_(prob.mask)[None, None]                                   # (1,1,h,w)
+  mask = t_(prob.mask)[None, None]  # (1,1,h,w)
   lam = [float(x) for x in prob.lam]
   acp = scheduler.alphas_cumprod.to(torch.float32)
   ts_desc = [int(t) for t in scheduler.timesteps]
@@ -227,15 +275,18 @@ def make_torch_sampler(unet_fn, decode_fn, scheduler, prob, *, device: str,
   def to_eps(out, z, a):
     if pred_type == "epsilon":
       return out
-    return a.sqrt() * out + (1 - a).sqrt() * z              # v -> eps
+    return a.sqrt() * out + (1 - a).sqrt() * z  # v -> eps
 
   def unet(z, t, spatial, context):
     tt = torch.full((z.shape[0],), t, dtype=torch.int64, device=device)
     return unet_fn(torch.cat([z, spatial], 1), tt, context).float()
 
   def fn():
-    ctx_mgr = (torch.autocast(device_type=device, dtype=autocast_dtype)
-               if autocast_dtype is not None else contextlib.nullcontext())
+    ctx_mgr = (
+      torch.autocast(device_type=device, dtype=autocast_dtype)
+      if autocast_dtype is not None
+      else contextlib.nullcontext()
+    )
     with torch.inference_mode(), ctx_mgr:
       # eq. (4): DDIM inversion with fixed-point refinement, z0 -> Z_T.
       z = z_src.float()
@@ -265,4 +316,5 @@ def make_torch_sampler(unet_fn, decode_fn, scheduler, prob, *, device: str,
     if device == "cuda":
       torch.cuda.synchronize()
     return img.cpu().numpy().transpose(0, 2, 3, 1)
+
   return fn

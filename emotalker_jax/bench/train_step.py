@@ -4,6 +4,7 @@ FLOPs/step, roofline fraction, MFU on a GPU, peak memory, with the UNet's remat 
 Peak memory is the device's ``peak_bytes_in_use`` on an accelerator, the process's peak RSS
 (bytes, VmHWM, reset before each variant where the kernel allows) on a CPU.
 """
+
 from __future__ import annotations
 
 import resource
@@ -15,9 +16,18 @@ import jax
 import numpy as np
 from flax import linen as nn
 
-from emotalker_jax.bench.common import (block, cost_flops, default_matmul_n, device_bf16_peak,
-                                        interleaved_timings, log, make_matmul, memory_analysis,
-                                        stats, with_overrides)
+from emotalker_jax.bench.common import (
+  block,
+  cost_flops,
+  default_matmul_n,
+  device_bf16_peak,
+  interleaved_timings,
+  log,
+  make_matmul,
+  memory_analysis,
+  stats,
+  with_overrides,
+)
 from emotalker_jax.emotions import EMOTIONS
 from emotalker_jax.models.text_encoder import load_text_encoder
 from emotalker_jax.training import loop
@@ -39,7 +49,7 @@ def reset_peak_rss() -> bool:
   if status is None:
     return False
   hwm, rss = status
-  return hwm <= rss + 16 * 2 ** 20
+  return hwm <= rss + 16 * 2**20
 
 
 def _proc_status_bytes(*fields: str) -> tuple[int, ...] | None:
@@ -90,11 +100,11 @@ def synthetic_train_batch(config, batch: int, seed: int = 0) -> dict:
       out[key] = emo
     elif key == "audio_mel":
       out[key] = r.standard_normal(spec.shape).astype(np.float32)
-    elif key in region_loss_weights(config):         # a random box per example
+    elif key in region_loss_weights(config):  # a random box per example
       box = np.zeros(spec.shape, np.float32)
       s = spec.shape[1]
       for i, (y, x) in enumerate(r.integers(0, s // 2, (batch, 2))):
-        box[i, y:y + s // 2, x:x + s // 2] = 1.0
+        box[i, y : y + s // 2, x : x + s // 2] = 1.0
       out[key] = box
     else:
       out[key] = r.uniform(-1, 1, spec.shape).astype(np.float32)
@@ -126,8 +136,9 @@ def _train_variant(config, text, *, steps: int, warmup: int, mm_fn, mm_flops, pr
   rss_reset = reset_peak_rss()
   for _ in range(int(warmup)):
     step()
-  times = interleaved_timings({"matmul": mm_fn, "step": step}, steps, progress,
-                              label=f"train-step remat={remat}")
+  times = interleaved_timings(
+    {"matmul": mm_fn, "step": step}, steps, progress, label=f"train-step remat={remat}"
+  )
   loss = float(step()["loss"])
   st = {k: stats(v) for k, v in times.items()}
   b = int(config.train.batch_size)
@@ -135,26 +146,46 @@ def _train_variant(config, text, *, steps: int, warmup: int, mm_fn, mm_flops, pr
   mm_rate = mm_flops / st["matmul"]["median_s"]
   peak = device_bf16_peak()
   dev_peak = device_peak_bytes() if jax.devices()[0].platform != "cpu" else None
-  out = {"remat": remat, "batch": b, "num_devices": int(trainer.mesh.size),
-         "step_time": st["step"], "step_s": st["step"]["median_s"],
-         "examples_per_s": b / st["step"]["median_s"],
-         "flops_per_step": flops, "achieved_flops_per_s": rate,
-         "matmul_flops_per_s": mm_rate, "roofline_fraction": rate / mm_rate,
-         "mfu": rate / peak if peak else None,
-         "peak_memory_bytes": dev_peak if dev_peak is not None else peak_rss_bytes(),
-         "peak_memory_source": ("device memory_stats peak_bytes_in_use (process-wide high "
-                                "water mark)" if dev_peak is not None else
-                                ("process peak RSS (VmHWM, reset before this variant's "
-                                 "steps)" if rss_reset else "process peak RSS, not resettable here: "
-                                 "includes everything this process ran before")),
-         "xla_memory_analysis": mem, "lower_s": t1 - t0, "compile_s": t2 - t1,
-         "final_loss": loss}
+  out = {
+    "remat": remat,
+    "batch": b,
+    "num_devices": int(trainer.mesh.size),
+    "step_time": st["step"],
+    "step_s": st["step"]["median_s"],
+    "examples_per_s": b / st["step"]["median_s"],
+    "flops_per_step": flops,
+    "achieved_flops_per_s": rate,
+    "matmul_flops_per_s": mm_rate,
+    "roofline_fraction": rate / mm_rate,
+    "mfu": rate / peak if peak else None,
+    "peak_memory_bytes": dev_peak if dev_peak is not None else peak_rss_bytes(),
+    "peak_memory_source": (
+      "device memory_stats peak_bytes_in_use (process-wide high water mark)"
+      if dev_peak is not None
+      else (
+        "process peak RSS (VmHWM, reset before this variant's steps)"
+        if rss_reset
+        else "process peak RSS, not resettable here: includes everything this process ran before"
+      )
+    ),
+    "xla_memory_analysis": mem,
+    "lower_s": t1 - t0,
+    "compile_s": t2 - t1,
+    "final_loss": loss,
+  }
   return out
 
 
-def run_train_step_bench(config, *, remat: Sequence[bool] = (True, False), steps: int = 5,
-                         warmup: int = 1, batch: int | None = None, matmul_n: int | None = None,
-                         progress=None) -> dict:
+def run_train_step_bench(
+  config,
+  *,
+  remat: Sequence[bool] = (True, False),
+  steps: int = 5,
+  warmup: int = 1,
+  batch: int | None = None,
+  matmul_n: int | None = None,
+  progress=None,
+) -> dict:
   """The jitted train step of ``training.loop.build_trainer`` on a synthetic batch, per remat
   setting (remat on first: device peak memory is a process-wide high-water mark).
 
@@ -164,21 +195,35 @@ def run_train_step_bench(config, *, remat: Sequence[bool] = (True, False), steps
   """
   if batch:
     config = with_overrides(config, **{"train.batch_size": int(batch)})
-  text = load_text_encoder(config.text.path or None, kind=config.text.encoder,
-                           max_length=int(config.text.max_length))
+  text = load_text_encoder(
+    config.text.path or None, kind=config.text.encoder, max_length=int(config.text.max_length)
+  )
   n = int(matmul_n or default_matmul_n())
   mm_fn, mm_flops, _ = make_matmul(n, str(config.dtype))
   variants = {}
   for r in remat:
     variants["on" if r else "off"] = _train_variant(
-        with_overrides(config, **{"unet.remat": bool(r)}), text, steps=steps, warmup=warmup,
-        mm_fn=mm_fn, mm_flops=mm_flops, progress=progress)
+      with_overrides(config, **{"unet.remat": bool(r)}),
+      text,
+      steps=steps,
+      warmup=warmup,
+      mm_fn=mm_fn,
+      mm_flops=mm_flops,
+      progress=progress,
+    )
   default = variants.get("on" if bool(config.unet.remat) else "off") or next(
-      iter(variants.values()))
-  return {"benchmark": "train_step", "batch": int(config.train.batch_size),
-          "steps": int(steps), "matmul": {"n": n, "dtype": str(config.dtype)},
-          "config_remat": bool(config.unet.remat),
-          "examples_per_s": default["examples_per_s"], "step_s": default["step_s"],
-          "flops_per_step": default["flops_per_step"],
-          "roofline_fraction": default["roofline_fraction"], "mfu": default["mfu"],
-          "remat": variants}
+    iter(variants.values())
+  )
+  return {
+    "benchmark": "train_step",
+    "batch": int(config.train.batch_size),
+    "steps": int(steps),
+    "matmul": {"n": n, "dtype": str(config.dtype)},
+    "config_remat": bool(config.unet.remat),
+    "examples_per_s": default["examples_per_s"],
+    "step_s": default["step_s"],
+    "flops_per_step": default["flops_per_step"],
+    "roofline_fraction": default["roofline_fraction"],
+    "mfu": default["mfu"],
+    "remat": variants,
+  }

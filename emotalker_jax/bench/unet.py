@@ -4,6 +4,7 @@ FLOPs come from XLA's cost analysis of the compiled program; the roofline's ceil
 machine's dense matmul FLOP/s measured in the same rounds; on a known GPU the MFU is the
 fraction of the vendor's dense bf16 peak.
 """
+
 from __future__ import annotations
 
 import time
@@ -12,16 +13,33 @@ import jax
 import jax.numpy as jnp
 
 from emotalker_jax.bench import torch_ref
-from emotalker_jax.bench.common import (block, cost_flops, default_matmul_n, device_bf16_peak,
-                                        interleaved_timings, log, make_matmul, repeat_fn, stats,
-                                        unbox)
+from emotalker_jax.bench.common import (
+  block,
+  cost_flops,
+  default_matmul_n,
+  device_bf16_peak,
+  interleaved_timings,
+  log,
+  make_matmul,
+  repeat_fn,
+  stats,
+  unbox,
+)
 from emotalker_jax.bench.model_stats import context_length, count_params, latent_size
 from emotalker_jax.models.unet import build_unet, init_unet
 
 
-def run_unet_bench(config, *, batch: int = 4, repeats: int = 5, warmup: int = 1,
-                   matmul_n: int | None = None, seed: int = 0, torch_matmul: bool = True,
-                   progress=None) -> dict:
+def run_unet_bench(
+  config,
+  *,
+  batch: int = 4,
+  repeats: int = 5,
+  warmup: int = 1,
+  matmul_n: int | None = None,
+  seed: int = 0,
+  torch_matmul: bool = True,
+  progress=None,
+) -> dict:
   """One UNet forward and forward+backward (grad of mean(out^2) w.r.t. the params) at the
   config's latent size; FLOPs from XLA cost analysis, achieved FLOP/s, roofline fraction vs
   a jitted dense matmul (config dtype, n = ``matmul_n``) timed in the same rounds; the same
@@ -69,29 +87,49 @@ def run_unet_bench(config, *, batch: int = 4, repeats: int = 5, warmup: int = 1,
 
   def fig(flops, s):
     rate = flops / s["median_s"]
-    out = {"flops": flops, "achieved_flops_per_s": rate, "roofline_fraction": rate / mm_rate,
-           "time": s}
+    out = {
+      "flops": flops,
+      "achieved_flops_per_s": rate,
+      "roofline_fraction": rate / mm_rate,
+      "time": s,
+    }
     if peak:
       out["mfu"] = rate / peak
     return out
 
   fw, fb = fig(flops_fwd, st["forward"]), fig(flops_fb, st["forward_backward"])
   return {
-      "benchmark": "unet", "batch": int(batch),
-      "input_shape": [int(batch), h, w, spec.in_channels],
-      "context_shape": [int(batch), L, spec.cross_attention_dim],
-      "params": count_params(params), "remat": bool(spec.remat),
-      "repeats": int(repeats), "calls_per_sample": per_call,
-      "flops": fw["flops"], "achieved_flops_per_s": fw["achieved_flops_per_s"],
-      "matmul_flops_per_s": mm_rate, "roofline_fraction": fw["roofline_fraction"],
-      "mfu": fw.get("mfu"), "vendor_bf16_peak_flops_per_s": peak,
-      "forward": fw, "forward_backward": fb,
-      "matmul": {"n": n, "dtype": str(config.dtype), "flops": mm_flops,
-                 "xla_flops": mm_xla_flops, "time": st["matmul"]},
-      "torch_matmul_flops_per_s": (mm_flops / st["torch_matmul"]["median_s"]
-                                   if "torch_matmul" in st else None),
-      "roofline_fraction_vs_torch_matmul": (fw["achieved_flops_per_s"] * st["torch_matmul"][
-          "median_s"] / mm_flops if "torch_matmul" in st else None),
-      "compile_s": {"forward": t1 - t0, "forward_backward": t2 - t1},
-      "cudnn_fused_attention": "__cudnn$fmha" in hlo,
+    "benchmark": "unet",
+    "batch": int(batch),
+    "input_shape": [int(batch), h, w, spec.in_channels],
+    "context_shape": [int(batch), L, spec.cross_attention_dim],
+    "params": count_params(params),
+    "remat": bool(spec.remat),
+    "repeats": int(repeats),
+    "calls_per_sample": per_call,
+    "flops": fw["flops"],
+    "achieved_flops_per_s": fw["achieved_flops_per_s"],
+    "matmul_flops_per_s": mm_rate,
+    "roofline_fraction": fw["roofline_fraction"],
+    "mfu": fw.get("mfu"),
+    "vendor_bf16_peak_flops_per_s": peak,
+    "forward": fw,
+    "forward_backward": fb,
+    "matmul": {
+      "n": n,
+      "dtype": str(config.dtype),
+      "flops": mm_flops,
+      "xla_flops": mm_xla_flops,
+      "time": st["matmul"],
+    },
+    "torch_matmul_flops_per_s": (
+      mm_flops / st["torch_matmul"]["median_s"] if "torch_matmul" in st else None
+    ),
+    "roofline_fraction_vs_torch_matmul": (
+      fw["achieved_flops_per_s"] * st["torch_matmul"]["median_s"] / mm_flops
+      if "torch_matmul" in st
+      else None
+    ),
+    "compile_s": {"forward": t1 - t0, "forward_backward": t2 - t1},
+    "cudnn_fused_attention": "__cudnn$fmha" in hlo,
   }

@@ -4,13 +4,14 @@ Shared by the checkpoint records (calibration.json) and the generated artifacts
 (``inference.outputs``: mp4, png, npz, the dataset manifest), so a killed run never leaves
 a partial file under its final name; its ``.tmp-*`` leftovers are removed on resume.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
 
-TMP_PREFIX = ".tmp-"     # temp files live beside their target; a killed run's are removed
+TMP_PREFIX = ".tmp-"  # temp files live beside their target; a killed run's are removed
 
 
 def _fsync_path(path: str) -> None:

@@ -7,6 +7,7 @@
 ``models.eib.load_eib`` builds the module and its text encoder from ``read_eib``;
 ``training.loop`` initialises a generator's EIB from ``restore_eib_params``.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,27 +41,34 @@ def read_eib(path: str) -> tuple[ml_collections.ConfigDict, dict, dict]:
   """(config, info, params as numpy) of a folder written by ``save_eib``. Raises
   FileNotFoundError / ValueError naming the folder and the fix."""
   if not os.path.isdir(path):
-    raise FileNotFoundError(f"EIB folder {path!r} not found; train one with "
-                            f"`emotalker eib-train --out {path}`")
+    raise FileNotFoundError(
+      f"EIB folder {path!r} not found; train one with `emotalker eib-train --out {path}`"
+    )
   missing = [n for n in EIB_FILES if not os.path.exists(os.path.join(path, n))]
   if missing:
-    raise FileNotFoundError(f"EIB folder {path!r} lacks {', '.join(missing)}; it is not (or "
-                            f"not completely) written by `emotalker eib-train --out {path}`")
+    raise FileNotFoundError(
+      f"EIB folder {path!r} lacks {', '.join(missing)}; it is not (or "
+      f"not completely) written by `emotalker eib-train --out {path}`"
+    )
   try:
     with open(os.path.join(path, "config.json")) as f:
       config = merge_onto_base(json.load(f))  # keys the folder predates: the base's value
     with open(os.path.join(path, "eib.json")) as f:
       info = json.load(f)
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"EIB folder {path!r}: unreadable config.json / eib.json ({e}); "
-                     "retrain with `emotalker eib-train`") from None
+    raise ValueError(
+      f"EIB folder {path!r}: unreadable config.json / eib.json ({e}); "
+      "retrain with `emotalker eib-train`"
+    ) from None
   ckpt = os.path.abspath(os.path.join(path, "checkpoint"))
   try:
     with ocp.StandardCheckpointer() as c:
       params = c.restore(ckpt)
   except Exception as e:  # orbax raises several types for damaged folders
-    raise ValueError(f"EIB folder {path!r}: cannot restore the checkpoint ({type(e).__name__}: "
-                     f"{e}); retrain with `emotalker eib-train --out {path}`") from None
+    raise ValueError(
+      f"EIB folder {path!r}: cannot restore the checkpoint ({type(e).__name__}: "
+      f"{e}); retrain with `emotalker eib-train --out {path}`"
+    ) from None
   return config, info, params
 
 
@@ -70,7 +78,9 @@ def restore_eib_params(path: str) -> dict:
   folder when it has none."""
   ckpt = os.path.abspath(os.path.join(path, "checkpoint"))
   if not os.path.isdir(ckpt):
-    raise FileNotFoundError(f"config.train.eib_checkpoint={path!r} has no checkpoint/; "
-                            f"write one with `emotalker eib-train --out {path}`")
+    raise FileNotFoundError(
+      f"config.train.eib_checkpoint={path!r} has no checkpoint/; "
+      f"write one with `emotalker eib-train --out {path}`"
+    )
   with ocp.StandardCheckpointer() as c:
     return c.restore(ckpt)

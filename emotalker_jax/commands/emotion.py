@@ -13,6 +13,7 @@ Checks (each a one-line error or a warning on stderr):
 * F.jsonl with bytes that are not UTF-8, bad JSON, or a line without a string "prompt":
   error naming the line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,10 +24,14 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("prompts", nargs="*", metavar="PROMPT", help="emotion descriptions")
   parser.add_argument("--eib", default=None, help="folder written by `emotalker eib-train`")
-  parser.add_argument("--prompts-file", default=None,
-                      help='JSONL file, one {"prompt": "..."} per line')
-  parser.add_argument("--emotion", default=None,
-                      help="explicit intensities, e.g. happy=0.7,surprised=0.3 (bypasses text)")
+  parser.add_argument(
+    "--prompts-file", default=None, help='JSONL file, one {"prompt": "..."} per line'
+  )
+  parser.add_argument(
+    "--emotion",
+    default=None,
+    help="explicit intensities, e.g. happy=0.7,surprised=0.3 (bypasses text)",
+  )
 
 
 def read_prompts_file(path: str) -> list[str]:
@@ -43,19 +48,25 @@ def read_prompts_file(path: str) -> list[str]:
     try:
       text = line.decode("utf-8")
     except UnicodeDecodeError as e:
-      raise ValueError(f"--prompts-file {path}: line {i} is not valid UTF-8 (byte "
-                       f"{line[e.start:e.start + 1]!r} at column {e.start + 1}); save the file "
-                       "as UTF-8") from None
+      raise ValueError(
+        f"--prompts-file {path}: line {i} is not valid UTF-8 (byte "
+        f"{line[e.start : e.start + 1]!r} at column {e.start + 1}); save the file "
+        "as UTF-8"
+      ) from None
     if not text.strip():
       continue
     try:
       obj = json.loads(text)
     except json.JSONDecodeError as e:
-      raise ValueError(f"--prompts-file {path}: line {i} is not JSON ({e.msg}); write one "
-                       '{"prompt": "..."} per line') from None
+      raise ValueError(
+        f"--prompts-file {path}: line {i} is not JSON ({e.msg}); write one "
+        '{"prompt": "..."} per line'
+      ) from None
     if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
-      raise ValueError(f"--prompts-file {path}: line {i} has no string \"prompt\" field; "
-                       'write one {"prompt": "..."} per line')
+      raise ValueError(
+        f'--prompts-file {path}: line {i} has no string "prompt" field; '
+        'write one {"prompt": "..."} per line'
+      )
     prompts.append(obj["prompt"])
   return prompts
 
@@ -63,8 +74,10 @@ def read_prompts_file(path: str) -> list[str]:
 def check_prompts(prompts: list[str]) -> None:
   for i, p in enumerate(prompts, start=1):
     if not p.strip():
-      raise ValueError(f"prompt #{i} is empty; describe an emotion, e.g. \"slightly sad\", "
-                       "or use --emotion happy=0.7")
+      raise ValueError(
+        f'prompt #{i} is empty; describe an emotion, e.g. "slightly sad", '
+        "or use --emotion happy=0.7"
+      )
 
 
 def intensities_for(eib, prompts: list[str], warn=None) -> list[dict]:
@@ -82,8 +95,10 @@ def intensities_for(eib, prompts: list[str], warn=None) -> list[dict]:
   for i, (p, s, tr) in enumerate(zip(prompts, s_hat, truncated), start=1):
     short = p if len(p) <= 40 else p[:37] + "..."
     if tr:
-      warn(f"prompt #{i} ({len(p)} characters) is longer than {eib.encoder.max_length} tokens; "
-           "only its beginning was used")
+      warn(
+        f"prompt #{i} ({len(p)} characters) is longer than {eib.encoder.max_length} tokens; "
+        "only its beginning was used"
+      )
     if float(np.max(s[1:])) < NO_CONTENT_THRESHOLD and not fed.contains_emotion_word(p):
       warn(f"prompt #{i} {short!r} names no emotion; using neutral")
       s = np.zeros_like(s)
@@ -96,20 +111,26 @@ def run(args) -> int:
   from emotalker_jax.emotions import intensities_to_dict, parse_emotion_spec
 
   if args.emotion is None and not args.prompts and args.prompts_file is None:
-    raise ValueError("give prompts (emotalker emotion --eib DIR \"a little sad\"), "
-                     "--prompts-file F.jsonl, or --emotion happy=0.7")
+    raise ValueError(
+      'give prompts (emotalker emotion --eib DIR "a little sad"), '
+      "--prompts-file F.jsonl, or --emotion happy=0.7"
+    )
   rows = []
   if args.emotion is not None:
-    rows.append({"prompt": None, "intensities": intensities_to_dict(parse_emotion_spec(args.emotion))})
+    rows.append(
+      {"prompt": None, "intensities": intensities_to_dict(parse_emotion_spec(args.emotion))}
+    )
   prompts = list(args.prompts)
   if args.prompts_file is not None:
     prompts += read_prompts_file(args.prompts_file)
   if prompts or args.prompts_file is not None:
     check_prompts(prompts)
     if args.eib is None:
-      raise ValueError("--eib DIR is required for text prompts; train one with "
-                       "`emotalker eib-train --out DIR`")
+      raise ValueError(
+        "--eib DIR is required for text prompts; train one with `emotalker eib-train --out DIR`"
+      )
     from emotalker_jax.models.eib import load_eib
+
     rows += intensities_for(load_eib(args.eib), prompts)
   for r in rows:
     print(json.dumps(r, ensure_ascii=False))

@@ -17,6 +17,7 @@ headline metrics as JSON. The judge must match the benchmark's resolution: train
 Only the synthetic benchmark has a judge: MEAD / CREMA-D need real-face emotion, identity
 and landmark models, which no installed package provides here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,27 +26,40 @@ import os
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-  p.add_argument("--checkpoint", required=True,
-                 help="training workdir (emotalker train --workdir) or its checkpoints/ folder")
-  p.add_argument("--judge", default="data/judge_tiny",
-                 help="judge directory (emotalker judge train)")
-  p.add_argument("--data", default=None,
-                 help="TFDS data_dir with synthetic_talk built (default: the checkpoint's "
-                      "config.data.data_dir when built there, else the test split is "
-                      "rendered in-process: identical clips)")
+  p.add_argument(
+    "--checkpoint",
+    required=True,
+    help="training workdir (emotalker train --workdir) or its checkpoints/ folder",
+  )
+  p.add_argument(
+    "--judge", default="data/judge_tiny", help="judge directory (emotalker judge train)"
+  )
+  p.add_argument(
+    "--data",
+    default=None,
+    help="TFDS data_dir with synthetic_talk built (default: the checkpoint's "
+    "config.data.data_dir when built there, else the test split is "
+    "rendered in-process: identical clips)",
+  )
   p.add_argument("--out", default=None, help="output folder (default: CHECKPOINT/eval)")
-  p.add_argument("--identities", type=int, default=None,
-                 help="held-out identities (default: all of the benchmark size: tiny 4, "
-                      "demo 8)")
+  p.add_argument(
+    "--identities",
+    type=int,
+    default=None,
+    help="held-out identities (default: all of the benchmark size: tiny 4, demo 8)",
+  )
   p.add_argument("--frames", type=int, default=4, help="frames per condition")
   p.add_argument("--lip-frames", type=int, default=25, help="frames of the lip-sync clip")
   p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: sampler.steps)")
   p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: sampler's)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--batch-frames", type=int, default=8)
-  p.add_argument("--ablations", action="store_true",
-                 help="also run the ablations (constraint strength, init, guidance, text vs "
-                      "one-hot, mask) and draw the identity-vs-emotion trade-off")
+  p.add_argument(
+    "--ablations",
+    action="store_true",
+    help="also run the ablations (constraint strength, init, guidance, text vs "
+    "one-hot, mask) and draw the identity-vs-emotion trade-off",
+  )
   p.add_argument("--raw-params", action="store_true", help="raw params instead of the EMA")
 
 
@@ -54,6 +68,7 @@ def _data_dir(args, config) -> str | None:
   if args.data:
     return args.data
   from input_pipeline import synthetic_talk as st
+
   d = str(config.data.data_dir or "")
   seed = int(config.data.synthetic_seed)
   return d if st.is_built(str(config.data.synthetic_size), d, seed) else None
@@ -67,27 +82,48 @@ def run(args) -> int:
   from emotalker_jax.evaluation.judge import load_judge
   from emotalker_jax.evaluation.results import evaluate_and_write
   from emotalker_jax.inference import load_generator
+
   quiet_fork_warning()
-  st = ev.EvalSettings(num_identities=args.identities, frames=args.frames,
-                       lip_frames=args.lip_frames, steps=args.steps, guidance=args.guidance,
-                       seed=args.seed, batch_frames=args.batch_frames).validate()
+  st = ev.EvalSettings(
+    num_identities=args.identities,
+    frames=args.frames,
+    lip_frames=args.lip_frames,
+    steps=args.steps,
+    guidance=args.guidance,
+    seed=args.seed,
+    batch_frames=args.batch_frames,
+  ).validate()
   judge = load_judge(args.judge)
-  gen = load_generator(args.checkpoint, checkpoint_overrides(args.config_args), use_ema=not args.raw_params,
-                       judge=args.judge)
+  gen = load_generator(
+    args.checkpoint,
+    checkpoint_overrides(args.config_args),
+    use_ema=not args.raw_params,
+    judge=args.judge,
+  )
   size = str(gen.config.data.synthetic_size)
   if judge.config.image_size != gen.image_size:
-    raise ValueError(f"the judge in {args.judge} reads {judge.config.image_size}x"
-                     f"{judge.config.image_size} frames but the checkpoint makes "
-                     f"{gen.image_size}x{gen.image_size}; train a judge of that size")
+    raise ValueError(
+      f"the judge in {args.judge} reads {judge.config.image_size}x"
+      f"{judge.config.image_size} frames but the checkpoint makes "
+      f"{gen.image_size}x{gen.image_size}; train a judge of that size"
+    )
   data_dir = _data_dir(args, gen.config)
-  sources, where = ev.heldout_sources(size, data_dir, st.num_identities,
-                                      int(gen.config.data.synthetic_seed))
-  ev.log_stderr(f"[eval] {len(sources)} held-out identities from {where}; checkpoint step "
-                f"{gen.step}")
+  sources, where = ev.heldout_sources(
+    size, data_dir, st.num_identities, int(gen.config.data.synthetic_seed)
+  )
+  ev.log_stderr(
+    f"[eval] {len(sources)} held-out identities from {where}; checkpoint step {gen.step}"
+  )
   out = args.out or os.path.join(find_checkpoint_dir(args.checkpoint), os.pardir, "eval")
   result, paths = evaluate_and_write(
-      gen, judge, sources, st, os.path.normpath(out),
-      {"judge": os.path.abspath(args.judge), "data": where}, ablations=args.ablations,
-      log=ev.log_stderr)
+    gen,
+    judge,
+    sources,
+    st,
+    os.path.normpath(out),
+    {"judge": os.path.abspath(args.judge), "data": where},
+    ablations=args.ablations,
+    log=ev.log_stderr,
+  )
   print(json.dumps({**{k: result[k] for k in ev.METRIC_KEYS}, "out": paths}, indent=2))
   return 0

@@ -4,6 +4,7 @@ Writes the TFDS dataset ``fed`` (array_record) under DIR (``DIR/fed/n<N>_seed<S>
 and a JSONL copy, ``DIR/fed.jsonl`` (one record per line, with its split), then prints
 the counts per split and category. Label rules: docs/FED.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,14 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   from emotalker_jax.fed import DEFAULT_SIZE
+
   parser.add_argument("--out", required=True, help="output folder (TFDS data_dir + fed.jsonl)")
-  parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
-                      help=f"records over train/validation/test (80/10/10); default {DEFAULT_SIZE}")
+  parser.add_argument(
+    "--size",
+    type=int,
+    default=DEFAULT_SIZE,
+    help=f"records over train/validation/test (80/10/10); default {DEFAULT_SIZE}",
+  )
   parser.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
   parser.add_argument("--no-tfds", action="store_true", help="write only the JSONL copy")
 
@@ -47,13 +53,20 @@ def run(args) -> int:
     import tensorflow_datasets as tfds
 
     from input_pipeline import fed_tfds
+
     tfds.disable_progress_bar()
-    with tqdm(total=total, desc="FED: writing TFDS", unit="prompt", file=sys.stderr) as bar, \
-        contextlib.redirect_stdout(sys.stderr):   # tfds prints its own notes on stdout
+    with (
+      tqdm(total=total, desc="FED: writing TFDS", unit="prompt", file=sys.stderr) as bar,
+      contextlib.redirect_stdout(sys.stderr),
+    ):  # tfds prints its own notes on stdout
       b = fed_tfds.builder(args.out, args.size, args.seed, records=records, progress=bar.update)
       b.download_and_prepare()
     where = f"{b.data_dir} and {jsonl}"
   counts = {s: dict(collections.Counter(r.category for r in records[s])) for s in records}
-  print(json.dumps({"out": where, "size": args.size, "seed": args.seed, "splits": sizes,
-                    "categories": counts}, indent=1))
+  print(
+    json.dumps(
+      {"out": where, "size": args.size, "seed": args.seed, "splits": sizes, "categories": counts},
+      indent=1,
+    )
+  )
   return 0

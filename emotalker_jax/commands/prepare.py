@@ -5,6 +5,7 @@ Builds the TFDS dataset ``mead`` or ``crema_d`` (``input_pipeline/mead.py``,
 can be downloaded automatically). The manual dir's layout is checked before any decoding.
 Read the result with ``input_pipeline.pipeline.make_loader("mead/<config>", ...)``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,9 @@ DATASETS = ("mead", "crema_d")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("dataset", choices=DATASETS, help="which dataset to build")
-  p.add_argument("--manual_dir", required=True,
-                 help="the extracted download, in the dataset's own layout")
+  p.add_argument(
+    "--manual_dir", required=True, help="the extracted download, in the dataset's own layout"
+  )
   p.add_argument("--data_dir", default="data/tfds")
   p.add_argument("--image_size", type=int, default=128)
   p.add_argument("--max_clips", type=int, default=None, help="per split")
@@ -29,19 +31,39 @@ def run(args) -> int:
   actors = args.actors.split(",") if args.actors else None
   if args.dataset == "crema_d":
     from input_pipeline import crema_d
+
     if actors:
       try:
         actors = [int(x) for x in actors]
       except ValueError:
-        raise ValueError(f"--actors {args.actors!r}: CREMA-D actors are numbers, "
-                         "e.g. 1001,1002") from None
-    b = crema_d.build(args.manual_dir, args.data_dir, args.image_size, args.max_clips,
-                      args.max_frames, actors, args.num_workers, strict=args.strict)
+        raise ValueError(
+          f"--actors {args.actors!r}: CREMA-D actors are numbers, e.g. 1001,1002"
+        ) from None
+    b = crema_d.build(
+      args.manual_dir,
+      args.data_dir,
+      args.image_size,
+      args.max_clips,
+      args.max_frames,
+      actors,
+      args.num_workers,
+      strict=args.strict,
+    )
   else:
     from input_pipeline import mead
-    b = mead.build(args.manual_dir, args.data_dir, image_size=args.image_size,
-                   max_clips=args.max_clips, max_frames=args.max_frames, actors=actors,
-                   num_workers=args.num_workers, strict=args.strict)
-  print(f"built {b.name}/{b.builder_config.name} in {b.data_dir}: "
-        + ", ".join(f"{k}={v.num_examples}" for k, v in b.info.splits.items()))
+
+    b = mead.build(
+      args.manual_dir,
+      args.data_dir,
+      image_size=args.image_size,
+      max_clips=args.max_clips,
+      max_frames=args.max_frames,
+      actors=actors,
+      num_workers=args.num_workers,
+      strict=args.strict,
+    )
+  print(
+    f"built {b.name}/{b.builder_config.name} in {b.data_dir}: "
+    + ", ".join(f"{k}={v.num_examples}" for k, v in b.info.splits.items())
+  )
   return 0

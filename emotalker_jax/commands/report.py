@@ -11,6 +11,7 @@ this run did not write are removed). Then RESULTS.md is written from
 and the block between ``<!-- results:begin -->`` and ``<!-- results:end -->`` in the
 README is replaced by the headline table. Every number in both comes from those files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,26 +20,41 @@ import os
 import shutil
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-RUN_FILES = ("metrics.json", "summary.json", "eval.md", "ablations.json", "tradeoff.png",
-             "fig2_emotions.png", "fig3_strength.png", "fig_mixed.png")
-STAGES = (("synth", "synthetic benchmark (`emotalker synth`)"),
-          ("eib", "EIB on FED (`emotalker eib-train`)"),
-          ("judge", "judge (`emotalker judge train`)"),
-          ("autoencoder", "autoencoder (`emotalker train --stage autoencoder`)"),
-          ("train", "EmoTalker (`emotalker train`)"),
-          ("calibrate", "intensity calibration (`--calibrate` only)"),
-          ("figures", "figures for a held-out identity"),
-          ("eval", "evaluation on all held-out identities (`emotalker eval`'s protocol)"))
+RUN_FILES = (
+  "metrics.json",
+  "summary.json",
+  "eval.md",
+  "ablations.json",
+  "tradeoff.png",
+  "fig2_emotions.png",
+  "fig3_strength.png",
+  "fig_mixed.png",
+)
+STAGES = (
+  ("synth", "synthetic benchmark (`emotalker synth`)"),
+  ("eib", "EIB on FED (`emotalker eib-train`)"),
+  ("judge", "judge (`emotalker judge train`)"),
+  ("autoencoder", "autoencoder (`emotalker train --stage autoencoder`)"),
+  ("train", "EmoTalker (`emotalker train`)"),
+  ("calibrate", "intensity calibration (`--calibrate` only)"),
+  ("figures", "figures for a held-out identity"),
+  ("eval", "evaluation on all held-out identities (`emotalker eval`'s protocol)"),
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-  p.add_argument("--demo", default=None,
-                 help="a finished `emotalker demo --out` folder to publish into --results first")
+  p.add_argument(
+    "--demo",
+    default=None,
+    help="a finished `emotalker demo --out` folder to publish into --results first",
+  )
   p.add_argument("--results", default="docs/results", help="folder with the run's JSON files")
   p.add_argument("--out", default="docs/RESULTS.md", help="the results page to write")
-  p.add_argument("--readme", default="README.md",
-                 help=f"README whose {BEGIN} ... {END} block gets the headline table "
-                      "('' to leave it)")
+  p.add_argument(
+    "--readme",
+    default="README.md",
+    help=f"README whose {BEGIN} ... {END} block gets the headline table ('' to leave it)",
+  )
 
 
 def publish(demo: str, results: str) -> list[str]:
@@ -46,8 +62,10 @@ def publish(demo: str, results: str) -> list[str]:
   names copied. Raises FileNotFoundError when the demo has no metrics.json / summary.json."""
   for need in ("metrics.json", "summary.json"):
     if not os.path.isfile(os.path.join(demo, need)):
-      raise FileNotFoundError(f"{os.path.join(demo, need)} not found: run `make demo` (or "
-                              f"`emotalker demo --out {demo}`) to the end first")
+      raise FileNotFoundError(
+        f"{os.path.join(demo, need)} not found: run `make demo` (or "
+        f"`emotalker demo --out {demo}`) to the end first"
+      )
   os.makedirs(results, exist_ok=True)
   for name in os.listdir(results):
     path = os.path.join(results, name)
@@ -70,88 +88,148 @@ def _fmt_s(v) -> str:
 def results_markdown(metrics: dict, summary: dict, ablations: list | None) -> str:
   """The whole of docs/RESULTS.md from the run's JSON."""
   from emotalker_jax.evaluation import results
+
   meta = metrics.get("meta", {})
   machine = summary.get("machine", {})
   commit = summary.get("commit") or "unknown"
-  lines = ["# Results: EmoTalker on the synthetic talking-face benchmark", "",
-           "Written by `emotalker report` from `docs/results/metrics.json` and "
-           "`docs/results/summary.json` (do not edit by hand: rerun `make demo`, then "
-           "`emotalker report --demo demo_out`). Every figure is judged by the judge network "
-           "(`emotalker_jax/evaluation/judge.py`) on identities the generator never saw.", "",
-           "## The run", "",
-           f"- `emotalker demo --mode {summary.get('mode', '?')}` (what `make demo` runs) at "
-           f"commit `{commit}`" + (" with uncommitted changes" if summary.get(
-               "uncommitted_changes") else "") + f", seed {summary.get('seed', 0)}, intensity "
-           f"calibration {'on' if summary.get('calibrate') else 'off'} (gamma "
-           f"{metrics.get('intensity_gamma', 1.0):g}).",
-           f"- Machine: {machine.get('cpus', '?')} CPUs, {machine.get('platform', '?')}, "
-           f"Python {machine.get('python', '?')}, JAX {machine.get('jax', '?')} "
-           f"({machine.get('backend', '?')}).",
-           f"- Checkpoint step {summary.get('checkpoint_step')}, DDIM steps "
-           f"{meta.get('steps')}, guidance {meta.get('guidance')}, constraint "
-           f"{json.dumps(meta.get('constraint'))}, mask {meta.get('mask')}.",
-           f"- Evaluation: {metrics['n_identities']} held-out identities "
-           f"({', '.join(str(i) for i in metrics.get('identities', []))}), "
-           f"{metrics['settings']['frames']} frames per condition, "
-           f"{metrics['settings']['lip_frames']} per lip-sync clip, {metrics['n_frames']} "
-           f"generated frames; {metrics.get('seconds')} s.", "",
-           "| stage | wall time |", "|---|---|"]
+  lines = [
+    "# Results: EmoTalker on the synthetic talking-face benchmark",
+    "",
+    "Written by `emotalker report` from `docs/results/metrics.json` and "
+    "`docs/results/summary.json` (do not edit by hand: rerun `make demo`, then "
+    "`emotalker report --demo demo_out`). Every figure is judged by the judge network "
+    "(`emotalker_jax/evaluation/judge.py`) on identities the generator never saw.",
+    "",
+    "## The run",
+    "",
+    f"- `emotalker demo --mode {summary.get('mode', '?')}` (what `make demo` runs) at "
+    f"commit `{commit}`"
+    + (" with uncommitted changes" if summary.get("uncommitted_changes") else "")
+    + f", seed {summary.get('seed', 0)}, intensity "
+    f"calibration {'on' if summary.get('calibrate') else 'off'} (gamma "
+    f"{metrics.get('intensity_gamma', 1.0):g}).",
+    f"- Machine: {machine.get('cpus', '?')} CPUs, {machine.get('platform', '?')}, "
+    f"Python {machine.get('python', '?')}, JAX {machine.get('jax', '?')} "
+    f"({machine.get('backend', '?')}).",
+    f"- Checkpoint step {summary.get('checkpoint_step')}, DDIM steps "
+    f"{meta.get('steps')}, guidance {meta.get('guidance')}, constraint "
+    f"{json.dumps(meta.get('constraint'))}, mask {meta.get('mask')}.",
+    f"- Evaluation: {metrics['n_identities']} held-out identities "
+    f"({', '.join(str(i) for i in metrics.get('identities', []))}), "
+    f"{metrics['settings']['frames']} frames per condition, "
+    f"{metrics['settings']['lip_frames']} per lip-sync clip, {metrics['n_frames']} "
+    f"generated frames; {metrics.get('seconds')} s.",
+    "",
+    "| stage | wall time |",
+    "|---|---|",
+  ]
   st = summary.get("stage_seconds", {})
   reused = set(summary.get("reused_stages", []))
   for key, name in STAGES:
     if key in st:
-      lines.append(f"| {name} | {_fmt_s(st[key])}"
-                   + (" (from the run that built it; reused)" if key in reused else "") + " |")
+      lines.append(
+        f"| {name} | {_fmt_s(st[key])}"
+        + (" (from the run that built it; reused)" if key in reused else "")
+        + " |"
+      )
   total = summary.get("demo_seconds", sum(v or 0.0 for v in st.values()))
-  lines += [f"| **all stages** (the venv setup of `make` not included) | **{_fmt_s(total)}** |",
-            "", "## Headline figures", "",
-            "95 % intervals: percentile bootstrap over (identity, prompt) units, identities "
-            "redrawn within each prompt. The ceiling is the same measure on the benchmark's "
-            "ground truth (for emotion accuracy: the judge on the autoencoder's round trip of "
-            "real test frames). `identity_similarity_constraint_gain` is identity with minus "
-            "without the constraint on paired units; the identity target needs its interval "
-            "above 0. For `mixed_intensity_error` and `flicker` lower is better.", ""]
+  lines += [
+    f"| **all stages** (the venv setup of `make` not included) | **{_fmt_s(total)}** |",
+    "",
+    "## Headline figures",
+    "",
+    "95 % intervals: percentile bootstrap over (identity, prompt) units, identities "
+    "redrawn within each prompt. The ceiling is the same measure on the benchmark's "
+    "ground truth (for emotion accuracy: the judge on the autoencoder's round trip of "
+    "real test frames). `identity_similarity_constraint_gain` is identity with minus "
+    "without the constraint on paired units; the identity target needs its interval "
+    "above 0. For `mixed_intensity_error` and `flicker` lower is better.",
+    "",
+  ]
   lines += results.headline_table(metrics)
   undefined = {k: v for k, v in metrics.get("n_undefined", {}).items() if v}
-  lines += ["", "Undefined units left out: " + (", ".join(f"{k} {v}" for k, v in
-                                                          undefined.items()) or "none") + "."]
+  lines += [
+    "",
+    "Undefined units left out: "
+    + (", ".join(f"{k} {v}" for k, v in undefined.items()) or "none")
+    + ".",
+  ]
   met = {k: results.target_met(metrics, k) for k in results.TARGETS}
-  lines += ["", "Targets met: " + ", ".join(k for k, v in met.items() if v) + "; not met: "
-            + (", ".join(k for k, v in met.items() if not v) or "none") + ".", ""]
+  lines += [
+    "",
+    "Targets met: "
+    + ", ".join(k for k, v in met.items() if v)
+    + "; not met: "
+    + (", ".join(k for k, v in met.items() if not v) or "none")
+    + ".",
+    "",
+  ]
   lines += ["## Details", "", "From `docs/results/eval.md` (the same metrics.json):", ""]
   body = results.markdown(metrics, ablations, meta).split("\n")
   # skip eval.md's title, meta lines and its copy of the headline table
   start = next(i for i, line in enumerate(body) if line.startswith("| other figure"))
   lines += body[start:]
-  lines += ["", "## Figures", "", "One held-out portrait under the 8 one-word prompts "
-            "(first cell: the portrait):", "", "![fig2](results/fig2_emotions.png)", "",
-            "'happy' at increasing strengths:", "", "![fig3](results/fig3_strength.png)", "",
-            "Mixed prompts " + "; ".join(summary.get("mixed_prompts", [])) + ":", "",
-            "![mixed](results/fig_mixed.png)"]
+  lines += [
+    "",
+    "## Figures",
+    "",
+    "One held-out portrait under the 8 one-word prompts (first cell: the portrait):",
+    "",
+    "![fig2](results/fig2_emotions.png)",
+    "",
+    "'happy' at increasing strengths:",
+    "",
+    "![fig3](results/fig3_strength.png)",
+    "",
+    "Mixed prompts " + "; ".join(summary.get("mixed_prompts", [])) + ":",
+    "",
+    "![mixed](results/fig_mixed.png)",
+  ]
   if summary.get("eib_test"):
     e = summary["eib_test"]
-    lines += ["", "## EIB on FED's held-out test split (stage 2)", "",
-              "| top-1 | mixed top-2 | MAE |", "|---|---|---|",
-              f"| {e.get('top1', float('nan')):.3f} | {e.get('top2_mixed', float('nan')):.3f} | "
-              f"{e.get('mae', float('nan')):.3f} |"]
-  return "\n".join(line.replace("](tradeoff.png)", "](results/tradeoff.png)")
-                   for line in lines) + "\n"
+    lines += [
+      "",
+      "## EIB on FED's held-out test split (stage 2)",
+      "",
+      "| top-1 | mixed top-2 | MAE |",
+      "|---|---|---|",
+      f"| {e.get('top1', float('nan')):.3f} | {e.get('top2_mixed', float('nan')):.3f} | "
+      f"{e.get('mae', float('nan')):.3f} |",
+    ]
+  return (
+    "\n".join(line.replace("](tradeoff.png)", "](results/tradeoff.png)") for line in lines) + "\n"
+  )
 
 
 def readme_block(metrics: dict, summary: dict) -> str:
   from emotalker_jax.evaluation import results
-  return "\n".join([BEGIN, f"`make demo` at commit `{summary.get('commit') or 'unknown'}`, "
-                    f"{metrics['n_identities']} held-out identities, "
-                    f"{summary.get('demo_seconds', 0) / 60:.1f} min of stages on "
-                    f"{summary.get('machine', {}).get('cpus', '?')} CPUs (written by "
-                    "`emotalker report` from docs/results/metrics.json; details: "
-                    "[docs/RESULTS.md](docs/RESULTS.md)):", ""]
-                   + results.headline_table(metrics, ("emotion_accuracy", "mixed_top2_accuracy",
-                                                      "mixed_intensity_error",
-                                                      "intensity_spearman", "identity_similarity",
-                                                      "identity_similarity_constraint_gain",
-                                                      "lip_sync_correlation", "flicker"))
-                   + ["", END])
+
+  return "\n".join(
+    [
+      BEGIN,
+      f"`make demo` at commit `{summary.get('commit') or 'unknown'}`, "
+      f"{metrics['n_identities']} held-out identities, "
+      f"{summary.get('demo_seconds', 0) / 60:.1f} min of stages on "
+      f"{summary.get('machine', {}).get('cpus', '?')} CPUs (written by "
+      "`emotalker report` from docs/results/metrics.json; details: "
+      "[docs/RESULTS.md](docs/RESULTS.md)):",
+      "",
+    ]
+    + results.headline_table(
+      metrics,
+      (
+        "emotion_accuracy",
+        "mixed_top2_accuracy",
+        "mixed_intensity_error",
+        "intensity_spearman",
+        "identity_similarity",
+        "identity_similarity_constraint_gain",
+        "lip_sync_correlation",
+        "flicker",
+      ),
+    )
+    + ["", END]
+  )
 
 
 def replace_block(text: str, block: str, path: str) -> str:
@@ -163,6 +241,7 @@ def replace_block(text: str, block: str, path: str) -> str:
 
 def run(args) -> int:
   from emotalker_jax.checkpoints import atomic_output
+
   if args.demo:
     copied = publish(args.demo, args.results)
     print(f"[report] copied {', '.join(copied)} from {args.demo} to {args.results}")

@@ -20,6 +20,7 @@ same timestep). The returned trajectory is aligned with the sampling steps:
 ``trajectory[k]`` is z^inv at the level that sampling step k outputs (``trajectory[-1]`` is
 z0), i.e. the z_{t-1}^inv of eq. (6).
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,6 +45,7 @@ CONSTRAINT_INITS = ("inversion", "noise")
 
 # ---- timesteps ----------------------------------------------------------------------------
 
+
 def ddim_timesteps(T: int, steps: int, spacing: str = "uniform") -> np.ndarray:
   """The DDIM timestep subset, ascending, as a static numpy int32 array of length ``steps``.
 
@@ -54,8 +56,10 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "uniform") -> np.ndarray:
   """
   T, steps = int(T), int(steps)
   if not 1 <= steps <= T:
-    raise ValueError(f"sampler steps must be in [1, {T}] (num_train_timesteps), got {steps}; "
-                     "set --config.sampler.steps / --steps")
+    raise ValueError(
+      f"sampler steps must be in [1, {T}] (num_train_timesteps), got {steps}; "
+      "set --config.sampler.steps / --steps"
+    )
   if spacing == "uniform":
     ts = np.round(np.linspace(0, T - 1, steps)) if steps > 1 else np.array([T - 1])
   elif spacing == "leading":
@@ -63,12 +67,15 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "uniform") -> np.ndarray:
   elif spacing == "trailing":
     ts = np.round(np.arange(T, 0, -T / steps))[::-1] - 1
   else:
-    raise ValueError(f"unknown timestep spacing {spacing!r}; use one of {SPACINGS} "
-                     "(config key sampler.spacing)")
+    raise ValueError(
+      f"unknown timestep spacing {spacing!r}; use one of {SPACINGS} (config key sampler.spacing)"
+    )
   ts = np.asarray(ts, np.int64)
   if len(np.unique(ts)) != steps or ts.min() < 0 or ts.max() > T - 1:
-    raise ValueError(f"spacing {spacing!r} with {steps} steps of T={T} gives repeated or "
-                     "out-of-range timesteps; use fewer steps or another spacing")
+    raise ValueError(
+      f"spacing {spacing!r} with {steps} steps of T={T} gives repeated or "
+      "out-of-range timesteps; use fewer steps or another spacing"
+    )
   return ts.astype(np.int32)
 
 
@@ -82,6 +89,7 @@ def _levels(schedule: Schedule, steps: int, spacing: str):
 
 # ---- the identity constraint (eq. 6) --------------------------------------------------------
 
+
 @flax.struct.dataclass
 class ConstraintConfig:
   """Knobs of the identity constraint, eq. (6).
@@ -92,6 +100,7 @@ class ConstraintConfig:
   constraint acts on, from the first), init ('inversion': start from Z_T | 'noise': from
   fresh noise). schedule/until/init are static (part of the pytree structure).
   """
+
   strength: float = 0.5
   m_face: float = 0.0
   schedule: str = flax.struct.field(pytree_node=False, default="linear")
@@ -101,21 +110,30 @@ class ConstraintConfig:
   @classmethod
   def from_config(cls, cfg: Any) -> "ConstraintConfig":
     """From ``config.sampler.constraint`` (keys strength, schedule, until, m_face, init)."""
-    c = cls(strength=float(cfg.strength), m_face=float(cfg.m_face), schedule=str(cfg.schedule),
-            until=float(cfg.until), init=str(cfg.init))
+    c = cls(
+      strength=float(cfg.strength),
+      m_face=float(cfg.m_face),
+      schedule=str(cfg.schedule),
+      until=float(cfg.until),
+      init=str(cfg.init),
+    )
     return c.validate()
 
   def validate(self) -> "ConstraintConfig":
     """Raises ValueError naming the bad knob (only checks concrete Python values)."""
     if self.schedule not in CONSTRAINT_SCHEDULES:
-      raise ValueError(f"constraint schedule {self.schedule!r}: use one of "
-                       f"{CONSTRAINT_SCHEDULES} (sampler.constraint.schedule)")
+      raise ValueError(
+        f"constraint schedule {self.schedule!r}: use one of "
+        f"{CONSTRAINT_SCHEDULES} (sampler.constraint.schedule)"
+      )
     if self.init not in CONSTRAINT_INITS:
-      raise ValueError(f"constraint init {self.init!r}: use one of {CONSTRAINT_INITS} "
-                       "(sampler.constraint.init)")
+      raise ValueError(
+        f"constraint init {self.init!r}: use one of {CONSTRAINT_INITS} (sampler.constraint.init)"
+      )
     if not 0.0 <= float(self.until) <= 1.0:
-      raise ValueError(f"constraint until={self.until}: must be a fraction in [0, 1] "
-                       "(sampler.constraint.until)")
+      raise ValueError(
+        f"constraint until={self.until}: must be a fraction in [0, 1] (sampler.constraint.until)"
+      )
     for name in ("strength", "m_face"):
       v = getattr(self, name)
       if isinstance(v, (int, float)) and not 0.0 <= float(v) <= 1.0:
@@ -163,14 +181,17 @@ def latent_mask_from_face_mask(face_mask, latent_hw: Sequence[int], m_face: floa
   h, w = int(latent_hw[0]), int(latent_hw[1])
   H, W = fm.shape[-2:]
   if H % h or W % w:
-    raise ValueError(f"face mask size {H}x{W} is not a multiple of the latent size {h}x{w}; "
-                     "resize the mask to the frame size the autoencoder encodes")
+    raise ValueError(
+      f"face mask size {H}x{W} is not a multiple of the latent size {h}x{w}; "
+      "resize the mask to the frame size the autoencoder encodes"
+    )
   fy, fx = H // h, W // w
   frac = fm.reshape(fm.shape[:-2] + (h, fy, w, fx)).mean(axis=(-3, -1))
   return 1.0 - (1.0 - jnp.float32(m_face)) * frac
 
 
 # ---- pieces shared by the samplers ---------------------------------------------------------
+
 
 def _batch_size(tree) -> int:
   leaves = jax.tree.leaves(tree)
@@ -181,11 +202,13 @@ def _batch_size(tree) -> int:
 
 def _concat_cond(cond, uncond):
   """Leafwise concat of cond (batch B) and uncond (batch B or 1, then broadcast) -> 2B."""
+
   def cat(a, b):
     a, b = jnp.asarray(a), jnp.asarray(b)
     if b.shape[0] != a.shape[0]:
       b = jnp.broadcast_to(b, (a.shape[0],) + b.shape[1:])
     return jnp.concatenate([a, b.astype(a.dtype)], axis=0)
+
   try:
     return jax.tree.map(cat, cond, uncond)
   except ValueError as e:
@@ -204,8 +227,9 @@ def _guided_output(denoise_fn: DenoiseFn, z, t, cond, guidance, uncond):
     return denoise_fn(z, tb, cond).astype(z.dtype)
   if uncond is None:
     raise ValueError("classifier-free guidance needs an uncond (null-emotion) condition")
-  out = denoise_fn(jnp.concatenate([z, z], 0), jnp.concatenate([tb, tb], 0),
-                   _concat_cond(cond, uncond)).astype(z.dtype)
+  out = denoise_fn(
+    jnp.concatenate([z, z], 0), jnp.concatenate([tb, tb], 0), _concat_cond(cond, uncond)
+  ).astype(z.dtype)
   out_c, out_u = out[:B], out[B:]
   w = jnp.asarray(guidance, z.dtype)
   return out_c + (w - 1.0) * (out_c - out_u)
@@ -213,7 +237,7 @@ def _guided_output(denoise_fn: DenoiseFn, z, t, cond, guidance, uncond):
 
 def _ddim_update(eps, x0, a_prev, sigma, noise):
   """ẑ_{t-1} = sqrt(ᾱ_prev) x0 + sqrt(1 - ᾱ_prev - σ²) eps + σ noise."""
-  dir_coef = jnp.sqrt(jnp.maximum(1.0 - a_prev - sigma ** 2, 0.0))
+  dir_coef = jnp.sqrt(jnp.maximum(1.0 - a_prev - sigma**2, 0.0))
   z = jnp.sqrt(a_prev) * x0 + dir_coef * eps
   return z if noise is None else z + sigma * noise
 
@@ -224,8 +248,17 @@ def _ddim_sigma(eta: float, a_t, a_prev):
 
 # ---- eq. (4): DDIM inversion ------------------------------------------------------------
 
-def ddim_invert(denoise_fn: DenoiseFn, schedule: Schedule, z0: jnp.ndarray, cond: Any, *,
-                steps: int, spacing: str = "uniform", fixed_point_iters: int = 0):
+
+def ddim_invert(
+  denoise_fn: DenoiseFn,
+  schedule: Schedule,
+  z0: jnp.ndarray,
+  cond: Any,
+  *,
+  steps: int,
+  spacing: str = "uniform",
+  fixed_point_iters: int = 0,
+):
   """DDIM inversion of eq. (4): z0 -> Z_T along the sampling levels (one lax.scan).
 
   Step i takes z at level τ_{i-1} (ᾱ_c; z0 and ᾱ = 1 for i = 0) to level τ_i (ᾱ_n):
@@ -264,12 +297,12 @@ def ddim_invert(denoise_fn: DenoiseFn, schedule: Schedule, z0: jnp.ndarray, cond
       # The model's eps estimate at input y, told timestep t (level ᾱ = an).
       out = _guided_output(denoise_fn, y, t, cond, None, None)
       eps, _ = sched_lib.eps_x0_from_output_ab(schedule.prediction_type, an, y, out)
-      x0 = (z - jnp.sqrt(1.0 - ac) * eps) / jnp.sqrt(ac)        # f(z_t) of eq. (4)
+      x0 = (z - jnp.sqrt(1.0 - ac) * eps) / jnp.sqrt(ac)  # f(z_t) of eq. (4)
       return jnp.sqrt(an) * x0 + jnp.sqrt(1.0 - an) * eps
 
     if iters == 0:
       z_next = up(z)
-    else:   # the first pass (y = z) is plain eq. (4); one traced denoiser call either way
+    else:  # the first pass (y = z) is plain eq. (4); one traced denoiser call either way
       z_next = jax.lax.fori_loop(0, iters + 1, lambda _, y: up(y), z)
     return z_next, z_next
 
@@ -281,11 +314,24 @@ def ddim_invert(denoise_fn: DenoiseFn, schedule: Schedule, z0: jnp.ndarray, cond
 
 # ---- eqs. (5) and (6): guided, constrained DDIM sampling ------------------------------------
 
-def ddim_sample(denoise_fn: DenoiseFn, schedule: Schedule, z_T: jnp.ndarray, cond: Any, *,
-                steps: int, eta: float = 0.0, rng: jax.Array | None = None,
-                spacing: str = "uniform", guidance=None, uncond: Any = None,
-                constraint: ConstraintConfig | None = None, inv_trajectory=None, mask=None,
-                return_trajectory: bool = False):
+
+def ddim_sample(
+  denoise_fn: DenoiseFn,
+  schedule: Schedule,
+  z_T: jnp.ndarray,
+  cond: Any,
+  *,
+  steps: int,
+  eta: float = 0.0,
+  rng: jax.Array | None = None,
+  spacing: str = "uniform",
+  guidance=None,
+  uncond: Any = None,
+  constraint: ConstraintConfig | None = None,
+  inv_trajectory=None,
+  mask=None,
+  return_trajectory: bool = False,
+):
   """Guided (eq. 5), constrained (eq. 6) DDIM from z_T down to the clean level (one lax.scan).
 
   Args:
@@ -315,17 +361,19 @@ def ddim_sample(denoise_fn: DenoiseFn, schedule: Schedule, z_T: jnp.ndarray, con
     if inv_trajectory is None:
       raise ValueError("the identity constraint needs inv_trajectory (from ddim_invert)")
     if inv_trajectory.shape[0] != steps:
-      raise ValueError(f"inv_trajectory has {inv_trajectory.shape[0]} steps, sampler {steps}; "
-                       "invert with the same steps and spacing")
+      raise ValueError(
+        f"inv_trajectory has {inv_trajectory.shape[0]} steps, sampler {steps}; "
+        "invert with the same steps and spacing"
+      )
     lam = constraint.step_weights(steps)
     m = jnp.ones((1, 1, 1, 1), jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
     if m.ndim == 2:
       m = m[None]
-    m = m[..., None] if m.ndim == 3 else m     # (B or 1, h, w, 1)
+    m = m[..., None] if m.ndim == 3 else m  # (B or 1, h, w, 1)
     traj = jnp.asarray(inv_trajectory, jnp.float32)
   else:
     lam = jnp.zeros((steps,), jnp.float32)
-    traj = jnp.zeros((steps, 1, 1, 1, 1), jnp.float32)   # unused placeholder
+    traj = jnp.zeros((steps, 1, 1, 1, 1), jnp.float32)  # unused placeholder
     m = None
   keys = jax.random.split(rng, steps) if eta > 0.0 else jnp.zeros((steps,), jnp.uint32)
 
@@ -354,8 +402,17 @@ def ddim_sample(denoise_fn: DenoiseFn, schedule: Schedule, z_T: jnp.ndarray, con
 # ``generate_latents_sharded``); ``inference.Generator`` compiles the inversion once per
 # portrait and ``sample_frames`` once per chunk shape, and calls the same three.
 
-def invert_source(denoise_fn: DenoiseFn, schedule: Schedule, z_src: jnp.ndarray, cond_src: Any,
-                  *, steps: int, spacing: str = "uniform", inversion_iters: int = 0):
+
+def invert_source(
+  denoise_fn: DenoiseFn,
+  schedule: Schedule,
+  z_src: jnp.ndarray,
+  cond_src: Any,
+  *,
+  steps: int,
+  spacing: str = "uniform",
+  inversion_iters: int = 0,
+):
   """DDIM inversion (eq. 4) of the one source latent under its condition.
 
   Args:
@@ -372,12 +429,20 @@ def invert_source(denoise_fn: DenoiseFn, schedule: Schedule, z_src: jnp.ndarray,
     z_src = z_src[None]
   if z_src.shape[0] != 1:
     raise ValueError(f"z_src must hold one source latent, got batch {z_src.shape[0]}")
-  return ddim_invert(denoise_fn, schedule, z_src, cond_src, steps=steps, spacing=spacing,
-                     fixed_point_iters=inversion_iters)
+  return ddim_invert(
+    denoise_fn,
+    schedule,
+    z_src,
+    cond_src,
+    steps=steps,
+    spacing=spacing,
+    fixed_point_iters=inversion_iters,
+  )
 
 
-def start_latent(z_T: jnp.ndarray, constraint: ConstraintConfig | None,
-                 rng: jax.Array | None) -> jnp.ndarray:
+def start_latent(
+  z_T: jnp.ndarray, constraint: ConstraintConfig | None, rng: jax.Array | None
+) -> jnp.ndarray:
   """Where sampling starts (``constraint.init``): 'inversion' (or no constraint) -> the
   inverted Z_T itself; 'noise' -> N(0, I) of Z_T's shape (1, h, w, C) drawn from ``rng``,
   shared by all frames (the constraint still pulls toward the inverted trajectory)."""
@@ -389,11 +454,24 @@ def start_latent(z_T: jnp.ndarray, constraint: ConstraintConfig | None,
   return z_T
 
 
-def sample_frames(denoise_fn: DenoiseFn, schedule: Schedule, z_start: jnp.ndarray,
-                  inv_trajectory, cond: Any, *, steps: int, eta: float = 0.0,
-                  rng: jax.Array | None = None, spacing: str = "uniform", guidance=None,
-                  uncond: Any = None, constraint: ConstraintConfig | None = None, mask=None,
-                  batch_sharding: NamedSharding | None = None, return_trajectory: bool = False):
+def sample_frames(
+  denoise_fn: DenoiseFn,
+  schedule: Schedule,
+  z_start: jnp.ndarray,
+  inv_trajectory,
+  cond: Any,
+  *,
+  steps: int,
+  eta: float = 0.0,
+  rng: jax.Array | None = None,
+  spacing: str = "uniform",
+  guidance=None,
+  uncond: Any = None,
+  constraint: ConstraintConfig | None = None,
+  mask=None,
+  batch_sharding: NamedSharding | None = None,
+  return_trajectory: bool = False,
+):
   """Guided constrained DDIM (eqs. 5, 6) for a batch of B frames that all start from the
   shared ``z_start`` (1, h, w, C) (``start_latent``) and are constrained toward the shared
   inverted trajectory (steps, 1, h, w, C) (``invert_source``; unused when constraint is
@@ -413,18 +491,43 @@ def sample_frames(denoise_fn: DenoiseFn, schedule: Schedule, z_start: jnp.ndarra
   z_init = jnp.broadcast_to(z_start, (B,) + z_start.shape[1:])
   if batch_sharding is not None:
     z_init = jax.lax.with_sharding_constraint(z_init, batch_sharding)
-  return ddim_sample(denoise_fn, schedule, z_init, cond, steps=steps, eta=eta, rng=rng,
-                     spacing=spacing, guidance=guidance, uncond=uncond, constraint=constraint,
-                     inv_trajectory=inv_trajectory if constraint is not None else None,
-                     mask=mask, return_trajectory=return_trajectory)
+  return ddim_sample(
+    denoise_fn,
+    schedule,
+    z_init,
+    cond,
+    steps=steps,
+    eta=eta,
+    rng=rng,
+    spacing=spacing,
+    guidance=guidance,
+    uncond=uncond,
+    constraint=constraint,
+    inv_trajectory=inv_trajectory if constraint is not None else None,
+    mask=mask,
+    return_trajectory=return_trajectory,
+  )
 
 
-def generate_latents(denoise_fn: DenoiseFn, schedule: Schedule, z_src: jnp.ndarray,
-                     cond_src: Any, cond: Any, *, steps: int, eta: float = 0.0,
-                     rng: jax.Array | None = None, spacing: str = "uniform", guidance=None,
-                     uncond: Any = None, constraint: ConstraintConfig | None = None, mask=None,
-                     inversion_iters: int = 0, batch_sharding: NamedSharding | None = None,
-                     return_trajectory: bool = False):
+def generate_latents(
+  denoise_fn: DenoiseFn,
+  schedule: Schedule,
+  z_src: jnp.ndarray,
+  cond_src: Any,
+  cond: Any,
+  *,
+  steps: int,
+  eta: float = 0.0,
+  rng: jax.Array | None = None,
+  spacing: str = "uniform",
+  guidance=None,
+  uncond: Any = None,
+  constraint: ConstraintConfig | None = None,
+  mask=None,
+  inversion_iters: int = 0,
+  batch_sharding: NamedSharding | None = None,
+  return_trajectory: bool = False,
+):
   """Invert the source latent under its condition (eq. 4), then run guided constrained DDIM
   (eqs. 5, 6) for a batch of frames that all share Z_T and the inverted trajectory:
   ``invert_source`` -> ``start_latent`` -> ``sample_frames`` in one traced function.
@@ -444,15 +547,35 @@ def generate_latents(denoise_fn: DenoiseFn, schedule: Schedule, z_src: jnp.ndarr
   Returns:
     (B, h, w, C) latents of the generated frames (and the sampling trajectory if asked).
   """
-  z_T, traj = invert_source(denoise_fn, schedule, z_src, cond_src, steps=steps, spacing=spacing,
-                            inversion_iters=inversion_iters)
+  z_T, traj = invert_source(
+    denoise_fn,
+    schedule,
+    z_src,
+    cond_src,
+    steps=steps,
+    spacing=spacing,
+    inversion_iters=inversion_iters,
+  )
   rng_init = rng_sample = None
   if rng is not None:
     rng_init, rng_sample = jax.random.split(rng)
-  return sample_frames(denoise_fn, schedule, start_latent(z_T, constraint, rng_init), traj,
-                       cond, steps=steps, eta=eta, rng=rng_sample, spacing=spacing,
-                       guidance=guidance, uncond=uncond, constraint=constraint, mask=mask,
-                       batch_sharding=batch_sharding, return_trajectory=return_trajectory)
+  return sample_frames(
+    denoise_fn,
+    schedule,
+    start_latent(z_T, constraint, rng_init),
+    traj,
+    cond,
+    steps=steps,
+    eta=eta,
+    rng=rng_sample,
+    spacing=spacing,
+    guidance=guidance,
+    uncond=uncond,
+    constraint=constraint,
+    mask=mask,
+    batch_sharding=batch_sharding,
+    return_trajectory=return_trajectory,
+  )
 
 
 def concat_condition_denoiser(apply_fn: Callable) -> Callable:
@@ -460,23 +583,65 @@ def concat_condition_denoiser(apply_fn: Callable) -> Callable:
   concatenated on channels with the spatial conditions) to
   ``denoise(params, z_t, t, cond)`` with cond = {'spatial': (B,h,w,Cs), 'context': (B,L,D)}.
   """
+
   def denoise(params, z_t, t, cond):
     x = jnp.concatenate([z_t, cond["spatial"].astype(z_t.dtype)], axis=-1)
     return apply_fn(params, x, t, cond["context"])
+
   return denoise
 
 
-@functools.partial(jax.jit, static_argnames=("denoise_apply", "steps", "eta", "spacing",
-                                             "inversion_iters", "batch_sharding",
-                                             "return_trajectory"))
-def _generate_jit(params, schedule, z_src, cond_src, cond, uncond, mask, rng, guidance,
-                  constraint, *, denoise_apply, steps, eta, spacing, inversion_iters,
-                  batch_sharding, return_trajectory):
+@functools.partial(
+  jax.jit,
+  static_argnames=(
+    "denoise_apply",
+    "steps",
+    "eta",
+    "spacing",
+    "inversion_iters",
+    "batch_sharding",
+    "return_trajectory",
+  ),
+)
+def _generate_jit(
+  params,
+  schedule,
+  z_src,
+  cond_src,
+  cond,
+  uncond,
+  mask,
+  rng,
+  guidance,
+  constraint,
+  *,
+  denoise_apply,
+  steps,
+  eta,
+  spacing,
+  inversion_iters,
+  batch_sharding,
+  return_trajectory,
+):
   fn = functools.partial(denoise_apply, params)
-  out = generate_latents(fn, schedule, z_src, cond_src, cond, steps=steps, eta=eta, rng=rng,
-                         spacing=spacing, guidance=guidance, uncond=uncond,
-                         constraint=constraint, mask=mask, inversion_iters=inversion_iters,
-                         batch_sharding=batch_sharding, return_trajectory=return_trajectory)
+  out = generate_latents(
+    fn,
+    schedule,
+    z_src,
+    cond_src,
+    cond,
+    steps=steps,
+    eta=eta,
+    rng=rng,
+    spacing=spacing,
+    guidance=guidance,
+    uncond=uncond,
+    constraint=constraint,
+    mask=mask,
+    inversion_iters=inversion_iters,
+    batch_sharding=batch_sharding,
+    return_trajectory=return_trajectory,
+  )
   if batch_sharding is not None:
     z = jax.lax.with_sharding_constraint(out[0] if return_trajectory else out, batch_sharding)
     out = (z, out[1]) if return_trajectory else z
@@ -492,22 +657,37 @@ def _pad_batch(tree, B: int, B_pad: int):
   """Pads leaves with batch B to B_pad by repeating the last row (others untouched)."""
   if B_pad == B:
     return tree
+
   def pad(x):
     x = jnp.asarray(x)
     if x.ndim == 0 or x.shape[0] != B:
       return x
     return jnp.concatenate([x, jnp.repeat(x[-1:], B_pad - B, axis=0)], axis=0)
+
   return jax.tree.map(pad, tree)
 
 
-def generate_latents_sharded(denoise_apply: Callable, params: Any, schedule: Schedule,
-                             z_src, cond_src, cond, *, steps: int, eta: float = 0.0,
-                             rng: jax.Array | None = None, spacing: str = "uniform",
-                             guidance=None, uncond: Any = None,
-                             constraint: ConstraintConfig | None = None, mask=None,
-                             inversion_iters: int = 0, mesh: Mesh | None = None,
-                             batch_axes: Sequence[str] | None = None,
-                             return_trajectory: bool = False):
+def generate_latents_sharded(
+  denoise_apply: Callable,
+  params: Any,
+  schedule: Schedule,
+  z_src,
+  cond_src,
+  cond,
+  *,
+  steps: int,
+  eta: float = 0.0,
+  rng: jax.Array | None = None,
+  spacing: str = "uniform",
+  guidance=None,
+  uncond: Any = None,
+  constraint: ConstraintConfig | None = None,
+  mask=None,
+  inversion_iters: int = 0,
+  mesh: Mesh | None = None,
+  batch_axes: Sequence[str] | None = None,
+  return_trajectory: bool = False,
+):
   """``generate_latents`` compiled once per (shapes, static knobs) and run with the frame
   batch sharded over ``mesh`` (NamedSharding on the batch axis: every device gets B/n frames;
   the source inversion is replicated).
@@ -530,15 +710,30 @@ def generate_latents_sharded(denoise_apply: Callable, params: Any, schedule: Sch
   if constraint is not None:
     constraint.validate()
   if mesh is None:
-    return _generate_jit(params, schedule, z_src, cond_src, cond, uncond, mask, rng, guidance,
-                         constraint, denoise_apply=denoise_apply, steps=steps, eta=float(eta),
-                         spacing=spacing, inversion_iters=int(inversion_iters), batch_sharding=None,
-                         return_trajectory=return_trajectory)
+    return _generate_jit(
+      params,
+      schedule,
+      z_src,
+      cond_src,
+      cond,
+      uncond,
+      mask,
+      rng,
+      guidance,
+      constraint,
+      denoise_apply=denoise_apply,
+      steps=steps,
+      eta=float(eta),
+      spacing=spacing,
+      inversion_iters=int(inversion_iters),
+      batch_sharding=None,
+      return_trajectory=return_trajectory,
+    )
   axes = tuple(batch_axes) if batch_axes is not None else _default_batch_axes(mesh)
   n = math.prod(mesh.shape[a] for a in axes)
   if mask is not None:
     mask = jnp.asarray(mask, jnp.float32)
-    mask = mask[None] if mask.ndim == 2 else mask     # (1 or B, h, w): axis 0 is the batch
+    mask = mask[None] if mask.ndim == 2 else mask  # (1 or B, h, w): axis 0 is the batch
   B_pad = -(-B // n) * n
   cond, uncond, mask_p = (_pad_batch(x, B, B_pad) for x in (cond, uncond, mask))
   bsh = NamedSharding(mesh, P(axes))
@@ -553,18 +748,36 @@ def generate_latents_sharded(denoise_apply: Callable, params: Any, schedule: Sch
   cond = jax.tree.map(put_batch, cond)
   uncond = None if uncond is None else jax.tree.map(put_batch, uncond)
   mask_p = None if mask_p is None else put_batch(mask_p)
+
   def put_rep(x):
-    if isinstance(x, jax.Array) and isinstance(x.sharding, NamedSharding) \
-        and x.sharding.mesh == mesh:
-      return x   # already laid out on this mesh (e.g. tensor-parallel params)
+    if (
+      isinstance(x, jax.Array) and isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh
+    ):
+      return x  # already laid out on this mesh (e.g. tensor-parallel params)
     return jax.device_put(x, rep)
 
   params, schedule, z_src, cond_src, rng = jax.tree.map(
-      put_rep, (params, schedule, z_src, cond_src, rng))
-  out = _generate_jit(params, schedule, z_src, cond_src, cond, uncond, mask_p, rng, guidance,
-                      constraint, denoise_apply=denoise_apply, steps=steps, eta=float(eta),
-                      spacing=spacing, inversion_iters=int(inversion_iters), batch_sharding=bsh,
-                      return_trajectory=return_trajectory)
+    put_rep, (params, schedule, z_src, cond_src, rng)
+  )
+  out = _generate_jit(
+    params,
+    schedule,
+    z_src,
+    cond_src,
+    cond,
+    uncond,
+    mask_p,
+    rng,
+    guidance,
+    constraint,
+    denoise_apply=denoise_apply,
+    steps=steps,
+    eta=float(eta),
+    spacing=spacing,
+    inversion_iters=int(inversion_iters),
+    batch_sharding=bsh,
+    return_trajectory=return_trajectory,
+  )
   if B_pad == B:
     return out
   if return_trajectory:

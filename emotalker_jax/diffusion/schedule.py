@@ -19,6 +19,7 @@ Beta schedules (``make_schedule(kind=...)``):
 
 All functions are pure and jit-friendly; the schedule is a small frozen pytree.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,6 +44,7 @@ class Schedule:
     alphas_cumprod: (T,) float32 ᾱ_t = prod_{s<=t} (1 - beta_s), strictly decreasing in t.
     prediction_type: 'epsilon' | 'v_prediction' (static: part of the pytree structure).
   """
+
   betas: jnp.ndarray
   alphas_cumprod: jnp.ndarray
   prediction_type: str = flax.struct.field(pytree_node=False, default="epsilon")
@@ -57,12 +59,13 @@ def _betas(kind: str, T: int, beta_start: float, beta_end: float) -> np.ndarray:
   if kind == "linear":
     return np.linspace(beta_start, beta_end, T, dtype=np.float64)
   if kind == "scaled_linear":
-    return np.linspace(beta_start ** 0.5, beta_end ** 0.5, T, dtype=np.float64) ** 2
+    return np.linspace(beta_start**0.5, beta_end**0.5, T, dtype=np.float64) ** 2
   if kind == "cosine":
     ab = cosine_alpha_bar(np.arange(T + 1, dtype=np.float64), T)
     return np.minimum(1.0 - ab[1:] / ab[:-1], MAX_BETA)
-  raise ValueError(f"unknown beta schedule {kind!r}; use one of {SCHEDULE_KINDS} "
-                   "(config key diffusion.schedule)")
+  raise ValueError(
+    f"unknown beta schedule {kind!r}; use one of {SCHEDULE_KINDS} (config key diffusion.schedule)"
+  )
 
 
 def cosine_alpha_bar(u: np.ndarray, T: int, s: float = COSINE_S) -> np.ndarray:
@@ -71,8 +74,13 @@ def cosine_alpha_bar(u: np.ndarray, T: int, s: float = COSINE_S) -> np.ndarray:
   return f(np.asarray(u, np.float64)) / f(0.0)
 
 
-def make_schedule(kind: str = "linear", T: int = 1000, beta_start: float = 0.0015,
-                  beta_end: float = 0.0195, prediction_type: str = "epsilon") -> Schedule:
+def make_schedule(
+  kind: str = "linear",
+  T: int = 1000,
+  beta_start: float = 0.0015,
+  beta_end: float = 0.0195,
+  prediction_type: str = "epsilon",
+) -> Schedule:
   """Builds a Schedule (computed in float64 with numpy, stored as float32).
 
   Args:
@@ -84,27 +92,38 @@ def make_schedule(kind: str = "linear", T: int = 1000, beta_start: float = 0.001
   if int(T) < 2:
     raise ValueError(f"num_train_timesteps must be >= 2, got {T}")
   if prediction_type not in PREDICTION_TYPES:
-    raise ValueError(f"unknown prediction_type {prediction_type!r}; use one of "
-                     f"{PREDICTION_TYPES} (config key diffusion.prediction_type)")
+    raise ValueError(
+      f"unknown prediction_type {prediction_type!r}; use one of "
+      f"{PREDICTION_TYPES} (config key diffusion.prediction_type)"
+    )
   if kind != "cosine" and not (0.0 < beta_start <= beta_end < 1.0):
-    raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end} "
-                     "(config keys diffusion.beta_start / diffusion.beta_end)")
+    raise ValueError(
+      f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end} "
+      "(config keys diffusion.beta_start / diffusion.beta_end)"
+    )
   betas = _betas(kind, int(T), float(beta_start), float(beta_end))
   alphas_cumprod = np.cumprod(1.0 - betas)
-  return Schedule(betas=jnp.asarray(betas, jnp.float32),
-                  alphas_cumprod=jnp.asarray(alphas_cumprod, jnp.float32),
-                  prediction_type=prediction_type)
+  return Schedule(
+    betas=jnp.asarray(betas, jnp.float32),
+    alphas_cumprod=jnp.asarray(alphas_cumprod, jnp.float32),
+    prediction_type=prediction_type,
+  )
 
 
 def from_config(cfg: Any) -> Schedule:
   """Schedule from ``config.diffusion`` (keys: num_train_timesteps, schedule, beta_start,
   beta_end, prediction_type)."""
-  return make_schedule(kind=cfg.schedule, T=cfg.num_train_timesteps,
-                       beta_start=cfg.beta_start, beta_end=cfg.beta_end,
-                       prediction_type=cfg.prediction_type)
+  return make_schedule(
+    kind=cfg.schedule,
+    T=cfg.num_train_timesteps,
+    beta_start=cfg.beta_start,
+    beta_end=cfg.beta_end,
+    prediction_type=cfg.prediction_type,
+  )
 
 
 # ---- per-example coefficients -----------------------------------------------------------
+
 
 def _bcast(x: jnp.ndarray, like: jnp.ndarray) -> jnp.ndarray:
   """Reshapes per-example values (B,) (or a scalar) to broadcast against ``like`` (B, ...)."""
@@ -118,6 +137,7 @@ def alpha_bar(schedule: Schedule, t: jnp.ndarray) -> jnp.ndarray:
 
 
 # ---- eq. (1) and the conversions, in terms of ᾱ (shape broadcastable to the latents) ----
+
 
 def q_sample_ab(ab: jnp.ndarray, z0: jnp.ndarray, noise: jnp.ndarray) -> jnp.ndarray:
   """Eq. (1) with ᾱ given: sqrt(ᾱ) z0 + sqrt(1 - ᾱ) noise."""
@@ -169,6 +189,7 @@ def eps_x0_from_output_ab(prediction_type: str, ab, z_t, out):
 
 # ---- the same with integer timesteps t (B,) ---------------------------------------------
 
+
 def q_sample(schedule: Schedule, z0: jnp.ndarray, t: jnp.ndarray, noise: jnp.ndarray):
   """Eq. (1): z_t = sqrt(ᾱ_t) z0 + sqrt(1-ᾱ_t) noise. z0, noise (B, h, w, C); t (B,) int."""
   return q_sample_ab(alpha_bar(schedule, t), z0, noise)
@@ -208,6 +229,7 @@ def model_output_to_eps_x0(schedule: Schedule, z_t, t, out):
 
 # ---- training (eq. 2) ---------------------------------------------------------------------
 
+
 def training_target(schedule: Schedule, z0, noise, t):
   """What the denoiser should output at z_t = q_sample(z0, t, noise): noise or v."""
   if schedule.prediction_type == "epsilon":
@@ -217,9 +239,12 @@ def training_target(schedule: Schedule, z0, noise, t):
   raise ValueError(f"unknown prediction_type {schedule.prediction_type!r}")
 
 
-def diffusion_loss(pred: jnp.ndarray, target: jnp.ndarray,
-                   weights: jnp.ndarray | None = None,
-                   element_weights: jnp.ndarray | None = None) -> jnp.ndarray:
+def diffusion_loss(
+  pred: jnp.ndarray,
+  target: jnp.ndarray,
+  weights: jnp.ndarray | None = None,
+  element_weights: jnp.ndarray | None = None,
+) -> jnp.ndarray:
   """Eq. (2): mean squared error, computed in float32.
 
   Args:
@@ -239,7 +264,8 @@ def diffusion_loss(pred: jnp.ndarray, target: jnp.ndarray,
     ew = jnp.broadcast_to(jnp.asarray(element_weights, jnp.float32), err.shape)
     ew = ew.reshape(err.shape[0], -1)
     per_example = jnp.sum(ew * err.reshape(err.shape[0], -1), axis=1) / jnp.maximum(
-        jnp.sum(ew, axis=1), 1e-8)
+      jnp.sum(ew, axis=1), 1e-8
+    )
   if weights is None:
     return per_example.mean()
   w = jnp.asarray(weights, jnp.float32)

@@ -24,6 +24,7 @@ matching the ground truth's score) rewards exaggeration.
 The calibration is opt-in (``emotalker calibrate``, ``emotalker demo --calibrate``); the
 evaluation's headline mixed figure is always the model's own, uncalibrated.
 """
+
 from __future__ import annotations
 
 import time
@@ -32,8 +33,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
-from emotalker_jax.evaluation.evaluate import (MIXED_PROMPTS, EvalSettings, Source, _Runner,
-                                               label_vector)
+from emotalker_jax.evaluation.evaluate import (
+  MIXED_PROMPTS,
+  EvalSettings,
+  Source,
+  _Runner,
+  label_vector,
+)
 from input_pipeline import synthetic_talk as st
 from input_pipeline.synthetic import clips, face_model
 from emotalker_jax.evaluation import metrics
@@ -52,7 +58,7 @@ def calibration_labels() -> list[tuple[str, np.ndarray]]:
   out = [(f"{e} {SINGLE_STRENGTH:g}", label_vector({e: SINGLE_STRENGTH})) for e in emotions]
   hi, lo = MIXTURE_STRENGTHS
   for i, e in enumerate(emotions):
-    for f in emotions[i + 1:] + emotions[:i]:
+    for f in emotions[i + 1 :] + emotions[:i]:
       if frozenset((e, f)) not in held_out:
         out.append((f"{e} {hi:g} + {f} {lo:g}", label_vector({e: hi, f: lo})))
         break
@@ -65,22 +71,37 @@ def training_sources(size: str, num_identities: int, synthetic_seed: int = 0) ->
   cfg = st.make_config(size, seed=synthetic_seed)
   ids = list(st.split_identities(cfg)["train"])
   if not 0 < num_identities <= len(ids):
-    raise ValueError(f"--identities must be in [1, {len(ids)}] (train identities of "
-                     f"synthetic_talk/{size}), got {num_identities}")
+    raise ValueError(
+      f"--identities must be in [1, {len(ids)}] (train identities of "
+      f"synthetic_talk/{size}), got {num_identities}"
+    )
   out = []
   for i in ids[:num_identities]:
     params = face_model.sample_identity(i, cfg.seed)
     spec = clips.ClipSpec(i, 0, label_vector({"neutral": 1.0}), True)
     rec = clips.render_clip(spec, params, cfg.image_size, cfg.frames_per_clip, cfg.seed)
-    out.append(Source(i, rec["frames"][0], rec["face_mask"][0], rec["audio"], rec["frames"],
-                      identity_params=np.asarray(params, np.float32),
-                      synthetic_seed=int(synthetic_seed)))
+    out.append(
+      Source(
+        i,
+        rec["frames"][0],
+        rec["face_mask"][0],
+        rec["audio"],
+        rec["frames"],
+        identity_params=np.asarray(params, np.float32),
+        synthetic_seed=int(synthetic_seed),
+      )
+    )
   return out
 
 
-def fit_intensity_gamma(gen, judge, sources: Sequence[Source], st: EvalSettings,
-                        gammas: Sequence[float] = DEFAULT_GAMMAS,
-                        log: Callable[[str], None] = print) -> dict:
+def fit_intensity_gamma(
+  gen,
+  judge,
+  sources: Sequence[Source],
+  st: EvalSettings,
+  gammas: Sequence[float] = DEFAULT_GAMMAS,
+  log: Callable[[str], None] = print,
+) -> dict:
   """Measures every gamma of ``gammas`` (see the module docstring) and returns
   {"intensity_gamma": the chosen, "per_gamma": [{gamma, intensity_error,
   intensity_error_single, intensity_error_mixed, single_top1, mixed_top2, l1}],
@@ -94,8 +115,11 @@ def fit_intensity_gamma(gen, judge, sources: Sequence[Source], st: EvalSettings,
   labels = calibration_labels()
   run = _Runner(gen, judge, sources, st)
   t0 = time.perf_counter()
-  truth = {(name, s.identity): run.renderings(s, v, st.frames)["intensities"]
-           for name, v in labels for s in sources}
+  truth = {
+    (name, s.identity): run.renderings(s, v, st.frames)["intensities"]
+    for name, v in labels
+    for s in sources
+  }
   kind = {name: "mixed" if np.count_nonzero(v) > 1 else "single" for name, v in labels}
   rows = []
   for k, g in enumerate(gammas):
@@ -103,8 +127,9 @@ def fit_intensity_gamma(gen, judge, sources: Sequence[Source], st: EvalSettings,
     top2, top1, l1 = [], [], []
     for name, v in labels:
       for s in sources:
-        p = judge.predict(run.frames_of(s, st.frames, intensities=v,
-                                        intensity_gamma=g))["intensities"]
+        p = judge.predict(run.frames_of(s, st.frames, intensities=v, intensity_gamma=g))[
+          "intensities"
+        ]
         ref = truth[(name, s.identity)]
         err[kind[name]].append(metrics.intensity_error(p, ref, v))
         l1.append(np.abs(p - ref).sum(-1))
@@ -113,32 +138,64 @@ def fit_intensity_gamma(gen, judge, sources: Sequence[Source], st: EvalSettings,
         else:
           top1.append(np.argmax(p, -1) == int(np.argmax(v)))
     single, mixed = float(np.concatenate(top1).mean()), float(np.concatenate(top2).mean())
-    rows.append({"gamma": g, "intensity_error": float(np.mean(err["single"] + err["mixed"])),
-                 "intensity_error_single": float(np.mean(err["single"])),
-                 "intensity_error_mixed": float(np.mean(err["mixed"])),
-                 "single_top1": single, "mixed_top2": mixed,
-                 "l1": float(np.concatenate(l1).mean())})
+    rows.append(
+      {
+        "gamma": g,
+        "intensity_error": float(np.mean(err["single"] + err["mixed"])),
+        "intensity_error_single": float(np.mean(err["single"])),
+        "intensity_error_mixed": float(np.mean(err["mixed"])),
+        "single_top1": single,
+        "mixed_top2": mixed,
+        "l1": float(np.concatenate(l1).mean()),
+      }
+    )
     done = time.perf_counter() - t0
-    log(f"[calibrate] {k + 1}/{len(gammas)} gamma {g:g}: intensity error "
-        f"{rows[-1]['intensity_error']:.3f} (mixtures {rows[-1]['intensity_error_mixed']:.3f}),"
-        f" single top-1 {single:.2f}, mixed top-2 {mixed:.2f}; {done:.0f} s, "
-        f"ETA {done / (k + 1) * (len(gammas) - k - 1):.0f} s")
-  gt_single = float(np.concatenate([np.argmax(truth[(n, s.identity)], -1) == int(np.argmax(v))
-                                    for n, v in labels if kind[n] == "single"
-                                    for s in sources]).mean())
-  gt_mixed = float(np.concatenate([metrics.top2_correct(truth[(n, s.identity)], v)
-                                   for n, v in labels if kind[n] == "mixed"
-                                   for s in sources]).mean())
-  gt_err = float(np.mean([metrics.intensity_error(truth[(n, s.identity)], v, v)
-                          for n, v in labels for s in sources]))
+    log(
+      f"[calibrate] {k + 1}/{len(gammas)} gamma {g:g}: intensity error "
+      f"{rows[-1]['intensity_error']:.3f} (mixtures {rows[-1]['intensity_error_mixed']:.3f}),"
+      f" single top-1 {single:.2f}, mixed top-2 {mixed:.2f}; {done:.0f} s, "
+      f"ETA {done / (k + 1) * (len(gammas) - k - 1):.0f} s"
+    )
+  gt_single = float(
+    np.concatenate(
+      [
+        np.argmax(truth[(n, s.identity)], -1) == int(np.argmax(v))
+        for n, v in labels
+        if kind[n] == "single"
+        for s in sources
+      ]
+    ).mean()
+  )
+  gt_mixed = float(
+    np.concatenate(
+      [
+        metrics.top2_correct(truth[(n, s.identity)], v)
+        for n, v in labels
+        if kind[n] == "mixed"
+        for s in sources
+      ]
+    ).mean()
+  )
+  gt_err = float(
+    np.mean(
+      [metrics.intensity_error(truth[(n, s.identity)], v, v) for n, v in labels for s in sources]
+    )
+  )
   best = min(rows, key=lambda r: (round(r["intensity_error"], 9), abs(r["gamma"] - 1.0)))
-  log(f"[calibrate] ground truth: intensity error vs the labels {gt_err:.3f}, single top-1 "
-      f"{gt_single:.2f}, mixed top-2 {gt_mixed:.2f} -> intensity_gamma {best['gamma']:g}")
+  log(
+    f"[calibrate] ground truth: intensity error vs the labels {gt_err:.3f}, single top-1 "
+    f"{gt_single:.2f}, mixed top-2 {gt_mixed:.2f} -> intensity_gamma {best['gamma']:g}"
+  )
   sc = gen.config.sampler
-  return {"intensity_gamma": best["gamma"], "per_gamma": rows,
-          "ground_truth": {"intensity_error": gt_err, "single_top1": gt_single,
-                           "mixed_top2": gt_mixed},
-          "labels": [name for name, _ in labels], "identities": [s.identity for s in sources],
-          "frames": st.frames, "steps": int(sc.steps if st.steps is None else st.steps),
-          "guidance": float(sc.guidance if st.guidance is None else st.guidance),
-          "seconds": round(time.perf_counter() - t0, 1), "num_emotions": NUM_EMOTIONS}
+  return {
+    "intensity_gamma": best["gamma"],
+    "per_gamma": rows,
+    "ground_truth": {"intensity_error": gt_err, "single_top1": gt_single, "mixed_top2": gt_mixed},
+    "labels": [name for name, _ in labels],
+    "identities": [s.identity for s in sources],
+    "frames": st.frames,
+    "steps": int(sc.steps if st.steps is None else st.steps),
+    "guidance": float(sc.guidance if st.guidance is None else st.guidance),
+    "seconds": round(time.perf_counter() - t0, 1),
+    "num_emotions": NUM_EMOTIONS,
+  }

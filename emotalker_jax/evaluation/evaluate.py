@@ -34,6 +34,7 @@ Ablations (``run_ablations``) repeat *single* under one change at a time (constr
 strength, init noise vs Z_T, guidance, one-hot intensities instead of text, lower-face
 mask) and report emotion accuracy and identity similarity for each.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,33 +58,48 @@ from emotalker_jax.diffusion import sampler
 from scipy import stats
 
 # One-word prompts per emotion, MEAD order (the EIB reads each as that emotion at 0.7).
-SINGLE_PROMPTS = ("neutral", "angry", "contemptuous", "disgusted", "fearful", "happy", "sad",
-                  "surprised")
+SINGLE_PROMPTS = (
+  "neutral",
+  "angry",
+  "contemptuous",
+  "disgusted",
+  "fearful",
+  "happy",
+  "sad",
+  "surprised",
+)
 # Mixed prompts and their labels under FED's rules (docs/FED.md, "label rules"); the
 # metric uses only each label's top-2 set.
 MIXED_PROMPTS = (
-    ("mostly happy, a bit surprised", {"happy": 0.8, "surprised": 0.3}),
-    ("sad and fearful", {"sad": 0.7, "fear": 0.7}),
-    ("mostly angry, a little disgusted", {"angry": 0.8, "disgusted": 0.3}),
-    ("mostly surprised, a little scared", {"surprised": 0.8, "fear": 0.3}),
+  ("mostly happy, a bit surprised", {"happy": 0.8, "surprised": 0.3}),
+  ("sad and fearful", {"sad": 0.7, "fear": 0.7}),
+  ("mostly angry, a little disgusted", {"angry": 0.8, "disgusted": 0.3}),
+  ("mostly surprised, a little scared", {"surprised": 0.8, "fear": 0.3}),
 )
 # Prompts in none of FED's sentence frames (some with words FED does not have either),
 # each naming one emotion: does an unseen phrasing still move the face the right way?
 PARAPHRASES = (
-    ("nothing special, she is just reading out the weather report", "neutral"),
-    ("he is fuming after that meeting", "angry"),
-    ("she rolls her eyes and sneers at his excuse", "contempt"),
-    ("he wrinkles his nose at the smell of the rotten food", "disgusted"),
-    ("he is terrified of the dark basement", "fear"),
-    ("honestly, she could not be happier about the news", "happy"),
-    ("tears are running down her face", "sad"),
-    ("she jumps back, wide-eyed, at the sudden bang", "surprised"),
+  ("nothing special, she is just reading out the weather report", "neutral"),
+  ("he is fuming after that meeting", "angry"),
+  ("she rolls her eyes and sneers at his excuse", "contempt"),
+  ("he wrinkles his nose at the smell of the rotten food", "disgusted"),
+  ("he is terrified of the dark basement", "fear"),
+  ("honestly, she could not be happier about the news", "happy"),
+  ("tears are running down her face", "sad"),
+  ("she jumps back, wide-eyed, at the sudden bang", "surprised"),
 )
 SWEEP_STRENGTHS = (0.2, 0.4, 0.6, 0.8, 1.0)
 # The keys every metrics.json carries (checks read them).
-METRIC_KEYS = ("emotion_accuracy", "mixed_top2_accuracy", "intensity_spearman",
-               "identity_similarity", "identity_similarity_no_constraint",
-               "lip_sync_correlation", "n_identities", "n_frames")
+METRIC_KEYS = (
+  "emotion_accuracy",
+  "mixed_top2_accuracy",
+  "intensity_spearman",
+  "identity_similarity",
+  "identity_similarity_no_constraint",
+  "lip_sync_correlation",
+  "n_identities",
+  "n_frames",
+)
 
 
 @dataclasses.dataclass
@@ -93,10 +109,11 @@ class EvalSettings:
   condition (0.04 s each at 25 fps); batch_frames: the most frames per compiled chunk (a
   condition of fewer frames is one chunk of exactly its frames, so no padding is sampled);
   n_boot: bootstrap replicates of every ``*_ci`` interval."""
+
   num_identities: int | None = None
   frames: int = 4
   lip_frames: int = 25
-  steps: int | None = None          # DDIM steps (None: the checkpoint's config.sampler.steps)
+  steps: int | None = None  # DDIM steps (None: the checkpoint's config.sampler.steps)
   guidance: float | None = None
   seed: int = 0
   batch_frames: int = 8
@@ -107,8 +124,10 @@ class EvalSettings:
       if int(getattr(self, name)) < 1:
         raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
     if self.num_identities is not None and int(self.num_identities) < 1:
-      raise ValueError(f"--identities must be >= 1 (or left out: all held-out identities), "
-                       f"got {self.num_identities}")
+      raise ValueError(
+        f"--identities must be >= 1 (or left out: all held-out identities), "
+        f"got {self.num_identities}"
+      )
     if self.lip_frames < 3:
       raise ValueError(f"--lip-frames must be >= 3 for a correlation, got {self.lip_frames}")
     return self
@@ -121,6 +140,7 @@ class Source:
   CLIP_STRIDE-th frame of all its test clips (N,S,S,3) uint8 with their labels (N,8);
   mouth_box (S,S) {0,1}: the union over the reference clip's frames of the mouth's
   landmark box (``pipeline.mouth_region``), which ``flicker`` leaves out."""
+
   identity: int
   portrait: np.ndarray
   face_mask: np.ndarray
@@ -128,7 +148,7 @@ class Source:
   truth: np.ndarray
   clip_frames: np.ndarray | None = None
   clip_emotions: np.ndarray | None = None
-  identity_params: np.ndarray | None = None   # (P,) the renderer's identity vector u
+  identity_params: np.ndarray | None = None  # (P,) the renderer's identity vector u
   synthetic_seed: int = 0
   mouth_box: np.ndarray | None = None
 
@@ -136,32 +156,51 @@ class Source:
 CLIP_STRIDE = 5
 
 
-def heldout_sources(size: str, data_dir: str | None, num_identities: int | None = None,
-                    synthetic_seed: int = 0) -> tuple[list[Source], str]:
+def heldout_sources(
+  size: str, data_dir: str | None, num_identities: int | None = None, synthetic_seed: int = 0
+) -> tuple[list[Source], str]:
   """The first ``num_identities`` (None: all) test-split identities (by id) with their
   neutral reference clip. Reads ``data_dir``'s TFDS build when given, else renders the
   split."""
   recs, where = test_clips(size, data_dir, synthetic_seed)
-  refs = sorted((r for r in recs if bool(r["is_neutral_reference"])),
-                key=lambda r: int(r["identity"]))
+  refs = sorted(
+    (r for r in recs if bool(r["is_neutral_reference"])), key=lambda r: int(r["identity"])
+  )
   if num_identities is None:
     num_identities = len(refs)
   if len(refs) < num_identities:
-    raise ValueError(f"synthetic_talk/{size} has {len(refs)} test identities, fewer than "
-                     f"--identities {num_identities}")
+    raise ValueError(
+      f"synthetic_talk/{size} has {len(refs)} test identities, fewer than "
+      f"--identities {num_identities}"
+    )
   out = []
   for r in refs[:num_identities]:
     mine = [q for q in recs if int(q["identity"]) == int(r["identity"])]
     frames = np.concatenate([np.asarray(q["frames"])[::CLIP_STRIDE] for q in mine])
-    labels = np.concatenate([np.repeat(np.asarray(q["emotion"], np.float32)[None],
-                                       len(np.asarray(q["frames"])[::CLIP_STRIDE]), 0)
-                             for q in mine])
+    labels = np.concatenate(
+      [
+        np.repeat(
+          np.asarray(q["emotion"], np.float32)[None], len(np.asarray(q["frames"])[::CLIP_STRIDE]), 0
+        )
+        for q in mine
+      ]
+    )
     masks, lms = np.asarray(r["face_mask"]), np.asarray(r["landmarks"], np.float32)
     box = np.max([mouth_region(masks[t], lms[t]) for t in range(len(masks))], axis=0)
-    out.append(Source(int(r["identity"]), np.asarray(r["frames"][0]),
-                      np.asarray(r["face_mask"][0]), np.asarray(r["audio"], np.float32),
-                      np.asarray(r["frames"]), frames, labels,
-                      np.asarray(r["identity_params"], np.float32), int(synthetic_seed), box))
+    out.append(
+      Source(
+        int(r["identity"]),
+        np.asarray(r["frames"][0]),
+        np.asarray(r["face_mask"][0]),
+        np.asarray(r["audio"], np.float32),
+        np.asarray(r["frames"]),
+        frames,
+        labels,
+        np.asarray(r["identity_params"], np.float32),
+        int(synthetic_seed),
+        box,
+      )
+    )
   return out, where
 
 
@@ -170,11 +209,14 @@ def render_reference_clip(src: Source, emotion: np.ndarray, frames: int) -> np.n
   benchmark renders it with intensities ``emotion`` (8,) instead of neutral: the same
   identity, speech, head motion and blinks (with the neutral label: ``src.truth``)."""
   if src.identity_params is None:
-    raise ValueError(f"source identity {src.identity} has no identity_params: only "
-                     "synthetic_talk sources (heldout_sources) can be re-rendered")
+    raise ValueError(
+      f"source identity {src.identity} has no identity_params: only "
+      "synthetic_talk sources (heldout_sources) can be re-rendered"
+    )
   spec = clips.ClipSpec(src.identity, 0, np.asarray(emotion, np.float32), True)
-  rec = clips.render_clip(spec, src.identity_params, src.portrait.shape[0], len(src.truth),
-                          src.synthetic_seed)
+  rec = clips.render_clip(
+    spec, src.identity_params, src.portrait.shape[0], len(src.truth), src.synthetic_seed
+  )
   return rec["frames"][:frames]
 
 
@@ -192,8 +234,9 @@ class Renderings:
     return self._cache[key]
 
 
-def mixed_label_ceiling(judge, sources: Sequence[Source], frames: int,
-                        renderings: Renderings | None = None) -> dict:
+def mixed_label_ceiling(
+  judge, sources: Sequence[Source], frames: int, renderings: Renderings | None = None
+) -> dict:
   """The judge's top-2 accuracy on ground-truth renderings of the ``MIXED_PROMPTS`` labels
   (``render_reference_clip``, ``frames`` per source): the mixed metric's ceiling; units:
   (identities, prompts) top-2 accuracy per source and prompt."""
@@ -206,8 +249,11 @@ def mixed_label_ceiling(judge, sources: Sequence[Source], frames: int,
       p = renderings(s, v, frames)["intensities"]
       units[i, j] = metrics.emotion_accuracy(p, np.repeat(v[None], len(p), 0))["top2_mixed"]
     per_prompt[prompt] = float(units[:, j].mean())
-  return {"mixed_top2": float(units.mean()), "per_prompt": per_prompt,
-          "units": {"mixed_top2": units.tolist()}}
+  return {
+    "mixed_top2": float(units.mean()),
+    "per_prompt": per_prompt,
+    "units": {"mixed_top2": units.tolist()},
+  }
 
 
 def autoencoder_ceiling(gen, judge, sources: Sequence[Source]) -> dict:
@@ -218,9 +264,12 @@ def autoencoder_ceiling(gen, judge, sources: Sequence[Source]) -> dict:
   x = np.concatenate([s.clip_frames for s in sources])
   labels = np.concatenate([s.clip_emotions for s in sources])
   rt = jax.jit(lambda p, v: decode_latent(gen.vae, p, encode_to_latent(gen.vae, p, v)))
-  rec = np.concatenate([np.asarray(rt(gen.vae_params, jnp.asarray(x[i:i + 64] / 127.5 - 1.0,
-                                                                    jnp.float32)))
-                        for i in range(0, len(x), 64)])
+  rec = np.concatenate(
+    [
+      np.asarray(rt(gen.vae_params, jnp.asarray(x[i : i + 64] / 127.5 - 1.0, jnp.float32)))
+      for i in range(0, len(x), 64)
+    ]
+  )
   rec = np.clip(np.rint((rec + 1.0) * 127.5), 0, 255).astype(np.uint8)
   out = {"frames": int(len(x))}
   for name, f in (("ground_truth", x), ("autoencoder", rec)):
@@ -274,25 +323,47 @@ class _Runner:
       self._src_embedding[src.identity] = self.judge.predict(src.portrait[None])["embedding"][0]
     return self._src_embedding[src.identity]
 
-  def frames_of(self, src: Source, frames: int, *, prompt=None, intensities=None,
-                constraint=None, guidance=None, mask=None,
-                intensity_gamma=None) -> np.ndarray:
+  def frames_of(
+    self,
+    src: Source,
+    frames: int,
+    *,
+    prompt=None,
+    intensities=None,
+    constraint=None,
+    guidance=None,
+    mask=None,
+    intensity_gamma=None,
+  ) -> np.ndarray:
     """(frames, S, S, 3) uint8 generated for ``src``."""
     n_samples = int(round(frames * self.gen.sample_rate / self.gen.fps))
     t0 = time.perf_counter()
     out, _ = self.gen.generate(
-        src.portrait, src.audio[:n_samples], prompt=prompt, intensities=intensities,
-        steps=self.st.steps, guidance=self.st.guidance if guidance is None else guidance,
-        constraint=constraint, seed=self.st.seed, face_mask=src.face_mask,
-        batch_frames=min(self.st.batch_frames, frames), mask=mask,
-        intensity_gamma=intensity_gamma)
+      src.portrait,
+      src.audio[:n_samples],
+      prompt=prompt,
+      intensities=intensities,
+      steps=self.st.steps,
+      guidance=self.st.guidance if guidance is None else guidance,
+      constraint=constraint,
+      seed=self.st.seed,
+      face_mask=src.face_mask,
+      batch_frames=min(self.st.batch_frames, frames),
+      mask=mask,
+      intensity_gamma=intensity_gamma,
+    )
     self.seconds += time.perf_counter() - t0
     self.n_frames += len(out)
     return out
 
 
-def _single(run: _Runner, use_text: bool = True, prompts: Sequence[str] = SINGLE_PROMPTS,
-            ground_truth: bool = False, **kw) -> dict:
+def _single(
+  run: _Runner,
+  use_text: bool = True,
+  prompts: Sequence[str] = SINGLE_PROMPTS,
+  ground_truth: bool = False,
+  **kw,
+) -> dict:
   """One condition per emotion (``prompts[e]`` names emotion e, MEAD order) for every
   source: top-1 accuracy (per frame) and identity similarity to the source portrait; with
   ``ground_truth`` also the identity similarity of the benchmark's rendering of each
@@ -316,13 +387,17 @@ def _single(run: _Runner, use_text: bool = True, prompts: Sequence[str] = SINGLE
         r = run.renderings(src, single_prompt_label(EMOTIONS[e]), len(f))
         sim_gt_u[i, e] = float(np.mean(metrics.cosine(r["embedding"], emb_src)))
   acc = metrics.emotion_accuracy(np.concatenate(preds), np.concatenate(targets))
-  out = {"emotion_accuracy": acc["top1"], "frames": int(sum(len(p) for p in preds)),
-         "per_emotion": acc["per_emotion"],
-         "confusion": acc["confusion"],
-         "identity_similarity": float(sim_u.mean()),
-         "identity_similarity_per_identity": {s.identity: float(sim_u[i].mean())
-                                              for i, s in enumerate(run.sources)},
-         "units": {"emotion_accuracy": acc_u.tolist(), "identity_similarity": sim_u.tolist()}}
+  out = {
+    "emotion_accuracy": acc["top1"],
+    "frames": int(sum(len(p) for p in preds)),
+    "per_emotion": acc["per_emotion"],
+    "confusion": acc["confusion"],
+    "identity_similarity": float(sim_u.mean()),
+    "identity_similarity_per_identity": {
+      s.identity: float(sim_u[i].mean()) for i, s in enumerate(run.sources)
+    },
+    "units": {"emotion_accuracy": acc_u.tolist(), "identity_similarity": sim_u.tolist()},
+  }
   if ground_truth:
     out["identity_similarity_ground_truth"] = float(sim_gt_u.mean())
     out["units"]["identity_similarity_ground_truth"] = sim_gt_u.tolist()
@@ -343,22 +418,27 @@ def _mixed(run: _Runner, explicit: bool = False, intensity_gamma: float | None =
     v = label_vector(label)
     for i, src in enumerate(run.sources):
       cond = {"intensities": v} if explicit else {"prompt": prompt}
-      p = run.judge.predict(run.frames_of(src, run.st.frames, intensity_gamma=intensity_gamma,
-                                          **cond))["intensities"]
+      p = run.judge.predict(
+        run.frames_of(src, run.st.frames, intensity_gamma=intensity_gamma, **cond)
+      )["intensities"]
       ref = run.renderings(src, v, len(p))["intensities"]
       top2_u[i, j] = metrics.emotion_accuracy(p, np.repeat(v[None], len(p), 0))["top2_mixed"]
       err_u[i, j] = metrics.intensity_error(p, ref, v)
       err_gt_u[i, j] = metrics.intensity_error(ref, v, v)
   names = [p for p, _ in MIXED_PROMPTS]
-  return {"mixed_top2_accuracy": float(top2_u.mean()),
-          "mixed_intensity_error": float(err_u.mean()),
-          "mixed_intensity_error_ground_truth": float(err_gt_u.mean()),
-          "per_prompt": dict(zip(names, top2_u.mean(0).tolist())),
-          "intensity_error_per_prompt": dict(zip(names, err_u.mean(0).tolist())),
-          "intensity_error_ground_truth_per_prompt": dict(zip(names, err_gt_u.mean(0).tolist())),
-          "units": {"mixed_top2_accuracy": top2_u.tolist(),
-                    "mixed_intensity_error": err_u.tolist(),
-                    "mixed_intensity_error_ground_truth": err_gt_u.tolist()}}
+  return {
+    "mixed_top2_accuracy": float(top2_u.mean()),
+    "mixed_intensity_error": float(err_u.mean()),
+    "mixed_intensity_error_ground_truth": float(err_gt_u.mean()),
+    "per_prompt": dict(zip(names, top2_u.mean(0).tolist())),
+    "intensity_error_per_prompt": dict(zip(names, err_u.mean(0).tolist())),
+    "intensity_error_ground_truth_per_prompt": dict(zip(names, err_gt_u.mean(0).tolist())),
+    "units": {
+      "mixed_top2_accuracy": top2_u.tolist(),
+      "mixed_intensity_error": err_u.tolist(),
+      "mixed_intensity_error_ground_truth": err_gt_u.tolist(),
+    },
+  }
 
 
 def _rank_corr(x: np.ndarray, y: np.ndarray) -> float:
@@ -366,8 +446,9 @@ def _rank_corr(x: np.ndarray, y: np.ndarray) -> float:
   return metrics.pearson(stats.rankdata(x), stats.rankdata(y))
 
 
-def sweep_spearman(readings: np.ndarray, strengths: Sequence[float] = SWEEP_STRENGTHS,
-                   reduce: str = "mean") -> tuple[float, list[float]]:
+def sweep_spearman(
+  readings: np.ndarray, strengths: Sequence[float] = SWEEP_STRENGTHS, reduce: str = "mean"
+) -> tuple[float, list[float]]:
   """Intensity Spearman of a sweep: readings (I, E, A, F) = the judge's intensity of the
   swept emotion for identity i, emotion e, strength a, frame f. Per emotion, rho between
   strength and reading over the identities' frames (reduce 'none') or over the A
@@ -399,17 +480,23 @@ def _sweep(run: _Runner) -> dict:
     for j, e in enumerate(emotions):
       for k, a in enumerate(SWEEP_STRENGTHS):
         v = one_hot(EMOTIONS[e], a)
-        gen_r[i, j, k] = run.judge.predict(run.frames_of(src, f, intensities=v))["intensities"][:, e]
+        gen_r[i, j, k] = run.judge.predict(run.frames_of(src, f, intensities=v))["intensities"][
+          :, e
+        ]
         gt_r[i, j, k] = run.renderings(src, v, f)["intensities"][:, e]
-  out = {"strengths": list(SWEEP_STRENGTHS), "readings": gen_r.tolist(),
-         "readings_ground_truth": gt_r.tolist()}
+  out = {
+    "strengths": list(SWEEP_STRENGTHS),
+    "readings": gen_r.tolist(),
+    "readings_ground_truth": gt_r.tolist(),
+  }
   for name, r in (("", gen_r), ("_ground_truth", gt_r)):
     for red, suffix in (("mean", ""), ("none", "_frames")):
       m, per = sweep_spearman(r, reduce=red)
       out[f"intensity_spearman{suffix}{name}"] = m
       out[f"per_emotion{suffix}{name}"] = {EMOTIONS[e]: v for e, v in zip(emotions, per)}
-  out["judge_intensity_means"] = {EMOTIONS[e]: gen_r[:, j].mean(axis=(0, 2)).tolist()
-                                  for j, e in enumerate(emotions)}
+  out["judge_intensity_means"] = {
+    EMOTIONS[e]: gen_r[:, j].mean(axis=(0, 2)).tolist() for j, e in enumerate(emotions)
+  }
   return out
 
 
@@ -433,86 +520,116 @@ def _lip(run: _Runner) -> dict:
   gen_sync = metrics.lip_sync_correlation(mouths, audios, fps, sr)
   true_sync = metrics.lip_sync_correlation(truths, audios, fps, sr)
   ps = metrics.psnr_ssim(np.concatenate(gens) / 255.0, np.concatenate(refs) / 255.0)
-  col = lambda v: [[x] for x in v]   # noqa: E731 - (identities, 1): one clip each
-  return {"lip_sync_correlation": gen_sync["mean"], "per_clip": gen_sync["per_clip"],
-          "n_undefined": gen_sync["num_undefined"],
-          "lip_sync_ground_truth_frames": true_sync["mean"],
-          "n_undefined_ground_truth": true_sync["num_undefined"],
-          "psnr_vs_ground_truth": ps["psnr"], "ssim_vs_ground_truth": ps["ssim"],
-          "flicker": float(np.mean(flick)), "flicker_ground_truth": float(np.mean(flick_gt)),
-          "units": {"lip_sync_correlation": col(gen_sync["per_clip"]),
-                    "lip_sync_ground_truth_frames": col(true_sync["per_clip"]),
-                    "flicker": col(flick), "flicker_ground_truth": col(flick_gt)}}
+  col = lambda v: [[x] for x in v]  # noqa: E731 - (identities, 1): one clip each
+  return {
+    "lip_sync_correlation": gen_sync["mean"],
+    "per_clip": gen_sync["per_clip"],
+    "n_undefined": gen_sync["num_undefined"],
+    "lip_sync_ground_truth_frames": true_sync["mean"],
+    "n_undefined_ground_truth": true_sync["num_undefined"],
+    "psnr_vs_ground_truth": ps["psnr"],
+    "ssim_vs_ground_truth": ps["ssim"],
+    "flicker": float(np.mean(flick)),
+    "flicker_ground_truth": float(np.mean(flick_gt)),
+    "units": {
+      "lip_sync_correlation": col(gen_sync["per_clip"]),
+      "lip_sync_ground_truth_frames": col(true_sync["per_clip"]),
+      "flicker": col(flick),
+      "flicker_ground_truth": col(flick_gt),
+    },
+  }
 
 
 # Headline figures and the figure each is read against (the same measure on ground truth,
 # or the autoencoder's round trip for emotion accuracy): the report's ceiling column.
 CEILINGS = {
-    "emotion_accuracy": "ceiling_emotion_accuracy_autoencoder",
-    "mixed_top2_accuracy": "ceiling_mixed_top2_labels",
-    "mixed_intensity_error": "mixed_intensity_error_ground_truth",
-    "intensity_spearman": "intensity_spearman_ground_truth",
-    "intensity_spearman_frames": "intensity_spearman_frames_ground_truth",
-    "identity_similarity": "identity_similarity_ground_truth",
-    "identity_similarity_no_constraint": "identity_similarity_ground_truth",
-    "lip_sync_correlation": "lip_sync_ground_truth_frames",
-    "flicker": "flicker_ground_truth",
-    "paraphrase_emotion_accuracy": "ceiling_emotion_accuracy_autoencoder",
-    "mixed_top2_accuracy_explicit": "ceiling_mixed_top2_labels",
+  "emotion_accuracy": "ceiling_emotion_accuracy_autoencoder",
+  "mixed_top2_accuracy": "ceiling_mixed_top2_labels",
+  "mixed_intensity_error": "mixed_intensity_error_ground_truth",
+  "intensity_spearman": "intensity_spearman_ground_truth",
+  "intensity_spearman_frames": "intensity_spearman_frames_ground_truth",
+  "identity_similarity": "identity_similarity_ground_truth",
+  "identity_similarity_no_constraint": "identity_similarity_ground_truth",
+  "lip_sync_correlation": "lip_sync_ground_truth_frames",
+  "flicker": "flicker_ground_truth",
+  "paraphrase_emotion_accuracy": "ceiling_emotion_accuracy_autoencoder",
+  "mixed_top2_accuracy_explicit": "ceiling_mixed_top2_labels",
 }
 CEILING_KEYS = tuple(dict.fromkeys(CEILINGS.values()))
 # The keys with a 95 % bootstrap interval ``<key>_ci`` (over (identity, prompt) units).
-CI_KEYS = ("emotion_accuracy", "mixed_top2_accuracy", "mixed_intensity_error",
-           "mixed_intensity_error_ground_truth", "intensity_spearman",
-           "intensity_spearman_frames", "intensity_spearman_ground_truth",
-           "intensity_spearman_frames_ground_truth", "identity_similarity",
-           "identity_similarity_no_constraint", "identity_similarity_ground_truth",
-           "identity_similarity_constraint_gain", "lip_sync_correlation",
-           "lip_sync_ground_truth_frames", "flicker", "flicker_ground_truth",
-           "paraphrase_emotion_accuracy", "mixed_top2_accuracy_explicit",
-           "mixed_top2_accuracy_uncalibrated", "ceiling_mixed_top2_labels")
+CI_KEYS = (
+  "emotion_accuracy",
+  "mixed_top2_accuracy",
+  "mixed_intensity_error",
+  "mixed_intensity_error_ground_truth",
+  "intensity_spearman",
+  "intensity_spearman_frames",
+  "intensity_spearman_ground_truth",
+  "intensity_spearman_frames_ground_truth",
+  "identity_similarity",
+  "identity_similarity_no_constraint",
+  "identity_similarity_ground_truth",
+  "identity_similarity_constraint_gain",
+  "lip_sync_correlation",
+  "lip_sync_ground_truth_frames",
+  "flicker",
+  "flicker_ground_truth",
+  "paraphrase_emotion_accuracy",
+  "mixed_top2_accuracy_explicit",
+  "mixed_top2_accuracy_uncalibrated",
+  "ceiling_mixed_top2_labels",
+)
 
 
 def _intervals(parts: dict, n_boot: int, seed: int) -> dict:
   """``<key>_ci`` for every CI_KEYS figure from the (identity, prompt) units of its part."""
   u = lambda part, key: np.asarray(parts[part]["units"][key], np.float64)  # noqa: E731
   units = {
-      "emotion_accuracy": u("single", "emotion_accuracy"),
-      "identity_similarity": u("single", "identity_similarity"),
-      "identity_similarity_ground_truth": u("single", "identity_similarity_ground_truth"),
-      "identity_similarity_no_constraint": u("single_no_constraint", "identity_similarity"),
-      # paired: the same (identity, prompt) units with and without the constraint
-      "identity_similarity_constraint_gain": u("single", "identity_similarity")
-      - u("single_no_constraint", "identity_similarity"),
-      "mixed_top2_accuracy": u("mixed", "mixed_top2_accuracy"),
-      "mixed_intensity_error": u("mixed", "mixed_intensity_error"),
-      "mixed_intensity_error_ground_truth": u("mixed", "mixed_intensity_error_ground_truth"),
-      "mixed_top2_accuracy_explicit": u("mixed_explicit", "mixed_top2_accuracy"),
-      "mixed_top2_accuracy_uncalibrated": u(
-          "mixed_uncalibrated" if "mixed_uncalibrated" in parts else "mixed",
-          "mixed_top2_accuracy"),
-      "paraphrase_emotion_accuracy": u("paraphrases", "emotion_accuracy"),
-      "ceiling_mixed_top2_labels": u("ceiling_labels", "mixed_top2"),
+    "emotion_accuracy": u("single", "emotion_accuracy"),
+    "identity_similarity": u("single", "identity_similarity"),
+    "identity_similarity_ground_truth": u("single", "identity_similarity_ground_truth"),
+    "identity_similarity_no_constraint": u("single_no_constraint", "identity_similarity"),
+    # paired: the same (identity, prompt) units with and without the constraint
+    "identity_similarity_constraint_gain": u("single", "identity_similarity")
+    - u("single_no_constraint", "identity_similarity"),
+    "mixed_top2_accuracy": u("mixed", "mixed_top2_accuracy"),
+    "mixed_intensity_error": u("mixed", "mixed_intensity_error"),
+    "mixed_intensity_error_ground_truth": u("mixed", "mixed_intensity_error_ground_truth"),
+    "mixed_top2_accuracy_explicit": u("mixed_explicit", "mixed_top2_accuracy"),
+    "mixed_top2_accuracy_uncalibrated": u(
+      "mixed_uncalibrated" if "mixed_uncalibrated" in parts else "mixed", "mixed_top2_accuracy"
+    ),
+    "paraphrase_emotion_accuracy": u("paraphrases", "emotion_accuracy"),
+    "ceiling_mixed_top2_labels": u("ceiling_labels", "mixed_top2"),
   }
-  for key in ("lip_sync_correlation", "lip_sync_ground_truth_frames", "flicker",
-              "flicker_ground_truth"):
+  for key in (
+    "lip_sync_correlation",
+    "lip_sync_ground_truth_frames",
+    "flicker",
+    "flicker_ground_truth",
+  ):
     units[key] = u("lip", key)
   out = {f"{k}_ci": metrics.bootstrap_ci(v, n_boot=n_boot, seed=seed) for k, v in units.items()}
   sw = parts["sweep"]
   for name, key in (("", "readings"), ("_ground_truth", "readings_ground_truth")):
-    r = np.asarray(sw[key], np.float64)                       # (I, E, A, F)
+    r = np.asarray(sw[key], np.float64)  # (I, E, A, F)
     for red, suffix in (("mean", ""), ("none", "_frames")):
+
       def stat(idx, r=r, red=red):
         # column e of idx: the identities drawn for emotion e
-        return sweep_spearman(np.stack([r[idx[:, e], e] for e in range(r.shape[1])], 1),
-                              reduce=red)[0]
+        return sweep_spearman(
+          np.stack([r[idx[:, e], e] for e in range(r.shape[1])], 1), reduce=red
+        )[0]
+
       out[f"intensity_spearman{suffix}{name}_ci"] = metrics.bootstrap_ci(
-          statistic=stat, shape=(r.shape[0], r.shape[1]), n_boot=n_boot, seed=seed)
+        statistic=stat, shape=(r.shape[0], r.shape[1]), n_boot=n_boot, seed=seed
+      )
   return out
 
 
-def evaluate(gen, judge, sources: Sequence[Source], st: EvalSettings,
-             log: Callable[[str], None] = print) -> dict:
+def evaluate(
+  gen, judge, sources: Sequence[Source], st: EvalSettings, log: Callable[[str], None] = print
+) -> dict:
   """The metrics of the module docstring. Returns a dict whose first keys are METRIC_KEYS
   (floats; n_* ints), then the other figures, ``<key>_ci`` [lo, hi] for CI_KEYS,
   ``n_undefined`` {figure: units left out as undefined}, the details per part (with the
@@ -521,59 +638,66 @@ def evaluate(gen, judge, sources: Sequence[Source], st: EvalSettings,
   run = _Runner(gen, judge, sources, st)
   t0 = time.perf_counter()
   parts = {}
-  steps = [("single", lambda: _single(run, ground_truth=True)),
-           ("single_no_constraint", lambda: _single(
-               run, constraint=dataclasses.replace(_constraint(gen), strength=0.0))),
-           ("mixed", lambda: _mixed(run)),
-           ("mixed_explicit", lambda: _mixed(run, explicit=True))]
+  steps = [
+    ("single", lambda: _single(run, ground_truth=True)),
+    (
+      "single_no_constraint",
+      lambda: _single(run, constraint=dataclasses.replace(_constraint(gen), strength=0.0)),
+    ),
+    ("mixed", lambda: _mixed(run)),
+    ("mixed_explicit", lambda: _mixed(run, explicit=True)),
+  ]
   calibrated = gen.intensity_gamma != 1.0
-  if calibrated:    # the headline is the model's own: the same prompts uncalibrated
+  if calibrated:  # the headline is the model's own: the same prompts uncalibrated
     steps.append(("mixed_uncalibrated", lambda: _mixed(run, intensity_gamma=1.0)))
-  steps += [("paraphrases", lambda: _single(run, prompts=[p for p, _ in PARAPHRASES])),
-            ("sweep", lambda: _sweep(run)),
-            ("lip", lambda: _lip(run)),
-            ("ceiling", lambda: autoencoder_ceiling(gen, judge, sources)),
-            ("ceiling_labels", lambda: mixed_label_ceiling(judge, sources, st.frames,
-                                                           run.renderings))]
+  steps += [
+    ("paraphrases", lambda: _single(run, prompts=[p for p, _ in PARAPHRASES])),
+    ("sweep", lambda: _sweep(run)),
+    ("lip", lambda: _lip(run)),
+    ("ceiling", lambda: autoencoder_ceiling(gen, judge, sources)),
+    ("ceiling_labels", lambda: mixed_label_ceiling(judge, sources, st.frames, run.renderings)),
+  ]
   for k, (name, fn) in enumerate(steps):
     t = time.perf_counter()
     parts[name] = fn()
-    log(f"[eval] {k + 1}/{len(steps)} {name}: {run.n_frames} frames so far, "
-        f"{time.perf_counter() - t:.0f} s")
+    log(
+      f"[eval] {k + 1}/{len(steps)} {name}: {run.n_frames} frames so far, "
+      f"{time.perf_counter() - t:.0f} s"
+    )
   single, nc, sw, lip = parts["single"], parts["single_no_constraint"], parts["sweep"], parts["lip"]
   mixed = parts["mixed_uncalibrated" if calibrated else "mixed"]
   out = {
-      "emotion_accuracy": single["emotion_accuracy"],
-      "mixed_top2_accuracy": mixed["mixed_top2_accuracy"],
-      "intensity_spearman": sw["intensity_spearman"],
-      "identity_similarity": single["identity_similarity"],
-      "identity_similarity_no_constraint": nc["identity_similarity"],
-      "lip_sync_correlation": lip["lip_sync_correlation"],
-      "n_identities": len(sources),
-      "n_frames": run.n_frames,
-      "identity_similarity_ground_truth": single["identity_similarity_ground_truth"],
-      "identity_similarity_constraint_gain":
-          single["identity_similarity"] - nc["identity_similarity"],
-      "mixed_intensity_error": mixed["mixed_intensity_error"],
-      "mixed_intensity_error_ground_truth": mixed["mixed_intensity_error_ground_truth"],
-      "intensity_spearman_frames": sw["intensity_spearman_frames"],
-      "intensity_spearman_ground_truth": sw["intensity_spearman_ground_truth"],
-      "intensity_spearman_frames_ground_truth": sw["intensity_spearman_frames_ground_truth"],
-      "flicker": lip["flicker"],
-      "flicker_ground_truth": lip["flicker_ground_truth"],
-      "lip_sync_ground_truth_frames": lip["lip_sync_ground_truth_frames"],
-      "psnr_vs_ground_truth": lip["psnr_vs_ground_truth"],
-      "ssim_vs_ground_truth": lip["ssim_vs_ground_truth"],
-      "emotion_accuracy_no_constraint": nc["emotion_accuracy"],
-      "paraphrase_emotion_accuracy": parts["paraphrases"]["emotion_accuracy"],
-      "mixed_top2_accuracy_explicit": parts["mixed_explicit"]["mixed_top2_accuracy"],
-      "mixed_intensity_error_explicit": parts["mixed_explicit"]["mixed_intensity_error"],
-      "intensity_gamma": gen.intensity_gamma,
-      "mixed_top2_accuracy_uncalibrated": mixed["mixed_top2_accuracy"],
-      "ceiling_emotion_accuracy_autoencoder": parts["ceiling"]["autoencoder"]["emotion_top1"],
-      "ceiling_emotion_accuracy_ground_truth": parts["ceiling"]["ground_truth"]["emotion_top1"],
-      "ceiling_mixed_top2_autoencoder": parts["ceiling"]["autoencoder"]["mixed_top2"],
-      "ceiling_mixed_top2_labels": parts["ceiling_labels"]["mixed_top2"],
+    "emotion_accuracy": single["emotion_accuracy"],
+    "mixed_top2_accuracy": mixed["mixed_top2_accuracy"],
+    "intensity_spearman": sw["intensity_spearman"],
+    "identity_similarity": single["identity_similarity"],
+    "identity_similarity_no_constraint": nc["identity_similarity"],
+    "lip_sync_correlation": lip["lip_sync_correlation"],
+    "n_identities": len(sources),
+    "n_frames": run.n_frames,
+    "identity_similarity_ground_truth": single["identity_similarity_ground_truth"],
+    "identity_similarity_constraint_gain": single["identity_similarity"]
+    - nc["identity_similarity"],
+    "mixed_intensity_error": mixed["mixed_intensity_error"],
+    "mixed_intensity_error_ground_truth": mixed["mixed_intensity_error_ground_truth"],
+    "intensity_spearman_frames": sw["intensity_spearman_frames"],
+    "intensity_spearman_ground_truth": sw["intensity_spearman_ground_truth"],
+    "intensity_spearman_frames_ground_truth": sw["intensity_spearman_frames_ground_truth"],
+    "flicker": lip["flicker"],
+    "flicker_ground_truth": lip["flicker_ground_truth"],
+    "lip_sync_ground_truth_frames": lip["lip_sync_ground_truth_frames"],
+    "psnr_vs_ground_truth": lip["psnr_vs_ground_truth"],
+    "ssim_vs_ground_truth": lip["ssim_vs_ground_truth"],
+    "emotion_accuracy_no_constraint": nc["emotion_accuracy"],
+    "paraphrase_emotion_accuracy": parts["paraphrases"]["emotion_accuracy"],
+    "mixed_top2_accuracy_explicit": parts["mixed_explicit"]["mixed_top2_accuracy"],
+    "mixed_intensity_error_explicit": parts["mixed_explicit"]["mixed_intensity_error"],
+    "intensity_gamma": gen.intensity_gamma,
+    "mixed_top2_accuracy_uncalibrated": mixed["mixed_top2_accuracy"],
+    "ceiling_emotion_accuracy_autoencoder": parts["ceiling"]["autoencoder"]["emotion_top1"],
+    "ceiling_emotion_accuracy_ground_truth": parts["ceiling"]["ground_truth"]["emotion_top1"],
+    "ceiling_mixed_top2_autoencoder": parts["ceiling"]["autoencoder"]["mixed_top2"],
+    "ceiling_mixed_top2_labels": parts["ceiling_labels"]["mixed_top2"],
   }
   if calibrated:
     out["mixed_top2_accuracy_calibrated"] = parts["mixed"]["mixed_top2_accuracy"]
@@ -581,17 +705,27 @@ def evaluate(gen, judge, sources: Sequence[Source], st: EvalSettings,
   out.update(_intervals(parts, st.n_boot, st.seed))
   n_sweep = lambda key: sum(math.isnan(v) for v in sw[key].values())  # noqa: E731
   out["n_undefined"] = {
-      "emotion_accuracy": 0, "mixed_top2_accuracy": 0, "mixed_intensity_error": 0,
-      "identity_similarity": 0, "identity_similarity_no_constraint": 0,
-      "intensity_spearman": n_sweep("per_emotion"),
-      "intensity_spearman_frames": n_sweep("per_emotion_frames"),
-      "intensity_spearman_ground_truth": n_sweep("per_emotion_ground_truth"),
-      "lip_sync_correlation": lip["n_undefined"],
-      "lip_sync_ground_truth_frames": lip["n_undefined_ground_truth"], "flicker": 0}
-  out.update({"details": parts, "settings": dataclasses.asdict(st),
-              "identities": [s.identity for s in sources],
-              "seconds": round(time.perf_counter() - t0, 1),
-              "generation_seconds": round(run.seconds, 1)})
+    "emotion_accuracy": 0,
+    "mixed_top2_accuracy": 0,
+    "mixed_intensity_error": 0,
+    "identity_similarity": 0,
+    "identity_similarity_no_constraint": 0,
+    "intensity_spearman": n_sweep("per_emotion"),
+    "intensity_spearman_frames": n_sweep("per_emotion_frames"),
+    "intensity_spearman_ground_truth": n_sweep("per_emotion_ground_truth"),
+    "lip_sync_correlation": lip["n_undefined"],
+    "lip_sync_ground_truth_frames": lip["n_undefined_ground_truth"],
+    "flicker": 0,
+  }
+  out.update(
+    {
+      "details": parts,
+      "settings": dataclasses.asdict(st),
+      "identities": [s.identity for s in sources],
+      "seconds": round(time.perf_counter() - t0, 1),
+      "generation_seconds": round(run.seconds, 1),
+    }
+  )
   return out
 
 
@@ -602,8 +736,9 @@ def ablation_variants(gen) -> list[tuple[str, dict]]:
   out = [("default", {})]
   for s in (0.0, 0.25, 0.75, 1.0):
     if abs(s - base.strength) > 1e-9:
-      out.append((f"constraint strength {s:g}",
-                  {"constraint": dataclasses.replace(base, strength=s)}))
+      out.append(
+        (f"constraint strength {s:g}", {"constraint": dataclasses.replace(base, strength=s)})
+      )
   other_init = "noise" if base.init == "inversion" else "inversion"
   out.append((f"init {other_init}", {"constraint": dataclasses.replace(base, init=other_init)}))
   for g in (1.0, 4.0):
@@ -615,8 +750,14 @@ def ablation_variants(gen) -> list[tuple[str, dict]]:
   return out
 
 
-def run_ablations(gen, judge, sources: Sequence[Source], st: EvalSettings,
-                  log: Callable[[str], None] = print, result: dict | None = None) -> list[dict]:
+def run_ablations(
+  gen,
+  judge,
+  sources: Sequence[Source],
+  st: EvalSettings,
+  log: Callable[[str], None] = print,
+  result: dict | None = None,
+) -> list[dict]:
   """Emotion accuracy and identity similarity of the single-emotion conditions under each
   of ``ablation_variants``; rows in that order. ``result``: ``evaluate``'s output for the
   same generator, sources and settings, whose 'single' and 'single_no_constraint' parts
@@ -635,15 +776,27 @@ def run_ablations(gen, judge, sources: Sequence[Source], st: EvalSettings,
     use_text = kw.pop("use_text", True)
     r = done.get(name) or _single(_Runner(gen, judge, sources, st), use_text=use_text, **kw)
     c = kw.get("constraint", base)
-    rows.append({"variant": name, "emotion_accuracy": r["emotion_accuracy"],
-                 "identity_similarity": r["identity_similarity"],
-                 "constraint_strength": float(c.strength), "init": c.init,
-                 "guidance": float(kw.get("guidance", st.guidance if st.guidance is not None
-                                          else gen.config.sampler.guidance)),
-                 "emotion_source": "prompt" if use_text else "intensities",
-                 "mask": kw.get("mask", str(gen.config.data.mask)), "frames": r["frames"]})
-    log(f"[eval] ablation {k + 1}/{len(variants)} {name}: emotion {r['emotion_accuracy']:.3f}, "
-        f"identity {r['identity_similarity']:.3f} ({time.perf_counter() - t:.0f} s)")
+    rows.append(
+      {
+        "variant": name,
+        "emotion_accuracy": r["emotion_accuracy"],
+        "identity_similarity": r["identity_similarity"],
+        "constraint_strength": float(c.strength),
+        "init": c.init,
+        "guidance": float(
+          kw.get(
+            "guidance", st.guidance if st.guidance is not None else gen.config.sampler.guidance
+          )
+        ),
+        "emotion_source": "prompt" if use_text else "intensities",
+        "mask": kw.get("mask", str(gen.config.data.mask)),
+        "frames": r["frames"],
+      }
+    )
+    log(
+      f"[eval] ablation {k + 1}/{len(variants)} {name}: emotion {r['emotion_accuracy']:.3f}, "
+      f"identity {r['identity_similarity']:.3f} ({time.perf_counter() - t:.0f} s)"
+    )
   return rows
 
 

@@ -38,6 +38,7 @@ opening went from 0.864 (1.0.0, where a closed mouth was already a 1 px dark lin
 ``test_clips`` gives the held-out clips both the judge's own evaluation and the
 generator's evaluation read: the ``test`` split of ``synthetic_talk/<size>``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,31 +69,32 @@ MOUTH_BOX = ((0.5, 0.94), (0.22, 0.78))
 @dataclasses.dataclass(frozen=True)
 class JudgeConfig:
   """Architecture (first block) and training recipe (second block) of a judge."""
+
   image_size: int = 32
   channels: tuple = (32, 64, 128)
-  blocks: int = 1               # conv + GroupNorm + SiLU blocks per stage
-  space_to_depth: int = 1       # stem: fold k x k pixel blocks into channels (lossless)
-  mouth_branch: int = 0         # >0: channels of a full-resolution branch on the mouth crop
-  groups: int = 8               # GroupNorm groups
+  blocks: int = 1  # conv + GroupNorm + SiLU blocks per stage
+  space_to_depth: int = 1  # stem: fold k x k pixel blocks into channels (lossless)
+  mouth_branch: int = 0  # >0: channels of a full-resolution branch on the mouth crop
+  groups: int = 8  # GroupNorm groups
   hidden: int = 256
   embed_dim: int = 64
   num_emotions: int = NUM_EMOTIONS
   num_identity_params: int = 26
-  dtype: str = "float32"        # compute dtype; params are float32
+  dtype: str = "float32"  # compute dtype; params are float32
 
   seed: int = 0
-  synthetic_seed: int = 0       # the synthetic_talk seed (identity sampling, clip plans)
-  num_identities: int = 1024    # training identities (reserved id range)
+  synthetic_seed: int = 0  # the synthetic_talk seed (identity sampling, clip plans)
+  num_identities: int = 1024  # training identities (reserved id range)
   frames_per_identity: int = 16
   steps: int = 1000
-  batch_identities: int = 16    # G identities x F frames per batch
+  batch_identities: int = 16  # G identities x F frames per batch
   batch_frames: int = 4
   learning_rate: float = 3e-3
   warmup_steps: int = 50
   weight_decay: float = 1e-4
   temperature: float = 0.1
   w_emotion: float = 1.0
-  w_emotion_ce: float = 1.0     # softmax CE towards s / sum(s) (sharpens top-1 / top-2)
+  w_emotion_ce: float = 1.0  # softmax CE towards s / sum(s) (sharpens top-1 / top-2)
   w_params: float = 10.0
   w_mouth: float = 30.0
   w_contrastive: float = 0.3
@@ -111,8 +113,10 @@ class JudgeConfig:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-      raise ValueError(f"judge config has unknown keys {unknown}; was it written by a "
-                       "newer version? Retrain with `emotalker judge train`")
+      raise ValueError(
+        f"judge config has unknown keys {unknown}; was it written by a "
+        "newer version? Retrain with `emotalker judge train`"
+      )
     d = dict(d)
     if "channels" in d:
       d["channels"] = tuple(int(c) for c in d["channels"])
@@ -120,10 +124,8 @@ class JudgeConfig:
 
 
 SIZES = {
-    "tiny": JudgeConfig(image_size=32, channels=(32, 64, 128), space_to_depth=2,
-                        mouth_branch=16),
-    "small": JudgeConfig(image_size=64, channels=(32, 64, 128), space_to_depth=4,
-                         mouth_branch=16),
+  "tiny": JudgeConfig(image_size=32, channels=(32, 64, 128), space_to_depth=2, mouth_branch=16),
+  "small": JudgeConfig(image_size=64, channels=(32, 64, 128), space_to_depth=4, mouth_branch=16),
 }
 
 
@@ -138,8 +140,10 @@ def visual_param_mask(num_params: int = 26) -> np.ndarray:
   """(P,) float32: 1 for identity parameters visible in a frame, 0 for audio-only ones."""
   names = face_model.IDENTITY_PARAM_NAMES
   if num_params != len(names):
-    raise ValueError(f"judge num_identity_params={num_params} but the renderer has "
-                     f"{len(names)} identity parameters")
+    raise ValueError(
+      f"judge num_identity_params={num_params} but the renderer has "
+      f"{len(names)} identity parameters"
+    )
   return np.array([0.0 if n == "voice_pitch" else 1.0 for n in names], np.float32)
 
 
@@ -149,13 +153,18 @@ def visual_param_mask(num_params: int = 26) -> np.ndarray:
 def _dense(features, names, dt, name):
   """A float32-param Dense layer whose kernel (and bias) carry the logical axis ``names``."""
   return nn.Dense(
-      features, dtype=dt, param_dtype=jnp.float32, name=name,
-      kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), names),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), names[-1:]))
+    features,
+    dtype=dt,
+    param_dtype=jnp.float32,
+    name=name,
+    kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), names),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), names[-1:]),
+  )
 
 
 class JudgeNet(nn.Module):
   """Frames (B, S, S, 3) float in [-1, 1] -> dict of heads (see the module docstring)."""
+
   config: JudgeConfig
 
   @nn.compact
@@ -181,9 +190,11 @@ class JudgeNet(nn.Module):
         h = conv(c.channels[i + 1], 3, stride=2, name=f"stage{i}_down", **kw)(h)
     b, hh, ww, ch = h.shape
     if hh % 4 or ww % 4:
-      raise ValueError(f"judge feature map {hh}x{ww} is not divisible by 4: use an "
-                       "image_size divisible by 4 * 2**(len(channels) - 1)")
-    h = h.reshape(b, 4, hh // 4, 4, ww // 4, ch).mean(axis=(2, 4))   # (B, 4, 4, C)
+      raise ValueError(
+        f"judge feature map {hh}x{ww} is not divisible by 4: use an "
+        "image_size divisible by 4 * 2**(len(channels) - 1)"
+      )
+    h = h.reshape(b, 4, hh // 4, 4, ww // 4, ch).mean(axis=(2, 4))  # (B, 4, 4, C)
     feats = h.reshape(b, -1)
     if c.mouth_branch:
       feats = jnp.concatenate([feats, self.mouth_features(img)], axis=-1)
@@ -196,11 +207,11 @@ class JudgeNet(nn.Module):
     e = _dense(c.embed_dim, ("embed", None), dt, "embed_head")(e).astype(jnp.float32)
     e = e / jnp.sqrt(jnp.sum(e * e, axis=-1, keepdims=True) + 1e-12)
     return {
-        "intensity_logits": emo.astype(jnp.float32),
-        "intensities": jax.nn.sigmoid(emo.astype(jnp.float32)),
-        "identity_params": jax.nn.sigmoid(par.astype(jnp.float32)),
-        "mouth_open": jax.nn.sigmoid(mouth[:, 0].astype(jnp.float32)),
-        "embedding": e,
+      "intensity_logits": emo.astype(jnp.float32),
+      "intensities": jax.nn.sigmoid(emo.astype(jnp.float32)),
+      "identity_params": jax.nn.sigmoid(par.astype(jnp.float32)),
+      "mouth_open": jax.nn.sigmoid(mouth[:, 0].astype(jnp.float32)),
+      "embedding": e,
     }
 
   def mouth_features(self, x):
@@ -212,12 +223,19 @@ class JudgeNet(nn.Module):
     (r0, r1), (c0, c1) = [(int(round(a * s)), int(round(b * s))) for a, b in MOUTH_BOX]
     m = x[:, r0:r1, c0:c1]
     ch = c.mouth_branch
-    m = nn.silu(group_norm(c.groups, 1e-5, name="mouth_norm0", **kw)(
-        conv(ch, 3, name="mouth_conv0", **kw)(m)))
-    m = nn.silu(group_norm(c.groups, 1e-5, name="mouth_norm1", **kw)(
-        conv(2 * ch, 3, stride=2, name="mouth_conv1", **kw)(m)))
-    m = nn.silu(group_norm(c.groups, 1e-5, name="mouth_norm2", **kw)(
-        conv(2 * ch, 3, name="mouth_conv2", **kw)(m)))
+    m = nn.silu(
+      group_norm(c.groups, 1e-5, name="mouth_norm0", **kw)(conv(ch, 3, name="mouth_conv0", **kw)(m))
+    )
+    m = nn.silu(
+      group_norm(c.groups, 1e-5, name="mouth_norm1", **kw)(
+        conv(2 * ch, 3, stride=2, name="mouth_conv1", **kw)(m)
+      )
+    )
+    m = nn.silu(
+      group_norm(c.groups, 1e-5, name="mouth_norm2", **kw)(
+        conv(2 * ch, 3, name="mouth_conv2", **kw)(m)
+      )
+    )
     m = nn.with_logical_constraint(m, IMAGE_AXES)
     return m.reshape(m.shape[0], -1)
 
@@ -273,7 +291,7 @@ class Judge:
     n = x.shape[0]
     outs = []
     for start in range(0, n, batch_size):
-      chunk = x[start:start + batch_size]
+      chunk = x[start : start + batch_size]
       m = chunk.shape[0]
       padded = min(batch_size, 1 << (m - 1).bit_length())
       if padded > m:
@@ -282,9 +300,12 @@ class Judge:
       outs.append({k: np.asarray(v)[:m] for k, v in out.items()})
     if not outs:
       e, p = self.config.embed_dim, self.config.num_identity_params
-      return {"intensities": np.zeros((0, NUM_EMOTIONS), np.float32),
-              "embedding": np.zeros((0, e), np.float32), "mouth_open": np.zeros((0,), np.float32),
-              "identity_params": np.zeros((0, p), np.float32)}
+      return {
+        "intensities": np.zeros((0, NUM_EMOTIONS), np.float32),
+        "embedding": np.zeros((0, e), np.float32),
+        "mouth_open": np.zeros((0,), np.float32),
+        "identity_params": np.zeros((0, p), np.float32),
+      }
     return {k: np.concatenate([o[k] for o in outs]).astype(np.float32) for k in outs[0]}
 
 
@@ -298,12 +319,15 @@ def load_judge(path: str) -> Judge:
   """Reads a judge written by ``save_judge`` / ``train``."""
   if not os.path.isdir(path):
     raise FileNotFoundError(
-        f"judge directory {path} not found; train one with `emotalker judge train "
-        f"--size tiny --out {path}`")
+      f"judge directory {path} not found; train one with `emotalker judge train "
+      f"--size tiny --out {path}`"
+    )
   params, cfg = checkpoints.load_params(path)
   if not cfg or CONFIG_KEY not in cfg:
-    raise FileNotFoundError(f"{path}/config.json has no '{CONFIG_KEY}' section; is {path} a "
-                            "judge directory (written by `... judge train`)?")
+    raise FileNotFoundError(
+      f"{path}/config.json has no '{CONFIG_KEY}' section; is {path} a "
+      "judge directory (written by `... judge train`)?"
+    )
   config = JudgeConfig.from_dict(cfg[CONFIG_KEY])
   abstract = jax.eval_shape(lambda: init_params(config))
   checkpoints.check_params_match(params, abstract, f"judge {path}")
@@ -324,13 +348,15 @@ def test_clips(size: str, data_dir: str | None, synthetic_seed: int):
       ds = tfds.data_source(f"synthetic_talk/{cfg.name}", data_dir=data_dir)["test"]
       return [ds[i] for i in range(len(ds))], f"tfds synthetic_talk/{cfg.name} test @ {data_dir}"
     raise FileNotFoundError(
-        f"synthetic_talk/{cfg.name} is not built under --data-dir {data_dir}; build it with "
-        f"`emotalker synth --out {data_dir} --size {size}` or omit --data-dir to render the "
-        "test split in-process")
+      f"synthetic_talk/{cfg.name} is not built under --data-dir {data_dir}; build it with "
+      f"`emotalker synth --out {data_dir} --size {size}` or omit --data-dir to render the "
+      "test split in-process"
+    )
   recs = []
   for i in st.split_identities(cfg)["test"]:
     params = face_model.sample_identity(i, cfg.seed)
     for spec in cfg.clip_plan(i):
-      recs.append(clips_lib.render_clip(spec, params, cfg.image_size, cfg.frames_per_clip,
-                                        cfg.seed))
+      recs.append(
+        clips_lib.render_clip(spec, params, cfg.image_size, cfg.frames_per_clip, cfg.seed)
+      )
   return recs, f"rendered synthetic_talk/{cfg.name} test split (in-process)"

@@ -25,6 +25,7 @@ floats / dicts, so every command reports the same numbers. Only ``psnr_ssim`` us
 * ``bootstrap_ci``: the 95 % percentile bootstrap interval of a figure over its
   (identity, prompt) units.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,15 +46,16 @@ def top2_correct(pred: np.ndarray, target: np.ndarray, tol: float = 1e-4) -> np.
   """(N, K) predictions, (N, K) or (K,) targets -> (N,) bool: the predicted two largest emotions are the target's two
   largest; when the target ties at the boundary any of the tied emotions counts."""
   pred = np.asarray(pred)
-  target = np.broadcast_to(np.asarray(target), pred.shape)   # one (K,) label for all rows
+  target = np.broadcast_to(np.asarray(target), pred.shape)  # one (K,) label for all rows
   top2 = np.argsort(-pred, axis=-1, kind="stable")[:, :2]
   second = -np.sort(-target, axis=-1)[:, 1]
   picked = np.take_along_axis(target, top2, axis=-1)
   return np.all(picked >= second[:, None] - tol, axis=-1)
 
 
-def intensity_metrics(pred: np.ndarray, target: np.ndarray, is_mixed: np.ndarray,
-                      margin: float = 0.1) -> dict:
+def intensity_metrics(
+  pred: np.ndarray, target: np.ndarray, is_mixed: np.ndarray, margin: float = 0.1
+) -> dict:
   """FED metrics (the figures `emotalker eib-train` reports).
 
   top1: fraction of prompts with a clear dominant emotion (largest intensity >= the
@@ -72,14 +74,19 @@ def intensity_metrics(pred: np.ndarray, target: np.ndarray, is_mixed: np.ndarray
   ok2 = top2_correct(pred, target)[is_mixed]
   conf = np.zeros((NUM_EMOTIONS, NUM_EMOTIONS), np.int64)
   np.add.at(conf, (true_top[clear], pred_top[clear]), 1)
-  per = {EMOTIONS[k]: (float(conf[k, k] / conf[k].sum()) if conf[k].sum() else None)
-         for k in range(NUM_EMOTIONS)}
+  per = {
+    EMOTIONS[k]: (float(conf[k, k] / conf[k].sum()) if conf[k].sum() else None)
+    for k in range(NUM_EMOTIONS)
+  }
   return {
-      "n": int(len(target)), "n_top1": int(clear.sum()), "n_mixed": int(is_mixed.sum()),
-      "top1": float(ok1.mean()) if ok1.size else float("nan"),
-      "top2_mixed": float(ok2.mean()) if ok2.size else float("nan"),
-      "mae": float(np.mean(np.abs(pred - target))),
-      "top1_per_emotion": per, "confusion": conf.tolist(),
+    "n": int(len(target)),
+    "n_top1": int(clear.sum()),
+    "n_mixed": int(is_mixed.sum()),
+    "top1": float(ok1.mean()) if ok1.size else float("nan"),
+    "top2_mixed": float(ok2.mean()) if ok2.size else float("nan"),
+    "mae": float(np.mean(np.abs(pred - target))),
+    "top1_per_emotion": per,
+    "confusion": conf.tolist(),
   }
 
 
@@ -102,8 +109,10 @@ def emotion_accuracy(pred_intensities, target_intensities, tol: float = NONZERO_
   pred = np.asarray(pred_intensities, np.float64)
   target = np.asarray(target_intensities, np.float64)
   if pred.shape != target.shape or pred.ndim != 2 or pred.shape[1] != NUM_EMOTIONS:
-    raise ValueError(f"emotion_accuracy needs (N, {NUM_EMOTIONS}) predictions and targets, got "
-                     f"{pred.shape} and {target.shape}")
+    raise ValueError(
+      f"emotion_accuracy needs (N, {NUM_EMOTIONS}) predictions and targets, got "
+      f"{pred.shape} and {target.shape}"
+    )
   present = (target > tol).sum(axis=1)
   single, mixed = present == 1, present >= 2
   true_top = np.argmax(target, axis=1)
@@ -114,19 +123,25 @@ def emotion_accuracy(pred_intensities, target_intensities, tol: float = NONZERO_
     ok2[mixed] = top2_correct(pred[mixed], target[mixed])
   conf = np.zeros((NUM_EMOTIONS, NUM_EMOTIONS), np.int64)
   np.add.at(conf, (true_top[single], pred_top[single]), 1)
-  per = {EMOTIONS[k]: (float(conf[k, k] / conf[k].sum()) if conf[k].sum() else None)
-         for k in range(NUM_EMOTIONS)}
+  per = {
+    EMOTIONS[k]: (float(conf[k, k] / conf[k].sum()) if conf[k].sum() else None)
+    for k in range(NUM_EMOTIONS)
+  }
   n1, n2 = int(single.sum()), int(mixed.sum())
   return {
-      "top1": float(ok1.sum() / n1) if n1 else float("nan"),
-      "top2_mixed": float(ok2.sum() / n2) if n2 else float("nan"),
-      "overall": float((ok1.sum() + ok2.sum()) / (n1 + n2)) if n1 + n2 else float("nan"),
-      "n_single": n1, "n_mixed": n2, "per_emotion": per, "confusion": conf.tolist(),
+    "top1": float(ok1.sum() / n1) if n1 else float("nan"),
+    "top2_mixed": float(ok2.sum() / n2) if n2 else float("nan"),
+    "overall": float((ok1.sum() + ok2.sum()) / (n1 + n2)) if n1 + n2 else float("nan"),
+    "n_single": n1,
+    "n_mixed": n2,
+    "per_emotion": per,
+    "confusion": conf.tolist(),
   }
 
 
-def intensity_spearman(prompt_strengths, predicted, emotion_ids, reduce: str = "mean",
-                       min_strengths: int = 5) -> dict:
+def intensity_spearman(
+  prompt_strengths, predicted, emotion_ids, reduce: str = "mean", min_strengths: int = 5
+) -> dict:
   """Intensity Spearman: does the predicted intensity follow the prompted strength?
 
   Args:
@@ -152,8 +167,10 @@ def intensity_spearman(prompt_strengths, predicted, emotion_ids, reduce: str = "
     p = p[np.arange(len(p)), e]
   p = p.reshape(-1)
   if not len(x) == len(e) == len(p):
-    raise ValueError(f"intensity_spearman: lengths differ: strengths {len(x)}, emotion_ids "
-                     f"{len(e)}, predicted {len(p)}")
+    raise ValueError(
+      f"intensity_spearman: lengths differ: strengths {len(x)}, emotion_ids "
+      f"{len(e)}, predicted {len(p)}"
+    )
   if reduce not in ("mean", "none"):
     raise ValueError(f"intensity_spearman: reduce must be 'mean' or 'none', got {reduce!r}")
   per, counts = {}, {}
@@ -163,8 +180,10 @@ def intensity_spearman(prompt_strengths, predicted, emotion_ids, reduce: str = "
     name = EMOTIONS[k] if 0 <= k < NUM_EMOTIONS else str(k)
     counts[name] = int(len(levels))
     if len(levels) < min_strengths:
-      raise ValueError(f"intensity_spearman: emotion {name} has {len(levels)} distinct "
-                       f"strengths; the sweep needs >= {min_strengths}")
+      raise ValueError(
+        f"intensity_spearman: emotion {name} has {len(levels)} distinct "
+        f"strengths; the sweep needs >= {min_strengths}"
+      )
     if reduce == "mean":
       xs, ys = levels, np.array([p[sel][x[sel] == v].mean() for v in levels])
     else:
@@ -174,8 +193,11 @@ def intensity_spearman(prompt_strengths, predicted, emotion_ids, reduce: str = "
     else:
       per[name] = float(stats.spearmanr(xs, ys).statistic)
   vals = [v for v in per.values() if not math.isnan(v)]
-  return {"mean": float(np.mean(vals)) if vals else float("nan"), "per_emotion": per,
-          "num_strengths": counts}
+  return {
+    "mean": float(np.mean(vals)) if vals else float("nan"),
+    "per_emotion": per,
+    "num_strengths": counts,
+  }
 
 
 def cosine(a, b) -> np.ndarray:
@@ -218,8 +240,9 @@ def pearson(a, b) -> float:
   return float(np.dot(a, b) / den)
 
 
-def lip_sync_correlation(mouth_open_per_frame, audio, fps: float = 25.0,
-                         sr: int = 16000, window_s: float | None = None) -> dict:
+def lip_sync_correlation(
+  mouth_open_per_frame, audio, fps: float = 25.0, sr: int = 16000, window_s: float | None = None
+) -> dict:
   """Lip sync: per clip, Pearson(mouth opening per frame, audio RMS envelope at the frame's
   window); mean over clips.
 
@@ -232,19 +255,27 @@ def lip_sync_correlation(mouth_open_per_frame, audio, fps: float = 25.0,
   Returns mean (over clips with a defined correlation), per_clip (list; nan where the
   mouth or the envelope is constant), num_clips, num_undefined.
   """
-  mouths = [np.asarray(m) for m in mouth_open_per_frame] if _is_batch(mouth_open_per_frame) \
-      else [np.asarray(mouth_open_per_frame)]
+  mouths = (
+    [np.asarray(m) for m in mouth_open_per_frame]
+    if _is_batch(mouth_open_per_frame)
+    else [np.asarray(mouth_open_per_frame)]
+  )
   audios = [np.asarray(a) for a in audio] if _is_batch(audio) else [np.asarray(audio)]
   if len(mouths) != len(audios):
-    raise ValueError(f"lip_sync_correlation: {len(mouths)} mouth tracks but {len(audios)} "
-                     "audio tracks")
+    raise ValueError(
+      f"lip_sync_correlation: {len(mouths)} mouth tracks but {len(audios)} audio tracks"
+    )
   per = []
   for m, a in zip(mouths, audios):
     env = frame_rms_envelope(a, len(m), fps=fps, sr=sr, window_s=window_s)
     per.append(pearson(m, env))
   vals = [v for v in per if not math.isnan(v)]
-  return {"mean": float(np.mean(vals)) if vals else float("nan"), "per_clip": per,
-          "num_clips": len(per), "num_undefined": len(per) - len(vals)}
+  return {
+    "mean": float(np.mean(vals)) if vals else float("nan"),
+    "per_clip": per,
+    "num_clips": len(per),
+    "num_undefined": len(per) - len(vals),
+  }
 
 
 def _is_batch(x) -> bool:
@@ -268,12 +299,18 @@ def psnr_ssim(generated, reference) -> dict:
     raise ValueError(f"psnr_ssim needs (N, H, W, C) images, got {g.shape}")
   lo, hi = min(g.min(), r.min()), max(g.max(), r.max())
   if lo < -1e-6 or hi > 1 + 1e-6:
-    raise ValueError(f"psnr_ssim expects images in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; "
-                     "convert with x / 255 (uint8) or (x + 1) / 2 ([-1, 1])")
+    raise ValueError(
+      f"psnr_ssim expects images in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; "
+      "convert with x / 255 (uint8) or (x + 1) / 2 ([-1, 1])"
+    )
   p = np.asarray(dm_pix.psnr(jnp.asarray(g), jnp.asarray(r)), np.float64).reshape(-1)
   s = np.asarray(dm_pix.ssim(jnp.asarray(g), jnp.asarray(r)), np.float64).reshape(-1)
-  return {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)),
-          "psnr_per_image": p.tolist(), "ssim_per_image": s.tolist()}
+  return {
+    "psnr": float(np.mean(p)),
+    "ssim": float(np.mean(s)),
+    "psnr_per_image": p.tolist(),
+    "ssim_per_image": s.tolist(),
+  }
 
 
 def _fmt(v: Any) -> str:
@@ -288,8 +325,9 @@ def _fmt(v: Any) -> str:
   return str(v)
 
 
-def metrics_table_markdown(metrics: Mapping[str, Any], meta: Mapping[str, Any] | None = None,
-                           title: str | None = None) -> str:
+def metrics_table_markdown(
+  metrics: Mapping[str, Any], meta: Mapping[str, Any] | None = None, title: str | None = None
+) -> str:
   """A markdown table ``| metric | value |`` of ``metrics`` (nested dicts flattened with
   '.', lists left out), preceded by one ``- key: value`` line per ``meta`` entry (METHOD.md:
   checkpoint, config, identities, clips, frames, sampler settings, seed)."""
@@ -316,8 +354,7 @@ def metrics_table_markdown(metrics: Mapping[str, Any], meta: Mapping[str, Any] |
   return "\n".join(lines)
 
 
-def confusion_markdown(confusion: Sequence[Sequence[int]],
-                       names: Sequence[str] = EMOTIONS) -> str:
+def confusion_markdown(confusion: Sequence[Sequence[int]], names: Sequence[str] = EMOTIONS) -> str:
   """An (8, 8) confusion matrix (rows true, columns predicted) as a markdown table."""
   conf = np.asarray(confusion, np.int64)
   head = "| true \\ pred | " + " | ".join(names) + " |"
@@ -327,8 +364,9 @@ def confusion_markdown(confusion: Sequence[Sequence[int]],
   return "\n".join(lines)
 
 
-def intensity_error(pred_intensities, reference_intensities, label,
-                    tol: float = NONZERO_TOL) -> float:
+def intensity_error(
+  pred_intensities, reference_intensities, label, tol: float = NONZERO_TOL
+) -> float:
   """Mean |pred - reference| over the frames and over the emotions present in ``label``.
 
   pred_intensities, reference_intensities: (N, 8) or (8,) intensity readings (e.g. the
@@ -341,8 +379,10 @@ def intensity_error(pred_intensities, reference_intensities, label,
   r = np.atleast_2d(np.asarray(reference_intensities, np.float64))
   lab = np.asarray(label, np.float64).reshape(-1)
   if lab.shape != (NUM_EMOTIONS,) or p.shape[-1] != NUM_EMOTIONS:
-    raise ValueError(f"intensity_error needs (N, {NUM_EMOTIONS}) readings and an "
-                     f"({NUM_EMOTIONS},) label, got {p.shape}, {r.shape}, {lab.shape}")
+    raise ValueError(
+      f"intensity_error needs (N, {NUM_EMOTIONS}) readings and an "
+      f"({NUM_EMOTIONS},) label, got {p.shape}, {r.shape}, {lab.shape}"
+    )
   r = np.broadcast_to(r, p.shape)
   keep = lab > tol
   if not keep.any():
@@ -362,7 +402,7 @@ def flicker(frames, mouth_box=None) -> float:
   x = x.astype(np.float64) / (255.0 if x.dtype == np.uint8 else 1.0)
   if x.ndim != 4 or x.shape[0] < 2:
     raise ValueError(f"flicker needs (T >= 2, H, W, C) frames, got {x.shape}")
-  d = np.abs(np.diff(x, axis=0)).mean(axis=-1)            # (T-1, H, W)
+  d = np.abs(np.diff(x, axis=0)).mean(axis=-1)  # (T-1, H, W)
   keep = np.ones(x.shape[1:3], bool) if mouth_box is None else np.asarray(mouth_box) <= 0.5
   if keep.shape != x.shape[1:3]:
     raise ValueError(f"flicker: mouth box {keep.shape} does not match frames {x.shape[1:3]}")
@@ -371,8 +411,15 @@ def flicker(frames, mouth_box=None) -> float:
   return float(d[:, keep].mean())
 
 
-def bootstrap_ci(unit_values=None, *, statistic=None, shape=None, n_boot: int = 2000,
-                 level: float = 0.95, seed: int = 0) -> list[float]:
+def bootstrap_ci(
+  unit_values=None,
+  *,
+  statistic=None,
+  shape=None,
+  n_boot: int = 2000,
+  level: float = 0.95,
+  seed: int = 0,
+) -> list[float]:
   """Percentile bootstrap interval [lo, hi] of a figure over its (identity, prompt) units.
 
   unit_values: (I, P) one value per identity i and prompt (condition) p, nan where the
@@ -396,14 +443,16 @@ def bootstrap_ci(unit_values=None, *, statistic=None, shape=None, n_boot: int = 
     shape = v.shape
     cols = np.arange(v.shape[1])
 
-    def statistic(idx):                                         # noqa: E306
+    def statistic(idx):  # noqa: E306
       w = v[idx, cols[None, :]]
       return float(np.nanmean(w)) if np.isfinite(w).any() else float("nan")
+
   if shape is None or len(shape) != 2:
     raise ValueError("bootstrap_ci: a statistic needs shape=(identities, prompts)")
   if not 0 < level < 1 or n_boot < 1:
-    raise ValueError(f"bootstrap_ci: level must be in (0, 1) and n_boot >= 1, got {level}, "
-                     f"{n_boot}")
+    raise ValueError(
+      f"bootstrap_ci: level must be in (0, 1) and n_boot >= 1, got {level}, {n_boot}"
+    )
   n_id, n_p = int(shape[0]), int(shape[1])
   rng = np.random.default_rng(seed)
   reps = np.array([statistic(rng.integers(0, n_id, (n_id, n_p))) for _ in range(n_boot)])
@@ -412,6 +461,6 @@ def bootstrap_ci(unit_values=None, *, statistic=None, shape=None, n_boot: int = 
     return [float("nan"), float("nan")]
   a = (1.0 - level) / 2
   lo, hi = np.quantile(reps, [a, 1.0 - a])
-  if reps.min() == reps.max():            # exactly constant: no round-off in the quantile
+  if reps.min() == reps.max():  # exactly constant: no round-off in the quantile
     lo = hi = reps[0]
   return [float(lo), float(hi)]

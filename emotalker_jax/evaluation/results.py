@@ -3,6 +3,7 @@
 trade-off plot and the markdown report (``write_outputs``), with the target each headline
 metric is held to (``TARGETS``, ``headline_table``).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,26 +16,43 @@ import numpy as np
 
 from emotalker_jax.checkpoints import atomic_output
 from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
-from emotalker_jax.evaluation.evaluate import (CEILINGS, EvalSettings, Source, evaluate,
-                                               run_ablations)
+from emotalker_jax.evaluation.evaluate import (
+  CEILINGS,
+  EvalSettings,
+  Source,
+  evaluate,
+  run_ablations,
+)
 from PIL import Image, ImageDraw
 
 
-def evaluate_and_write(gen, judge, sources: Sequence[Source], st: EvalSettings, out: str,
-                       meta: dict, ablations: bool = False,
-                       log: Callable[[str], None] = print) -> tuple[dict, dict]:
+def evaluate_and_write(
+  gen,
+  judge,
+  sources: Sequence[Source],
+  st: EvalSettings,
+  out: str,
+  meta: dict,
+  ablations: bool = False,
+  log: Callable[[str], None] = print,
+) -> tuple[dict, dict]:
   """``evaluate`` (+ ``run_ablations``) and ``write_outputs`` into ``out``, with the
   sampler settings, checkpoint and wall time added to ``meta``. Returns (result, paths)."""
   t0 = time.perf_counter()
   result = evaluate(gen, judge, sources, st, log=log)
   rows = run_ablations(gen, judge, sources, st, log=log, result=result) if ablations else None
   sc = gen.config.sampler
-  meta = {"checkpoint": gen.checkpoint_dir, "checkpoint_step": gen.step,
-          "steps": st.steps or int(sc.steps),
-          "guidance": float(sc.guidance if st.guidance is None else st.guidance),
-          "constraint": dict(sc.constraint), "mask": str(gen.config.data.mask),
-          "intensity_gamma": gen.intensity_gamma, **meta,
-          "wall_seconds": round(time.perf_counter() - t0, 1)}
+  meta = {
+    "checkpoint": gen.checkpoint_dir,
+    "checkpoint_step": gen.step,
+    "steps": st.steps or int(sc.steps),
+    "guidance": float(sc.guidance if st.guidance is None else st.guidance),
+    "constraint": dict(sc.constraint),
+    "mask": str(gen.config.data.mask),
+    "intensity_gamma": gen.intensity_gamma,
+    **meta,
+    "wall_seconds": round(time.perf_counter() - t0, 1),
+  }
   return result, write_outputs(out, result, rows, meta)
 
 
@@ -50,6 +68,7 @@ def tradeoff_plot(rows: Sequence[dict], path: str, size: int = 480, legend_w: in
 
   def at(x, y):
     return (m + (x - lo) / (hi - lo) * (size - 2 * m), size - m - y * (size - 2 * m))
+
   d.rectangle([m, m, size - m, size - m], outline="black")
   for v in (0.0, 0.25, 0.5, 0.75, 1.0):
     d.text((m - 30, at(lo, v)[1] - 6), f"{v:.2f}", fill="black")
@@ -57,33 +76,52 @@ def tradeoff_plot(rows: Sequence[dict], path: str, size: int = 480, legend_w: in
     d.text((at(v, 0)[0] - 10, size - m + 6), f"{v:.2f}", fill="black")
   d.text((size // 2 - 60, size - 25), "identity similarity", fill="black")
   d.text((5, 20), "emotion accuracy (single prompts)", fill="black")
-  line = sorted((r for r in rows if r["variant"] == "default"
-                 or r["variant"].startswith("constraint strength")),
-                key=lambda r: r["constraint_strength"])
+  line = sorted(
+    (
+      r for r in rows if r["variant"] == "default" or r["variant"].startswith("constraint strength")
+    ),
+    key=lambda r: r["constraint_strength"],
+  )
   if len(line) > 1:
-    d.line([at(r["identity_similarity"], r["emotion_accuracy"]) for r in line], fill="blue",
-           width=2)
+    d.line(
+      [at(r["identity_similarity"], r["emotion_accuracy"]) for r in line], fill="blue", width=2
+    )
   for k, r in enumerate(rows):
     x, y = at(r["identity_similarity"], r["emotion_accuracy"])
     colour = "red" if r["variant"] == "default" else "blue"
     d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
     d.text((x + 6, y - 12 - 10 * (k % 2)), str(k + 1), fill=colour)
-    d.text((size + 5, m + 16 * k),
-           f"{k + 1}. {r['variant']} ({r['identity_similarity']:.2f}, "
-           f"{r['emotion_accuracy']:.2f})", fill=colour)
+    d.text(
+      (size + 5, m + 16 * k),
+      f"{k + 1}. {r['variant']} ({r['identity_similarity']:.2f}, {r['emotion_accuracy']:.2f})",
+      fill=colour,
+    )
   img.save(path, format="PNG")
 
 
-TARGETS = {"emotion_accuracy": ">= 0.90", "mixed_top2_accuracy": ">= 0.80",
-           "intensity_spearman": ">= 0.8",
-           "identity_similarity": ">= 0.9, gain over no constraint > 0 outside its interval",
-           "lip_sync_correlation": ">= 0.5"}
+TARGETS = {
+  "emotion_accuracy": ">= 0.90",
+  "mixed_top2_accuracy": ">= 0.80",
+  "intensity_spearman": ">= 0.8",
+  "identity_similarity": ">= 0.9, gain over no constraint > 0 outside its interval",
+  "lip_sync_correlation": ">= 0.5",
+}
 # The figures of the report's first table, in order (headline first).
-REPORT_KEYS = ("emotion_accuracy", "mixed_top2_accuracy", "mixed_intensity_error",
-               "intensity_spearman", "intensity_spearman_frames", "identity_similarity",
-               "identity_similarity_no_constraint", "identity_similarity_constraint_gain",
-               "lip_sync_correlation", "flicker", "paraphrase_emotion_accuracy",
-               "mixed_top2_accuracy_explicit", "mixed_intensity_error_explicit")
+REPORT_KEYS = (
+  "emotion_accuracy",
+  "mixed_top2_accuracy",
+  "mixed_intensity_error",
+  "intensity_spearman",
+  "intensity_spearman_frames",
+  "identity_similarity",
+  "identity_similarity_no_constraint",
+  "identity_similarity_constraint_gain",
+  "lip_sync_correlation",
+  "flicker",
+  "paraphrase_emotion_accuracy",
+  "mixed_top2_accuracy_explicit",
+  "mixed_intensity_error_explicit",
+)
 
 
 def target_met(result: dict, key: str) -> bool | None:
@@ -109,21 +147,34 @@ def _fmt(v, digits: int = 3) -> str:
 def headline_table(result: dict, keys: Sequence[str] = REPORT_KEYS) -> list[str]:
   """Markdown rows: figure, value, 95 % interval, ceiling (the same measure on ground
   truth), target and whether it is met."""
-  lines = ["| metric | value | 95% interval | ceiling (ground truth) | target | met |",
-           "|---|---|---|---|---|---|"]
+  lines = [
+    "| metric | value | 95% interval | ceiling (ground truth) | target | met |",
+    "|---|---|---|---|---|---|",
+  ]
   for k in keys:
     if k not in result:
       continue
     ci = result.get(f"{k}_ci")
     ceil_key = CEILINGS.get(k)
     ceil = result.get(ceil_key) if ceil_key else None
-    ceil_s = "" if ceil_key is None else _fmt(ceil) + (
+    ceil_s = (
+      ""
+      if ceil_key is None
+      else _fmt(ceil)
+      + (
         f" [{_fmt(result[ceil_key + '_ci'][0])}, {_fmt(result[ceil_key + '_ci'][1])}]"
-        if result.get(ceil_key + "_ci") else "") + f" ({ceil_key})"
+        if result.get(ceil_key + "_ci")
+        else ""
+      )
+      + f" ({ceil_key})"
+    )
     met = target_met(result, k)
-    lines.append(f"| {k} | {_fmt(result[k])} | "
-                 + (f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "") + f" | {ceil_s} | "
-                 f"{TARGETS.get(k, '')} | {'' if met is None else ('yes' if met else 'no')} |")
+    lines.append(
+      f"| {k} | {_fmt(result[k])} | "
+      + (f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "")
+      + f" | {ceil_s} | "
+      f"{TARGETS.get(k, '')} | {'' if met is None else ('yes' if met else 'no')} |"
+    )
   return lines
 
 
@@ -132,50 +183,91 @@ def markdown(result: dict, ablations: Sequence[dict] | None, meta: dict) -> str:
   ablations."""
   lines = ["# EmoTalker evaluation", ""]
   lines += [f"- {k}: `{v}`" for k, v in meta.items()]
-  lines += ["", f"{result['n_identities']} held-out identities, {result['n_frames']} generated "
-            "frames. Intervals: 95 % percentile bootstrap over (identity, prompt) units, "
-            "identities redrawn within each prompt. Undefined (left out): "
-            + ", ".join(f"{k} {v}" for k, v in result.get("n_undefined", {}).items() if v)
-            + (" none" if not any(result.get("n_undefined", {}).values()) else ""), ""]
+  lines += [
+    "",
+    f"{result['n_identities']} held-out identities, {result['n_frames']} generated "
+    "frames. Intervals: 95 % percentile bootstrap over (identity, prompt) units, "
+    "identities redrawn within each prompt. Undefined (left out): "
+    + ", ".join(f"{k} {v}" for k, v in result.get("n_undefined", {}).items() if v)
+    + (" none" if not any(result.get("n_undefined", {}).values()) else ""),
+    "",
+  ]
   lines += headline_table(result)
   lines += ["", "| other figure | value |", "|---|---|"]
-  for k in ("lip_sync_ground_truth_frames", "psnr_vs_ground_truth", "ssim_vs_ground_truth",
-            "emotion_accuracy_no_constraint", "intensity_gamma",
-            "mixed_top2_accuracy_calibrated", "mixed_intensity_error_calibrated",
-            "ceiling_emotion_accuracy_ground_truth", "ceiling_emotion_accuracy_autoencoder",
-            "ceiling_mixed_top2_autoencoder", "ceiling_mixed_top2_labels"):
+  for k in (
+    "lip_sync_ground_truth_frames",
+    "psnr_vs_ground_truth",
+    "ssim_vs_ground_truth",
+    "emotion_accuracy_no_constraint",
+    "intensity_gamma",
+    "mixed_top2_accuracy_calibrated",
+    "mixed_intensity_error_calibrated",
+    "ceiling_emotion_accuracy_ground_truth",
+    "ceiling_emotion_accuracy_autoencoder",
+    "ceiling_mixed_top2_autoencoder",
+    "ceiling_mixed_top2_labels",
+  ):
     if k in result:
       lines.append(f"| {k} | {_fmt(result[k], 4)} |")
   single = result["details"]["single"]
-  lines += ["", "Single prompts, top-1 per emotion: " + ", ".join(
-      f"{k} {v:.2f}" if v is not None else f"{k} -" for k, v in single["per_emotion"].items())]
-  lines += ["", "Confusion (rows: prompted emotion, columns: the judge's top-1):", "",
-            "| prompted \\ judged | " + " | ".join(EMOTIONS) + " |",
-            "|---" * (NUM_EMOTIONS + 1) + "|"]
+  lines += [
+    "",
+    "Single prompts, top-1 per emotion: "
+    + ", ".join(
+      f"{k} {v:.2f}" if v is not None else f"{k} -" for k, v in single["per_emotion"].items()
+    ),
+  ]
+  lines += [
+    "",
+    "Confusion (rows: prompted emotion, columns: the judge's top-1):",
+    "",
+    "| prompted \\ judged | " + " | ".join(EMOTIONS) + " |",
+    "|---" * (NUM_EMOTIONS + 1) + "|",
+  ]
   for e, row in zip(EMOTIONS, single["confusion"]):
     lines.append(f"| {e} | " + " | ".join(str(int(x)) for x in row) + " |")
   mixed = result["details"]["mixed"]
   ceil = result["details"]["ceiling_labels"]["per_prompt"]
-  lines += ["", "Mixed prompts (uncalibrated unless intensity_gamma != 1 above):", "",
-            "| prompt | top-2 | top-2 on the rendering (ceiling) | intensity error | "
-            "rendering vs label (floor) |", "|---|---|---|---|---|"]
+  lines += [
+    "",
+    "Mixed prompts (uncalibrated unless intensity_gamma != 1 above):",
+    "",
+    "| prompt | top-2 | top-2 on the rendering (ceiling) | intensity error | "
+    "rendering vs label (floor) |",
+    "|---|---|---|---|---|",
+  ]
   for k, v in mixed["per_prompt"].items():
-    lines.append(f"| {k} | {v:.2f} | {ceil[k]:.2f} | {mixed['intensity_error_per_prompt'][k]:.3f}"
-                 f" | {mixed['intensity_error_ground_truth_per_prompt'][k]:.3f} |")
+    lines.append(
+      f"| {k} | {v:.2f} | {ceil[k]:.2f} | {mixed['intensity_error_per_prompt'][k]:.3f}"
+      f" | {mixed['intensity_error_ground_truth_per_prompt'][k]:.3f} |"
+    )
   sw = result["details"]["sweep"]
-  lines += ["", f"Strength sweep {sw['strengths']}, the judge's mean intensity per strength "
-            "(Spearman on the means / over the frames; ground truth's in brackets):", ""]
+  lines += [
+    "",
+    f"Strength sweep {sw['strengths']}, the judge's mean intensity per strength "
+    "(Spearman on the means / over the frames; ground truth's in brackets):",
+    "",
+  ]
   for e, vals in sw["judge_intensity_means"].items():
-    lines.append(f"- {e}: " + ", ".join(f"{v:.2f}" for v in vals)
-                 + f" ({_fmt(sw['per_emotion'][e], 2)} / {_fmt(sw['per_emotion_frames'][e], 2)};"
-                 f" [{_fmt(sw['per_emotion_ground_truth'][e], 2)} / "
-                 f"{_fmt(sw['per_emotion_frames_ground_truth'][e], 2)}])")
+    lines.append(
+      f"- {e}: "
+      + ", ".join(f"{v:.2f}" for v in vals)
+      + f" ({_fmt(sw['per_emotion'][e], 2)} / {_fmt(sw['per_emotion_frames'][e], 2)};"
+      f" [{_fmt(sw['per_emotion_ground_truth'][e], 2)} / "
+      f"{_fmt(sw['per_emotion_frames_ground_truth'][e], 2)}])"
+    )
   if ablations:
-    lines += ["", "## Ablations (single prompts)", "",
-              "| variant | emotion accuracy | identity similarity |", "|---|---|---|"]
+    lines += [
+      "",
+      "## Ablations (single prompts)",
+      "",
+      "| variant | emotion accuracy | identity similarity |",
+      "|---|---|---|",
+    ]
     for r in ablations:
-      lines.append(f"| {r['variant']} | {r['emotion_accuracy']:.3f} | "
-                   f"{r['identity_similarity']:.3f} |")
+      lines.append(
+        f"| {r['variant']} | {r['emotion_accuracy']:.3f} | {r['identity_similarity']:.3f} |"
+      )
     lines += ["", "![trade-off](tradeoff.png)"]
   return "\n".join(lines) + "\n"
 
@@ -187,8 +279,9 @@ def write_outputs(out: str, result: dict, ablations, meta: dict) -> dict:
   paths = {"metrics": os.path.join(out, "metrics.json"), "report": os.path.join(out, "eval.md")}
   with atomic_output(paths["metrics"]) as tmp:
     with open(tmp, "w") as fh:
-      json.dump(_nan_to_none({**result, "meta": meta}), fh, indent=2, default=_json_default,
-                allow_nan=False)
+      json.dump(
+        _nan_to_none({**result, "meta": meta}), fh, indent=2, default=_json_default, allow_nan=False
+      )
   if ablations:
     paths["ablations"] = os.path.join(out, "ablations.json")
     with atomic_output(paths["ablations"]) as tmp:

@@ -50,6 +50,7 @@ per-chunk DDIM noise (eta > 0: chunk i uses fold_in(key, i), so with eta > 0 the
 depends on ``batch_frames``). With eta = 0 and init='inversion' the result does not depend
 on the seed at all. The same inputs, settings and device count give the same bytes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -72,8 +73,7 @@ from emotalker_jax.audio import features_from_config, is_silent
 from emotalker_jax.diffusion import sampler
 from emotalker_jax.diffusion import schedule as sched
 from emotalker_jax.emotions import EMOTION_INDEX, NUM_EMOTIONS, intensities_to_dict
-from emotalker_jax.inference.inputs import (DEFAULT_MAX_AUDIO_SECONDS, centre_face_mask,
-                                            check_audio)
+from emotalker_jax.inference.inputs import DEFAULT_MAX_AUDIO_SECONDS, centre_face_mask, check_audio
 from emotalker_jax.models.autoencoder import build_autoencoder, decode_latent, encode_to_latent
 from emotalker_jax.models.eib import calibrate_intensities
 from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
@@ -82,7 +82,7 @@ from input_pipeline.pipeline import mask_region
 
 log = logging.getLogger(__name__)
 
-MAX_CACHED_INVERSIONS = 8     # per Generator: (portrait, mask, steps, spacing) -> inversion
+MAX_CACHED_INVERSIONS = 8  # per Generator: (portrait, mask, steps, spacing) -> inversion
 BATCH_AXES = ("data", "fsdp")  # the mesh axes the frames of a chunk are split over
 
 
@@ -99,9 +99,15 @@ def _inference_mesh(config, devices=None):
     return parallel.create_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices)
 
 
-def load_generator(checkpoint_dir: str | os.PathLike, config_overrides: Sequence[str] = (),
-                   use_ema: bool = True, step: int | None = None, devices=None,
-                   text=None, judge: str | None = None) -> "Generator":
+def load_generator(
+  checkpoint_dir: str | os.PathLike,
+  config_overrides: Sequence[str] = (),
+  use_ema: bool = True,
+  step: int | None = None,
+  devices=None,
+  text=None,
+  judge: str | None = None,
+) -> "Generator":
   """A ``Generator`` from a training workdir (or its checkpoints/ folder).
 
   Restores only ``ema_params`` (or ``params`` with use_ema=False) and ``step`` of the
@@ -116,39 +122,62 @@ def load_generator(checkpoint_dir: str | os.PathLike, config_overrides: Sequence
   missing or holds no checkpoint; ValueError when the weights do not fit the config.
   """
   config, folder, step = checkpoints.load_checkpoint_config(
-      checkpoint_dir, config_overrides, step, use_ema=use_ema, judge=judge)
+    checkpoint_dir, config_overrides, step, use_ema=use_ema, judge=judge
+  )
   calibration = None
   if not any("sampler.intensity_gamma" in o for o in config_overrides):
-    with warnings.catch_warnings():    # load_checkpoint_config has warned already
+    with warnings.catch_warnings():  # load_checkpoint_config has warned already
       warnings.simplefilter("ignore")
       calibration = checkpoints.read_calibration(
-          folder, step, params="ema" if use_ema else "raw", steps=int(config.sampler.steps),
-          guidance=float(config.sampler.guidance), judge=judge)
+        folder,
+        step,
+        params="ema" if use_ema else "raw",
+        steps=int(config.sampler.steps),
+        guidance=float(config.sampler.guidance),
+        judge=judge,
+      )
   if text is None:
-    text = load_text_encoder(config.text.path or None, kind=config.text.encoder,
-                             max_length=int(config.text.max_length))
+    text = load_text_encoder(
+      config.text.path or None, kind=config.text.encoder, max_length=int(config.text.max_length)
+    )
   model = EmoTalker(config)
   mesh = _inference_mesh(config, devices)
   rules = parallel.rules_from_config(config)
-  boxed = jax.eval_shape(lambda r: init_emotalker(model, r, text.hidden_size),
-                         jax.random.key(0))
-  shardings = parallel.fit_shardings(nn.meta.unbox(boxed),
-                                     parallel.logical_shardings(boxed, mesh, rules))
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          nn.meta.unbox(boxed), shardings)
+  boxed = jax.eval_shape(lambda r: init_emotalker(model, r, text.hidden_size), jax.random.key(0))
+  shardings = parallel.fit_shardings(
+    nn.meta.unbox(boxed), parallel.logical_shardings(boxed, mesh, rules)
+  )
+  abstract = jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.meta.unbox(boxed), shardings
+  )
   params, restored_step = checkpoints.restore_params(
-      folder, step, abstract, mesh, use_ema=use_ema,
-      source=f"(with the overrides {list(config_overrides)})")
+    folder,
+    step,
+    abstract,
+    mesh,
+    use_ema=use_ema,
+    source=f"(with the overrides {list(config_overrides)})",
+  )
   vae = build_autoencoder(config)
-  _, r_vae = jax.random.split(jax.random.key(int(config.seed)))   # as build_trainer
+  _, r_vae = jax.random.split(jax.random.key(int(config.seed)))  # as build_trainer
   vae_params = checkpoints.load_frozen_autoencoder(config, vae, r_vae)
   rep = parallel.replicated(mesh)
-  return Generator(config=config, mesh=mesh, rules=rules, model=model,
-                   params=params, vae=vae, vae_params=jax.device_put(vae_params, rep),
-                   text=text, text_params=jax.device_put(text.params, rep),
-                   schedule=jax.device_put(sched.from_config(config.diffusion), rep),
-                   step=restored_step, checkpoint_dir=folder,
-                   use_ema=use_ema, calibration=calibration)
+  return Generator(
+    config=config,
+    mesh=mesh,
+    rules=rules,
+    model=model,
+    params=params,
+    vae=vae,
+    vae_params=jax.device_put(vae_params, rep),
+    text=text,
+    text_params=jax.device_put(text.params, rep),
+    schedule=jax.device_put(sched.from_config(config.diffusion), rep),
+    step=restored_step,
+    checkpoint_dir=folder,
+    use_ema=use_ema,
+    calibration=calibration,
+  )
 
 
 # ---------------------------------------------------------------------------------------
@@ -156,9 +185,10 @@ def load_generator(checkpoint_dir: str | os.PathLike, config_overrides: Sequence
 # ---------------------------------------------------------------------------------------
 def _denoiser(model, params):
   """``denoise(z_t (B, h, w, C), t (B,), cond {'spatial', 'context'}) -> eps | v``."""
+
   def denoise(z, t, cond):
-    return model.apply({"params": params}, z, t, cond["spatial"], cond["context"],
-                       method="denoise")
+    return model.apply({"params": params}, z, t, cond["spatial"], cond["context"], method="denoise")
+
   return denoise
 
 
@@ -189,8 +219,15 @@ def encode_source(model, vae, params, vae_params, x, mel_src, s_src):
 def invert_source(model, params, schedule, z_src, cond_src, *, steps, spacing, iters):
   """z_src (1, h, w, C) under cond_src -> (Z_T (1, h, w, C), trajectory (steps, 1, h, w,
   C)) (``sampler.invert_source``)."""
-  return sampler.invert_source(_denoiser(model, params), schedule, z_src, cond_src,
-                               steps=steps, spacing=spacing, inversion_iters=iters)
+  return sampler.invert_source(
+    _denoiser(model, params),
+    schedule,
+    z_src,
+    cond_src,
+    steps=steps,
+    spacing=spacing,
+    inversion_iters=iters,
+  )
 
 
 def decode_frames(vae, vae_params, z0):
@@ -199,8 +236,28 @@ def decode_frames(vae, vae_params, z0):
   return jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
-def sample_chunk(model, vae, mesh, params, vae_params, schedule, z_start, traj, spatial, mel,
-                 tokens, null, mask, rng, guidance, constraint, *, steps, eta, spacing):
+def sample_chunk(
+  model,
+  vae,
+  mesh,
+  params,
+  vae_params,
+  schedule,
+  z_start,
+  traj,
+  spatial,
+  mel,
+  tokens,
+  null,
+  mask,
+  rng,
+  guidance,
+  constraint,
+  *,
+  steps,
+  eta,
+  spacing,
+):
   """One chunk of B frames: context, guided constrained DDIM from the shared start latent
   (``sampler.sample_frames``), decode. mel (B, W, n_mels) sharded on the batch; the rest
   replicated. -> (B, S, S, 3) uint8, sharded on the batch."""
@@ -211,10 +268,22 @@ def sample_chunk(model, vae, mesh, params, vae_params, schedule, z_start, traj, 
   ctx_null = model.apply(p, mel, null, method="context")
   cond = {"spatial": jnp.broadcast_to(spatial, (B,) + spatial.shape[1:]), "context": ctx}
   uncond = {"spatial": spatial, "context": ctx_null}
-  z0 = sampler.sample_frames(_denoiser(model, params), schedule, z_start, traj, cond,
-                             steps=steps, eta=eta, rng=rng, spacing=spacing, guidance=guidance,
-                             uncond=uncond, constraint=constraint, mask=mask,
-                             batch_sharding=bsh)
+  z0 = sampler.sample_frames(
+    _denoiser(model, params),
+    schedule,
+    z_start,
+    traj,
+    cond,
+    steps=steps,
+    eta=eta,
+    rng=rng,
+    spacing=spacing,
+    guidance=guidance,
+    uncond=uncond,
+    constraint=constraint,
+    mask=mask,
+    batch_sharding=bsh,
+  )
   return jax.lax.with_sharding_constraint(decode_frames(vae, vae_params, z0), bsh)
 
 
@@ -232,6 +301,7 @@ class Generator:
   static sampler setting (steps, eta, spacing, inversion_iters, constraint schedule /
   until / init); guidance, constraint strength and the parameters are arguments (sweeping
   them does not recompile)."""
+
   config: Any
   mesh: Any
   rules: Any
@@ -289,8 +359,10 @@ class Generator:
     """AOT-compiles ``fn(*args, **static)`` once per (name, static values, arg shapes /
     dtypes / shardings) on this generator; later calls with the same key reuse it."""
     leaves, tree = jax.tree.flatten(args)
-    sig = tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x))),
-                 str(getattr(x, "sharding", ""))) for x in leaves)
+    sig = tuple(
+      (tuple(np.shape(x)), str(getattr(x, "dtype", type(x))), str(getattr(x, "sharding", "")))
+      for x in leaves
+    )
     key = (name, tuple(sorted(static.items())), tree, sig)
     hit = self._compiled.get(key)
     if hit is None:
@@ -306,8 +378,9 @@ class Generator:
     return NamedSharding(self.mesh, P())
 
   # ---- emotion -------------------------------------------------------------------------
-  def emotion(self, prompt: str | None = None, intensities=None,
-              intensity_gamma: float | None = None):
+  def emotion(
+    self, prompt: str | None = None, intensities=None, intensity_gamma: float | None = None
+  ):
     """Emotion tokens for a prompt or an explicit (8,) intensity vector.
 
     The tokens are built from the calibrated intensities (``models.eib.
@@ -318,25 +391,32 @@ class Generator:
     [0, 1] / of the wrong length, or intensity_gamma <= 0.
     """
     if (prompt is None) == (intensities is None):
-      raise ValueError("give exactly one of a prompt (--prompt TEXT) or intensities "
-                       "(--emotion happy=0.7,...)")
+      raise ValueError(
+        "give exactly one of a prompt (--prompt TEXT) or intensities (--emotion happy=0.7,...)"
+      )
     rep = self._replicated()
     if prompt is not None:
       if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError(f"prompt {prompt!r} is empty; describe the emotion, e.g. "
-                         "--prompt 'a little sad and fearful'")
+        raise ValueError(
+          f"prompt {prompt!r} is empty; describe the emotion, e.g. "
+          "--prompt 'a little sad and fearful'"
+        )
       tok = self.text.tokenize([prompt])
       if bool(tok["truncated"][0]):
-        warnings.warn(f"prompt is longer than {self.text.max_length} tokens; only its start "
-                      "is used (config.text.max_length)")
+        warnings.warn(
+          f"prompt is longer than {self.text.max_length} tokens; only its start "
+          "is used (config.text.max_length)"
+        )
       ids, mask = tok["input_ids"], tok["attention_mask"]
       s = np.zeros((1, NUM_EMOTIONS), np.float32)
       source = "prompt"
     else:
       s = np.asarray(intensities, np.float32).reshape(-1)
       if s.shape[0] != NUM_EMOTIONS or not np.all(np.isfinite(s)) or s.min() < 0 or s.max() > 1:
-        raise ValueError(f"intensities must be {NUM_EMOTIONS} numbers in [0, 1] (MEAD order), "
-                         f"got {np.asarray(intensities).tolist()}")
+        raise ValueError(
+          f"intensities must be {NUM_EMOTIONS} numbers in [0, 1] (MEAD order), "
+          f"got {np.asarray(intensities).tolist()}"
+        )
       s = s[None]
       ids = np.zeros((1, 2), np.int32)
       mask = np.ones((1, 2), np.int32)
@@ -345,8 +425,13 @@ class Generator:
     if not gamma > 0:
       raise ValueError(f"intensity_gamma must be > 0 (1 = no calibration), got {gamma}")
     args = jax.device_put((self.params, self.text_params, ids, mask, s), rep)
-    fn = self._compile("emotion", functools.partial(emotion_tokens, self.model, self.text.module),
-                       args, {"use_text": source == "prompt", "gamma": gamma}, rules=False)
+    fn = self._compile(
+      "emotion",
+      functools.partial(emotion_tokens, self.model, self.text.module),
+      args,
+      {"use_text": source == "prompt", "gamma": gamma},
+      rules=False,
+    )
     tokens, s_used, null = jax.device_put(fn(*args), rep)
     return tokens, null, np.asarray(jax.device_get(s_used), np.float32)[0], source
 
@@ -355,12 +440,13 @@ class Generator:
     calibration was measured with other DDIM steps / guidance (then 1, with a warning)."""
     gamma = float(self.intensity_gamma if intensity_gamma is None else intensity_gamma)
     if intensity_gamma is None and self.calibration is not None and gamma != 1.0:
-      diff = checkpoints.calibration_mismatches(self.calibration, steps=steps,
-                                                guidance=guidance)
+      diff = checkpoints.calibration_mismatches(self.calibration, steps=steps, guidance=guidance)
       if diff:
-        warnings.warn(f"the calibration (intensity_gamma {gamma:g}) was measured with other "
-                      f"settings: {'; '.join(diff)}; this call samples uncalibrated "
-                      "(intensity_gamma 1)")
+        warnings.warn(
+          f"the calibration (intensity_gamma {gamma:g}) was measured with other "
+          f"settings: {'; '.join(diff)}; this call samples uncalibrated "
+          "(intensity_gamma 1)"
+        )
         gamma = 1.0
     return gamma
 
@@ -369,24 +455,37 @@ class Generator:
     """x_src (2, S, S, 3) = [x_mask; x_ref] -> (spatial, z_src, Z_T, trajectory, cached):
     the neutral, silent source condition inverted (or the cached inversion of the same
     portrait bytes and sampler settings)."""
-    inv_key = (hashlib.sha1(x_src.tobytes()).hexdigest(), steps, spacing, iters,
-               id(self.params), id(self.vae_params))
+    inv_key = (
+      hashlib.sha1(x_src.tobytes()).hexdigest(),
+      steps,
+      spacing,
+      iters,
+      id(self.params),
+      id(self.vae_params),
+    )
     cached = self._inversions.get(inv_key)
     if cached is not None:
       return (*cached, True)
     rep = self._replicated()
     c = self.config
-    mel_src = np.asarray(features_from_config(
-        np.zeros(int(round(self.sample_rate / self.fps)), np.float32), 1, c))
+    mel_src = np.asarray(
+      features_from_config(np.zeros(int(round(self.sample_rate / self.fps)), np.float32), 1, c)
+    )
     s_src = np.zeros((1, NUM_EMOTIONS), np.float32)
     s_src[0, EMOTION_INDEX["neutral"]] = 1.0
     args = jax.device_put((self.params, self.vae_params, x_src, mel_src, s_src), rep)
-    encode = self._compile("source", functools.partial(encode_source, self.model, self.vae),
-                           args, {}, False)
+    encode = self._compile(
+      "source", functools.partial(encode_source, self.model, self.vae), args, {}, False
+    )
     spatial, z_src, ctx_src = jax.device_put(encode(*args), rep)
     args = (self.params, self.schedule, z_src, {"spatial": spatial, "context": ctx_src})
-    invert = self._compile("invert", functools.partial(invert_source, self.model), args,
-                           {"steps": steps, "spacing": spacing, "iters": iters}, False)
+    invert = self._compile(
+      "invert",
+      functools.partial(invert_source, self.model),
+      args,
+      {"steps": steps, "spacing": spacing, "iters": iters},
+      False,
+    )
     z_T, traj = jax.device_put(invert(*args), rep)
     while len(self._inversions) >= MAX_CACHED_INVERSIONS:
       self._inversions.pop(next(iter(self._inversions)))
@@ -394,12 +493,25 @@ class Generator:
     return spatial, z_src, z_T, traj, False
 
   # ---- public --------------------------------------------------------------------------
-  def generate(self, portrait: np.ndarray, audio: np.ndarray, prompt: str | None = None,
-               intensities=None, *, steps: int | None = None, guidance: float | None = None,
-               eta: float | None = None, constraint=None, seed: int = 0, face_mask=None,
-               batch_frames: int = 8, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
-               mask: str | None = None, progress: Callable[[int], None] | None = None,
-               intensity_gamma: float | None = None):
+  def generate(
+    self,
+    portrait: np.ndarray,
+    audio: np.ndarray,
+    prompt: str | None = None,
+    intensities=None,
+    *,
+    steps: int | None = None,
+    guidance: float | None = None,
+    eta: float | None = None,
+    constraint=None,
+    seed: int = 0,
+    face_mask=None,
+    batch_frames: int = 8,
+    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
+    mask: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    intensity_gamma: float | None = None,
+  ):
     """Talking-face frames for a prepared portrait and a waveform.
 
     Args:
@@ -428,26 +540,32 @@ class Generator:
     sc, S = self.config.sampler, self.image_size
     portrait = np.asarray(portrait)
     if portrait.shape != (S, S, 3) or portrait.dtype != np.uint8:
-      raise ValueError(f"portrait must be ({S}, {S}, 3) uint8 (config.data.image_size), got "
-                       f"{portrait.shape} {portrait.dtype}; prepare it with prepare_portrait")
+      raise ValueError(
+        f"portrait must be ({S}, {S}, 3) uint8 (config.data.image_size), got "
+        f"{portrait.shape} {portrait.dtype}; prepare it with prepare_portrait"
+      )
     audio = np.asarray(audio, np.float32)
     n = check_audio(audio, self.sample_rate, self.fps, max_audio_seconds)
     silent = bool(is_silent(audio))
     if silent:
-      warnings.warn("the audio is silent (RMS below -60 dBFS): the frames are generated, but "
-                    "the audio condition carries no speech")
+      warnings.warn(
+        "the audio is silent (RMS below -60 dBFS): the frames are generated, but "
+        "the audio condition carries no speech"
+      )
     steps = int(sc.steps if steps is None else steps)
     guidance = float(sc.guidance if guidance is None else guidance)
     eta = float(sc.eta if eta is None else eta)
     if eta < 0:
       raise ValueError(f"eta must be >= 0, got {eta}")
     spacing, iters = str(sc.spacing), int(sc.inversion_iters)
-    constraint = (sampler.ConstraintConfig.from_config(sc.constraint) if constraint is None
-                  else constraint).validate()
+    constraint = (
+      sampler.ConstraintConfig.from_config(sc.constraint) if constraint is None else constraint
+    ).validate()
     sampler.ddim_timesteps(self.schedule.num_train_timesteps, steps, spacing)  # validates
     bsz = self.chunk_size(batch_frames)
-    face = (np.asarray(centre_face_mask(S) if face_mask is None else face_mask, np.float32)
-            > 0.5).astype(np.float32)
+    face = (
+      np.asarray(centre_face_mask(S) if face_mask is None else face_mask, np.float32) > 0.5
+    ).astype(np.float32)
     if face.shape != (S, S):
       raise ValueError(f"face mask must be ({S}, {S}), got {face.shape}")
     # ---- emotion, source inversion (cached), start latent ----
@@ -456,46 +574,86 @@ class Generator:
     region = mask_region(face, str(self.config.data.mask if mask is None else mask))
     x_ref = portrait.astype(np.float32) / 127.5 - 1.0
     x_mask = np.where(region[..., None] > 0, np.float32(0.0), x_ref)
-    spatial, z_src, z_T, traj, cached = self._source(np.stack([x_mask, x_ref]), steps,
-                                                     spacing, iters)
-    k_init, k_sample = jax.random.split(jax.random.key(int(seed) % (2 ** 32)))
+    spatial, z_src, z_T, traj, cached = self._source(
+      np.stack([x_mask, x_ref]), steps, spacing, iters
+    )
+    k_init, k_sample = jax.random.split(jax.random.key(int(seed) % (2**32)))
     rep = self._replicated()
     z_start = jax.device_put(sampler.start_latent(z_T, constraint, k_init), rep)
-    latent_mask = jax.device_put(np.asarray(sampler.latent_mask_from_face_mask(
-        face, z_src.shape[1:3], float(constraint.m_face)))[None], rep)
+    latent_mask = jax.device_put(
+      np.asarray(
+        sampler.latent_mask_from_face_mask(face, z_src.shape[1:3], float(constraint.m_face))
+      )[None],
+      rep,
+    )
     # ---- chunks ----
     frames, t_prep, t_sample = self._sample_chunks(
-        np.asarray(features_from_config(audio, n, self.config)), bsz, k_sample,
-        (self.params, self.vae_params, self.schedule, z_start, traj, spatial),
-        (tokens, null, latent_mask), guidance, constraint,
-        {"steps": steps, "eta": eta, "spacing": spacing}, progress)
+      np.asarray(features_from_config(audio, n, self.config)),
+      bsz,
+      k_sample,
+      (self.params, self.vae_params, self.schedule, z_start, traj, spatial),
+      (tokens, null, latent_mask),
+      guidance,
+      constraint,
+      {"steps": steps, "eta": eta, "spacing": spacing},
+      progress,
+    )
     total = time.perf_counter() - t_start
     info = {
-        "num_frames": n, "fps": self.fps, "duration_s": round(audio.shape[0] / self.sample_rate, 4),
-        "emotion_source": source, "prompt": prompt,
-        "intensities": intensities_to_dict(s_used), "intensity_gamma": gamma,
-        # what the emotion tokens were built from: calibrate_intensities(s, gamma)
-        "intensities_calibrated": intensities_to_dict(np.asarray(
-            calibrate_intensities(s_used, gamma), np.float32)),
-        "seed": int(seed), "steps": steps, "guidance": guidance, "eta": eta,
-        "spacing": spacing, "inversion_iters": iters, "inversion_cached": cached,
-        "constraint": {"strength": float(constraint.strength), "m_face": float(constraint.m_face),
-                       "schedule": constraint.schedule, "until": float(constraint.until),
-                       "init": constraint.init},
-        "batch_frames": bsz, "devices": self.batch_devices, "audio_silent": silent,
-        "checkpoint": self.checkpoint_dir, "checkpoint_step": self.step,
-        "params": "ema" if self.use_ema else "raw",
-        "timing": {"compile_s": round(self.last_compile_s, 3),
-                   "prepare_s": round(t_prep - t_start, 3), "sample_s": round(t_sample, 3),
-                   "total_s": round(total, 3),
-                   "frames_per_s": round(n / max(t_sample, 1e-9), 3),
-                   "frames_per_s_without_compile": round(
-                       n / max(total - self.last_compile_s, 1e-9), 3)},
+      "num_frames": n,
+      "fps": self.fps,
+      "duration_s": round(audio.shape[0] / self.sample_rate, 4),
+      "emotion_source": source,
+      "prompt": prompt,
+      "intensities": intensities_to_dict(s_used),
+      "intensity_gamma": gamma,
+      # what the emotion tokens were built from: calibrate_intensities(s, gamma)
+      "intensities_calibrated": intensities_to_dict(
+        np.asarray(calibrate_intensities(s_used, gamma), np.float32)
+      ),
+      "seed": int(seed),
+      "steps": steps,
+      "guidance": guidance,
+      "eta": eta,
+      "spacing": spacing,
+      "inversion_iters": iters,
+      "inversion_cached": cached,
+      "constraint": {
+        "strength": float(constraint.strength),
+        "m_face": float(constraint.m_face),
+        "schedule": constraint.schedule,
+        "until": float(constraint.until),
+        "init": constraint.init,
+      },
+      "batch_frames": bsz,
+      "devices": self.batch_devices,
+      "audio_silent": silent,
+      "checkpoint": self.checkpoint_dir,
+      "checkpoint_step": self.step,
+      "params": "ema" if self.use_ema else "raw",
+      "timing": {
+        "compile_s": round(self.last_compile_s, 3),
+        "prepare_s": round(t_prep - t_start, 3),
+        "sample_s": round(t_sample, 3),
+        "total_s": round(total, 3),
+        "frames_per_s": round(n / max(t_sample, 1e-9), 3),
+        "frames_per_s_without_compile": round(n / max(total - self.last_compile_s, 1e-9), 3),
+      },
     }
     return frames, info
 
-  def _sample_chunks(self, mel: np.ndarray, bsz: int, k_sample, shared: tuple, emotion: tuple,
-                     guidance: float, constraint, static: dict, progress):
+  def _sample_chunks(
+    self,
+    mel: np.ndarray,
+    bsz: int,
+    k_sample,
+    shared: tuple,
+    emotion: tuple,
+    guidance: float,
+    constraint,
+    static: dict,
+    progress,
+  ):
     """Every chunk of ``bsz`` frames of mel (N, W, n_mels) through the compiled
     ``sample_chunk`` (chunk i's DDIM noise from fold_in(k_sample, i); the last chunk padded
     by repeating its last window). shared = (params, vae_params, schedule, z_start, traj,
@@ -503,8 +661,9 @@ class Generator:
     the time everything was compiled, seconds spent sampling)."""
     n, S = mel.shape[0], self.image_size
     rep = self._replicated()
-    bsh = NamedSharding(self.mesh, P(tuple(a for a in BATCH_AXES if a in self.mesh.shape),
-                                     None, None))
+    bsh = NamedSharding(
+      self.mesh, P(tuple(a for a in BATCH_AXES if a in self.mesh.shape), None, None)
+    )
     frames = np.zeros((n, S, S, 3), np.uint8)
     g = jax.device_put(jnp.float32(guidance), rep)
     constraint_d = jax.device_put(constraint, rep)
@@ -515,21 +674,33 @@ class Generator:
       if stop - start < bsz:
         m_chunk = np.concatenate([m_chunk, np.repeat(m_chunk[-1:], bsz - (stop - start), 0)])
       rng = jax.device_put(jax.random.fold_in(k_sample, i), rep)
-      return (*shared, jax.device_put(m_chunk, bsh), tokens, null, latent_mask, rng, g,
-              constraint_d)
+      return (
+        *shared,
+        jax.device_put(m_chunk, bsh),
+        tokens,
+        null,
+        latent_mask,
+        rng,
+        g,
+        constraint_d,
+      )
 
     chunk_fn = self._compile(
-        "chunk", functools.partial(sample_chunk, self.model, self.vae, self.mesh),
-        chunk_args(0, 0, min(n, bsz)), static, True)
+      "chunk",
+      functools.partial(sample_chunk, self.model, self.vae, self.mesh),
+      chunk_args(0, 0, min(n, bsz)),
+      static,
+      True,
+    )
     t_prep = time.perf_counter()
     if progress is not None:
-      progress(0)       # sampling starts now (everything is compiled)
+      progress(0)  # sampling starts now (everything is compiled)
     t0 = time.perf_counter()
-    pending = None            # chunk i+1 is dispatched before chunk i is fetched
+    pending = None  # chunk i+1 is dispatched before chunk i is fetched
 
     def collect(item):
       start, stop, out = item
-      frames[start:stop] = np.asarray(jax.device_get(out))[:stop - start]
+      frames[start:stop] = np.asarray(jax.device_get(out))[: stop - start]
       if progress is not None:
         progress(stop - start)
 

@@ -2,6 +2,7 @@
 the same folder, fsync, os.replace): H.264 mp4 with the audio muxed, a contact-sheet PNG,
 npz arrays.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,30 +15,46 @@ from scipy.io import wavfile
 
 from emotalker_jax.checkpoints import TMP_PREFIX, atomic_output
 
-def write_mp4(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray | None,
-              sample_rate: int = 16000, fps: float = 25.0, quality: float = 8) -> None:
+
+def write_mp4(
+  path: str | os.PathLike,
+  frames: np.ndarray,
+  audio: np.ndarray | None,
+  sample_rate: int = 16000,
+  fps: float = 25.0,
+  quality: float = 8,
+) -> None:
   """Writes (N, H, W, 3) uint8 frames as H.264 mp4 with the waveform (L,) float32 muxed
   as AAC (bundled ffmpeg, one pass), atomically. H, W must be even."""
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
-    raise ValueError(f"frames must be (N, H, W, 3) uint8 with N >= 1, got {frames.shape} "
-                     f"{frames.dtype}")
+    raise ValueError(
+      f"frames must be (N, H, W, 3) uint8 with N >= 1, got {frames.shape} {frames.dtype}"
+    )
   h, w = frames.shape[1:3]
   path = os.fspath(path)
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   wav = None
   try:
-    if audio is not None:   # scratch wav beside the output (a killed run's is cleaned up)
+    if audio is not None:  # scratch wav beside the output (a killed run's is cleaned up)
       fd, wav = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix=".wav")
       os.close(fd)
       pcm = np.clip(np.rint(np.asarray(audio, np.float32) * 32767.0), -32768, 32767)
       wavfile.write(wav, int(sample_rate), pcm.astype(np.int16))
     with atomic_output(path) as tmp:
       writer = imageio_ffmpeg.write_frames(
-          tmp, (w, h), fps=fps, codec="libx264", quality=quality, macro_block_size=1,
-          ffmpeg_log_level="error", audio_path=wav, audio_codec="aac" if wav else None,
-          output_params=["-movflags", "+faststart"])
+        tmp,
+        (w, h),
+        fps=fps,
+        codec="libx264",
+        quality=quality,
+        macro_block_size=1,
+        ffmpeg_log_level="error",
+        audio_path=wav,
+        audio_codec="aac" if wav else None,
+        output_params=["-movflags", "+faststart"],
+      )
       writer.send(None)
       for f in frames:
         writer.send(np.ascontiguousarray(f))
@@ -47,8 +64,13 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray | N
       os.remove(wav)
 
 
-def contact_sheet(frames: np.ndarray, portrait: np.ndarray | None = None, cells: int = 16,
-                  columns: int = 4, min_cell: int = 128) -> np.ndarray:
+def contact_sheet(
+  frames: np.ndarray,
+  portrait: np.ndarray | None = None,
+  cells: int = 16,
+  columns: int = 4,
+  min_cell: int = 128,
+) -> np.ndarray:
   """A grid image (uint8 RGB) of the portrait (first cell, when given) and up to the rest
   of ``cells`` frames evenly spaced over the clip; cells upscaled (nearest) by an integer
   factor to at least ``min_cell`` px."""
@@ -64,7 +86,7 @@ def contact_sheet(frames: np.ndarray, portrait: np.ndarray | None = None, cells:
   sheet = np.full((rows * s, cols * s, 3), 255, np.uint8)
   for j, im in enumerate(items):
     r, c = divmod(j, cols)
-    sheet[r * s:(r + 1) * s, c * s:(c + 1) * s] = im
+    sheet[r * s : (r + 1) * s, c * s : (c + 1) * s] = im
   return np.repeat(np.repeat(sheet, f, axis=0), f, axis=1)
 
 

@@ -30,6 +30,7 @@ Logical axis names: kernels ("embed", "mlp"), ("mlp", "embed"), ("embed", "heads
 ("heads", "kv", "embed"); token tables (None, "embed"); LayerNorm ("norm",). The
 8-emotion axis is never sharded (None).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,14 +51,15 @@ from emotalker_jax.models import layers
 from emotalker_jax.models.text_encoder import load_text_encoder
 
 Dtype = Any
-POOLS = ("mean", "mean_max")     # pooled features -> IntensityHead
-TOKEN_POOL = "tokens"            # token states -> TokenIntensityHead
+POOLS = ("mean", "mean_max")  # pooled features -> IntensityHead
+TOKEN_POOL = "tokens"  # token states -> TokenIntensityHead
 ALL_POOLS = POOLS + (TOKEN_POOL,)
 
 
 # ----------------------------------------------------------------------------------------
 # Pooling (shared by the module and the feature cache of `emotalker eib-train`).
 # ----------------------------------------------------------------------------------------
+
 
 def pool_features(hidden: jax.Array, mask: jax.Array, kind: str = "mean") -> jax.Array:
   """Pools token states (B, L, D) over real tokens (mask (B, L) = 1) -> (B, P), float32.
@@ -66,8 +68,10 @@ def pool_features(hidden: jax.Array, mask: jax.Array, kind: str = "mean") -> jax
   'mean_max': [masked mean, masked max], P = 2D.
   """
   if kind not in POOLS:
-    raise ValueError(f"config.eib.pool={kind!r} is not a pooled kind; use one of {POOLS} "
-                     f"(or {TOKEN_POOL!r}, which reads token states: logits_from_hidden)")
+    raise ValueError(
+      f"config.eib.pool={kind!r} is not a pooled kind; use one of {POOLS} "
+      f"(or {TOKEN_POOL!r}, which reads token states: logits_from_hidden)"
+    )
   h = hidden.astype(jnp.float32)
   m = mask.astype(jnp.float32)[..., None]
   mean = jnp.sum(h * m, axis=-2) / jnp.maximum(jnp.sum(m, axis=-2), 1e-9)
@@ -95,6 +99,7 @@ class IntensityHead(nn.Module):
   LayerNorm -> Dense(hidden) -> GELU -> Dense(hidden) -> GELU -> Dense(K), with dropout
   after each GELU when ``dropout > 0`` and ``deterministic`` is False.
   """
+
   hidden: int = 256
   num_emotions: int = NUM_EMOTIONS
   dropout: float = 0.0
@@ -119,6 +124,7 @@ class TextTokenPool(nn.Module):
   h is projected to C, T learned queries (T, C) attend over the real tokens with
   ``num_heads`` heads, then an output projection and LayerNorm.
   """
+
   num_tokens: int
   context_dim: int
   num_heads: int = 4
@@ -136,12 +142,23 @@ class TextTokenPool(nn.Module):
     x = _layer_norm(name="in_norm", **kw)(x)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     queries = self.param(
-        "queries", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
-        (self.num_tokens, c), self.param_dtype)
+      "queries",
+      nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
+      (self.num_tokens, c),
+      self.param_dtype,
+    )
     q = jnp.broadcast_to(queries.astype(self.dtype)[None], (x.shape[0],) + queries.shape)
-    y = layers.multi_head_attention(                                  # (B, T, C)
-        q, x, heads=nh, head_dim=hd, out_features=c, qkv_bias=True, mask=mask,
-        proj_names=layers.BERT_QKV, **kw)
+    y = layers.multi_head_attention(  # (B, T, C)
+      q,
+      x,
+      heads=nh,
+      head_dim=hd,
+      out_features=c,
+      qkv_bias=True,
+      mask=mask,
+      proj_names=layers.BERT_QKV,
+      **kw,
+    )
     y = _layer_norm(name="out_norm", **kw)(y)
     return nn.with_logical_constraint(y, ("batch", "length", "embed"))
 
@@ -166,6 +183,7 @@ class TokenIntensityHead(nn.Module):
   (``anchor_texts``); gradients never reach them (stop_gradient). ``token_dropout``
   (training only) hides each real token from the pooling with that probability.
   """
+
   hidden: int = 256
   num_emotions: int = NUM_EMOTIONS
   num_queries: int = 8
@@ -177,9 +195,12 @@ class TokenIntensityHead(nn.Module):
 
   def anchor_sims(self, hidden: jax.Array) -> jax.Array:
     """(B, L, D) -> (B, L, K): per emotion, the largest cosine to its anchors."""
-    a = self.param("anchors", nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                           (None, None, "embed")),
-                   (self.num_emotions, self.num_anchors, hidden.shape[-1]), self.param_dtype)
+    a = self.param(
+      "anchors",
+      nn.with_logical_partitioning(nn.initializers.zeros_init(), (None, None, "embed")),
+      (self.num_emotions, self.num_anchors, hidden.shape[-1]),
+      self.param_dtype,
+    )
     a = jax.lax.stop_gradient(a.astype(jnp.float32))
     a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-6)
     h = hidden.astype(jnp.float32)
@@ -187,33 +208,35 @@ class TokenIntensityHead(nn.Module):
     return jnp.max(jnp.einsum("bld,kad->blka", h, a), axis=-1)
 
   @nn.compact
-  def __call__(self, hidden: jax.Array, mask: jax.Array,
-               deterministic: bool = True) -> jax.Array:
+  def __call__(self, hidden: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
     hd, dt, pdt = self.hidden, self.dtype, self.param_dtype
     kw = dict(dtype=dt, param_dtype=pdt)
     m = mask.astype(bool)
     if self.token_dropout > 0 and not deterministic:
       keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.token_dropout, m.shape)
-      keep = keep | (jnp.sum(m & keep, axis=-1, keepdims=True) == 0)   # never drop all
+      keep = keep | (jnp.sum(m & keep, axis=-1, keepdims=True) == 0)  # never drop all
       m = m & keep
     x = _layer_norm(name="norm", **kw)(hidden)
-    x = nn.gelu(layers.dense(hd, ("embed", "mlp"), name="token", **kw)(x))          # (B, L, H)
+    x = nn.gelu(layers.dense(hd, ("embed", "mlp"), name="token", **kw)(x))  # (B, L, H)
     feats = []
     if self.num_anchors > 0:
-      sims = self.anchor_sims(hidden)                                       # (B, L, K)
+      sims = self.anchor_sims(hidden)  # (B, L, K)
       x = x + layers.dense(hd, (None, "mlp"), name="anchor_proj", **kw)(sims.astype(dt))
-      feats.append(jnp.max(jnp.where(m[..., None], sims, -1.0), axis=1))    # (B, K)
+      feats.append(jnp.max(jnp.where(m[..., None], sims, -1.0), axis=1))  # (B, K)
     mf = m.astype(jnp.float32)[..., None]
     mean = jnp.sum(x.astype(jnp.float32) * mf, axis=1) / jnp.maximum(jnp.sum(mf, axis=1), 1.0)
     keys = layers.dense(hd, ("mlp", "embed"), name="key", **kw)(x)
     vals = layers.dense(hd, ("mlp", "embed"), name="value", **kw)(x)
     queries = self.param(
-        "queries", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
-        (self.num_queries, hd), pdt)
+      "queries",
+      nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
+      (self.num_queries, hd),
+      pdt,
+    )
     scores = jnp.einsum("qh,blh->bql", queries.astype(jnp.float32), keys.astype(jnp.float32))
     scores = jnp.where(m[:, None, :], scores / np.sqrt(hd), -1e9)
     w = jax.nn.softmax(scores, axis=-1)
-    pooled = jnp.einsum("bql,blh->bqh", w, vals.astype(jnp.float32))     # (B, Q, H)
+    pooled = jnp.einsum("bql,blh->bqh", w, vals.astype(jnp.float32))  # (B, Q, H)
     z = jnp.concatenate([pooled.reshape(pooled.shape[0], -1), mean] + feats, axis=-1)
     z = _layer_norm(name="pool_norm", **kw)(z.astype(dt))
     z = nn.gelu(layers.dense(hd, ("embed", "mlp"), name="fc1", **kw)(z))
@@ -224,9 +247,9 @@ class TokenIntensityHead(nn.Module):
 
 @flax.struct.dataclass
 class EIBOutput:
-  tokens: jax.Array        # (B, K + T, C) cross-attention tokens
-  intensities: jax.Array   # (B, K) s_hat in [0, 1]
-  logits: jax.Array        # (B, K) pre-sigmoid scores (the CE uses their softmax)
+  tokens: jax.Array  # (B, K + T, C) cross-attention tokens
+  intensities: jax.Array  # (B, K) s_hat in [0, 1]
+  logits: jax.Array  # (B, K) pre-sigmoid scores (the CE uses their softmax)
 
 
 class EmotionIntensityBlock(nn.Module):
@@ -239,6 +262,7 @@ class EmotionIntensityBlock(nn.Module):
     from_intensities(s (B, K)) -> (B, K + T, C)         explicit intensities, no text
     null_tokens(batch: int) -> (B, K + T, C)           the learned CFG null set
   """
+
   context_dim: int = 64
   hidden: int = 256
   num_text_tokens: int = 4
@@ -258,13 +282,20 @@ class EmotionIntensityBlock(nn.Module):
     if self.pool not in ALL_POOLS:
       raise ValueError(f"config.eib.pool={self.pool!r} is unknown; use one of {ALL_POOLS}")
     if self.pool == TOKEN_POOL:
-      self.head = TokenIntensityHead(self.hidden, k, self.num_queries, self.num_anchors,
-                                     self.dropout, self.token_dropout, self.dtype,
-                                     self.param_dtype)
+      self.head = TokenIntensityHead(
+        self.hidden,
+        k,
+        self.num_queries,
+        self.num_anchors,
+        self.dropout,
+        self.token_dropout,
+        self.dtype,
+        self.param_dtype,
+      )
     else:
       self.head = IntensityHead(self.hidden, k, self.dropout, self.dtype, self.param_dtype)
-    self.basis = self.param("basis", emb(1.0), (k, c), self.param_dtype)          # B_k
-    self.offset = self.param("offset", emb(0.02), (k, c), self.param_dtype)       # b_k
+    self.basis = self.param("basis", emb(1.0), (k, c), self.param_dtype)  # B_k
+    self.offset = self.param("offset", emb(0.02), (k, c), self.param_dtype)  # b_k
     self.null = self.param("null", emb(0.02), (k + t, c), self.param_dtype)
     if t > 0:
       self.text_pool = TextTokenPool(t, c, self.attn_heads, self.dtype, self.param_dtype)
@@ -276,8 +307,9 @@ class EmotionIntensityBlock(nn.Module):
       raise ValueError("config.eib.pool='tokens' reads token states; use logits_from_hidden")
     return self.head(pooled, deterministic)
 
-  def logits_from_hidden(self, hidden: jax.Array, mask: jax.Array,
-                         deterministic: bool = True) -> jax.Array:
+  def logits_from_hidden(
+    self, hidden: jax.Array, mask: jax.Array, deterministic: bool = True
+  ) -> jax.Array:
     """Token states (B, L, D) + mask (B, L) -> intensity logits (B, K), any pool kind."""
     if self.pool == TOKEN_POOL:
       return self.head(hidden, mask, deterministic)
@@ -289,8 +321,7 @@ class EmotionIntensityBlock(nn.Module):
     e = s[..., None] * self.basis.astype(self.dtype)[None] + self.offset.astype(self.dtype)[None]
     return nn.with_logical_constraint(e, ("batch", "length", "embed"))
 
-  def __call__(self, hidden: jax.Array, mask: jax.Array,
-               deterministic: bool = True) -> EIBOutput:
+  def __call__(self, hidden: jax.Array, mask: jax.Array, deterministic: bool = True) -> EIBOutput:
     logits = self.logits_from_hidden(hidden, mask, deterministic)
     s_hat = jax.nn.sigmoid(logits)
     tokens = self.emotion_tokens(s_hat)
@@ -302,8 +333,9 @@ class EmotionIntensityBlock(nn.Module):
     """Tokens (B, K + T, C) from an explicit intensity vector s (B, K) (no prompt)."""
     tokens = self.emotion_tokens(s)
     if self.num_text_tokens > 0:
-      no_text = jnp.broadcast_to(self.no_text.astype(self.dtype)[None],
-                                 (s.shape[0],) + self.no_text.shape)
+      no_text = jnp.broadcast_to(
+        self.no_text.astype(self.dtype)[None], (s.shape[0],) + self.no_text.shape
+      )
       tokens = jnp.concatenate([tokens, no_text], axis=1)
     return tokens
 
@@ -326,6 +358,7 @@ class TextEIB(nn.Module):
   into 'text_encoder' (``with_pretrained_text``). Freezing is the optimizer's business
   (an optax mask), not this module's.
   """
+
   text_encoder: nn.Module
   eib: EmotionIntensityBlock
 
@@ -346,17 +379,25 @@ def eib_from_config(config) -> EmotionIntensityBlock:
   """The EIB module of ``config`` (context_dim, eib.*, dtype, param_dtype)."""
   e = config.eib
   return EmotionIntensityBlock(
-      context_dim=int(config.context_dim), hidden=int(e.hidden),
-      num_text_tokens=int(e.num_text_tokens), num_emotions=int(e.num_emotions),
-      attn_heads=int(e.attn_heads), pool=str(e.pool), dropout=float(e.dropout),
-      num_queries=int(e.num_queries), num_anchors=int(e.num_anchors),
-      token_dropout=float(e.token_dropout),
-      dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype))
+    context_dim=int(config.context_dim),
+    hidden=int(e.hidden),
+    num_text_tokens=int(e.num_text_tokens),
+    num_emotions=int(e.num_emotions),
+    attn_heads=int(e.attn_heads),
+    pool=str(e.pool),
+    dropout=float(e.dropout),
+    num_queries=int(e.num_queries),
+    num_anchors=int(e.num_anchors),
+    token_dropout=float(e.token_dropout),
+    dtype=jnp.dtype(config.dtype),
+    param_dtype=jnp.dtype(config.param_dtype),
+  )
 
 
 # ----------------------------------------------------------------------------------------
 # Classifier-free guidance
 # ----------------------------------------------------------------------------------------
+
 
 def calibrate_intensities(s: jax.Array, gamma: float) -> jax.Array:
   """s (..., K) in [0, 1] -> s_k' = m (s_k / m) ** gamma with m = max_k s_k: the sampler's
@@ -395,6 +436,7 @@ def drop_mask(rng: jax.Array, batch: int, p_uncond: float) -> jax.Array:
 # Loss (eq. 3) and metrics
 # ----------------------------------------------------------------------------------------
 
+
 def dominant_target(s: jax.Array, tol: float = 1e-4) -> jax.Array:
   """(B, K) intensities -> (B, K) CE target: 1/n on the n emotions tied for the max."""
   s = s.astype(jnp.float32)
@@ -402,8 +444,9 @@ def dominant_target(s: jax.Array, tol: float = 1e-4) -> jax.Array:
   return top / jnp.sum(top, axis=-1, keepdims=True)
 
 
-def eib_loss(logits: jax.Array, s: jax.Array, ce_weight: float = 1.0,
-             weights: jax.Array | None = None) -> tuple[jax.Array, dict]:
+def eib_loss(
+  logits: jax.Array, s: jax.Array, ce_weight: float = 1.0, weights: jax.Array | None = None
+) -> tuple[jax.Array, dict]:
   """L_EIB (eq. 3) averaged over the batch: sum_k (sigmoid(logits) - s)^2 + ce_weight * CE.
 
   logits, s: (B, K); weights: optional (B,) per-example weights (e.g. a padding mask).
@@ -426,8 +469,16 @@ def eib_loss(logits: jax.Array, s: jax.Array, ce_weight: float = 1.0,
 # Canonical words for the monotonicity check ("slightly X" < "X" < "extremely X").
 # Neutral uses the word "neutral" itself: FED grades neutral words like any other
 # emotion ("slightly neutral" 0.3, "neutral" 0.7, "extremely neutral" 0.95).
-MONOTONIC_WORDS = ("neutral", "angry", "contemptuous", "disgusted", "fearful", "happy", "sad",
-                   "surprised")
+MONOTONIC_WORDS = (
+  "neutral",
+  "angry",
+  "contemptuous",
+  "disgusted",
+  "fearful",
+  "happy",
+  "sad",
+  "surprised",
+)
 MONOTONIC_FRAMES = ("{}", "she looks {}", "make him {}", "a {} expression")
 MONOTONIC_DEGREES = ("slightly", "", "extremely")
 
@@ -452,19 +503,26 @@ def monotonicity_report(prompts: list[tuple[int, str, int, str]], s_hat: np.ndar
   'values': {name: {frame: [3 floats]}}}."""
   vals: dict = {}
   for (k, frame, j, _), row in zip(prompts, np.asarray(s_hat)):
-    vals.setdefault(EMOTIONS[k], {}).setdefault(frame, [None] * len(MONOTONIC_DEGREES))[j] = \
-        round(float(row[k]), 4)
-  ok = {name: {f: all(v[i] < v[i + 1] for i in range(len(v) - 1)) for f, v in frames.items()}
-        for name, frames in vals.items()}
+    vals.setdefault(EMOTIONS[k], {}).setdefault(frame, [None] * len(MONOTONIC_DEGREES))[j] = round(
+      float(row[k]), 4
+    )
+  ok = {
+    name: {f: all(v[i] < v[i + 1] for i in range(len(v) - 1)) for f, v in frames.items()}
+    for name, frames in vals.items()
+  }
   flat = [x for per in ok.values() for x in per.values()]
-  return {"all": all(flat), "fraction": float(np.mean(flat)),
-          "per_emotion": {name: all(per.values()) for name, per in ok.items()},
-          "values": vals}
+  return {
+    "all": all(flat),
+    "fraction": float(np.mean(flat)),
+    "per_emotion": {name: all(per.values()) for name, per in ok.items()},
+    "values": vals,
+  }
 
 
 # ----------------------------------------------------------------------------------------
 # Loading a trained EIB folder (what `emotalker eib-train` writes: ``checkpoints.eib``)
 # ----------------------------------------------------------------------------------------
+
 
 def unbox(tree) -> dict:
   """Params without logical-partitioning boxes, as plain nested dicts."""
@@ -482,6 +540,7 @@ NO_CONTENT_THRESHOLD = 0.5
 @dataclasses.dataclass
 class LoadedEIB:
   """A trained EIB folder: module, params, config, text encoder, and jitted prediction."""
+
   module: EmotionIntensityBlock
   params: Any
   config: Any
@@ -498,25 +557,28 @@ class LoadedEIB:
       def fn(enc_params, params, ids, mask):
         out = enc_module.apply({"params": enc_params}, ids, mask)
         hidden = out[0] if isinstance(out, tuple) else out
-        logits = module.apply({"params": params}, hidden, mask,
-                              method=EmotionIntensityBlock.logits_from_hidden)
+        logits = module.apply(
+          {"params": params}, hidden, mask, method=EmotionIntensityBlock.logits_from_hidden
+        )
         return jax.nn.sigmoid(logits)
+
       self._fn = jax.jit(fn)
     prompts = list(prompts)
     out = np.zeros((len(prompts), NUM_EMOTIONS), np.float32)
     trunc = np.zeros((len(prompts),), bool)
     bs = 64
     for i in range(0, len(prompts), bs):
-      chunk = prompts[i:i + bs]
+      chunk = prompts[i : i + bs]
       tok = self.encoder.tokenize(chunk)
       b = max(8, 1 << (len(chunk) - 1).bit_length())
       ids = np.full((b, self.encoder.max_length), self.encoder.pad_id, np.int32)
       mask = np.zeros((b, self.encoder.max_length), np.int32)
-      ids[:len(chunk)], mask[:len(chunk)] = tok["input_ids"], tok["attention_mask"]
-      mask[len(chunk):, 0] = 1
-      out[i:i + len(chunk)] = np.asarray(self._fn(self.encoder.params, self.params, ids, mask))[
-          :len(chunk)]
-      trunc[i:i + len(chunk)] = tok["truncated"]
+      ids[: len(chunk)], mask[: len(chunk)] = tok["input_ids"], tok["attention_mask"]
+      mask[len(chunk) :, 0] = 1
+      out[i : i + len(chunk)] = np.asarray(self._fn(self.encoder.params, self.params, ids, mask))[
+        : len(chunk)
+      ]
+      trunc[i : i + len(chunk)] = tok["truncated"]
     return out, trunc
 
 
@@ -530,9 +592,14 @@ def load_eib(path: str, encoder=None) -> LoadedEIB:
   if encoder is None:
     text_path = info.get("text_path") or None
     if text_path and not os.path.isdir(text_path):
-      warnings.warn(f"text encoder folder {text_path} recorded in {path}/eib.json is gone; "
-                    "using config.text.path")
+      warnings.warn(
+        f"text encoder folder {text_path} recorded in {path}/eib.json is gone; "
+        "using config.text.path"
+      )
       text_path = config.text.path or None
-    encoder = load_text_encoder(text_path, info.get("text_kind") or config.text.encoder,
-                                int(info.get("max_length", config.text.max_length)))
+    encoder = load_text_encoder(
+      text_path,
+      info.get("text_kind") or config.text.encoder,
+      int(info.get("max_length", config.text.max_length)),
+    )
   return LoadedEIB(module, params, config, info, encoder, path)

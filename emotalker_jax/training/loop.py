@@ -10,6 +10,7 @@ metrics, signals.
 - metrics go to DIR/metrics.jsonl and TensorBoard event files (tensorboardX, no TF);
 - ``--profile`` writes a jax.profiler trace of a few steps to DIR/profile.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,8 +32,13 @@ from emotalker_jax.models.autoencoder import build_autoencoder
 from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
 from emotalker_jax.models.text_encoder import load_text_encoder
 from emotalker_jax.training import state as state_lib
-from emotalker_jax.training.step import (TOKEN_KEYS, batch_keys, batch_spec,
-                                         jit_train_step, make_train_step)
+from emotalker_jax.training.step import (
+  TOKEN_KEYS,
+  batch_keys,
+  batch_spec,
+  jit_train_step,
+  make_train_step,
+)
 from tqdm import tqdm
 from tensorboardX import SummaryWriter
 from input_pipeline.pipeline import make_train_loader
@@ -41,215 +47,245 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN/Inf loss; the message names the step."""
+  """Training produced a NaN/Inf loss; the message names the step."""
 
 
 @dataclasses.dataclass
 class Trainer:
-    """Everything a train step needs, built once from a config (see ``build_trainer``)."""
-    config: Any
-    mesh: Any
-    rules: Any
-    model: EmoTalker
-    vae: Any
-    text: Any                 # models.text_encoder.TextEncoder (frozen)
-    schedule: sched.Schedule
-    state: state_lib.TrainState
-    state_shardings: Any
-    frozen: dict
-    frozen_shardings: Any
-    step_fn: Any
+  """Everything a train step needs, built once from a config (see ``build_trainer``)."""
 
-    def device_batch(self, host_batch: dict) -> dict:
-        """Pipeline batch (numpy, with 'prompt' strings) -> sharded arrays of ``batch_keys(config)``."""
-        tok = self.text.tokenize([str(p) for p in np.asarray(host_batch["prompt"]).reshape(-1)])
-        batch = {k: np.asarray(host_batch[k], np.float32) for k in batch_keys(self.config)
-                 if k not in TOKEN_KEYS}
-        batch["input_ids"] = tok["input_ids"]
-        batch["attention_mask"] = tok["attention_mask"]
-        return parallel.shard_batch(batch, self.mesh)
+  config: Any
+  mesh: Any
+  rules: Any
+  model: EmoTalker
+  vae: Any
+  text: Any  # models.text_encoder.TextEncoder (frozen)
+  schedule: sched.Schedule
+  state: state_lib.TrainState
+  state_shardings: Any
+  frozen: dict
+  frozen_shardings: Any
+  step_fn: Any
 
-    def step(self, batch: dict):
-        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-            self.state, metrics = self.step_fn(self.state, self.frozen, batch)
-        return metrics
+  def device_batch(self, host_batch: dict) -> dict:
+    """Pipeline batch (numpy, with 'prompt' strings) -> sharded arrays of ``batch_keys(config)``."""
+    tok = self.text.tokenize([str(p) for p in np.asarray(host_batch["prompt"]).reshape(-1)])
+    batch = {
+      k: np.asarray(host_batch[k], np.float32)
+      for k in batch_keys(self.config)
+      if k not in TOKEN_KEYS
+    }
+    batch["input_ids"] = tok["input_ids"]
+    batch["attention_mask"] = tok["attention_mask"]
+    return parallel.shard_batch(batch, self.mesh)
+
+  def step(self, batch: dict):
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      self.state, metrics = self.step_fn(self.state, self.frozen, batch)
+    return metrics
 
 
 def with_pretrained_eib(state, shardings, path: str):
-    """Replaces the EIB params (and their EMA) by those of an `emotalker eib-train` folder
-    (its intensity head is trained on FED; the generator then fine-tunes everything)."""
-    eib = checkpoints.restore_eib_params(path)
-    want = jax.tree.map(lambda x: x.shape, state.params["eib"])
-    got = jax.tree.map(lambda x: tuple(x.shape), eib)
-    if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
-        raise ValueError(f"EIB in {path} does not fit this config's EIB (context_dim, "
-                         "eib.hidden, eib.num_text_tokens must match the eib-train config)")
-    eib = jax.device_put(eib, shardings.params["eib"])
-    params = {**state.params, "eib": eib}
-    ema = {**state.ema_params, "eib": jax.tree.map(lambda x: x.copy(), eib)}
-    log.info("EIB initialised from %s", path)
-    return state.replace(params=params, ema_params=ema)
+  """Replaces the EIB params (and their EMA) by those of an `emotalker eib-train` folder
+  (its intensity head is trained on FED; the generator then fine-tunes everything)."""
+  eib = checkpoints.restore_eib_params(path)
+  want = jax.tree.map(lambda x: x.shape, state.params["eib"])
+  got = jax.tree.map(lambda x: tuple(x.shape), eib)
+  if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
+    raise ValueError(
+      f"EIB in {path} does not fit this config's EIB (context_dim, "
+      "eib.hidden, eib.num_text_tokens must match the eib-train config)"
+    )
+  eib = jax.device_put(eib, shardings.params["eib"])
+  params = {**state.params, "eib": eib}
+  ema = {**state.ema_params, "eib": jax.tree.map(lambda x: x.copy(), eib)}
+  log.info("EIB initialised from %s", path)
+  return state.replace(params=params, ema_params=ema)
 
 
-def build_trainer(config, mesh=None, rng: jax.Array | None = None, text=None,
-                  vae_params=None) -> Trainer:
-    """Model, frozen parts, sharded state and the jitted step for ``config``."""
-    mesh = mesh if mesh is not None else parallel.create_mesh(config.mesh)
-    rules = parallel.rules_from_config(config)
-    rng = jax.random.key(int(config.seed)) if rng is None else rng
-    r_init, r_vae = jax.random.split(rng)
-    if text is None:
-        text = load_text_encoder(config.text.path or None, kind=config.text.encoder,
-                                 max_length=int(config.text.max_length))
-    model = EmoTalker(config)
-    vae = build_autoencoder(config)
-    if vae_params is None:
-        vae_params = checkpoints.load_frozen_autoencoder(config, vae, r_vae)
-    tx = state_lib.make_optimizer(config.train)
-    init = state_lib.init_state_fn(lambda r: init_emotalker(model, r, text.hidden_size), tx)
-    state, state_shardings = state_lib.create_sharded_state(init, r_init, mesh, rules)
-    if config.train.eib_checkpoint:
-        state = with_pretrained_eib(state, state_shardings, config.train.eib_checkpoint)
-    frozen = {"vae": vae_params, "text": text.params}
-    frozen_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), frozen)
-    frozen = jax.device_put(frozen, frozen_shardings)
-    schedule = sched.from_config(config.diffusion)
-    step = make_train_step(model, vae, text.module, schedule, config)
-    batch_shardings = {k: parallel.batch_sharding(mesh, len(v.shape))
-                       for k, v in batch_spec(config).items()}
-    step_fn = jit_train_step(step, state_shardings, frozen_shardings, batch_shardings)
-    return Trainer(config, mesh, rules, model, vae, text, schedule, state, state_shardings,
-                   frozen, frozen_shardings, step_fn)
+def build_trainer(
+  config, mesh=None, rng: jax.Array | None = None, text=None, vae_params=None
+) -> Trainer:
+  """Model, frozen parts, sharded state and the jitted step for ``config``."""
+  mesh = mesh if mesh is not None else parallel.create_mesh(config.mesh)
+  rules = parallel.rules_from_config(config)
+  rng = jax.random.key(int(config.seed)) if rng is None else rng
+  r_init, r_vae = jax.random.split(rng)
+  if text is None:
+    text = load_text_encoder(
+      config.text.path or None, kind=config.text.encoder, max_length=int(config.text.max_length)
+    )
+  model = EmoTalker(config)
+  vae = build_autoencoder(config)
+  if vae_params is None:
+    vae_params = checkpoints.load_frozen_autoencoder(config, vae, r_vae)
+  tx = state_lib.make_optimizer(config.train)
+  init = state_lib.init_state_fn(lambda r: init_emotalker(model, r, text.hidden_size), tx)
+  state, state_shardings = state_lib.create_sharded_state(init, r_init, mesh, rules)
+  if config.train.eib_checkpoint:
+    state = with_pretrained_eib(state, state_shardings, config.train.eib_checkpoint)
+  frozen = {"vae": vae_params, "text": text.params}
+  frozen_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), frozen)
+  frozen = jax.device_put(frozen, frozen_shardings)
+  schedule = sched.from_config(config.diffusion)
+  step = make_train_step(model, vae, text.module, schedule, config)
+  batch_shardings = {
+    k: parallel.batch_sharding(mesh, len(v.shape)) for k, v in batch_spec(config).items()
+  }
+  step_fn = jit_train_step(step, state_shardings, frozen_shardings, batch_shardings)
+  return Trainer(
+    config,
+    mesh,
+    rules,
+    model,
+    vae,
+    text,
+    schedule,
+    state,
+    state_shardings,
+    frozen,
+    frozen_shardings,
+    step_fn,
+  )
 
 
 # ---------------------------------------------------------------------------------------
 # Loop
 # ---------------------------------------------------------------------------------------
 class _Signals:
-    """Turns SIGTERM/SIGINT into a flag checked at step boundaries (save, then exit)."""
+  """Turns SIGTERM/SIGINT into a flag checked at step boundaries (save, then exit)."""
 
-    def __init__(self):
-        self.stop = None
-        self._old = {}
+  def __init__(self):
+    self.stop = None
+    self._old = {}
 
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. inside some test runners)
-                pass
-        return self
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread (e.g. inside some test runners)
+        pass
+    return self
 
-    def _handle(self, signum, frame):
-        del frame
-        self.stop = signal.Signals(signum).name
+  def _handle(self, signum, frame):
+    del frame
+    self.stop = signal.Signals(signum).name
 
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
 
 
 class MetricWriter:
-    """JSONL + TensorBoard (tensorboardX) scalars, written by process 0 only."""
+  """JSONL + TensorBoard (tensorboardX) scalars, written by process 0 only."""
 
-    def __init__(self, workdir: str):
-        self.active = jax.process_index() == 0
-        self._jsonl = self._tb = None
-        if self.active:
-            os.makedirs(workdir, exist_ok=True)
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+  def __init__(self, workdir: str):
+    self.active = jax.process_index() == 0
+    self._jsonl = self._tb = None
+    if self.active:
+      os.makedirs(workdir, exist_ok=True)
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-    def write(self, step: int, scalars: dict) -> None:
-        if not self.active:
-            return
-        row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-        self._jsonl.write(json.dumps(row) + "\n")
-        self._jsonl.flush()
-        for k, v in scalars.items():
-            self._tb.add_scalar(k, float(v), int(step))
+  def write(self, step: int, scalars: dict) -> None:
+    if not self.active:
+      return
+    row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    self._jsonl.write(json.dumps(row) + "\n")
+    self._jsonl.flush()
+    for k, v in scalars.items():
+      self._tb.add_scalar(k, float(v), int(step))
 
-    def close(self) -> None:
-        if self.active:
-            self._jsonl.close()
-            self._tb.close()
+  def close(self) -> None:
+    if self.active:
+      self._jsonl.close()
+      self._tb.close()
 
 
-def train(config, workdir: str, *, loader=None, trainer: Trainer | None = None,
-          max_steps: int | None = None, profile: bool = False, progress: bool = True) -> dict:
-    """Trains until ``config.train.steps`` (or ``max_steps`` more steps in this call).
+def train(
+  config,
+  workdir: str,
+  *,
+  loader=None,
+  trainer: Trainer | None = None,
+  max_steps: int | None = None,
+  profile: bool = False,
+  progress: bool = True,
+) -> dict:
+  """Trains until ``config.train.steps`` (or ``max_steps`` more steps in this call).
 
-    Returns {'step', 'stopped_by' ('done' | 'max_steps' | 'SIGTERM' | 'SIGINT'), 'last'
-    (the last logged metrics)}. Raises NonFiniteLossError on a NaN/Inf loss.
-    """
-    tc = config.train
-    trainer = trainer or build_trainer(config)
-    if loader is None:
-        loader = make_train_loader(config)
-    iterator: Iterator = iter(loader)
-    mngr = checkpoints.checkpoint_manager(workdir, config)
-    start = 0
-    if mngr.latest_step() is not None:
-        start = checkpoints.restore_checkpoint(mngr, trainer, iterator)
-        log.info("resumed from %s at step %d", workdir, start)
-    total = int(tc.steps)
-    end = total if max_steps is None else min(total, start + int(max_steps))
-    writer = MetricWriter(workdir)
-    stopped_by, last, pending = "done", {}, None
-    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not progress,
-               dynamic_ncols=True)
-    t0, n0 = time.perf_counter(), start
-    try:
-        with _Signals() as signals:
-            step = start
-            while step < end:
-                batch = trainer.device_batch(next(iterator))
-                if profile and step == start + 2:
-                    jax.profiler.start_trace(os.path.join(workdir, "profile"))
-                metrics = trainer.step(batch)
-                if profile and step == start + 5:
-                    jax.profiler.stop_trace()
-                if pending is not None:  # check the previous step: no sync on this one
-                    _check_finite(*pending)
-                pending = (step, metrics)
-                step += 1
-                bar.update(1)
-                if step % int(tc.log_every) == 0 or step == end:
-                    _check_finite(*pending)
-                    last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                    dt = time.perf_counter() - t0
-                    last["steps_per_s"] = (step - n0) / max(dt, 1e-9)
-                    t0, n0 = time.perf_counter(), step
-                    writer.write(step, last)
-                    bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
-                if step % int(tc.ckpt_every) == 0 or step == total:
-                    checkpoints.save_checkpoint(mngr, trainer, iterator)
-                if signals.stop:
-                    stopped_by = signals.stop
-                    checkpoints.save_checkpoint(mngr, trainer, iterator, force=True)
-                    log.warning("%s received: checkpoint saved at step %d", signals.stop, step)
-                    break
-            if pending is not None:
-                _check_finite(*pending)
-            if stopped_by == "done" and step < total:
-                stopped_by = "max_steps"
-                checkpoints.save_checkpoint(mngr, trainer, iterator, force=True)
-    finally:
-        bar.close()
-        mngr.wait_until_finished()
-        mngr.close()
-        writer.close()
-    return {"step": int(jax.device_get(trainer.state.step)), "stopped_by": stopped_by,
-            "last": last}
+  Returns {'step', 'stopped_by' ('done' | 'max_steps' | 'SIGTERM' | 'SIGINT'), 'last'
+  (the last logged metrics)}. Raises NonFiniteLossError on a NaN/Inf loss.
+  """
+  tc = config.train
+  trainer = trainer or build_trainer(config)
+  if loader is None:
+    loader = make_train_loader(config)
+  iterator: Iterator = iter(loader)
+  mngr = checkpoints.checkpoint_manager(workdir, config)
+  start = 0
+  if mngr.latest_step() is not None:
+    start = checkpoints.restore_checkpoint(mngr, trainer, iterator)
+    log.info("resumed from %s at step %d", workdir, start)
+  total = int(tc.steps)
+  end = total if max_steps is None else min(total, start + int(max_steps))
+  writer = MetricWriter(workdir)
+  stopped_by, last, pending = "done", {}, None
+  bar = tqdm(
+    total=total, initial=start, desc="train", unit="step", disable=not progress, dynamic_ncols=True
+  )
+  t0, n0 = time.perf_counter(), start
+  try:
+    with _Signals() as signals:
+      step = start
+      while step < end:
+        batch = trainer.device_batch(next(iterator))
+        if profile and step == start + 2:
+          jax.profiler.start_trace(os.path.join(workdir, "profile"))
+        metrics = trainer.step(batch)
+        if profile and step == start + 5:
+          jax.profiler.stop_trace()
+        if pending is not None:  # check the previous step: no sync on this one
+          _check_finite(*pending)
+        pending = (step, metrics)
+        step += 1
+        bar.update(1)
+        if step % int(tc.log_every) == 0 or step == end:
+          _check_finite(*pending)
+          last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          dt = time.perf_counter() - t0
+          last["steps_per_s"] = (step - n0) / max(dt, 1e-9)
+          t0, n0 = time.perf_counter(), step
+          writer.write(step, last)
+          bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
+        if step % int(tc.ckpt_every) == 0 or step == total:
+          checkpoints.save_checkpoint(mngr, trainer, iterator)
+        if signals.stop:
+          stopped_by = signals.stop
+          checkpoints.save_checkpoint(mngr, trainer, iterator, force=True)
+          log.warning("%s received: checkpoint saved at step %d", signals.stop, step)
+          break
+      if pending is not None:
+        _check_finite(*pending)
+      if stopped_by == "done" and step < total:
+        stopped_by = "max_steps"
+        checkpoints.save_checkpoint(mngr, trainer, iterator, force=True)
+  finally:
+    bar.close()
+    mngr.wait_until_finished()
+    mngr.close()
+    writer.close()
+  return {"step": int(jax.device_get(trainer.state.step)), "stopped_by": stopped_by, "last": last}
 
 
 def _check_finite(step: int, metrics: dict) -> None:
-    loss = float(jax.device_get(metrics["loss"]))
-    if not math.isfinite(loss):
-        raise NonFiniteLossError(
-            f"loss is {loss} at step {step} (0-based; the batch of that step or a too large "
-            "learning rate is the cause): training stopped, the last checkpoint is intact; "
-            "lower --config.train.lr or check the data")
+  loss = float(jax.device_get(metrics["loss"]))
+  if not math.isfinite(loss):
+    raise NonFiniteLossError(
+      f"loss is {loss} at step {step} (0-based; the batch of that step or a too large "
+      "learning rate is the cause): training stopped, the last checkpoint is intact; "
+      "lower --config.train.lr or check the data"
+    )
 
 
 __all__ = ["Trainer", "build_trainer", "train", "NonFiniteLossError", "MetricWriter"]

@@ -16,6 +16,7 @@ Public API:
   mouth_opening(rms) -> (T,) float32 in [0, 1] (the benchmark's mouth-opening label)
   viseme_tracks(track, num_frames) -> (width (T,), rounding (T,)) in [-1, 1] / [0, 1]
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,11 +30,10 @@ SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 # Vowels: formants F1..F3 (Hz, adult averages after Peterson & Barney), and the viseme they
 # show: mouth width (-1 rounded/narrow .. +1 spread/wide) and rounding (0 .. 1).
 VOWELS = ("a", "e", "i", "o", "u")
-FORMANTS_HZ = np.array([[730, 1090, 2440],
-                        [530, 1840, 2480],
-                        [270, 2290, 3010],
-                        [570, 840, 2410],
-                        [300, 870, 2240]], np.float32)
+FORMANTS_HZ = np.array(
+  [[730, 1090, 2440], [530, 1840, 2480], [270, 2290, 3010], [570, 840, 2410], [300, 870, 2240]],
+  np.float32,
+)
 FORMANT_BANDWIDTH_HZ = np.array([90.0, 110.0, 170.0], np.float32)
 VISEME_WIDTH = np.array([0.1, 0.5, 1.0, -0.6, -1.0], np.float32)
 VISEME_ROUND = np.array([0.3, 0.0, 0.0, 0.8, 1.0], np.float32)
@@ -55,6 +55,7 @@ class SpeechTrack:
   vowels: (N,) int32 index into VOWELS per syllable.
   loudness: (N,) float32 syllable peak gain in [0.55, 1].
   """
+
   audio: np.ndarray
   onsets: np.ndarray
   durations: np.ndarray
@@ -129,23 +130,25 @@ def synth_speech(num_frames: int, rng: np.random.Generator, f0: float = 140.0) -
     amp = np.zeros(nh, np.float32)
     for fi, bw in zip(FORMANTS_HZ[vowels[k]], FORMANT_BANDWIDTH_HZ):
       amp += 1.0 / (1.0 + ((fk - fi) / bw) ** 2)
-    amp *= harm ** -0.6  # glottal spectral tilt
+    amp *= harm**-0.6  # glottal spectral tilt
     grid = np.arange(_TABLE, dtype=np.float32) / _TABLE
-    table = (amp[None, :] * np.sin(2 * np.pi * grid[:, None] * harm[None, :]
-                                   + rng.uniform(0, 2 * np.pi, nh)[None, :])).sum(-1)
+    table = (
+      amp[None, :]
+      * np.sin(2 * np.pi * grid[:, None] * harm[None, :] + rng.uniform(0, 2 * np.pi, nh)[None, :])
+    ).sum(-1)
     pos = (cycles % 1.0) * _TABLE
     i0 = pos.astype(np.int64)
     frac = (pos - i0).astype(np.float32)
     table = np.append(table, table[0]).astype(np.float32)
     voiced = table[i0] * (1 - frac) + table[i0 + 1] * frac
-    voiced /= np.sqrt(np.mean(voiced ** 2)) + 1e-8
+    voiced /= np.sqrt(np.mean(voiced**2)) + 1e-8
     sig = voiced * _envelope(n, float(rng.uniform(0.2, 0.4)))
     if consonant[k]:
       # Fricative/plosive onset: a short first-difference (high-passed) noise burst.
       nb = min(n, int(SAMPLE_RATE * rng.uniform(0.02, 0.05)))
       noise = np.diff(rng.standard_normal(nb + 1)).astype(np.float32) / np.sqrt(2)
       sig[:nb] = 0.5 * noise * _envelope(nb, 0.3) + sig[:nb]
-    audio[s0:s0 + n] += (SYLLABLE_RMS * np.sqrt(2) * loud[k]) * sig
+    audio[s0 : s0 + n] += (SYLLABLE_RMS * np.sqrt(2) * loud[k]) * sig
   return SpeechTrack(audio=audio, onsets=onsets, durations=durs, vowels=vowels, loudness=loud)
 
 
@@ -153,7 +156,7 @@ def frame_rms(audio: np.ndarray, samples_per_frame: int = SAMPLES_PER_FRAME) -> 
   """RMS of each frame's window: audio (T*640,) -> (T,) float32 (frame t: samples 640t..640t+639)."""
   audio = np.asarray(audio, np.float32)
   t = audio.shape[-1] // samples_per_frame
-  x = audio[..., :t * samples_per_frame].reshape(*audio.shape[:-1], t, samples_per_frame)
+  x = audio[..., : t * samples_per_frame].reshape(*audio.shape[:-1], t, samples_per_frame)
   return np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=-1)).astype(np.float32)
 
 

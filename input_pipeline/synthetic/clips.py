@@ -9,6 +9,7 @@ Each identity gets the same clip plan (``clip_plan``):
 Every clip has its own speech track and head motion; everything is deterministic in
 (seed, identity_id, clip_index).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +21,7 @@ from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
 from input_pipeline.synthetic import audio as audio_lib
 from input_pipeline.synthetic import face_model, renderer
 
-LEVELS = (1.0 / 3.0, 2.0 / 3.0, 1.0)          # MEAD levels 1/2/3
+LEVELS = (1.0 / 3.0, 2.0 / 3.0, 1.0)  # MEAD levels 1/2/3
 MIXTURE_LEVELS = (0.5, 2.0 / 3.0, 1.0)
 _PAIRS = tuple(itertools.combinations(range(1, NUM_EMOTIONS), 2))  # 21 pairs, no neutral
 CLIP_ID_STRIDE = 1000  # clip_id = identity_id * CLIP_ID_STRIDE + clip_index
@@ -35,6 +36,7 @@ BLINK_PROFILE = np.array([0.5, 1.0, 1.0, 0.6, 0.2], np.float32)
 @dataclasses.dataclass(frozen=True)
 class ClipSpec:
   """One clip of one identity. emotion: (8,) float32 intensities in MEAD order."""
+
   identity_id: int
   clip_index: int
   emotion: np.ndarray
@@ -45,9 +47,13 @@ class ClipSpec:
     return self.identity_id * CLIP_ID_STRIDE + self.clip_index
 
 
-def clip_plan(identity_id: int, seed: int = 0, num_neutral: int = 3,
-              num_mixtures: int = 7,
-              mixture_levels: tuple[float, ...] = MIXTURE_LEVELS) -> list[ClipSpec]:
+def clip_plan(
+  identity_id: int,
+  seed: int = 0,
+  num_neutral: int = 3,
+  num_mixtures: int = 7,
+  mixture_levels: tuple[float, ...] = MIXTURE_LEVELS,
+) -> list[ClipSpec]:
   """The clips of one identity: neutral clips, 7 emotions x 3 levels, then mixtures whose
   two intensities are drawn from ``mixture_levels``."""
   if num_neutral < 1:
@@ -90,8 +96,9 @@ def _smooth_walk(rng: np.random.Generator, num_frames: int, dims: int) -> np.nda
   return (x / w.sum(0)[None]).astype(np.float32)
 
 
-def make_motion(rng: np.random.Generator, num_frames: int,
-                speech: audio_lib.SpeechTrack) -> tuple[face_model.Motion, np.ndarray]:
+def make_motion(
+  rng: np.random.Generator, num_frames: int, speech: audio_lib.SpeechTrack
+) -> tuple[face_model.Motion, np.ndarray]:
   """Per-frame motion for a clip. Returns (Motion, mouth_open (T,) float32 in [0, 1])."""
   rms = audio_lib.frame_rms(speech.audio)
   mouth_open = audio_lib.mouth_opening(rms)
@@ -101,16 +108,23 @@ def make_motion(rng: np.random.Generator, num_frames: int,
   t = float(rng.exponential(1.0 / BLINK_RATE_HZ)) * audio_lib.FPS
   while t < num_frames:
     i = int(t)
-    blink[i:i + len(BLINK_PROFILE)] = np.maximum(blink[i:i + len(BLINK_PROFILE)], BLINK_PROFILE)
+    blink[i : i + len(BLINK_PROFILE)] = np.maximum(blink[i : i + len(BLINK_PROFILE)], BLINK_PROFILE)
     t += (1.0 + float(rng.exponential(1.0 / BLINK_RATE_HZ))) * audio_lib.FPS
   gaze = 0.6 * _smooth_walk(rng, num_frames, 2)
-  motion = face_model.Motion(mouth_open=mouth_open, viseme_width=vw, viseme_round=vr,
-                           pose=pose, blink=blink[:num_frames], gaze=gaze)
+  motion = face_model.Motion(
+    mouth_open=mouth_open,
+    viseme_width=vw,
+    viseme_round=vr,
+    pose=pose,
+    blink=blink[:num_frames],
+    gaze=gaze,
+  )
   return motion, mouth_open
 
 
-def render_clip(spec: ClipSpec, identity_params: np.ndarray, image_size: int,
-                num_frames: int, seed: int = 0) -> dict:
+def render_clip(
+  spec: ClipSpec, identity_params: np.ndarray, image_size: int, num_frames: int, seed: int = 0
+) -> dict:
   """Renders one clip.
 
   Returns a dict of numpy arrays (the TFDS record):
@@ -127,16 +141,16 @@ def render_clip(spec: ClipSpec, identity_params: np.ndarray, image_size: int,
   controls = face_model.expression_controls(spec.emotion)
   out = renderer.render(ig, controls, motion, image_size)
   return {
-      "frames": out["frames"],
-      "face_mask": out["face_mask"],
-      "landmarks": out["landmarks"],
-      "mouth_open": mouth_open.astype(np.float32),
-      "audio": speech.audio.astype(np.float32),
-      "emotion": spec.emotion.astype(np.float32),
-      "identity": int(spec.identity_id),
-      "identity_params": np.asarray(identity_params, np.float32),
-      "clip_id": int(spec.clip_id),
-      "is_neutral_reference": bool(spec.is_neutral_reference),
+    "frames": out["frames"],
+    "face_mask": out["face_mask"],
+    "landmarks": out["landmarks"],
+    "mouth_open": mouth_open.astype(np.float32),
+    "audio": speech.audio.astype(np.float32),
+    "emotion": spec.emotion.astype(np.float32),
+    "identity": int(spec.identity_id),
+    "identity_params": np.asarray(identity_params, np.float32),
+    "clip_id": int(spec.clip_id),
+    "is_neutral_reference": bool(spec.is_neutral_reference),
   }
 
 

@@ -16,15 +16,21 @@ leak them). ``lower_face_mask`` derives DiffTalk's lower-half mask from it.
 
 docs/SYNTHETIC.md documents every parameter and the expression map.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from input_pipeline.synthetic.face_model import (NUM_CONTROLS, IdentityGeometry, Motion,
-                                                 face_geometry, identity_geometry)
+from input_pipeline.synthetic.face_model import (
+  NUM_CONTROLS,
+  IdentityGeometry,
+  Motion,
+  face_geometry,
+  identity_geometry,
+)
 
 FACE_CENTRE = (0.0, 0.06)  # image units; the face ellipse centre at rest pose
-FACE_ZOOM = 1.12           # image units per face unit
+FACE_ZOOM = 1.12  # image units per face unit
 NUM_LANDMARKS = 68  # iBUG 300-W / dlib layout (see docs/SYNTHETIC.md)
 
 
@@ -70,7 +76,7 @@ class _Canvas:
     self.ty = pose[:, 1] + FACE_CENTRE[1]
     self.cos = np.cos(pose[:, 2]).astype(np.float32)
     self.sin = np.sin(pose[:, 2]).astype(np.float32)
-    u = ((np.arange(size, dtype=np.float32) + 0.5) * (2.0 / size) - 1.0)
+    u = (np.arange(size, dtype=np.float32) + 0.5) * (2.0 / size) - 1.0
     ux = u[None, None, :] - _t(self.tx)
     uy = u[None, :, None] - _t(self.ty)
     c, s = _t(self.cos), _t(self.sin)
@@ -140,8 +146,7 @@ def _mouth_contour_points(g, center_y, p, ts):
   x = xl[:, None] + (xr - xl)[:, None] * ts
   b = 4.0 * ts * (1.0 - ts)
   shp = b ** p[:, None]
-  y = yl[:, None] + (yr - yl)[:, None] * ts \
-      + (center_y - 0.5 * (yl + yr))[:, None] * shp
+  y = yl[:, None] + (yr - yl)[:, None] * ts + (center_y - 0.5 * (yl + yr))[:, None] * shp
   return x, y
 
 
@@ -179,8 +184,9 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
 
   # Background: vertical gradient in image coordinates (does not move with the head).
   ramp = np.linspace(0.0, 1.0, image_size, dtype=np.float32)[None, None, :, None]
-  cv.img[:] = ig.bg_top[:, None, None, None] + \
-      (ig.bg_bottom - ig.bg_top)[:, None, None, None] * ramp
+  cv.img[:] = (
+    ig.bg_top[:, None, None, None] + (ig.bg_bottom - ig.bg_top)[:, None, None, None] * ramp
+  )
 
   # Hair behind the head.
   vol = ig.hair_volume
@@ -228,9 +234,14 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
   ch = _cov(_ellipse_sd(np.abs(X - _t(g["mouth_x"]) * 0.5), Y, cx, cy, 0.085, 0.06), ppu)
   cheek_col = np.clip(skin * np.array([1.08, 0.92, 0.92]) + 0.05, 0, 1)
   cv.paint(sl, ch * ca, cheek_col)
-  fold = _cov(np.abs(_ellipse_sd(np.abs(X - _t(g["mouth_x"]) * 0.5), Y, cx, cy, 0.085,
-                                 0.06)) - 0.5 * lw, ppu) * (Y > cy + 0.02) \
-      * _t(np.clip(g["cheek_alpha"] - 0.1, 0, 1))
+  fold = (
+    _cov(
+      np.abs(_ellipse_sd(np.abs(X - _t(g["mouth_x"]) * 0.5), Y, cx, cy, 0.085, 0.06)) - 0.5 * lw,
+      ppu,
+    )
+    * (Y > cy + 0.02)
+    * _t(np.clip(g["cheek_alpha"] - 0.1, 0, 1))
+  )
   cv.paint(sl, fold, skin * 0.62)
 
   # Forehead lines (AU1+2), above the brows; shorter (central) when the brows are drawn in.
@@ -239,15 +250,17 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
   byi_mean = 0.5 * (g["brow_yi"] + g["brow_yo"])
   sl, X, Y = cv.window(-0.3, -bt, 0.3, 0.0)
   for k, off in enumerate((0.075, 0.13)):
-    yc = _t(byi_mean - off) + 0.5 * X ** 2
+    yc = _t(byi_mean - off) + 0.5 * X**2
     d = np.maximum(np.abs(Y - yc) - 0.5 * lw, np.abs(X) - (_t(g["forehead_half_len"]) - 0.04 * k))
     cv.paint(sl, _cov(d, ppu) * fa, dark)
 
   # Glabellar lines (AU4): short vertical lines between the brows.
   sl, X, Y = cv.window(-0.1, -0.4, 0.1, 0.0)
   by_in = _t(g["brow_yi"])
-  d = np.maximum(np.abs(np.abs(X - _t(g["eye_cx_shift"])) - 0.022) - 0.5 * lw,
-                 np.abs(Y - (by_in + 0.005)) - 0.035)
+  d = np.maximum(
+    np.abs(np.abs(X - _t(g["eye_cx_shift"])) - 0.022) - 0.5 * lw,
+    np.abs(Y - (by_in + 0.005)) - 0.035,
+  )
   cv.paint(sl, _cov(d, ppu) * _t(g["glabella_alpha"]), dark)
 
   # Nose: bridge shading, tip, nostrils; AU9 wrinkle lines across the bridge.
@@ -255,20 +268,26 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
   tip = _t(g["nose_tip_y"])
   nw = _t(g["nostril_w"])
   sl, X, Y = cv.window(-0.2, ig.eye_y - 0.05, 0.2, g["nose_tip_y"] + 0.08)
-  bridge = _cov(_segment_sd(X, Y, nx + 0.035, _t(np.full(T, ig.eye_y + 0.02)), nx + 0.045,
-                            tip - 0.03, 0.5 * lw), ppu)
+  bridge = _cov(
+    _segment_sd(
+      X, Y, nx + 0.035, _t(np.full(T, ig.eye_y + 0.02)), nx + 0.045, tip - 0.03, 0.5 * lw
+    ),
+    ppu,
+  )
   cv.paint(sl, bridge * 0.45, skin * 0.7)
   tip_c = _cov(_ellipse_sd(X, Y, nx, tip - 0.005, 0.8 * nw, 0.035), ppu)
   cv.paint(sl, tip_c * 0.35, skin * 0.8)
   nost = _cov(_ellipse_sd(np.abs(X - nx), Y, 0.55 * nw, tip + 0.012, 0.022, 0.011), ppu)
   cv.paint(sl, nost * 0.85, skin * 0.35)
-  wing = _cov(np.abs(_ellipse_sd(np.abs(X - nx), Y, nw, tip, 0.03, 0.03)) - 0.4 * lw, ppu) \
-      * (Y > tip - 0.02)
+  wing = _cov(np.abs(_ellipse_sd(np.abs(X - nx), Y, nw, tip, 0.03, 0.03)) - 0.4 * lw, ppu) * (
+    Y > tip - 0.02
+  )
   cv.paint(sl, wing * 0.6, skin * 0.6)
   wa = _t(g["nose_wrinkle_alpha"])
   for off in (0.03, 0.065):
-    d = np.maximum(np.abs(Y - (ig.eye_y + off) - 0.3 * (X - nx) ** 2) - 0.5 * lw,
-                   np.abs(X - nx) - 0.055)
+    d = np.maximum(
+      np.abs(Y - (ig.eye_y + off) - 0.3 * (X - nx) ** 2) - 0.5 * lw, np.abs(X - nx) - 0.055
+    )
     cv.paint(sl, _cov(d, ppu) * wa, dark)
 
   # Eyes: sclera between the lids, iris, pupil, upper lash line; crow's feet (AU6).
@@ -291,15 +310,21 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
   cv.paint(sl, iris, ig.iris)
   pupil = _cov(np.sqrt((Xm - icx) ** 2 + (Y - icy) ** 2) - 0.45 * ir, ppu) * eye
   cv.paint(sl, pupil, np.array([0.05, 0.04, 0.04], np.float32))
-  lash = _cov(np.maximum(np.abs(Y - y_up + 0.3 * lw) - 0.6 * lw, np.abs(Xm - ex) - ew - 0.01),
-              ppu)
+  lash = _cov(np.maximum(np.abs(Y - y_up + 0.3 * lw) - 0.6 * lw, np.abs(Xm - ex) - ew - 0.01), ppu)
   cv.paint(sl, lash, np.array([0.08, 0.06, 0.06], np.float32))
   low = _cov(np.maximum(np.abs(Y - y_lo - 0.3 * lw) - 0.3 * lw, np.abs(Xm - ex) - ew), ppu)
   cv.paint(sl, low * 0.5, skin * 0.55)
   cf = _t(g["crowsfeet_alpha"])
   for dy in (-0.025, 0.0, 0.025):
-    d = _segment_sd(Xm, Y, ex + ew + 0.02, _t(np.full(T, ig.eye_y)) + dy * 0.4,
-                    ex + ew + 0.06, _t(np.full(T, ig.eye_y)) + dy * 1.6, 0.45 * lw)
+    d = _segment_sd(
+      Xm,
+      Y,
+      ex + ew + 0.02,
+      _t(np.full(T, ig.eye_y)) + dy * 0.4,
+      ex + ew + 0.06,
+      _t(np.full(T, ig.eye_y)) + dy * 1.6,
+      0.45 * lw,
+    )
     cv.paint(sl, _cov(d, ppu) * cf, dark)
 
   # Brows: thick bands along a quadratic centre line from the inner to the outer end.
@@ -312,7 +337,7 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
   # Slope-corrected vertical distance to the centre line; thickness tapers to the outer end.
   slope = (byo - byi) / (bxo - bxi) + arch * 4.0 * (2 * tb - 1) / (bxo - bxi)
   half = 0.5 * ig.brow_thick * (1.05 - 0.45 * np.clip(tb, 0, 1))
-  d_line = np.abs(Y - yc) / np.sqrt(1 + slope ** 2) - half
+  d_line = np.abs(Y - yc) / np.sqrt(1 + slope**2) - half
   d_ends = np.maximum(-tb, tb - 1.0) * (bxo - bxi)
   cv.paint(sl, _cov(np.maximum(d_line, d_ends), ppu), ig.brow)
 
@@ -327,8 +352,9 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
     y2 = _t(g["corner_y"][:, s_idx]) + 0.035
     x1 = 0.5 * (x0 + x2) + sgn * 0.02
     y1 = 0.5 * (y0 + y2)
-    d = np.minimum(_segment_sd(X, Y, x0, y0, x1, y1, 0.45 * lw),
-                   _segment_sd(X, Y, x1, y1, x2, y2, 0.45 * lw))
+    d = np.minimum(
+      _segment_sd(X, Y, x0, y0, x1, y1, 0.45 * lw), _segment_sd(X, Y, x1, y1, x2, y2, 0.45 * lw)
+    )
     cv.paint(sl, _cov(d, ppu) * fa, skin * 0.6)
   xr = mx + _t(g["corner_x"][:, 1])
   yr = _t(g["corner_y"][:, 1])
@@ -340,10 +366,12 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
   gap = max(0.012, 1.0 / ppu)
   yli_eff = np.maximum(g["lip_li"], g["lip_ui"] + gap)
   ylb = yli_eff + g["lip_th_l"]
-  sl, X, Y = cv.window(g["mouth_x"] - g["corner_x"][:, 0] - 0.02,
-                       np.minimum(g["lip_ut"], g["corner_y"].min(1)) - 0.03,
-                       g["mouth_x"] + g["corner_x"][:, 1] + 0.02,
-                       np.maximum(ylb, g["corner_y"].max(1)) + 0.1)
+  sl, X, Y = cv.window(
+    g["mouth_x"] - g["corner_x"][:, 0] - 0.02,
+    np.minimum(g["lip_ut"], g["corner_y"].min(1)) - 0.03,
+    g["mouth_x"] + g["corner_x"][:, 1] + 0.02,
+    np.maximum(ylb, g["corner_y"].max(1)) + 0.1,
+  )
   y_top, tpar = _mouth_contour(X, g, g["lip_ut"], 0.85 * p)
   y_bot, _ = _mouth_contour(X, g, ylb, 0.85 * p)
   lips = _cov(np.maximum(y_top - Y, Y - y_bot), ppu)
@@ -370,12 +398,17 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
   # Hair in front: the hair cap above the hairline (over the forehead).
   sl, X, Y = cv.window(-a - vol - 0.1, -bt - vol - 0.2, a + vol + 0.1, 0.1)
   cap = _cov(_ellipse_sd(X, Y, 0.0, -0.22, a + vol, 0.5 + vol), ppu)
-  hl_y = ig.hairline + 0.5 * (X - ig.hair_part) ** 2 - 0.05 * np.sign(X - ig.hair_part) \
-      * ig.hair_part
+  hl_y = (
+    ig.hairline + 0.5 * (X - ig.hair_part) ** 2 - 0.05 * np.sign(X - ig.hair_part) * ig.hair_part
+  )
   cap = cap * _cov(Y - hl_y, ppu)
   cv.paint(sl, cap, ig.hair)
-  part = _cov(_segment_sd(X, Y, ig.hair_part, -bt - vol, ig.hair_part, ig.hairline - 0.03,
-                          0.4 * lw), ppu) * cap
+  part = (
+    _cov(
+      _segment_sd(X, Y, ig.hair_part, -bt - vol, ig.hair_part, ig.hairline - 0.03, 0.4 * lw), ppu
+    )
+    * cap
+  )
   cv.paint(sl, part * 0.5, ig.hair * 0.6)
 
   frames = np.clip(np.rint(cv.img.transpose(1, 2, 3, 0) * 255.0), 0, 255).astype(np.uint8)
@@ -393,8 +426,12 @@ def _face_mask(cv: _Canvas, ig: IdentityGeometry) -> np.ndarray:
   top = ig.eye_y - ig.brow_gap - 0.30  # above the highest forehead line (full AU1+2)
   yb = np.where(cv.Y > 0, cv.Y / bmax, cv.Y / ig.face_b)
   taper = 1.0 - ig.jaw_taper * np.clip(yb, 0, 1) ** 2
-  d = np.maximum(_ellipse_sd(cv.X / taper, cv.Y, 0.0, 0.0, ig.face_a + 0.02,
-                             np.where(cv.Y > 0, bmax, ig.face_b)), top - cv.Y)
+  d = np.maximum(
+    _ellipse_sd(
+      cv.X / taper, cv.Y, 0.0, 0.0, ig.face_a + 0.02, np.where(cv.Y > 0, bmax, ig.face_b)
+    ),
+    top - cv.Y,
+  )
   return (d < 0).astype(np.uint8)
 
 
@@ -414,10 +451,12 @@ def lower_face_mask(face_mask_arr: np.ndarray, landmarks: np.ndarray) -> np.ndar
   ex = lm[:, 45] - lm[:, 36]
   ex = ex / (np.linalg.norm(ex, axis=-1, keepdims=True) + 1e-6)
   nrm = np.stack([-ex[:, 1], ex[:, 0]], -1)  # points down the face
-  yy, xx = np.meshgrid(np.arange(S_h, dtype=np.float32), np.arange(S_w, dtype=np.float32),
-                       indexing="ij")
-  side = (xx[None] - lm[:, 30, 0, None, None]) * nrm[:, 0, None, None] \
-      + (yy[None] - lm[:, 30, 1, None, None]) * nrm[:, 1, None, None]
+  yy, xx = np.meshgrid(
+    np.arange(S_h, dtype=np.float32), np.arange(S_w, dtype=np.float32), indexing="ij"
+  )
+  side = (xx[None] - lm[:, 30, 0, None, None]) * nrm[:, 0, None, None] + (
+    yy[None] - lm[:, 30, 1, None, None]
+  ) * nrm[:, 1, None, None]
   out = (m.astype(bool) & (side >= 0)).astype(np.uint8)
   return out[0] if single else out
 
@@ -434,14 +473,17 @@ def _landmarks(cv: _Canvas, ig: IdentityGeometry, g: dict, p: np.ndarray) -> np.
   sy = np.sin(psi)[None, :]
   y = np.where(sy > 0, sy * blow, sy * ig.face_b)
   yb = np.where(sy > 0, sy, 0.0)
-  taper = 1.0 - ig.jaw_taper * yb ** 2
+  taper = 1.0 - ig.jaw_taper * yb**2
   pts_x[:, 0:17] = -np.cos(psi)[None, :] * ig.face_a * taper
   pts_y[:, 0:17] = y
   # 17-21 image-left brow (outer -> inner), 22-26 image-right brow (inner -> outer).
   tb = np.linspace(0.0, 1.0, 5, dtype=np.float32)[None, :]
   bx = g["brow_xi"][:, None] + (g["brow_xo"] - g["brow_xi"])[:, None] * tb
-  byc = g["brow_yi"][:, None] + (g["brow_yo"] - g["brow_yi"])[:, None] * tb \
-      - g["brow_arch"][:, None] * 4 * tb * (1 - tb)
+  byc = (
+    g["brow_yi"][:, None]
+    + (g["brow_yo"] - g["brow_yi"])[:, None] * tb
+    - g["brow_arch"][:, None] * 4 * tb * (1 - tb)
+  )
   sh = g["eye_cx_shift"][:, None]
   pts_x[:, 17:22] = sh - bx[:, ::-1]
   pts_y[:, 17:22] = byc[:, ::-1]
@@ -450,12 +492,16 @@ def _landmarks(cv: _Canvas, ig: IdentityGeometry, g: dict, p: np.ndarray) -> np.
   # 27-30 nose bridge (top -> tip), 31-35 nostril base (left -> right).
   nx = g["nose_x"][:, None]
   pts_x[:, 27:31] = nx
-  pts_y[:, 27:31] = ig.eye_y + (g["nose_tip_y"][:, None] - ig.eye_y) * \
-      np.array([0.0, 1 / 3, 2 / 3, 1.0], np.float32)[None, :]
+  pts_y[:, 27:31] = (
+    ig.eye_y
+    + (g["nose_tip_y"][:, None] - ig.eye_y)
+    * np.array([0.0, 1 / 3, 2 / 3, 1.0], np.float32)[None, :]
+  )
   nw = g["nostril_w"][:, None]
   pts_x[:, 31:36] = nx + nw * np.array([-1.0, -0.5, 0.0, 0.5, 1.0], np.float32)[None, :]
-  pts_y[:, 31:36] = g["nose_tip_y"][:, None] + np.array([0.012, 0.022, 0.026, 0.022, 0.012],
-                                                       np.float32)[None, :]
+  pts_y[:, 31:36] = (
+    g["nose_tip_y"][:, None] + np.array([0.012, 0.022, 0.026, 0.022, 0.012], np.float32)[None, :]
+  )
   # 36-41 image-left eye, 42-47 image-right eye (iBUG order).
   ex, ew = ig.eye_x, g["eye_w"][:, None]
   hu, hl = g["eye_hu"][:, None], g["eye_hl"][:, None]
@@ -465,8 +511,10 @@ def _landmarks(cv: _Canvas, ig: IdentityGeometry, g: dict, p: np.ndarray) -> np.
     # order: x offsets in units of ew for [corner, upper, upper, corner, lower, lower]
     offs = np.array(order, np.float32)[None, :]
     xs = sh + sign * (ex + offs * ew)
-    ys = np.concatenate([np.zeros((T, 1)), -hu * k, -hu * k, np.zeros((T, 1)),
-                         hl * k, hl * k], 1) + ig.eye_y
+    ys = (
+      np.concatenate([np.zeros((T, 1)), -hu * k, -hu * k, np.zeros((T, 1)), hl * k, hl * k], 1)
+      + ig.eye_y
+    )
     return xs, ys
 
   pts_x[:, 36:42], pts_y[:, 36:42] = eye_pts(-1.0, [1, 1 / 3, -1 / 3, -1, -1 / 3, 1 / 3])
