@@ -23,7 +23,8 @@ INSTALL_REQUIRES = [
   "scipy>=1.14,<2",
   "tensorboardX>=2.6,<3",
   "h5py>=3.11,<4",
-  "opencv-python-headless>=4.9,<5",  # bundled Haar cascade: face crop for MEAD/CREMA-D and portraits
+  # bundled Haar cascade: face crop for MEAD/CREMA-D and portraits
+  "opencv-python-headless>=4.9,<5",
 ]
 
 EXTRAS = {

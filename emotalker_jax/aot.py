@@ -15,17 +15,19 @@ time is spent. Nothing is allocated: every array is a ``jax.ShapeDtypeStruct``.
 from __future__ import annotations
 
 import time
+
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
+
 from emotalker_jax import parallel
 from emotalker_jax.diffusion import schedule as sched
+from emotalker_jax.models import text_encoder as te
 from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
 from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
-from emotalker_jax.models import text_encoder as te
 from emotalker_jax.training import state as state_lib
-from emotalker_jax.training.step import batch_spec, jit_train_step, make_train_step
-from flax import linen as nn
 from emotalker_jax.training.state import param_count
+from emotalker_jax.training.step import batch_spec, jit_train_step, make_train_step
 
 
 def abstract_train_step(config, mesh):

@@ -36,17 +36,17 @@ Alignment to video (``audio_windows``)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import math
 import os
 import subprocess
 import warnings
-from typing import Sequence
 
-import numpy as np
-from scipy.signal import resample_poly
-from scipy.io import wavfile
-import jax.numpy as jnp
 import imageio_ffmpeg
+import jax.numpy as jnp
+import numpy as np
+from scipy.io import wavfile
+from scipy.signal import resample_poly
 
 # Frontend defaults (the config only carries n_mels and window_s; these are fixed choices).
 SAMPLE_RATE = 16000
@@ -136,7 +136,7 @@ def _decode_ffmpeg(path: str, sample_rate: int) -> np.ndarray:
     "pcm_f32le",
     "pipe:1",
   ]
-  proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+  proc = subprocess.run(cmd, capture_output=True, check=False)
   if proc.returncode != 0:
     err = proc.stderr.decode("utf-8", "replace").strip()
     if "matches no streams" in err:
@@ -183,13 +183,14 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
       f"audio file {path!r} contains no audio samples; pass a file with at least one sample"
     )
   if not np.all(np.isfinite(audio)):
-    warnings.warn(f"audio file {path!r} contains NaN/inf samples; replaced by 0")
+    warnings.warn(f"audio file {path!r} contains NaN/inf samples; replaced by 0", stacklevel=2)
     audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
   audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
   if is_silent(audio):
     warnings.warn(
       f"audio file {path!r} is silent (RMS below -60 dBFS); "
-      "the audio condition will carry no speech"
+      "the audio condition will carry no speech",
+      stacklevel=2,
     )
   return audio
 

@@ -9,13 +9,14 @@ config saved with a checkpoint is read back with ``merge_onto_base``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import importlib.util
 import os
 import types
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from absl import flags
-from ml_collections import config_flags, ConfigDict
+from ml_collections import ConfigDict, config_flags
 
 from emotalker_jax import config_base
 

@@ -31,17 +31,17 @@ Everything is deterministic given ``seed`` (numpy PCG64 streams per split).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 import functools
 import importlib.resources
 import json
 import re
 import zlib
-from typing import Sequence
 
 import numpy as np
 
-from emotalker_jax.emotions import EMOTIONS, EMOTION_INDEX, NUM_EMOTIONS
+from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
 
 SPLITS = ("train", "validation", "test")
 # Diagnostic split: the test split's held-out frames, connectives and content-free
@@ -336,7 +336,7 @@ class FedRecord:
     }
 
   @staticmethod
-  def from_json(d: dict) -> "FedRecord":
+  def from_json(d: dict) -> FedRecord:
     return FedRecord(
       prompt=d["prompt"],
       intensities=np.asarray(d["intensities"], np.float32),

@@ -8,16 +8,18 @@ mesh axes (``data``, ``fsdp``, ``tensor``) is data in the config
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import logging
 import math
 import os
-from typing import Any, Sequence
+from typing import Any
 
-import jax
-import numpy as np
 from flax import linen as nn
+import jax
 from jax.experimental import mesh_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")

@@ -25,16 +25,14 @@ Build: ``emotalker prepare crema_d --manual_dir ~/CREMA-D --data_dir data/tfds
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import logging
 import os
-from typing import Sequence
 
 import tensorflow_datasets as tfds
-
-from input_pipeline import labels
-from input_pipeline import mead
-from input_pipeline import video_io
 from tensorflow_datasets.core import registered
+
+from input_pipeline import labels, mead, video_io
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,8 @@ Needs no TensorFlow: only Text / Tensor / Scalar / ClassLabel features are used 
 files are array_record, read back with ``tfds.data_source`` (random access, grain-ready).
 
 Splits: train / validation / test (80 / 10 / 10 % of size) and the diagnostic
-test_frames (docs/FED.md). Builder configs carry (size, seed): ``FedConfig(name=..., size=60000, seed=0)``;
+test_frames (docs/FED.md). Builder configs carry (size, seed):
+``FedConfig(name=..., size=60000, seed=0)``;
 ``builder(data_dir, size, seed)`` makes one. Features per example:
 
     prompt       Text                   the description (UTF-8; data_source returns bytes)
@@ -26,9 +27,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
+from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 
 from emotalker_jax import fed
 from emotalker_jax.emotions import NUM_EMOTIONS

@@ -40,21 +40,20 @@ a subset still covers every actor and emotion (and the neutral references).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 import dataclasses
 import inspect
 import logging
 import multiprocessing
 import os
 import re
-from typing import Callable, Iterable, Optional, Sequence
 
+from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 
 from emotalker_jax.emotions import NUM_EMOTIONS
-from input_pipeline import labels
-from input_pipeline import video_io
+from input_pipeline import labels, video_io
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +240,9 @@ class RealVideoConfig(tfds.core.BuilderConfig):
   detect_every / smoothing: face-track sampling and moving-average length (frames)."""
 
   image_size: int = 128
-  max_clips: Optional[int] = None
-  max_frames: Optional[int] = None
-  actors: Optional[tuple] = None
+  max_clips: int | None = None
+  max_frames: int | None = None
+  actors: tuple | None = None
   max_side: int = 960
   detect_every: int = 5
   smoothing: int = 9

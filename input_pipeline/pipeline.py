@@ -58,28 +58,29 @@ Benchmark: ``emotalker pipeline-bench --workers 0,1,2`` (``benchmark_report``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import platform
 import re
 import time
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from absl import flags
+import cv2
 import grain
 import grain.python as gp
-import numpy as np
-
-from emotalker_jax.emotions import EMOTIONS
-from emotalker_jax import fed
-import tensorflow_datasets as tfds
-from emotalker_jax import audio as A
-from absl import flags
 import jax
-import cv2
-import math
+import numpy as np
+import tensorflow_datasets as tfds
 from tqdm import tqdm
+
+from emotalker_jax import audio as A
+from emotalker_jax import fed
+from emotalker_jax.emotions import EMOTIONS
 from input_pipeline import synthetic_talk
 
 MASK_MODES = ("face", "lower_face")
@@ -256,13 +257,13 @@ class ClipIndex:
     }
 
   @classmethod
-  def from_json(cls, d: dict) -> "ClipIndex":
+  def from_json(cls, d: dict) -> ClipIndex:
     return cls(**{k: d[k] for k in ("num_frames", "identity", "clip_id", "reference", "neutral")})
 
   @classmethod
   def from_source(
     cls, source, cache_dir: str | None = None, split: str = "", progress: bool = False
-  ) -> "ClipIndex":
+  ) -> ClipIndex:
     """Reads every record once (or the JSON cache ``<cache_dir>/clip_index.<split>.json``)."""
     n = len(source)
     cache = None
@@ -553,7 +554,8 @@ def ensure_absl_flags_parsed() -> None:
 
 
 def process_shard_options(drop_remainder: bool = True):
-  """grain ShardOptions for this JAX process: shard ``jax.process_index()`` of ``process_count()``."""
+  """grain ShardOptions for this JAX process: shard ``jax.process_index()`` of
+  ``process_count()``."""
   return gp.ShardOptions(
     shard_index=jax.process_index(), shard_count=jax.process_count(), drop_remainder=drop_remainder
   )

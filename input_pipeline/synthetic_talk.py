@@ -27,15 +27,13 @@ import multiprocessing
 import os
 
 from etils import epath
-
 import numpy as np
 import tensorflow_datasets as tfds
 
 from emotalker_jax.emotions import NUM_EMOTIONS
 from input_pipeline.synthetic import audio as audio_lib
 from input_pipeline.synthetic import clips as clips_lib
-from input_pipeline.synthetic import face_model, renderer
-from input_pipeline.synthetic import sizes
+from input_pipeline.synthetic import face_model, renderer, sizes
 
 
 @dataclasses.dataclass

@@ -27,14 +27,15 @@ x1/y1 exclusive).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
 import functools
 import os
-from typing import Callable, Optional
 
-import numpy as np
-import imageio_ffmpeg
 import cv2
+import imageio_ffmpeg
+import numpy as np
+
 from emotalker_jax.audio import load_audio
 
 FPS = 25
@@ -45,7 +46,7 @@ MASK_SHIFT_Y = 0.12  # ellipse centre = face centre + MASK_SHIFT_Y * face h
 DETECT_MAX_SIDE = 480  # frames are downscaled to this for detection (speed)
 
 Box = np.ndarray  # (4,) float32 x0, y0, x1, y1
-Detector = Callable[[np.ndarray], Optional[np.ndarray]]
+Detector = Callable[[np.ndarray], np.ndarray | None]
 
 
 # ---------------------------------------------------------------------------------------
@@ -87,7 +88,7 @@ def read_video(
     w, h = meta["size"]
     for raw in gen:
       frames.append(np.frombuffer(raw, np.uint8).reshape(h, w, 3))
-  except (IOError, RuntimeError, StopIteration, KeyError) as e:
+  except (OSError, RuntimeError, StopIteration, KeyError) as e:
     raise ValueError(
       f"cannot decode video {path!r}: {e}; check the file is a complete video ffmpeg can read"
     ) from None
@@ -133,7 +134,7 @@ def write_video(
 # ---------------------------------------------------------------------------------------
 # Face detection
 # ---------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cascade(name: str = "haarcascade_frontalface_default.xml"):
   path = os.path.join(cv2.data.haarcascades, name)
   clf = cv2.CascadeClassifier(path)
@@ -181,7 +182,7 @@ def detect_faces(frame: np.ndarray, min_size_frac: float = 0.08) -> np.ndarray:
   return boxes[order].astype(np.float32)
 
 
-def haar_detector(frame: np.ndarray) -> Optional[Box]:
+def haar_detector(frame: np.ndarray) -> Box | None:
   """The default ``Detector``: the largest Haar face box (4,) float32, or None."""
   boxes = detect_faces(frame)
   return boxes[0] if len(boxes) else None

@@ -69,8 +69,9 @@ def test_calibration_gives_unit_variance_latents(trained, config):
 
 def test_latent_calibration_matches_numpy(config):
   vae = build_autoencoder(config)
-  from emotalker_jax.models.autoencoder import init_autoencoder
   import flax.linen as nn
+
+  from emotalker_jax.models.autoencoder import init_autoencoder
 
   params = nn.meta.unbox(init_autoencoder(vae, jax.random.key(1), 32)["params"])
   batches = _batches(3, seed=5)

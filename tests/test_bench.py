@@ -1,4 +1,5 @@
-"""Benchmarks (the emotalker_jax/bench/ package): the JAX sampler and its PyTorch/diffusers reference
+"""Benchmarks (the emotalker_jax/bench/ package): the JAX sampler and its PyTorch/diffusers
+reference
 compute the same thing (the correctness core of the framework comparison), the JSON has the
 fixed keys with positive finite values, and the markdown report is made from the JSON.
 
@@ -56,9 +57,10 @@ def sampler_run(repo_root):
 def test_ddim_scheduler_steps_between_our_levels():
   """The spacing the bench picks makes diffusers' DDIMScheduler visit exactly our levels,
   stepping from each to the next (and from the last to ᾱ = 1)."""
-  from emotalker_jax.diffusion.sampler import _levels, ddim_timesteps
-  from emotalker_jax.diffusion import schedule as sched_lib
   import ml_collections
+
+  from emotalker_jax.diffusion import schedule as sched_lib
+  from emotalker_jax.diffusion.sampler import _levels, ddim_timesteps
 
   for spacing, steps in (("uniform", 10), ("uniform", 25), ("trailing", 7), ("leading", 50)):
     cfg = ml_collections.ConfigDict(
@@ -94,6 +96,7 @@ def test_diffusers_models_match_our_config_and_convert(repo_root):
   """The diffusers models built from our config have our layout and their weights convert
   into our params tree with every leaf filled (same shapes as our init)."""
   import jax
+
   from emotalker_jax.bench.model_stats import count_params
   from emotalker_jax.models.unet import build_unet, init_unet
 

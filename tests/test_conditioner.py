@@ -3,9 +3,9 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding
 
 from emotalker_jax import audio as A
 from emotalker_jax.config_utils import load_config

@@ -358,7 +358,7 @@ def test_unseen_paraphrases_move_the_named_emotion(trained):
   base = "she is reading out the weather report"
   s, _ = eib.predict([base] + [p for p, _ in PARAPHRASES])
   moved = []
-  for (prompt, name), v in zip(PARAPHRASES, s[1:]):
+  for (_prompt, name), v in zip(PARAPHRASES, s[1:]):
     k = EMOTIONS.index(name)
     top2 = set(np.argsort(-v)[:2].tolist())
     rises = v[k] > s[0][k] if name != "neutral" else int(np.argmax(v)) == k

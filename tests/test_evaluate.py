@@ -24,10 +24,10 @@ import pytest
 from emotalker_jax.config_utils import load_config_module
 from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.evaluation import evaluate as ev
-from emotalker_jax.evaluation import results as eval_results
 from emotalker_jax.evaluation import judge as J
-from emotalker_jax.training import judge as JT
+from emotalker_jax.evaluation import results as eval_results
 from emotalker_jax.models.eib import calibrate_intensities
+from emotalker_jax.training import judge as JT
 
 tiny = load_config_module(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
 
@@ -94,6 +94,7 @@ class RenderingGenerator:
     self.calls = []
     # An untrained autoencoder: the harness's ceiling part decodes through it.
     import jax
+
     from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
 
     self.vae = build_autoencoder(self.config)
@@ -479,6 +480,7 @@ def test_report_writes_results_and_the_readme_table_from_the_json(tmp_path, orac
   """`emotalker report --demo D`: the published metrics.json is the run's, and every
   headline number in RESULTS.md and the README block is that file's, formatted."""
   import re
+
   from emotalker_jax.commands import report
 
   r, _ = oracle_result

@@ -21,12 +21,12 @@ import time
 import types
 import warnings
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
-from flax import linen as nn
 from PIL import Image
+import pytest
 from scipy.io import wavfile
 
 from emotalker_jax import checkpoints as ck

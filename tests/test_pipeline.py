@@ -10,12 +10,11 @@ clips are chosen to exercise each reference-frame rule. One test runs the real
 import inspect
 import json
 
+from etils import epath
+import grain.python as gp
 import numpy as np
 import pytest
-from etils import epath
 import tensorflow_datasets as tfds
-
-import grain.python as gp
 
 from emotalker_jax import audio as audio_lib
 from input_pipeline import pipeline as P
@@ -434,12 +433,12 @@ def test_bad_inputs_raise_clear_errors(data_dir, tmp_path):
 
 
 def shouting_prompt(s, rng):
-  return "EMOTION %d" % int(np.argmax(s))
+  return f"EMOTION {int(np.argmax(s))}"
 
 
 def test_injected_prompt_fn(data_dir):
   b = next(iter(loader(data_dir, batch_size=8, prompt_fn=shouting_prompt)))
-  assert list(b["prompt"]) == ["EMOTION %d" % e for e in b["emotion"].argmax(1)]
+  assert list(b["prompt"]) == [f"EMOTION {e}" for e in b["emotion"].argmax(1)]
   np.testing.assert_array_equal(b["prompt_emotion"], b["emotion"])
 
 

@@ -12,18 +12,14 @@ import os
 import subprocess
 
 import cv2
+import grain.python as gp
 import numpy as np
 import pytest
 from scipy.io import wavfile
 
-import grain.python as gp
-
 from emotalker_jax.audio import ffmpeg_exe
-from input_pipeline import crema_d
-from input_pipeline import labels
-from input_pipeline import mead
+from input_pipeline import crema_d, labels, mead, video_io
 from input_pipeline import pipeline as P
-from input_pipeline import video_io
 
 H, W = 180, 240
 SIZE = 32

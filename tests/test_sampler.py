@@ -9,9 +9,10 @@ import os
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from emotalker_jax.config_utils import load_config_module
 from emotalker_jax.diffusion import sampler as D

@@ -1,4 +1,5 @@
-"""The procedural talking-face benchmark: renderer, audio, clips, TFDS builder, `emotalker synth`."""
+"""The procedural talking-face benchmark: renderer, audio, clips, TFDS builder,
+`emotalker synth`."""
 
 import json
 import os
@@ -350,9 +351,9 @@ def test_emotion_is_learnable_on_held_out_identities():
 
   Measured on the 2-core CPU: 0.99 top-1 (all levels, speech + head motion + blinks).
   """
+  import flax.linen as nn
   import jax
   import jax.numpy as jnp
-  import flax.linen as nn
   import optax
 
   def make(ids):

@@ -329,7 +329,7 @@ def _random_clip(eos_token_id, bos, seed=0):
   torch.manual_seed(seed)
   model = CLIPTextModel(cfg).eval()
   with torch.no_grad():  # perturb every tensor (LayerNorms too) so the mapping is exercised
-    for name, p in model.named_parameters():
+    for _name, p in model.named_parameters():
       p.add_(0.1 * torch.randn_like(p))
   return model
 

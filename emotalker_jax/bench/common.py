@@ -7,7 +7,9 @@ multiply-add counts 2); memory is bytes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import copy
+from importlib import metadata
 import json
 import math
 import os
@@ -15,8 +17,7 @@ import platform
 import statistics
 import sys
 import time
-from importlib import metadata
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -14,13 +14,13 @@ stay near 1 (target <= 1.2).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import functools
 import time
-from typing import Sequence
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 from emotalker_jax.bench.common import log, unbox
 from emotalker_jax.bench.model_stats import context_length, latent_size

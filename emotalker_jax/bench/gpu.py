@@ -90,7 +90,8 @@ def summary_lines(r: dict) -> list[str]:
   g = r["goals"]
   return [
     f"train-step MFU {r['train_step_mfu']:.3f} ({r['mfu_reference']}; batch "
-    f"{r['train_batch']}) goal >= {GOAL_MFU}: {'met' if g['train_step_mfu_ge_0.45'] else 'not met'}",
+    f"{r['train_batch']}) goal >= {GOAL_MFU}: "
+    f"{'met' if g['train_step_mfu_ge_0.45'] else 'not met'}",
     f"sampler {r['sampler_frames_per_s']:.4g} frames/s at {r['image_size']}x"
     f"{r['image_size']}, {r['steps']} guided steps, batch {r['batch']} goal >= "
     f"{GOAL_FRAMES_PER_S:g}: "

@@ -3,8 +3,8 @@ vs the train step's consumption rate (ratio > 1: the input keeps up)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import os
-from typing import Sequence
 
 from emotalker_jax.bench.common import log
 from emotalker_jax.bench.train_step import run_train_step_bench

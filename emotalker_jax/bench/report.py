@@ -3,11 +3,11 @@ goals table and one table per benchmark, each row naming the command that made i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import glob
 import json
 import math
 import os
-from typing import Sequence
 
 # The sections with a table, in the report's order (a 'gpu' or 'all' JSON holds several).
 SECTIONS = ("sampler", "unet", "train-step", "compile", "pipeline")
@@ -311,7 +311,7 @@ def render_report(docs: Sequence[tuple[str, dict]]) -> str:
     )
   )
   out.append(_row(["---"] * 12))
-  for name, r, top in tables["sampler"]:
+  for _name, r, top in tables["sampler"]:
     t = r.get("timings", {})
     b = r.get("batch")
     comp = (
@@ -359,7 +359,7 @@ def render_report(docs: Sequence[tuple[str, dict]]) -> str:
     )
   )
   out.append(_row(["---"] * 14))
-  for name, r, top in tables["unet"]:
+  for _name, r, top in tables["unet"]:
     fw, fb = r.get("forward", {}), r.get("forward_backward", {})
     mfu = f"{_fmt(fw.get('mfu'))} / {_fmt(fb.get('mfu'))}" if fw.get("mfu") else "–"
     out.append(
@@ -404,7 +404,7 @@ def render_report(docs: Sequence[tuple[str, dict]]) -> str:
     )
   )
   out.append(_row(["---"] * 14))
-  for name, r, top in tables["train-step"]:
+  for _name, r, top in tables["train-step"]:
     for key, v in r.get("remat", {}).items():
       out.append(
         _row(
@@ -443,7 +443,7 @@ def render_report(docs: Sequence[tuple[str, dict]]) -> str:
     )
   )
   out.append(_row(["---"] * 9))
-  for name, r, top in tables["compile"]:
+  for _name, r, top in tables["compile"]:
     tot = r.get("total_compile_s", {})
     ts = r.get("train_step", {})
     out.append(
@@ -478,7 +478,7 @@ def render_report(docs: Sequence[tuple[str, dict]]) -> str:
     )
   )
   out.append(_row(["---"] * 9))
-  for name, r, top in tables["pipeline"]:
+  for _name, r, top in tables["pipeline"]:
     per = ", ".join(
       f"{p['workers']}w: {_fmt(float(p['examples_per_s']))}" for p in r.get("per_workers", [])
     )

@@ -7,14 +7,14 @@ Peak memory is the device's ``peak_bytes_in_use`` on an accelerator, the process
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import resource
 import sys
 import time
-from typing import Sequence
 
+from flax import linen as nn
 import jax
 import numpy as np
-from flax import linen as nn
 
 from emotalker_jax.bench.common import (
   block,

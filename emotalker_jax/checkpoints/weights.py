@@ -21,21 +21,22 @@ no torch at run time; the orbax training checkpoints are in ``checkpoints.workdi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 import dataclasses
 import json
 import os
 import struct
-from typing import Any, Callable, Mapping
-
-import numpy as np
-import flax.linen as nn
+from typing import Any
 import zlib
+
+import flax.linen as nn
 import jax
-from emotalker_jax.models.unet import UNet, UNetSpec, init_unet
-from emotalker_jax.models.autoencoder import AutoencoderKL, AutoencoderSpec, init_autoencoder
-from safetensors.numpy import save_file
 import ml_dtypes
-from emotalker_jax.models.unet import DOWN_TYPES, UP_TYPES
+import numpy as np
+from safetensors.numpy import save_file
+
+from emotalker_jax.models.autoencoder import AutoencoderKL, AutoencoderSpec, init_autoencoder
+from emotalker_jax.models.unet import DOWN_TYPES, UP_TYPES, UNet, UNetSpec, init_unet
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"

@@ -18,23 +18,24 @@ Layout (``emotalker train --workdir DIR``)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import json
 import logging
 import os
+from typing import Any
 import warnings
-from typing import Any, Sequence
 
-import jax
-import numpy as np
-import orbax.checkpoint as ocp
 from absl import flags
 from flax import linen as nn
+import jax
 from ml_collections import config_flags
+import numpy as np
+import orbax.checkpoint as ocp
 
 from emotalker_jax import parallel
-from emotalker_jax.config_utils import merge_onto_base
 from emotalker_jax.checkpoints.atomic import atomic_output
 from emotalker_jax.checkpoints.weights import load_params
+from emotalker_jax.config_utils import merge_onto_base
 from emotalker_jax.models.autoencoder import init_autoencoder
 
 log = logging.getLogger(__name__)
@@ -351,7 +352,8 @@ def read_calibration(
       f"{path} does not apply to these settings: {'; '.join(diff)}; "
       "intensity_gamma 1 is used (no calibration). Run `emotalker calibrate "
       f"--checkpoint {os.path.dirname(path)} ...` with these settings again, or "
-      "pass --config.sampler.intensity_gamma=G"
+      "pass --config.sampler.intensity_gamma=G",
+      stacklevel=2,
     )
     return None
   return cal

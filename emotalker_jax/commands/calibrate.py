@@ -7,7 +7,8 @@ training identities of the synthetic benchmark (``emotalker_jax/evaluation/calib
 Writes WORKDIR/calibration.json ({"intensity_gamma": g, "checkpoint_step": n, the score of
 every gamma tried and the ground truth's, ...}); from then on `emotalker generate`,
 `generate-dataset`, `eval` and `demo` sample that checkpoint step with
-``sampler.intensity_gamma = g`` (a ``--config.sampler.intensity_gamma=G`` flag still wins). Delete the file to sample
+``sampler.intensity_gamma = g`` (a ``--config.sampler.intensity_gamma=G`` flag still wins).
+Delete the file to sample
 uncalibrated. Prints the chosen gamma and the table as JSON.
 """
 
@@ -53,9 +54,9 @@ def run(args) -> int:
   from emotalker_jax.evaluation import calibrate as cal
 
   gammas = cal.DEFAULT_GAMMAS if args.gammas is None else args.gammas
+  from emotalker_jax.checkpoints import write_calibration
   from emotalker_jax.evaluation.evaluate import EvalSettings, log_stderr
   from emotalker_jax.evaluation.judge import load_judge
-  from emotalker_jax.checkpoints import write_calibration
   from emotalker_jax.inference import load_generator
 
   quiet_fork_warning()

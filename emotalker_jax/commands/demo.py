@@ -262,10 +262,10 @@ def calibrate_demo(gen, judge_dir: str, c, seed: int, stage: str) -> dict | None
   sets ``gen``'s sampler.intensity_gamma to the result. Skipped (returns None) when
   ``load_generator`` has applied a calibration.json of this step, these settings and this
   judge."""
+  from emotalker_jax.checkpoints import read_calibration, write_calibration
   from emotalker_jax.evaluation import calibrate as cal
   from emotalker_jax.evaluation.evaluate import EvalSettings, log_stderr
   from emotalker_jax.evaluation.judge import load_judge
-  from emotalker_jax.checkpoints import read_calibration, write_calibration
 
   title = f"[demo] {stage} intensity calibration on training identities"
   if gen.calibration is not None:
@@ -331,8 +331,8 @@ def evaluate_demo(
 def generate_figures(gen, data: str, out: str, steps: int, seed: int, size: str) -> dict:
   import numpy as np
 
-  from emotalker_jax.inference import write_mp4, write_png
   from emotalker_jax.evaluation.evaluate import heldout_sources
+  from emotalker_jax.inference import write_mp4, write_png
 
   src = heldout_sources(size, data, 1)[0][0]
   portrait, audio, identity, face_mask = src.portrait, src.audio, src.identity, src.face_mask

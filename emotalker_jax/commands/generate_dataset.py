@@ -118,6 +118,7 @@ def _parse_row(obj: Any, line: int, base: str) -> Row:
       row.intensities = parse_emotion_spec(v)
     else:
       import numpy as np
+
       from emotalker_jax.emotions import NUM_EMOTIONS
 
       try:

@@ -23,15 +23,17 @@ z0), i.e. the z_{t-1}^inv of eq. (6).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import functools
 import math
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from emotalker_jax.diffusion import schedule as sched_lib
 from emotalker_jax.diffusion.schedule import Schedule
@@ -108,7 +110,7 @@ class ConstraintConfig:
   init: str = flax.struct.field(pytree_node=False, default="inversion")
 
   @classmethod
-  def from_config(cls, cfg: Any) -> "ConstraintConfig":
+  def from_config(cls, cfg: Any) -> ConstraintConfig:
     """From ``config.sampler.constraint`` (keys strength, schedule, until, m_face, init)."""
     c = cls(
       strength=float(cfg.strength),
@@ -119,7 +121,7 @@ class ConstraintConfig:
     )
     return c.validate()
 
-  def validate(self) -> "ConstraintConfig":
+  def validate(self) -> ConstraintConfig:
     """Raises ValueError naming the bad knob (only checks concrete Python values)."""
     if self.schedule not in CONSTRAINT_SCHEDULES:
       raise ValueError(

@@ -9,7 +9,8 @@ Prediction types (what the denoiser outputs):
   * ``'v_prediction'``: v = sqrt(ᾱ) eps - sqrt(1-ᾱ) z0 (Salimans & Ho 2022).
 
 Beta schedules (``make_schedule(kind=...)``):
-  * ``'linear'``:        betas = linspace(beta_start, beta_end, T)  (DDPM; default 0.0015 -> 0.0195).
+  * ``'linear'``:        betas = linspace(beta_start, beta_end, T)
+                          (DDPM; default 0.0015 -> 0.0195).
   * ``'scaled_linear'``: betas = linspace(sqrt(beta_start), sqrt(beta_end), T) ** 2 (Stable
     Diffusion). Note: the latent-diffusion code base (and so DiffTalk's released code) calls this
     sqrt-space schedule "linear"; to reproduce DiffTalk exactly use ``'scaled_linear'`` with

@@ -27,12 +27,13 @@ evaluation's headline mixed figure is always the model's own, uncalibrated.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import time
-from typing import Callable, Sequence
 
 import numpy as np
 
 from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
+from emotalker_jax.evaluation import metrics
 from emotalker_jax.evaluation.evaluate import (
   MIXED_PROMPTS,
   EvalSettings,
@@ -42,7 +43,6 @@ from emotalker_jax.evaluation.evaluate import (
 )
 from input_pipeline import synthetic_talk as st
 from input_pipeline.synthetic import clips, face_model
-from emotalker_jax.evaluation import metrics
 
 DEFAULT_GAMMAS = (1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2)
 SINGLE_STRENGTH = 0.5

@@ -15,7 +15,8 @@ it), and every condition generates ``frames`` frames from the start of that audi
 * **paraphrases**: ``PARAPHRASES``, one prompt per emotion in phrasings FED never
   generates -> judge top-1 per frame (``paraphrase_emotion_accuracy``).
 * **sweep**: explicit intensities s_k = a (a in ``SWEEP_STRENGTHS``, the rest 0, as the
-  benchmark labels a clip of that strength) for the 7 non-neutral emotions -> Spearman of the judge's intensity k against a, on the mean
+  benchmark labels a clip of that strength) for the 7 non-neutral emotions -> Spearman of
+  the judge's intensity k against a, on the mean
   per strength (``intensity_spearman``, ``metrics.intensity_spearman``).
 * **lip**: ``lip_frames`` frames (the reference clip's audio, explicit neutral) -> Pearson
   of the judge's mouth opening with the audio envelope per clip (``lip_sync_correlation``),
@@ -37,25 +38,25 @@ mask) and report emotion accuracy and identity similarity for each.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import dataclasses
 import math
 import sys
 import time
-from typing import Callable, Sequence
 
-import numpy as np
-
-from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
-from emotalker_jax.evaluation.judge import test_clips
-from input_pipeline.pipeline import mouth_region
-from input_pipeline.synthetic import clips
-from emotalker_jax.evaluation import metrics
 import jax
 import jax.numpy as jnp
-from emotalker_jax.models.autoencoder import decode_latent, encode_to_latent
-from emotalker_jax.fed import BARE
-from emotalker_jax.diffusion import sampler
+import numpy as np
 from scipy import stats
+
+from emotalker_jax.diffusion import sampler
+from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
+from emotalker_jax.evaluation import metrics
+from emotalker_jax.evaluation.judge import test_clips
+from emotalker_jax.fed import BARE
+from emotalker_jax.models.autoencoder import decode_latent, encode_to_latent
+from input_pipeline.pipeline import mouth_region
+from input_pipeline.synthetic import clips
 
 # One-word prompts per emotion, MEAD order (the EIB reads each as that emotion at 0.7).
 SINGLE_PROMPTS = (
@@ -119,7 +120,7 @@ class EvalSettings:
   batch_frames: int = 8
   n_boot: int = 1000
 
-  def validate(self) -> "EvalSettings":
+  def validate(self) -> EvalSettings:
     for name in ("frames", "lip_frames", "batch_frames", "n_boot"):
       if int(getattr(self, name)) < 1:
         raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

@@ -48,14 +48,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tensorflow_datasets as tfds
 
 from emotalker_jax import checkpoints
 from emotalker_jax.emotions import NUM_EMOTIONS
 from emotalker_jax.models.layers import IMAGE_AXES, conv, group_norm
+from input_pipeline import synthetic_talk as st
 from input_pipeline.synthetic import clips as clips_lib
 from input_pipeline.synthetic import face_model
-from input_pipeline import synthetic_talk as st
-import tensorflow_datasets as tfds
 
 CONFIG_KEY = "judge"
 # Mouth and chin crop (fractions of the frame: rows, columns) for the mouth branch: the
@@ -100,7 +100,7 @@ class JudgeConfig:
   w_contrastive: float = 0.3
   augment: bool = True
 
-  def replace(self, **kw) -> "JudgeConfig":
+  def replace(self, **kw) -> JudgeConfig:
     return dataclasses.replace(self, **kw)
 
   def to_dict(self) -> dict:
@@ -109,7 +109,7 @@ class JudgeConfig:
     return d
 
   @classmethod
-  def from_dict(cls, d: dict) -> "JudgeConfig":
+  def from_dict(cls, d: dict) -> JudgeConfig:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:

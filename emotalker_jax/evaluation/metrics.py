@@ -28,23 +28,25 @@ floats / dicts, so every command reports the same numbers. Only ``psnr_ssim`` us
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-import numpy as np
-
-from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
-from scipy import stats
-from emotalker_jax.audio import frame_rms_envelope
 import dm_pix
 import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+
+from emotalker_jax.audio import frame_rms_envelope
+from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
 
 NONZERO_TOL = 1e-6  # a target intensity above this counts as present
 
 
 def top2_correct(pred: np.ndarray, target: np.ndarray, tol: float = 1e-4) -> np.ndarray:
-  """(N, K) predictions, (N, K) or (K,) targets -> (N,) bool: the predicted two largest emotions are the target's two
-  largest; when the target ties at the boundary any of the tied emotions counts."""
+  """(N, K) predictions, (N, K) or (K,) targets -> (N,) bool: the predicted two largest
+  emotions are the target's two largest; when the target ties at the boundary any of the
+  tied emotions counts."""
   pred = np.asarray(pred)
   target = np.broadcast_to(np.asarray(target), pred.shape)  # one (K,) label for all rows
   top2 = np.argsort(-pred, axis=-1, kind="stable")[:, :2]

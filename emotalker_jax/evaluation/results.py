@@ -6,13 +6,15 @@ metric is held to (``TARGETS``, ``headline_table``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import json
 import math
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from emotalker_jax.checkpoints import atomic_output
 from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
@@ -23,7 +25,6 @@ from emotalker_jax.evaluation.evaluate import (
   evaluate,
   run_ablations,
 )
-from PIL import Image, ImageDraw
 
 
 def evaluate_and_write(

@@ -53,20 +53,22 @@ on the seed at all. The same inputs, settings and device count give the same byt
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import dataclasses
 import functools
 import hashlib
 import logging
 import os
 import time
+from typing import Any
 import warnings
-from typing import Any, Callable, Sequence
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
-from flax import linen as nn
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from emotalker_jax import checkpoints, parallel
 from emotalker_jax.audio import features_from_config, is_silent
@@ -107,7 +109,7 @@ def load_generator(
   devices=None,
   text=None,
   judge: str | None = None,
-) -> "Generator":
+) -> Generator:
   """A ``Generator`` from a training workdir (or its checkpoints/ folder).
 
   Restores only ``ema_params`` (or ``params`` with use_ema=False) and ``step`` of the
@@ -405,7 +407,8 @@ class Generator:
       if bool(tok["truncated"][0]):
         warnings.warn(
           f"prompt is longer than {self.text.max_length} tokens; only its start "
-          "is used (config.text.max_length)"
+          "is used (config.text.max_length)",
+          stacklevel=2,
         )
       ids, mask = tok["input_ids"], tok["attention_mask"]
       s = np.zeros((1, NUM_EMOTIONS), np.float32)
@@ -445,7 +448,8 @@ class Generator:
         warnings.warn(
           f"the calibration (intensity_gamma {gamma:g}) was measured with other "
           f"settings: {'; '.join(diff)}; this call samples uncalibrated "
-          "(intensity_gamma 1)"
+          "(intensity_gamma 1)",
+          stacklevel=2,
         )
         gamma = 1.0
     return gamma
@@ -550,7 +554,8 @@ class Generator:
     if silent:
       warnings.warn(
         "the audio is silent (RMS below -60 dBFS): the frames are generated, but "
-        "the audio condition carries no speech"
+        "the audio condition carries no speech",
+        stacklevel=2,
       )
     steps = int(sc.steps if steps is None else steps)
     guidance = float(sc.guidance if guidance is None else guidance)

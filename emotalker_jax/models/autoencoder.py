@@ -65,7 +65,7 @@ class AutoencoderSpec:
     return 2 ** (len(self.block_out_channels) - 1)
 
   @classmethod
-  def from_config(cls, cfg) -> "AutoencoderSpec":
+  def from_config(cls, cfg) -> AutoencoderSpec:
     if isinstance(cfg, AutoencoderSpec):
       return cfg
     boc = tuple(int(c) for c in _get(cfg, "block_out_channels"))

@@ -18,8 +18,9 @@ sharded).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -112,7 +113,7 @@ class AudioEncoder(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @classmethod
-  def from_config(cls, config, **kw) -> "AudioEncoder":
+  def from_config(cls, config, **kw) -> AudioEncoder:
     a = config.audio
     return cls(
       width=a.width,
@@ -262,7 +263,7 @@ class Conditioner(nn.Module):
   audio: AudioEncoder
 
   @classmethod
-  def from_config(cls, config) -> "Conditioner":
+  def from_config(cls, config) -> Conditioner:
     return cls(audio=AudioEncoder.from_config(config))
 
   @nn.compact

@@ -33,11 +33,12 @@ Logical axis names: kernels ("embed", "mlp"), ("mlp", "embed"), ("embed", "heads
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 import functools
 import os
+from typing import Any
 import warnings
-from typing import Any, Sequence
 
 import flax.linen as nn
 import flax.struct
@@ -594,7 +595,8 @@ def load_eib(path: str, encoder=None) -> LoadedEIB:
     if text_path and not os.path.isdir(text_path):
       warnings.warn(
         f"text encoder folder {text_path} recorded in {path}/eib.json is gone; "
-        "using config.text.path"
+        "using config.text.path",
+        stacklevel=2,
       )
       text_path = config.text.path or None
     encoder = load_text_encoder(

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
+from emotalker_jax.audio import window_length
 from emotalker_jax.models.conditioner import Conditioner
 from emotalker_jax.models.eib import apply_null, calibrate_intensities, eib_from_config
 from emotalker_jax.models.unet import build_unet
-from emotalker_jax.audio import window_length
 
 
 class EmoTalker(nn.Module):

@@ -18,8 +18,9 @@ Activations are constrained to ('batch', 'height', 'width', 'embed') or
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -36,23 +36,23 @@ recipe for all-MiniLM-L6-v2).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import dataclasses
 import functools
 import importlib
 import json
 import os
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
-
-from emotalker_jax.models import layers
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
-from tokenizers import Tokenizer
-from tokenizers import BertWordPieceTokenizer
+from tokenizers import BertWordPieceTokenizer, Tokenizer
+
+from emotalker_jax.models import layers
 
 Kind = Literal["minilm", "bert", "clip"]
 

@@ -30,8 +30,9 @@ block is UNetMidBlock2DCrossAttn. ``remat`` wraps every down/mid/up block in ``n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -106,7 +107,7 @@ class UNetSpec:
     return len(self.block_out_channels) - 1
 
   @classmethod
-  def from_config(cls, cfg) -> "UNetSpec":
+  def from_config(cls, cfg) -> UNetSpec:
     if isinstance(cfg, UNetSpec):
       return cfg
     boc = tuple(int(c) for c in _get(cfg, "block_out_channels"))

@@ -1,6 +1,7 @@
 """Stage 1: train the KL autoencoder (E, D) on the dataset's frames.
 
-Loss per frame x in [-1, 1] (B, H, W, 3): L1(D(z), x) + L2(D(z), x) + kl_weight * KL(q(z|x) || N(0, I)),
+Loss per frame x in [-1, 1] (B, H, W, 3):
+L1(D(z), x) + L2(D(z), x) + kl_weight * KL(q(z|x) || N(0, I)),
 z sampled from the posterior (the latent-diffusion recipe without the GAN and perceptual
 terms: neither a discriminator nor a VGG is available offline at this scale). Written to
 ``WORKDIR/autoencoder/`` (params.safetensors + config.json) which
@@ -19,13 +20,13 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from emotalker_jax import checkpoints, parallel
 from emotalker_jax.checkpoints import checkpoint_manager, restore_checkpoint, save_checkpoint
 from emotalker_jax.models.autoencoder import build_autoencoder, init_autoencoder
 from emotalker_jax.training import state as state_lib
 from emotalker_jax.training.loop import MetricWriter, _check_finite
-from tqdm import tqdm
 from input_pipeline.pipeline import make_train_loader
 
 log = logging.getLogger(__name__)

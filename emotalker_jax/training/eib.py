@@ -22,12 +22,12 @@ The text encoder stays frozen (here and in ``emotalker train``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import hashlib
 import json
 import os
 import sys
 import time
-from typing import Sequence
 
 import flax.linen as nn
 import jax

@@ -13,6 +13,7 @@ metrics, signals.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import dataclasses
 import json
 import logging
@@ -20,11 +21,13 @@ import math
 import os
 import signal
 import time
-from typing import Any, Iterator
+from typing import Any
 
+from flax import linen as nn
 import jax
 import numpy as np
-from flax import linen as nn
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
 
 from emotalker_jax import checkpoints, parallel
 from emotalker_jax.diffusion import schedule as sched
@@ -39,8 +42,6 @@ from emotalker_jax.training.step import (
   jit_train_step,
   make_train_step,
 )
-from tqdm import tqdm
-from tensorboardX import SummaryWriter
 from input_pipeline.pipeline import make_train_loader
 
 log = logging.getLogger(__name__)

@@ -12,13 +12,14 @@ The real state is then created by ``jax.jit(init, out_shardings=...)`` directly 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from flax import linen as nn
+from flax import struct
 import jax
 import jax.numpy as jnp
 import optax
-from flax import linen as nn
-from flax import struct
 
 from emotalker_jax import parallel
 
@@ -34,7 +35,7 @@ class TrainState(struct.PyTreeNode):
   rng: jax.Array
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
-  def apply_gradients(self, grads, ema_decay: float) -> "TrainState":
+  def apply_gradients(self, grads, ema_decay: float) -> TrainState:
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
     params = optax.apply_updates(self.params, updates)
     # EMA with warm-up (decay ramps from 0) so early samples are not the init.

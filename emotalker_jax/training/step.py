@@ -15,7 +15,7 @@ computed in the step (the autoencoder is frozen).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

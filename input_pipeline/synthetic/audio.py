@@ -153,7 +153,8 @@ def synth_speech(num_frames: int, rng: np.random.Generator, f0: float = 140.0) -
 
 
 def frame_rms(audio: np.ndarray, samples_per_frame: int = SAMPLES_PER_FRAME) -> np.ndarray:
-  """RMS of each frame's window: audio (T*640,) -> (T,) float32 (frame t: samples 640t..640t+639)."""
+  """RMS of each frame's window: audio (T*640,) -> (T,) float32 (frame t: samples
+  640t..640t+639)."""
   audio = np.asarray(audio, np.float32)
   t = audio.shape[-1] // samples_per_frame
   x = audio[..., : t * samples_per_frame].reshape(*audio.shape[:-1], t, samples_per_frame)

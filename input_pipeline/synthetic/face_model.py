@@ -288,7 +288,7 @@ class Motion:
   gaze: np.ndarray
 
   @staticmethod
-  def still(num_frames: int) -> "Motion":
+  def still(num_frames: int) -> Motion:
     z = np.zeros(num_frames, np.float32)
     return Motion(
       z, z, z, np.zeros((num_frames, 4), np.float32), z, np.zeros((num_frames, 2), np.float32)
