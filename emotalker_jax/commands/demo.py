@@ -298,6 +298,7 @@ def evaluate_demo(
   (and with ``ablations`` ablations.json, tradeoff.png) into ``out``; returns the headline
   metrics."""
   from emotalker_jax.evaluation import evaluate as ev
+  from emotalker_jax.evaluation import intervals
   from emotalker_jax.evaluation.judge import load_judge
   from emotalker_jax.evaluation.results import evaluate_and_write
 
@@ -322,7 +323,7 @@ def evaluate_demo(
   return {
     k: result[k]
     for k in ev.METRIC_KEYS
-    + ev.CEILING_KEYS
+    + intervals.CEILING_KEYS
     + ("mixed_intensity_error", "intensity_spearman_frames", "flicker", "intensity_gamma")
     if k in result
   }

@@ -47,11 +47,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
 
 from emotalker_jax.diffusion import sampler
 from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
-from emotalker_jax.evaluation import metrics
+from emotalker_jax.evaluation import intervals, metrics
 from emotalker_jax.evaluation.judge import test_clips
 from emotalker_jax.fed import BARE
 from emotalker_jax.models.autoencoder import decode_latent, encode_to_latent
@@ -442,33 +441,6 @@ def _mixed(run: _Runner, explicit: bool = False, intensity_gamma: float | None =
   }
 
 
-def _rank_corr(x: np.ndarray, y: np.ndarray) -> float:
-  """Spearman's rho (average ranks for ties); nan when either side is constant."""
-  return metrics.pearson(stats.rankdata(x), stats.rankdata(y))
-
-
-def sweep_spearman(
-  readings: np.ndarray, strengths: Sequence[float] = SWEEP_STRENGTHS, reduce: str = "mean"
-) -> tuple[float, list[float]]:
-  """Intensity Spearman of a sweep: readings (I, E, A, F) = the judge's intensity of the
-  swept emotion for identity i, emotion e, strength a, frame f. Per emotion, rho between
-  strength and reading over the identities' frames (reduce 'none') or over the A
-  per-strength means (reduce 'mean'); returns (mean over the emotions with a defined rho,
-  per-emotion rho with nan where undefined)."""
-  r = np.asarray(readings, np.float64)
-  n_id, n_e, n_a, n_f = r.shape
-  a = np.asarray(strengths, np.float64)
-  per = []
-  for e in range(n_e):
-    if reduce == "mean":
-      per.append(_rank_corr(a, r[:, e].mean(axis=(0, 2))))
-    else:
-      x = np.broadcast_to(a[None, :, None], (n_id, n_a, n_f)).reshape(-1)
-      per.append(_rank_corr(x, r[:, e].reshape(-1)))
-  ok = [v for v in per if not math.isnan(v)]
-  return (float(np.mean(ok)) if ok else float("nan")), per
-
-
 def _sweep(run: _Runner) -> dict:
   """Explicit s_k = a for the 7 non-neutral emotions and a in SWEEP_STRENGTHS; the judge's
   intensity k of the generated frames, and of the benchmark's renderings of the same labels
@@ -492,7 +464,7 @@ def _sweep(run: _Runner) -> dict:
   }
   for name, r in (("", gen_r), ("_ground_truth", gt_r)):
     for red, suffix in (("mean", ""), ("none", "_frames")):
-      m, per = sweep_spearman(r, reduce=red)
+      m, per = metrics.sweep_spearman(r, SWEEP_STRENGTHS, reduce=red)
       out[f"intensity_spearman{suffix}{name}"] = m
       out[f"per_emotion{suffix}{name}"] = {EMOTIONS[e]: v for e, v in zip(emotions, per)}
   out["judge_intensity_means"] = {
@@ -541,98 +513,11 @@ def _lip(run: _Runner) -> dict:
   }
 
 
-# Headline figures and the figure each is read against (the same measure on ground truth,
-# or the autoencoder's round trip for emotion accuracy): the report's ceiling column.
-CEILINGS = {
-  "emotion_accuracy": "ceiling_emotion_accuracy_autoencoder",
-  "mixed_top2_accuracy": "ceiling_mixed_top2_labels",
-  "mixed_intensity_error": "mixed_intensity_error_ground_truth",
-  "intensity_spearman": "intensity_spearman_ground_truth",
-  "intensity_spearman_frames": "intensity_spearman_frames_ground_truth",
-  "identity_similarity": "identity_similarity_ground_truth",
-  "identity_similarity_no_constraint": "identity_similarity_ground_truth",
-  "lip_sync_correlation": "lip_sync_ground_truth_frames",
-  "flicker": "flicker_ground_truth",
-  "paraphrase_emotion_accuracy": "ceiling_emotion_accuracy_autoencoder",
-  "mixed_top2_accuracy_explicit": "ceiling_mixed_top2_labels",
-}
-CEILING_KEYS = tuple(dict.fromkeys(CEILINGS.values()))
-# The keys with a 95 % bootstrap interval ``<key>_ci`` (over (identity, prompt) units).
-CI_KEYS = (
-  "emotion_accuracy",
-  "mixed_top2_accuracy",
-  "mixed_intensity_error",
-  "mixed_intensity_error_ground_truth",
-  "intensity_spearman",
-  "intensity_spearman_frames",
-  "intensity_spearman_ground_truth",
-  "intensity_spearman_frames_ground_truth",
-  "identity_similarity",
-  "identity_similarity_no_constraint",
-  "identity_similarity_ground_truth",
-  "identity_similarity_constraint_gain",
-  "lip_sync_correlation",
-  "lip_sync_ground_truth_frames",
-  "flicker",
-  "flicker_ground_truth",
-  "paraphrase_emotion_accuracy",
-  "mixed_top2_accuracy_explicit",
-  "mixed_top2_accuracy_uncalibrated",
-  "ceiling_mixed_top2_labels",
-)
-
-
-def _intervals(parts: dict, n_boot: int, seed: int) -> dict:
-  """``<key>_ci`` for every CI_KEYS figure from the (identity, prompt) units of its part."""
-  u = lambda part, key: np.asarray(parts[part]["units"][key], np.float64)  # noqa: E731
-  units = {
-    "emotion_accuracy": u("single", "emotion_accuracy"),
-    "identity_similarity": u("single", "identity_similarity"),
-    "identity_similarity_ground_truth": u("single", "identity_similarity_ground_truth"),
-    "identity_similarity_no_constraint": u("single_no_constraint", "identity_similarity"),
-    # paired: the same (identity, prompt) units with and without the constraint
-    "identity_similarity_constraint_gain": u("single", "identity_similarity")
-    - u("single_no_constraint", "identity_similarity"),
-    "mixed_top2_accuracy": u("mixed", "mixed_top2_accuracy"),
-    "mixed_intensity_error": u("mixed", "mixed_intensity_error"),
-    "mixed_intensity_error_ground_truth": u("mixed", "mixed_intensity_error_ground_truth"),
-    "mixed_top2_accuracy_explicit": u("mixed_explicit", "mixed_top2_accuracy"),
-    "mixed_top2_accuracy_uncalibrated": u(
-      "mixed_uncalibrated" if "mixed_uncalibrated" in parts else "mixed", "mixed_top2_accuracy"
-    ),
-    "paraphrase_emotion_accuracy": u("paraphrases", "emotion_accuracy"),
-    "ceiling_mixed_top2_labels": u("ceiling_labels", "mixed_top2"),
-  }
-  for key in (
-    "lip_sync_correlation",
-    "lip_sync_ground_truth_frames",
-    "flicker",
-    "flicker_ground_truth",
-  ):
-    units[key] = u("lip", key)
-  out = {f"{k}_ci": metrics.bootstrap_ci(v, n_boot=n_boot, seed=seed) for k, v in units.items()}
-  sw = parts["sweep"]
-  for name, key in (("", "readings"), ("_ground_truth", "readings_ground_truth")):
-    r = np.asarray(sw[key], np.float64)  # (I, E, A, F)
-    for red, suffix in (("mean", ""), ("none", "_frames")):
-
-      def stat(idx, r=r, red=red):
-        # column e of idx: the identities drawn for emotion e
-        return sweep_spearman(
-          np.stack([r[idx[:, e], e] for e in range(r.shape[1])], 1), reduce=red
-        )[0]
-
-      out[f"intensity_spearman{suffix}{name}_ci"] = metrics.bootstrap_ci(
-        statistic=stat, shape=(r.shape[0], r.shape[1]), n_boot=n_boot, seed=seed
-      )
-  return out
-
-
 def evaluate(
   gen, judge, sources: Sequence[Source], st: EvalSettings, log: Callable[[str], None] = print
 ) -> dict:
   """The metrics of the module docstring. Returns a dict whose first keys are METRIC_KEYS
-  (floats; n_* ints), then the other figures, ``<key>_ci`` [lo, hi] for CI_KEYS,
+  (floats; n_* ints), then the other figures, ``<key>_ci`` [lo, hi] for ``intervals.CI_KEYS``,
   ``n_undefined`` {figure: units left out as undefined}, the details per part (with the
   per-unit values the intervals are drawn from) and the timing."""
   st.validate()
@@ -703,7 +588,7 @@ def evaluate(
   if calibrated:
     out["mixed_top2_accuracy_calibrated"] = parts["mixed"]["mixed_top2_accuracy"]
     out["mixed_intensity_error_calibrated"] = parts["mixed"]["mixed_intensity_error"]
-  out.update(_intervals(parts, st.n_boot, st.seed))
+  out.update(intervals.intervals(parts, SWEEP_STRENGTHS, st.n_boot, st.seed))
   n_sweep = lambda key: sum(math.isnan(v) for v in sw[key].values())  # noqa: E731
   out["n_undefined"] = {
     "emotion_accuracy": 0,

@@ -466,3 +466,30 @@ def bootstrap_ci(
   if reps.min() == reps.max():  # exactly constant: no round-off in the quantile
     lo = hi = reps[0]
   return [float(lo), float(hi)]
+
+
+def _rank_corr(x: np.ndarray, y: np.ndarray) -> float:
+  """Spearman's rho (average ranks for ties); nan when either side is constant."""
+  return pearson(stats.rankdata(x), stats.rankdata(y))
+
+
+def sweep_spearman(
+  readings: np.ndarray, strengths: Sequence[float], reduce: str = "mean"
+) -> tuple[float, list[float]]:
+  """Intensity Spearman of a sweep: readings (I, E, A, F) = the judge's intensity of the
+  swept emotion for identity i, emotion e, strength a, frame f. Per emotion, rho between
+  strength and reading over the identities' frames (reduce 'none') or over the A
+  per-strength means (reduce 'mean'); returns (mean over the emotions with a defined rho,
+  per-emotion rho with nan where undefined)."""
+  r = np.asarray(readings, np.float64)
+  n_id, n_e, n_a, n_f = r.shape
+  a = np.asarray(strengths, np.float64)
+  per = []
+  for e in range(n_e):
+    if reduce == "mean":
+      per.append(_rank_corr(a, r[:, e].mean(axis=(0, 2))))
+    else:
+      x = np.broadcast_to(a[None, :, None], (n_id, n_a, n_f)).reshape(-1)
+      per.append(_rank_corr(x, r[:, e].reshape(-1)))
+  ok = [v for v in per if not math.isnan(v)]
+  return (float(np.mean(ok)) if ok else float("nan")), per

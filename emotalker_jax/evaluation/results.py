@@ -19,12 +19,12 @@ from PIL import Image, ImageDraw
 from emotalker_jax.checkpoints import atomic_output
 from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.evaluation.evaluate import (
-  CEILINGS,
   EvalSettings,
   Source,
   evaluate,
   run_ablations,
 )
+from emotalker_jax.evaluation.intervals import CEILINGS
 
 
 def evaluate_and_write(
