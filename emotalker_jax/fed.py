@@ -40,22 +40,17 @@ import re
 import numpy as np
 
 from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
-from emotalker_jax.fed_lexicon import (  # noqa: F401 (fed.X is the corpus API)
-  _CONJ,
+from emotalker_jax.fed_lexicon import (
   ALL_SPLITS,
   BARE,
-  CATEGORIES,
   COLOURS,
+  CONJUGATIONS,
   DEFAULT_SIZE,
-  FED_VERSION,
-  KINDS,
   NEUTRAL_DEFAULT,
   P_CANONICAL,
   PEOPLE,
   PRIMARY,
   SPLIT_FRACTIONS,
-  SPLIT_SEED,
-  SPLITS,
   SUBJECTS,
   TERMS,
   Degree,
@@ -151,7 +146,7 @@ class _Gen:
       "person": self.choice(PEOPLE),
       "colour": self.choice(COLOURS),
     }
-    for k, (sg, pl) in _CONJ.items():
+    for k, (sg, pl) in CONJUGATIONS.items():
       ctx[k] = pl if plural else sg
       ctx["P_" + k] = pl if pro == "they" else sg  # the pronoun's own agreement
     return ctx

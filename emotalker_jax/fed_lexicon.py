@@ -72,7 +72,7 @@ _TABLES = json.loads(_LEXICON_FILE.read_text(encoding="utf-8"))
 _DEGREE_HOLDOUT = {split: frozenset(words) for split, words in _TABLES["degree_holdout"].items()}
 SUBJECTS = tuple(tuple(s) for s in _TABLES["subjects"])
 PEOPLE = tuple(_TABLES["people"])
-_CONJ = {verb: tuple(forms) for verb, forms in _TABLES["conjugations"].items()}
+CONJUGATIONS = {verb: tuple(forms) for verb, forms in _TABLES["conjugations"].items()}
 COLOURS = tuple(_TABLES["colours"])
 
 

@@ -31,7 +31,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from emotalker_jax import fed
+from emotalker_jax import fed, fed_lexicon
 from emotalker_jax.emotions import NUM_EMOTIONS
 
 
@@ -50,7 +50,7 @@ def _features() -> tfds.features.FeaturesDict:
     {
       "prompt": tfds.features.Text(),
       "intensities": tfds.features.Tensor(shape=(NUM_EMOTIONS,), dtype=np.float32),
-      "category": tfds.features.ClassLabel(names=list(fed.CATEGORIES)),
+      "category": tfds.features.ClassLabel(names=list(fed_lexicon.CATEGORIES)),
       "n_emotions": tfds.features.Scalar(dtype=np.int32),
       "is_mixed": tfds.features.Scalar(dtype=np.int32),
       "is_negated": tfds.features.Scalar(dtype=np.int32),
@@ -72,7 +72,7 @@ def to_example(r: fed.FedRecord) -> dict:
   return {
     "prompt": r.prompt,
     "intensities": s,
-    "category": fed.CATEGORIES.index(r.category),
+    "category": fed_lexicon.CATEGORIES.index(r.category),
     "n_emotions": np.int32(r.n_emotions),
     "is_mixed": np.int32(r.is_mixed),
     "is_negated": np.int32(r.is_negated),
@@ -86,8 +86,8 @@ def to_example(r: fed.FedRecord) -> dict:
 class Fed(tfds.core.GeneratorBasedBuilder):
   """FED: (prompt, 8 emotion intensities) pairs with held-out synonyms and frames."""
 
-  VERSION = tfds.core.Version(fed.FED_VERSION)
-  RELEASE_NOTES = {fed.FED_VERSION: "First FED corpus (see docs/FED.md)."}
+  VERSION = tfds.core.Version(fed_lexicon.FED_VERSION)
+  RELEASE_NOTES = {fed_lexicon.FED_VERSION: "First FED corpus (see docs/FED.md)."}
   BUILDER_CONFIGS = [
     FedConfig(
       name=config_name(fed.DEFAULT_SIZE, 0),

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from emotalker_jax import fed
+from emotalker_jax import fed, fed_lexicon
 from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS
 
 
@@ -21,13 +21,13 @@ def _key(records):
 
 
 def test_default_size_has_at_least_50k_unique_pairs(corpus):
-  main = [r for s in fed.SPLITS for r in corpus[s]]
+  main = [r for s in fed_lexicon.SPLITS for r in corpus[s]]
   assert len(main) >= 50_000
   assert len({r.prompt.lower().rstrip(".") for r in main}) == len(main)
   sizes = fed.split_sizes(fed.DEFAULT_SIZE)
   assert {s: len(corpus[s]) for s in sizes} == sizes
   cats = {r.category for r in corpus["train"]}
-  assert cats == set(fed.CATEGORIES)
+  assert cats == set(fed_lexicon.CATEGORIES)
   # every emotion is the dominant one of many prompts
   dom = np.bincount([int(np.argmax(r.intensities)) for r in corpus["train"]], minlength=8)
   assert dom.min() > 1000
@@ -100,7 +100,7 @@ def test_label_invariants(corpus):
 
 
 def test_label_rules_on_worded_examples(corpus):
-  recs = {r.prompt.lower().rstrip("."): r for s in fed.SPLITS for r in corpus[s]}
+  recs = {r.prompt.lower().rstrip("."): r for s in fed_lexicon.SPLITS for r in corpus[s]}
   found = 0
   for p, r in recs.items():
     m = re.fullmatch(r"mostly (\w+), (a little|slightly) (\w+)", p)
@@ -177,7 +177,7 @@ def test_fed_command_writes_tfds_and_jsonl(tmp_path, capsys):
     ex = src[i]
     r = by_prompt[ex["prompt"].decode("utf-8")]
     np.testing.assert_array_equal(ex["intensities"], r.intensities)
-    assert fed.CATEGORIES[ex["category"]] == r.category
+    assert fed_lexicon.CATEGORIES[ex["category"]] == r.category
     assert ex["n_emotions"] == r.n_emotions and ex["is_mixed"] == int(r.is_mixed)
   # bad input
   assert main(["fed", "--out", str(out), "--size", "2"]) == 2

@@ -445,7 +445,7 @@ def test_sharded_generation_on_8_devices_equals_single_device(problem):
 def test_compiled_generator_is_cached_across_knob_values(problem):
   cons = D.ConstraintConfig(strength=0.5, schedule="linear", until=0.6)
   _gen(problem, cons, guidance=2.0, steps=7)
-  n = D._generate_jit._cache_size()
+  n = D.generate_latents_jit._cache_size()
   # New guidance scale, strength, key and params values: same compiled function.
   _gen(problem, cons.replace(strength=0.2), guidance=3.5, key=4, steps=7)
   D.generate_latents_sharded(
@@ -461,6 +461,6 @@ def test_compiled_generator_is_cached_across_knob_values(problem):
     constraint=cons,
     rng=jax.random.key(0),
   )
-  assert D._generate_jit._cache_size() == n
+  assert D.generate_latents_jit._cache_size() == n
   _gen(problem, cons, guidance=2.0, steps=9)  # a new step count is a new (static) shape
-  assert D._generate_jit._cache_size() == n + 1
+  assert D.generate_latents_jit._cache_size() == n + 1

@@ -605,7 +605,7 @@ def concat_condition_denoiser(apply_fn: Callable) -> Callable:
     "return_trajectory",
   ),
 )
-def _generate_jit(
+def generate_latents_jit(
   params,
   schedule,
   z_src,
@@ -712,7 +712,7 @@ def generate_latents_sharded(
   if constraint is not None:
     constraint.validate()
   if mesh is None:
-    return _generate_jit(
+    return generate_latents_jit(
       params,
       schedule,
       z_src,
@@ -761,7 +761,7 @@ def generate_latents_sharded(
   params, schedule, z_src, cond_src, rng = jax.tree.map(
     put_rep, (params, schedule, z_src, cond_src, rng)
   )
-  out = _generate_jit(
+  out = generate_latents_jit(
     params,
     schedule,
     z_src,

@@ -36,7 +36,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from emotalker_jax import checkpoints, fed
+from emotalker_jax import checkpoints, fed, fed_lexicon
 from emotalker_jax.evaluation.metrics import intensity_metrics
 from emotalker_jax.models import eib as eib_lib
 from emotalker_jax.models.eib import (
@@ -83,7 +83,7 @@ def load_corpus(fed_dir: str | None, size: int, seed: int):
     if r.split not in records:
       raise ValueError(f"{path}: unknown split {r.split!r}; regenerate it with `emotalker fed`")
     records[r.split].append(r)
-  for s in fed.SPLITS:
+  for s in fed_lexicon.SPLITS:
     if not records[s]:
       raise ValueError(f"{path} has no {s!r} records; regenerate it with `emotalker fed`")
   return {s: v for s, v in records.items() if v}
@@ -168,7 +168,10 @@ def anchor_words(num: int) -> list[list[str]]:
   out = []
   for k, name in enumerate(MONOTONIC_WORDS):
     words = [name] + [
-      t.surface() for kind in fed.KINDS for t in terms.get((k, kind), ()) if t.surface() != name
+      t.surface()
+      for kind in fed_lexicon.KINDS
+      for t in terms.get((k, kind), ())
+      if t.surface() != name
     ]
     out.append([words[i % len(words)] for i in range(num)])
   return out
@@ -446,7 +449,7 @@ def train_eib(
         "source": fed_dir or "generated",
         "size": sum(len(v) for v in records.values()),
         "seed": st["fed_seed"],
-        "version": fed.FED_VERSION,
+        "version": fed_lexicon.FED_VERSION,
       },
     },
   )
