@@ -1,12 +1,14 @@
 """The packaged face models: where their files are and how they load.
 
-dlib (the ``dlib-bin`` wheel) runs them; the weights ship inside ``face-recognition-models``:
+dlib (the ``dlib-bin`` wheel, Boost Software License) runs them; the weights ship inside
+``face-recognition-models`` (its author, Davis King, released the model files into the public
+domain; the training data of one of them restricts its use, below):
 
   ``shape_predictor_68_face_landmarks.dat``    68 landmarks (iBUG 300-W markup). Its training
                                                data, iBUG 300-W, is licensed for
                                                non-commercial research only.
   ``shape_predictor_5_face_landmarks.dat``     5 landmarks (eye corners, nose); not used here.
-  ``dlib_face_recognition_resnet_model_v1.dat`` ResNet 128-D face embedding (dlib; CC0).
+  ``dlib_face_recognition_resnet_model_v1.dat`` ResNet 128-D face embedding.
   ``mmod_human_face_detector.dat``             the CNN face detector; not used (slow on CPU).
 
 The HOG frontal-face detector is built into dlib itself. ``face_recognition_models`` is
