@@ -1,0 +1,1 @@
+"""Real-face models from packaged weights: detection, landmarks, alignment, identity, emotion."""
