@@ -470,15 +470,16 @@ def test_portrait_preparation_and_bad_portraits(tmp_path):
     p = I.prepare_portrait(write_png(tmp_path / "grey.png", g), 32, crop="center")
   assert p.greyscale and np.array_equal(p.image[..., 0], p.image[..., 1])
   np.testing.assert_array_equal(p.image[..., 0], g)
-  rgba = np.dstack([np.full((80, 80, 3), 10, np.uint8), np.zeros((80, 80), np.uint8)])
+  rgba = np.dstack([np.full((80, 80, 3), (10, 60, 110), np.uint8), np.zeros((80, 80), np.uint8)])
   rgba[20:60, 20:60, 3] = 255
   c = I.prepare_portrait(write_png(tmp_path / "rgba.png", rgba), 40, crop="center")
-  assert c.crop == "center" and (c.image[0, 0] == 255).all() and (c.image[20, 20] == 10).all()
+  assert c.crop == "center" and (c.image[0, 0] == 255).all()
+  assert (c.image[20, 20] == (10, 60, 110)).all() and not c.greyscale
   assert c.matrix is None and c.landmarks is None and c.photo.shape == (80, 80, 3)
   # A non-square image: the central square.
   wide = np.zeros((100, 300, 3), np.uint8)
-  wide[:, 100:200] = 200
-  assert (I.prepare_portrait(wide, 50, crop="center").image == 200).all()
+  wide[:, 100:200] = (200, 120, 90)
+  assert (I.prepare_portrait(wide, 50, crop="center").image == (200, 120, 90)).all()
   # Exactly the model size with --crop center: taken as is (even below 64 px).
   small = portrait32()
   got = I.prepare_portrait(small, 32, crop="center")

@@ -409,3 +409,22 @@ def test_writers_hold_one_chunk_of_a_long_stream(tmp_path):
   assert peak < 8 * chunk_bytes, (peak, chunk_bytes, n * photo.nbytes)  # measured: 5 chunks
   assert len(sheet.kept) == 15  # the contact sheet keeps only its cells
   assert decode_mp4(tmp_path / "long.mp4").shape == (n, 256, 256, 3)
+
+
+def test_mp4_of_an_odd_sized_photo_gets_one_replicated_row_and_column(tmp_path):
+  """H.264 4:2:0 needs even sides: a 35x33 photo's video is 36x34, the extra column / row
+  a copy of the last (PNG frames keep the exact size)."""
+  x = np.zeros((3, 33, 35, 3), np.uint8)
+  x[:, :, -1] = 200  # last column bright, last row dark
+  x[:, -1, :-1] = 30
+  assert I.write_mp4(tmp_path / "odd.mp4", (c for c in np.split(x, 3)), None) == 3
+  v = decode_mp4(tmp_path / "odd.mp4")
+  assert v.shape == (3, 34, 36, 3)
+  assert np.abs(v[:, 5:25, -1].astype(int) - 200).max() < 12  # replicated, codec-close
+  assert np.abs(v[:, -1, 5:25].astype(int) - 30).max() < 12
+  with pytest.raises(ValueError, match="frame chunks differ in size"):
+    I.write_mp4(tmp_path / "bad.mp4", [x[:1], x[:1, :32, :32]], None)
+  assert not os.path.exists(tmp_path / "bad.mp4")  # atomic: nothing left behind
+  assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+  with pytest.raises(ValueError, match="got no frames"):
+    I.write_mp4(tmp_path / "none.mp4", iter([]), None)

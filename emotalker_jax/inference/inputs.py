@@ -222,8 +222,6 @@ def prepare_portrait(
   h, w = arr.shape[:2]
   _check_size(w, h, source, exempt=size if crop == "center" else None)
   grey = is_greyscale(arr)
-  if grey:
-    warnings.warn(GREYSCALE_WARNING.format(source=source), stacklevel=2)
   if crop == "center":
     s = min(h, w)
     y0, x0 = (h - s) // 2, (w - s) // 2
@@ -233,6 +231,8 @@ def prepare_portrait(
     else:
       interp = cv2.INTER_AREA if s > size else cv2.INTER_CUBIC
       out = cv2.resize(sq, (size, size), interpolation=interp)
+    if grey:
+      warnings.warn(GREYSCALE_WARNING.format(source=source), stacklevel=2)
     return Portrait(out, centre_face_mask(size), None, "center", (w, h), arr, greyscale=grey)
   faces = detect.detect_faces(arr)
   if not faces:
@@ -244,6 +244,8 @@ def prepare_portrait(
   face = detect.choose_face(faces, face_index, f"portrait {source}")
   points = landmarks.find_landmarks(arr, face.box)
   aligned = align.align_face(arr, points, size)
+  if grey:  # after detection: a photo without a face only gets the error
+    warnings.warn(GREYSCALE_WARNING.format(source=source), stacklevel=2)
   upscale = float(np.sqrt(abs(np.linalg.det(aligned.matrix[:, :2]))))
   if upscale > MAX_UPSCALE:
     warnings.warn(
