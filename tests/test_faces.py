@@ -99,20 +99,6 @@ def test_landmarks_agree_with_hand_annotations(located, hand):
     assert err.max() <= 0.12 * iod, (name, err / iod)
 
 
-def test_landmarks_of_a_flipped_photo_are_the_flipped_landmarks(photos, located):
-  for name in ("astronaut.png", "obama.jpg"):
-    img = photos[name]
-    flipped = np.ascontiguousarray(img[:, ::-1])
-    _, pts = L.locate_face(flipped)
-    want = L.flip_landmarks(located[name][1], img.shape[1])
-    err = np.linalg.norm(pts - want, axis=-1)
-    iod = float(L.inter_ocular(want))
-    assert err.mean() <= 0.05 * iod, (name, err.mean(), iod)
-    # The outline (jaw) is the least certain part; eyes and mouth are tight.
-    inner = np.concatenate([L.RIGHT_EYE, L.LEFT_EYE, L.MOUTH])
-    assert err[inner].mean() <= 0.04 * iod, (name, err[inner].mean(), iod)
-
-
 def test_mirror_table_is_an_involution_that_swaps_the_eyes():
   np.testing.assert_array_equal(L.MIRROR[L.MIRROR], np.arange(68))
   np.testing.assert_array_equal(np.sort(L.MIRROR[L.RIGHT_EYE]), L.LEFT_EYE)
@@ -136,26 +122,6 @@ def test_alignment_is_invariant_to_rotation_scale_and_shift_of_the_photo(photos,
   diff = np.abs(again.image.astype(np.float32) - base.image.astype(np.float32))
   inside = base.face_mask > 0
   assert diff[inside].mean() < 6.0  # two bilinear resamplings of the same face
-
-
-def test_paste_back_changes_nothing_outside_the_hull(photos, located):
-  img, pts = photos["astronaut.png"], located["astronaut.png"][1]
-  face = align.align_face(img, pts, 256)
-  # A round trip: the aligned crop itself pasted back.
-  out = align.paste_back(img, face.image, face.matrix, face.face_mask)
-  hull = align.face_hull_mask(pts, img.shape[:2]) > 0
-  ring = cv2.dilate(hull.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-  np.testing.assert_array_equal(out[~ring], img[~ring])
-  err = np.abs(out.astype(np.float32) - img.astype(np.float32))[hull]
-  # Resampling error only (two bilinear warps; isolated sharp edges reach ~80).
-  assert err.mean() < 3.0 and np.percentile(err, 99) < 20
-  # A different face (a flat grey) pasted in: inside changes, outside does not.
-  grey = np.full_like(face.image, 128)
-  out2 = align.paste_back(img, grey, face.matrix, face.face_mask)
-  np.testing.assert_array_equal(out2[~ring], img[~ring])
-  centre = align.transform_points(face.points[30:31], align.invert_affine(face.matrix))[0]
-  cx, cy = np.round(centre).astype(int)
-  np.testing.assert_array_equal(out2[cy, cx], [128, 128, 128])
 
 
 def test_identity_same_person_is_clearly_closer(photos, located):
@@ -223,3 +189,81 @@ def test_missing_models_name_the_packages(monkeypatch):
   monkeypatch.setitem(sys.modules, "dlib", None)
   with pytest.raises(ImportError, match="pip install 'dlib-bin"):
     models.dlib_module()
+
+
+@pytest.fixture(scope="module")
+def photo_faces(photos, located):
+  """name -> (photo, Face, landmarks (68, 2))."""
+  return {n: (photos[n], *located[n]) for n in PEOPLE}
+
+
+@pytest.mark.parametrize("name", ["astronaut.png", "obama.jpg"])
+@pytest.mark.parametrize("size, mean_bound, p99_bound", [(256, 4.0, 25), (512, 2.5, 15)])
+def test_paste_back_of_the_aligned_crop_round_trips(photo_faces, name, size, mean_bound, p99_bound):
+  """paste_back(photo, align_face(photo).image, m, mask): the photo's pixels exactly outside
+  the face hull; inside, no further from the photo than resampling photo -> crop -> photo
+  (the blend weight is <= 1), which is a few grey levels on average.
+
+  Measured (mean / p99 / max abs error inside the hull, in levels of 255): astronaut
+  1.6 / 12 / 82 at S=256, 0.8 / 6 / 37 at 512; obama 3.6 / 22 / 102 at 256, 2.0 / 12 / 57
+  at 512 (obama's 277 px face is shrunk into the crop: the loss is the downscale's).
+  """
+  im, _, pts = photo_faces[name]
+  a = align.align_face(im, pts, size)
+  out = align.paste_back(im, a.image, a.matrix, a.face_mask)
+  assert out.shape == im.shape and out.dtype == np.uint8
+  h, w = im.shape[:2]
+  # Independent reference of where the crop reaches: the photo-space landmark hull, grown
+  # by a crop pixel's footprint in the photo (+1 px for the nearest-neighbour edge).
+  scale = float(np.sqrt(abs(np.linalg.det(a.matrix[:, :2]))))  # crop px per photo px
+  r = int(np.ceil(1.0 / scale)) + 1
+  hull = align.face_hull_mask(pts, (h, w))
+  grown = cv2.dilate(hull, np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
+  np.testing.assert_array_equal(out[~grown], im[~grown])  # bit for bit outside
+  diff = np.abs(out.astype(int) - im.astype(int))
+  inside = diff[hull > 0]
+  assert inside.mean() < mean_bound and np.percentile(inside, 99) < p99_bound
+  # Pointwise: the blend is never further from the photo than the plain resampling round
+  # trip, up to 3 levels (cv2 quantises bilinear sample positions to 1/32 px, differently
+  # for paste_back's box-local warp and this full-frame one: measured excess <= 3).
+  rt = cv2.warpAffine(
+    a.image,
+    a.matrix,
+    (w, h),
+    flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
+    borderMode=cv2.BORDER_REPLICATE,
+  )
+  assert (diff <= np.abs(rt.astype(int) - im.astype(int)) + 3).all()
+  # The hull really is replaced (not a no-op): most of its pixels moved by >= 1 level.
+  inner = cv2.erode(hull, np.ones((3, 3), np.uint8)) > 0
+  assert (diff.max(-1) > 0)[inner].mean() > 0.6
+
+
+@pytest.mark.parametrize("name", ["astronaut.png", "obama.jpg", "obama2.jpg", "biden.jpg"])
+def test_landmarks_of_the_mirrored_photo_are_the_mirrored_landmarks(photo_faces, name):
+  """find_landmarks on the left-right flipped photo = flip_landmarks of the photo's.
+
+  Measured (mean / max point error over the inter-ocular distance): astronaut 0.011 /
+  0.033 (max 1.4 px), obama 0.016 / 0.049, obama2 0.016 / 0.060, biden 0.027 / 0.111 (a
+  jaw point: the contour is the least defined part).
+  """
+  im, face, pts = photo_faces[name]
+  w = im.shape[1]
+  flipped = np.ascontiguousarray(im[:, ::-1])
+  # The flipped face: the detection nearest the mirrored box (HOG is not mirror-symmetric,
+  # and the flipped astronaut has a second, background detection of about the same size).
+  want = np.array([w - face.box[2], face.box[1], w - face.box[0], face.box[3]])
+  cand = detect.detect_faces(flipped)
+  best = min(cand, key=lambda f: np.abs(f.box - want).max())
+  assert np.abs(best.box - want).max() < 0.2 * (face.box[2] - face.box[0])
+  got = L.find_landmarks(flipped, best.box)
+  iod = float(L.inter_ocular(pts))
+  err = np.linalg.norm(got - L.flip_landmarks(pts, w), axis=-1) / iod
+  assert err.mean() < 0.035 and err.max() < 0.15, (err.mean(), err.max())
+  assert err[17:].max() < 0.1  # brows, eyes, nose, mouth: tighter than the jaw
+  # flip_landmarks is an involution and mirrors the eye centres onto each other.
+  np.testing.assert_allclose(L.flip_landmarks(L.flip_landmarks(pts, w), w), pts, atol=1e-4)
+  r, l = L.eye_centres(pts)
+  fr, fl = L.eye_centres(L.flip_landmarks(pts, w))
+  np.testing.assert_allclose(fr, [w - 1 - l[0], l[1]], atol=1e-3)
+  np.testing.assert_allclose(fl, [w - 1 - r[0], r[1]], atol=1e-3)

@@ -134,25 +134,6 @@ def portrait32(seed=0):
   return np.round(255 * x).astype(np.uint8)
 
 
-def draw_face(h=160, w=200, cx=100, cy=85):
-  """A cartoon face OpenCV's Haar cascade detects (RGB uint8)."""
-  import cv2
-
-  img = np.full((h, w, 3), (100, 120, 140), np.uint8)
-  cv2.ellipse(img, (cx, cy), (42, 57), 0, 0, 360, (220, 180, 150), -1)
-  cv2.ellipse(img, (cx, cy - 36), (45, 27), 0, 180, 360, (60, 40, 30), -1)
-  for dx in (-1, 1):
-    ex, ey = cx + dx * 17, cy - 9
-    cv2.ellipse(img, (ex, ey), (9, 5), 0, 0, 360, (245, 245, 245), -1)
-    cv2.circle(img, (ex, ey), 4, (20, 30, 40), -1)
-    cv2.line(img, (ex - 10, ey - 10), (ex + 10, ey - 11), (70, 50, 40), 3)
-  cv2.fillPoly(
-    img, [np.array([[cx, cy - 3], [cx - 6, cy + 15], [cx + 6, cy + 15]])], (195, 150, 120)
-  )
-  cv2.ellipse(img, (cx, cy + 30), (15, 5), 0, 0, 360, (150, 60, 60), -1)
-  return cv2.GaussianBlur(img, (0, 0), 1.2)
-
-
 def write_png(path, arr):
   Image.fromarray(arr).save(path)
   return str(path)
@@ -482,30 +463,31 @@ def test_silent_audio_warns_and_still_generates(gen):
 
 
 def test_portrait_preparation_and_bad_portraits(tmp_path):
-  face = draw_face()
-  p = I.prepare_portrait(write_png(tmp_path / "face.png", face), 64)
-  assert p.crop == "face" and p.image.shape == (64, 64, 3) and p.image.dtype == np.uint8
-  x0, y0, x1, y1 = p.face_box
-  assert abs((x0 + x1) / 2 - 100) < 12 and abs((y0 + y1) / 2 - 85) < 15  # the drawn face
-  ys, xs = np.nonzero(p.face_mask)
-  assert 0.35 < xs.mean() / 64 < 0.65 and 0.35 < ys.mean() / 64 < 0.7
-  # Greyscale -> three equal channels; RGBA -> composited over white.
-  grey = write_png(tmp_path / "grey.png", face.mean(-1).astype(np.uint8))
-  g = I.prepare_portrait(grey, 64)
-  assert np.array_equal(g.image[..., 0], g.image[..., 1])
-  rgba = np.dstack([np.full((80, 80, 3), 10, np.uint8), np.zeros((80, 80), np.uint8)])
+  # Real photos (face detection, alignment, paste-back): tests/test_generate_real.py.
+  # Greyscale -> three equal channels, with a warning; RGBA -> composited over white.
+  g = portrait32().mean(-1).astype(np.uint8)
+  with pytest.warns(UserWarning, match="is greyscale"):
+    p = I.prepare_portrait(write_png(tmp_path / "grey.png", g), 32, crop="center")
+  assert p.greyscale and np.array_equal(p.image[..., 0], p.image[..., 1])
+  np.testing.assert_array_equal(p.image[..., 0], g)
+  rgba = np.dstack([np.full((80, 80, 3), (10, 60, 110), np.uint8), np.zeros((80, 80), np.uint8)])
   rgba[20:60, 20:60, 3] = 255
-  c = I.prepare_portrait(write_png(tmp_path / "rgba.png", rgba), 40, detect=False)
-  assert c.crop == "center" and (c.image[0, 0] == 255).all() and (c.image[20, 20] == 10).all()
+  c = I.prepare_portrait(write_png(tmp_path / "rgba.png", rgba), 40, crop="center")
+  assert c.crop == "center" and (c.image[0, 0] == 255).all()
+  assert (c.image[20, 20] == (10, 60, 110)).all() and not c.greyscale
+  assert c.matrix is None and c.landmarks is None and c.photo.shape == (80, 80, 3)
   # A non-square image: the central square.
   wide = np.zeros((100, 300, 3), np.uint8)
-  wide[:, 100:200] = 200
-  assert (I.prepare_portrait(wide, 50, detect=False).image == 200).all()
-  # Exactly the model size: taken as is (even below 64 px).
+  wide[:, 100:200] = (200, 120, 90)
+  assert (I.prepare_portrait(wide, 50, crop="center").image == (200, 120, 90)).all()
+  # Exactly the model size with --crop center: taken as is (even below 64 px).
   small = portrait32()
-  assert np.array_equal(I.prepare_portrait(small, 32).image, small)
+  got = I.prepare_portrait(small, 32, crop="center")
+  assert np.array_equal(got.image, small) and np.array_equal(got.face_mask, I.centre_face_mask(32))
   with pytest.raises(ValueError, match="is 40x40, at least 64 px needed"):
-    I.prepare_portrait(write_png(tmp_path / "tiny.png", face[:40, :40]), 32)
+    I.prepare_portrait(write_png(tmp_path / "tiny.png", np.zeros((40, 40, 3), np.uint8)), 32)
+  with pytest.raises(ValueError, match="is 32x32, at least 64 px needed.*--crop center"):
+    I.prepare_portrait(small, 32)  # --crop face detects, and needs >= 64 px
   with pytest.raises(ValueError, match="is 8200x8, larger than 8192 px"):
     I.prepare_portrait(write_png(tmp_path / "huge.png", np.zeros((8, 8200, 3), np.uint8)), 32)
   (tmp_path / "text.png").write_text("not an image")
@@ -590,13 +572,16 @@ def test_cli_generate_writes_mp4_with_audio_and_contact_sheet(tmp_path, workdir,
         "--steps",
         str(STEPS),
         "--no-progress",
+        "--crop",
+        "center",
         "--config.sampler.constraint.strength=0.8",
       ]
     )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["constraint"]["strength"] == 0.8 and summary["num_frames"] == 5
-    assert summary["intensities"]["happy"] == 0.7 and summary["crop"] == "as_is"
+    assert summary["intensities"]["happy"] == 0.7 and summary["crop"] == "center"
+    assert summary["video_size"] == [32, 32] and not summary["paste_back"]
     assert probe(out) == (5, True)
     sheet = np.asarray(Image.open(out.with_suffix(".png")))
     assert sheet.shape[2] == 3 and sheet.shape[0] >= 128
@@ -676,7 +661,7 @@ def reference_run(gen, dataset_dir):
   out = str(dataset_dir / "ref")
   man = write_manifest(dataset_dir / "good.jsonl", GOOD_ROWS)
   summary = GD.process_manifest(
-    gen, GD.read_manifest(man), out, steps=STEPS, progress=False, log=lambda m: None
+    gen, GD.read_manifest(man), out, steps=STEPS, crop="center", progress=False, log=lambda m: None
   )
   assert summary["generated"] == len(GOOD_ROWS) and summary["failed"] == 0
   return out, man
@@ -728,7 +713,13 @@ def test_dataset_outputs_bad_rows_and_resume_after_leftovers(gen, dataset_dir, r
   (out / "c.npz").write_bytes(b"stale")
   man = write_manifest(dataset_dir / "mixed.jsonl", GOOD_ROWS[1:] + bad, ["{not json"])
   summary = GD.process_manifest(
-    gen, GD.read_manifest(man), str(out), steps=STEPS, progress=False, log=lambda m: None
+    gen,
+    GD.read_manifest(man),
+    str(out),
+    steps=STEPS,
+    crop="center",
+    progress=False,
+    log=lambda m: None,
   )
   assert summary["temp_files_removed"] == 1 and summary["already_done"] == 0
   assert summary["generated"] == 5 and summary["failed"] == 7
@@ -751,7 +742,13 @@ def test_dataset_outputs_bad_rows_and_resume_after_leftovers(gen, dataset_dir, r
     )
   # A second run has nothing left to do but the bad rows.
   again = GD.process_manifest(
-    gen, GD.read_manifest(man), str(out), steps=STEPS, progress=False, log=lambda m: None
+    gen,
+    GD.read_manifest(man),
+    str(out),
+    steps=STEPS,
+    crop="center",
+    progress=False,
+    log=lambda m: None,
   )
   assert again["already_done"] == 5 and again["generated"] == 0 and again["failed"] == 7
   # Duplicate ids: an error before any work.
@@ -780,6 +777,8 @@ def test_dataset_survives_sigkill_and_resumes_to_the_same_outputs(
       out,
       "--steps",
       str(STEPS),
+      "--crop",
+      "center",
       "--no-progress",
     ],
     stdout=log,
@@ -804,7 +803,7 @@ def test_dataset_survives_sigkill_and_resumes_to_the_same_outputs(
   assert proc.returncode == -signal.SIGKILL
   assert 1 <= len(done_ids(out)) < len(GOOD_ROWS)  # killed mid-run
   summary = GD.process_manifest(
-    gen, GD.read_manifest(man), out, steps=STEPS, progress=False, log=lambda m: None
+    gen, GD.read_manifest(man), out, steps=STEPS, crop="center", progress=False, log=lambda m: None
   )
   assert summary["failed"] == 0
   assert summary["already_done"] + summary["generated"] == len(GOOD_ROWS)

@@ -1,16 +1,28 @@
 """`emotalker generate`: portrait + audio + emotion -> talking-face mp4 (+ contact sheet).
 
-  emotalker generate --checkpoint WORKDIR --portrait face.jpg --audio speech.wav \\
+  emotalker generate --checkpoint WORKDIR --portrait photo.jpg --audio speech.wav \\
       (--prompt "a little sad and fearful" | --emotion happy=0.7,surprised=0.3) \\
-      --out out.mp4 [--seed 0 --steps 25 --guidance 2 --eta 0 --crop face|center \\
-      --batch-frames 8] [--config.sampler.constraint.strength=0.8 ...]
+      --out out.mp4 [--paste-back] [--frames-dir DIR] [--crop face|center] \\
+      [--face-index N] [--seed 0 --steps 25 --guidance 2 --eta 0 --batch-frames 8] \\
+      [--config.sampler.constraint.strength=0.8 ...]
 
 The model config is the one saved with the checkpoint; ``--config.a.b=value`` flags
 override it (the sampler and constraint knobs: ``sampler.constraint.strength``,
 ``.schedule``, ``.until``, ``.m_face``, ``.init``, ``sampler.spacing``,
-``sampler.inversion_iters``; ``mesh.*``). Writes OUT.mp4 (H.264 + AAC audio, 25 fps, one
-frame per 40 ms of audio), OUT.png (the portrait as the model sees it, then frames spread
-over the clip) and prints a JSON summary.
+``sampler.inversion_iters``; ``mesh.*``).
+
+``--crop face`` (default): the face is detected (dlib, on the luma; the largest, or
+``--face-index N``), aligned to the canonical S x S crop by its landmarks, and its
+landmark hull is the face mask. ``--crop center``: the image is already a centred face
+(synthetic portraits). ``--paste-back`` (needs ``--crop face``): the video has the photo's
+size, each generated crop blended back into the photo inside the face hull (outside it
+the photo's pixels, unchanged). Without it the video is the S x S crop.
+
+Writes OUT.mp4 (H.264 + AAC audio, 25 fps, one frame per 40 ms of audio), OUT.png (the
+portrait as the model sees it, then crops spread over the clip), with ``--frames-dir``
+the video's frames as lossless PNGs (DIR/000000.png, ...), and prints a JSON summary.
+Frames stream from the sampler to the writers chunk by chunk, so memory does not grow
+with the clip's length.
 """
 
 from __future__ import annotations
@@ -38,8 +50,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     "--crop",
     choices=("face", "center"),
     default="face",
-    help="face: crop around the detected face (Haar); center: the image is "
-    "already a centred face (e.g. synthetic portraits)",
+    help="face: detect the face (the largest), align it by its landmarks, mask its "
+    "landmark hull; center: the image is already a centred face crop (e.g. synthetic "
+    "portraits): its central square, no detection",
   )
   p.add_argument(
     "--batch-frames",
@@ -68,6 +81,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   emo.add_argument("--prompt", help="emotion description, e.g. 'a little sad and fearful'")
   emo.add_argument("--emotion", help="explicit intensities, e.g. happy=0.7,surprised=0.3")
   p.add_argument("--out", required=True, help="output .mp4 (OUT.png is written beside it)")
+  p.add_argument(
+    "--face-index",
+    type=int,
+    default=None,
+    help="with several faces in the photo: which one, 0 = largest (default: the largest, "
+    "with a warning)",
+  )
+  p.add_argument(
+    "--paste-back",
+    action="store_true",
+    help="the video at the photo's size: each generated face blended back into the photo "
+    "(needs --crop face)",
+  )
+  p.add_argument(
+    "--frames-dir",
+    default=None,
+    help="also write the video's frames as PNGs DIR/000000.png, ... (a new or empty folder)",
+  )
 
 
 def quiet_fork_warning() -> None:
@@ -104,6 +135,7 @@ class FrameProgress:
 def run(args) -> int:
   import json
   import os
+  import time
 
   import numpy as np
 
@@ -117,22 +149,32 @@ def run(args) -> int:
   out = os.fspath(args.out)
   if not out.lower().endswith(".mp4"):
     raise ValueError(f"--out {out!r} must end in .mp4")
+  if args.crop == "center" and args.paste_back:
+    raise ValueError(
+      "--paste-back needs --crop face (the face's landmarks place the crop in the photo); "
+      "with --crop center the output is the crop itself: drop --paste-back"
+    )
+  if args.crop == "center" and args.face_index is not None:
+    raise ValueError("--face-index picks a detected face: it needs --crop face")
+  if args.face_index is not None and args.face_index < 0:
+    raise ValueError(f"--face-index must be >= 0 (0 = largest), got {args.face_index}")
   intensities = parse_emotion_spec(args.emotion) if args.emotion is not None else None
   if args.prompt is not None and not args.prompt.strip():
     raise ValueError("--prompt is empty; describe the emotion, e.g. --prompt 'very happy'")
-  # Cheap checks first: the checkpoint's config, the portrait and the audio.
+  # Cheap checks first: the checkpoint's config, the portrait, the audio, the frames dir.
   config, _, _ = load_checkpoint_config(args.checkpoint, overrides)
   portrait = I.prepare_portrait(
-    args.portrait, int(config.data.image_size), detect=args.crop == "face"
+    args.portrait, int(config.data.image_size), crop=args.crop, face_index=args.face_index
   )
   audio = I.load_generation_audio(
     args.audio, int(config.data.sample_rate), float(config.data.fps), args.max_audio_seconds
   )
+  frames_dir = None if args.frames_dir is None else I.check_frames_dir(args.frames_dir)
   n = I.num_frames_for(len(audio), int(config.data.sample_rate), float(config.data.fps))
   gen = I.load_generator(args.checkpoint, overrides, use_ema=not args.raw_params)
   bar = FrameProgress(n, "generate", args.no_progress)
   try:
-    frames, info = gen.generate(
+    stream = gen.stream(
       portrait.image,
       audio,
       prompt=args.prompt,
@@ -146,17 +188,37 @@ def run(args) -> int:
       max_audio_seconds=args.max_audio_seconds,
       progress=bar,
     )
+    # crops -> (contact sheet) -> rendered frames -> (PNG frames) -> mp4, a chunk at a time
+    sheet = I.SheetFrames(stream.num_frames)
+    video = I.render_frames(stream, portrait, paste_back=args.paste_back, crops_tap=sheet)
+    pngs = None if frames_dir is None else I.PngFrames(frames_dir)
+    if pngs is not None:
+      video = I.tap(video, pngs)
+    t0 = time.perf_counter()
+    written = I.write_mp4(out, video, audio, gen.sample_rate, gen.fps)
+    t_write = time.perf_counter() - t0
   finally:
     bar.close()
   png = os.path.splitext(out)[0] + ".png"
-  I.write_mp4(out, frames, audio, gen.sample_rate, gen.fps)
-  I.write_png(png, I.contact_sheet(frames, portrait.image))
+  I.write_png(png, sheet.sheet(portrait.image))
+  info = stream.info
+  info["timing"]["write_s"] = round(max(0.0, t_write - info["timing"]["sample_s"]), 3)
+  h, w = portrait.photo.shape[:2] if args.paste_back else portrait.image.shape[:2]
+  h, w = h + h % 2, w + w % 2  # the mp4's: H.264 4:2:0 needs even sides (write_mp4)
   summary = {
     "out": out,
     "contact_sheet": png,
+    "frames_dir": frames_dir,
+    "frames_written": written,
     "portrait": os.fspath(args.portrait),
     "audio": os.fspath(args.audio),
     "crop": portrait.crop,
+    "paste_back": bool(args.paste_back),
+    "video_size": [int(w), int(h)],
+    "photo_size": list(portrait.source_size),
+    "greyscale": portrait.greyscale,
+    "faces_found": portrait.num_faces,
+    "face_index": portrait.face_index,
     "face_box": None
     if portrait.face_box is None
     else [round(float(v), 1) for v in np.asarray(portrait.face_box)],

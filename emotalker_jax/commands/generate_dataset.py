@@ -267,7 +267,7 @@ def process_manifest(
         if row.error is not None:
           raise ValueError(row.error)
         row_seed = I.seed_for(row.id, seed)
-        portrait = I.prepare_portrait(row.portrait, S, detect=(row.crop or crop) == "face")
+        portrait = I.prepare_portrait(row.portrait, S, crop=row.crop or crop)
         audio = I.load_generation_audio(row.audio, sr, fps, max_audio_seconds)
         frames, info = gen.generate(
           portrait.image,
@@ -282,6 +282,7 @@ def process_manifest(
           batch_frames=batch_frames,
           max_audio_seconds=max_audio_seconds,
         )
+        frames = I.to_portrait_colour(frames, portrait)  # grey for a greyscale photo
         t_sample += info["timing"]["sample_s"]
         t_compile += info["timing"]["compile_s"]
         s = np.asarray([info["intensities"][k] for k in info["intensities"]], np.float32)

@@ -6,7 +6,8 @@ step, by default), the frozen autoencoder (``config.train.autoencoder_checkpoint
 same random init the training run used when that is empty) and the text encoder
 (``config.text``), and returns a ``Generator``.
 
-``Generator.generate(portrait, audio, prompt | intensities, ...)`` follows METHOD.md:
+``Generator.stream`` / ``Generator.generate(portrait, audio, prompt | intensities, ...)``
+follow METHOD.md:
 
 1. x_ref = the portrait (S, S, 3) in [-1, 1]; x_mask = x_ref with the face region blanked
    (``config.data.mask``: 'face' or 'lower_face' of the face mask, filled with 0 as in
@@ -36,7 +37,9 @@ same random init the training run used when that is empty) and the text encoder
    then decoded (``decode_frames``, in the same compiled function). One compiled function
    serves every chunk of every clip of the same portrait size and sampler settings; the
    chunk's frames are sharded over the devices (NamedSharding on the batch axis), the
-   parameters laid out by the config's logical axis rules.
+   parameters laid out by the config's logical axis rules. ``Generator.stream`` yields each
+   chunk's frames as soon as it is fetched (one more chunk in flight), so a clip of any
+   length is written in bounded memory; ``Generator.generate`` collects them.
 
 The sampling path is the one of ``sampler.generate_latents`` (``invert_source`` ->
 ``start_latent`` -> ``sample_frames``), split here so a clip sampled in k chunks is
@@ -53,7 +56,7 @@ on the seed at all. The same inputs, settings and device count give the same byt
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 import dataclasses
 import functools
 import hashlib
@@ -497,7 +500,7 @@ class Generator:
     return spatial, z_src, z_T, traj, False
 
   # ---- public --------------------------------------------------------------------------
-  def generate(
+  def stream(
     self,
     portrait: np.ndarray,
     audio: np.ndarray,
@@ -515,8 +518,15 @@ class Generator:
     mask: str | None = None,
     progress: Callable[[int], None] | None = None,
     intensity_gamma: float | None = None,
-  ):
-    """Talking-face frames for a prepared portrait and a waveform.
+  ) -> FrameStream:
+    """Talking-face frames for a prepared portrait and a waveform, chunk by chunk.
+
+    Everything up to sampling happens in this call (validation, emotion tokens, the
+    source's inversion, compiling), so bad inputs fail before any output is opened;
+    iterating the returned ``FrameStream`` samples and decodes one chunk at a time and
+    yields it, (B, S, S, 3) uint8 with B <= ``chunk_size`` (the last one shorter). At most
+    one further chunk is in flight on the devices while the caller consumes a chunk, so a
+    clip of any length holds O(chunk) frames.
 
     Args:
       portrait: (S, S, 3) uint8 RGB, S = config.data.image_size (``prepare_portrait``).
@@ -535,8 +545,8 @@ class Generator:
         config.sampler.intensity_gamma, which ``load_generator`` takes from the
         checkpoint's calibration.json when there is one).
     Returns:
-      frames (N, S, S, 3) uint8 with N = floor(duration * fps), and an info dict
-      (intensities used, emotion source, sampler settings, timings, frames_per_s).
+      a ``FrameStream`` of N = floor(duration * fps) frames; its ``info`` dict (intensities
+      used, emotion source, sampler settings) gets its ``timing`` once the stream is spent.
     """
     t_start = time.perf_counter()
     self.last_compile_s = 0.0
@@ -591,8 +601,8 @@ class Generator:
       )[None],
       rep,
     )
-    # ---- chunks ----
-    frames, t_prep, t_sample = self._sample_chunks(
+    # ---- the chunk function (compiled now), the chunks (when iterated) ----
+    chunk_fn, chunk_args = self._chunk_program(
       np.asarray(features_from_config(audio, n, self.config)),
       bsz,
       k_sample,
@@ -601,9 +611,7 @@ class Generator:
       guidance,
       constraint,
       {"steps": steps, "eta": eta, "spacing": spacing},
-      progress,
     )
-    total = time.perf_counter() - t_start
     info = {
       "num_frames": n,
       "fps": self.fps,
@@ -636,18 +644,44 @@ class Generator:
       "checkpoint": self.checkpoint_dir,
       "checkpoint_step": self.step,
       "params": "ema" if self.use_ema else "raw",
-      "timing": {
-        "compile_s": round(self.last_compile_s, 3),
-        "prepare_s": round(t_prep - t_start, 3),
-        "sample_s": round(t_sample, 3),
-        "total_s": round(total, 3),
-        "frames_per_s": round(n / max(t_sample, 1e-9), 3),
-        "frames_per_s_without_compile": round(n / max(total - self.last_compile_s, 1e-9), 3),
-      },
     }
-    return frames, info
+    compile_s, t_prep = self.last_compile_s, time.perf_counter()
+    chunks = self._run_chunks(chunk_fn, chunk_args, n, bsz, progress)
 
-  def _sample_chunks(
+    def timed():
+      # Only the time spent in here counts, not the caller's between chunks.
+      busy = 0.0
+      t0 = time.perf_counter()
+      for c in chunks:
+        busy += time.perf_counter() - t0
+        yield c
+        t0 = time.perf_counter()
+      busy += time.perf_counter() - t0
+      total = t_prep - t_start + busy
+      info["timing"] = {
+        "compile_s": round(compile_s, 3),
+        "prepare_s": round(t_prep - t_start, 3),
+        "sample_s": round(busy, 3),
+        "total_s": round(total, 3),
+        "frames_per_s": round(n / max(busy, 1e-9), 3),
+        "frames_per_s_without_compile": round(n / max(total - compile_s, 1e-9), 3),
+      }
+
+    return FrameStream(n, bsz, info, timed())
+
+  def generate(self, portrait: np.ndarray, audio: np.ndarray, prompt=None, intensities=None, **kw):
+    """``stream`` collected: (frames (N, S, S, 3) uint8, info dict with ``timing``); the
+    arguments are ``stream``'s. For long clips prefer ``stream`` (bounded memory)."""
+    st = self.stream(portrait, audio, prompt, intensities, **kw)
+    S = self.image_size
+    frames = np.empty((st.num_frames, S, S, 3), np.uint8)
+    i = 0
+    for c in st:
+      frames[i : i + len(c)] = c
+      i += len(c)
+    return frames, st.info
+
+  def _chunk_program(
     self,
     mel: np.ndarray,
     bsz: int,
@@ -657,19 +691,17 @@ class Generator:
     guidance: float,
     constraint,
     static: dict,
-    progress,
   ):
-    """Every chunk of ``bsz`` frames of mel (N, W, n_mels) through the compiled
-    ``sample_chunk`` (chunk i's DDIM noise from fold_in(k_sample, i); the last chunk padded
-    by repeating its last window). shared = (params, vae_params, schedule, z_start, traj,
-    spatial), emotion = (tokens, null, latent mask). Returns (frames (N, S, S, 3) uint8,
-    the time everything was compiled, seconds spent sampling)."""
-    n, S = mel.shape[0], self.image_size
+    """The compiled ``sample_chunk`` and ``chunk_args(i, start, stop)``, the arguments of
+    chunk i = frames [start, stop) of mel (N, W, n_mels) (its DDIM noise from
+    fold_in(k_sample, i); a short last chunk padded by repeating its last window).
+    shared = (params, vae_params, schedule, z_start, traj, spatial), emotion = (tokens,
+    null, latent mask)."""
+    n = mel.shape[0]
     rep = self._replicated()
     bsh = NamedSharding(
       self.mesh, P(tuple(a for a in BATCH_AXES if a in self.mesh.shape), None, None)
     )
-    frames = np.zeros((n, S, S, 3), np.uint8)
     g = jax.device_put(jnp.float32(guidance), rep)
     constraint_d = jax.device_put(constraint, rep)
     tokens, null, latent_mask = emotion
@@ -697,23 +729,44 @@ class Generator:
       static,
       True,
     )
-    t_prep = time.perf_counter()
+    return chunk_fn, chunk_args
+
+  @staticmethod
+  def _run_chunks(chunk_fn, chunk_args, n: int, bsz: int, progress) -> Iterator[np.ndarray]:
+    """Yields the frames of each chunk, (B, S, S, 3) uint8. Chunk i+1 is dispatched before
+    chunk i is fetched (the devices work while the caller consumes chunk i); nothing runs
+    further ahead."""
     if progress is not None:
       progress(0)  # sampling starts now (everything is compiled)
-    t0 = time.perf_counter()
-    pending = None  # chunk i+1 is dispatched before chunk i is fetched
-
-    def collect(item):
-      start, stop, out = item
-      frames[start:stop] = np.asarray(jax.device_get(out))[: stop - start]
-      if progress is not None:
-        progress(stop - start)
-
+    pending = None
     for i, start in enumerate(range(0, n, bsz)):
       stop = min(n, start + bsz)
       out = chunk_fn(*chunk_args(i, start, stop))
       if pending is not None:
-        collect(pending)
+        yield _fetch(pending, progress)
       pending = (start, stop, out)
-    collect(pending)
-    return frames, t_prep, time.perf_counter() - t0
+    yield _fetch(pending, progress)
+
+
+def _fetch(item, progress) -> np.ndarray:
+  start, stop, out = item
+  frames = np.asarray(jax.device_get(out))[: stop - start]
+  if progress is not None:
+    progress(stop - start)
+  return frames
+
+
+@dataclasses.dataclass
+class FrameStream:
+  """The frames of one ``Generator.stream`` call: iterate once for (B, S, S, 3) uint8
+  chunks in order, B <= chunk_size. num_frames N; info: the call's settings, with
+  ``timing`` added when the stream is spent (compile_s, prepare_s, sample_s: time spent
+  producing the chunks, not consuming them, total_s, frames_per_s)."""
+
+  num_frames: int
+  chunk_size: int
+  info: dict
+  chunks: Iterator[np.ndarray] = dataclasses.field(repr=False)
+
+  def __iter__(self) -> Iterator[np.ndarray]:
+    return self.chunks

@@ -1,10 +1,13 @@
-"""Generation inputs: a portrait (file or array -> the model's face crop and face mask) and
-a driving waveform (checked; its length sets the number of frames).
+"""Generation inputs: a portrait (file or array -> the model's face crop, its face mask and
+what paste-back needs) and a driving waveform (checked; its length sets the number of
+frames).
 
-Portraits: ``prepare_portrait`` (greyscale -> RGB, alpha over white, Haar face crop or a
-centre crop, resize to ``config.data.image_size``, face mask). Audio: ``load_generation_audio``
-and ``check_audio`` (>= one frame, <= a maximum duration, silence warns in
-``Generator.generate``). ``seed_for``: the per-row seed of a dataset run.
+Portraits: ``prepare_portrait`` (greyscale -> RGB, alpha over white; crop 'face': dlib
+detection on the luma, 68 landmarks, similarity alignment to the canonical crop and the
+landmark-hull mask, ``emotalker_jax.faces``; crop 'center': the central square and
+``centre_face_mask``). Audio: ``load_generation_audio`` and ``check_audio`` (>= one frame,
+<= a maximum duration, silence warns in ``Generator.generate``). ``seed_for``: the per-row
+seed of a dataset run.
 """
 
 from __future__ import annotations
@@ -20,12 +23,24 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from emotalker_jax.audio import load_audio
-from input_pipeline import video_io as V
+from emotalker_jax.faces import align, detect, landmarks
 
-MIN_PORTRAIT_SIDE = 64  # pixels: smaller inputs are refused (unless already model size)
-MAX_PORTRAIT_SIDE = 8192  # pixels: larger inputs are refused before decoding
+MIN_PORTRAIT_SIDE = 64  # pixels: smaller photos are refused (but model size with 'center')
+MAX_PORTRAIT_SIDE = 8192  # pixels: larger photos are refused before decoding
 DEFAULT_MAX_AUDIO_SECONDS = 600.0
 CROP_MODES = ("face", "center")
+GREY_TOLERANCE = 2  # levels: channels this close count as grey (JPEG chroma noise)
+MAX_UPSCALE = 2.0  # crop pixels per photo pixel above which a small face warns
+GREYSCALE_WARNING = (
+  "portrait {source} is greyscale; the model was trained on colour video and may tint "
+  "the face it generates, so the output frames are turned grey (ITU-R 601 luma) to match "
+  "the photo"
+)
+# centre_face_mask: the geometry of the training crops around a face box (video_io's).
+_CENTRE_CROP_SCALE = 1.8  # crop side / face side
+_CENTRE_SHIFT_Y = 0.05  # crop centre below the face centre, in face sides
+_CENTRE_MASK_AXES = (1.05, 1.25)  # ellipse semi-axes, in half face sides
+_CENTRE_MASK_SHIFT_Y = 0.12  # ellipse centre below the face centre, in face sides
 
 
 # ---------------------------------------------------------------------------------------
@@ -33,15 +48,29 @@ CROP_MODES = ("face", "center")
 # ---------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Portrait:
-  """A prepared portrait. image (S, S, 3) uint8 RGB; face_mask (S, S) uint8 {0, 1};
-  face_box (4,) float32 x0, y0, x1, y1 in source pixels (None for a centre crop);
-  crop: 'face' | 'center' | 'as_is'; source_size (W, H) of the input."""
+  """A prepared portrait: the model's input and what paste-back needs.
+
+  image (S, S, 3) uint8 RGB, the model's input; face_mask (S, S) uint8 {0, 1} in the crop
+  (crop 'face': the aligned landmark hull of jaw and brows; 'center': ``centre_face_mask``);
+  face_box (4,) float32 x0, y0, x1, y1 photo pixels of the detection (None for 'center');
+  crop: 'face' | 'center'; source_size (W, H) of the photo; photo (H, W, 3) uint8 RGB, the
+  photo itself (greyscale repeated, alpha over white); matrix (2, 3) float64 photo -> crop
+  similarity (``faces.align``; None for 'center'); landmarks (68, 2) float32 photo pixels
+  (None for 'center'); greyscale: the photo has no colour (``is_greyscale``); num_faces:
+  faces detected (0 for 'center'); face_index: the one used (0 = largest).
+  """
 
   image: np.ndarray
   face_mask: np.ndarray
   face_box: np.ndarray | None
   crop: str
   source_size: tuple[int, int]
+  photo: np.ndarray
+  matrix: np.ndarray | None = None
+  landmarks: np.ndarray | None = None
+  greyscale: bool = False
+  num_faces: int = 0
+  face_index: int | None = None
 
 
 def _to_rgb(arr: np.ndarray, source: str) -> np.ndarray:
@@ -70,12 +99,21 @@ def _to_rgb(arr: np.ndarray, source: str) -> np.ndarray:
   return np.ascontiguousarray(arr)
 
 
+def is_greyscale(rgb: np.ndarray, tolerance: int = GREY_TOLERANCE) -> bool:
+  """True when an (H, W, 3) uint8 image has no colour: at 99 % of its pixels the channels
+  differ by at most ``tolerance`` levels (a grey JPEG decoded to RGB is off by 1-2)."""
+  x = np.asarray(rgb)[:: max(1, rgb.shape[0] // 256), :: max(1, rgb.shape[1] // 256)]
+  spread = x.max(-1).astype(np.int16) - x.min(-1).astype(np.int16)
+  return bool(np.percentile(spread, 99) <= tolerance)
+
+
 def read_portrait(path: str | os.PathLike) -> np.ndarray:
   """Reads an image file as (H, W, 3) uint8 RGB (EXIF orientation applied; greyscale ->
   RGB; alpha composited over white). Size limits are checked from the header, before the
   pixels are decoded.
 
-  Raises FileNotFoundError (missing file) or ValueError (not an image, too large).
+  Raises FileNotFoundError (missing file) or ValueError (not an image, damaged or
+  truncated, larger than ``MAX_PORTRAIT_SIDE``).
   """
   path = os.fspath(path)
   if not os.path.exists(path):
@@ -85,8 +123,7 @@ def read_portrait(path: str | os.PathLike) -> np.ndarray:
   try:
     with Image.open(path) as im:
       w, h = im.size
-      if max(w, h) > MAX_PORTRAIT_SIDE:  # before decoding (the small side: prepare_portrait)
-        _check_size(w, h, repr(path), None)
+      _check_size(w, h, repr(path), check_min=False)  # before decoding
       im = ImageOps.exif_transpose(im)
       if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, np.float64) / (257.0 if im.mode.startswith("I;16") else 1.0)
@@ -110,52 +147,72 @@ def read_portrait(path: str | os.PathLike) -> np.ndarray:
   return _to_rgb(arr, repr(path))
 
 
-def _check_size(w: int, h: int, source: str, size: int | None) -> None:
+def _check_size(
+  w: int, h: int, source: str, exempt: int | None = None, check_min: bool = True
+) -> None:
+  """Refuses photos over ``MAX_PORTRAIT_SIDE`` on a side, or (check_min) under
+  ``MIN_PORTRAIT_SIDE`` unless exactly ``exempt`` x ``exempt``."""
   if max(w, h) > MAX_PORTRAIT_SIDE:
     raise ValueError(
       f"portrait {source} is {w}x{h}, larger than {MAX_PORTRAIT_SIDE} px on a "
       "side; downscale it first"
     )
-  if min(w, h) < MIN_PORTRAIT_SIDE and not (size is not None and w == h == size):
+  if check_min and min(w, h) < MIN_PORTRAIT_SIDE and not w == h == exempt:
     raise ValueError(
-      f"portrait {source} is {w}x{h}, at least {MIN_PORTRAIT_SIDE} px needed "
-      f"on each side (or exactly the model size)"
+      f"portrait {source} is {w}x{h}, at least {MIN_PORTRAIT_SIDE} px needed on each "
+      "side (a model-size image that is already a centred face: --crop center)"
     )
 
 
 def centre_face_mask(size: int) -> np.ndarray:
-  """(size, size) uint8 face mask for a portrait that is already a centred face crop.
+  """(size, size) uint8 {0, 1} face mask for a portrait that is already a centred face crop.
 
-  The ellipse that a Haar face box would give in the crop ``crop_faces`` makes around it:
-  face side = size / CROP_SCALE, centred so the crop is the whole image (the same geometry
-  as the MEAD/CREMA-D training crops; it also covers the synthetic benchmark's faces).
+  The ellipse the training crops put around a face box: the face side is size / 1.8 (the
+  crop is 1.8 face sides, its centre 0.05 face sides below the face's); the ellipse's
+  semi-axes are (1.05, 1.25) half-sides, its centre 0.12 sides below the face's. It
+  covers the synthetic benchmark's faces.
   """
-  side = size / V.CROP_SCALE
-  cx, cy = size / 2.0, size / 2.0 - V.CROP_SHIFT_Y * side
-  face = np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)
-  return V.face_mask_in_crop(face, np.array([0, 0, size, size], np.float32), size)
+  side = size / _CENTRE_CROP_SCALE
+  cx, cy = size / 2.0, size / 2.0 - _CENTRE_SHIFT_Y * side + _CENTRE_MASK_SHIFT_Y * side
+  mask = np.zeros((size, size), np.uint8)
+  axes = [max(1, int(round(a * side / 2 * 16))) for a in _CENTRE_MASK_AXES]
+  # shift=4: the centre and axes in 1/16 pixel
+  cv2.ellipse(
+    mask, (int(round(cx * 16)), int(round(cy * 16))), axes, 0, 0, 360, 1, -1, cv2.LINE_8, 4
+  )
+  return mask
 
 
 def prepare_portrait(
   image,
   size: int,
-  detect: bool = True,
+  crop: str = "face",
+  face_index: int | None = None,
   source: str | None = None,
 ) -> Portrait:
   """A portrait file or array -> the model's (size, size, 3) uint8 input and face mask.
 
   Args:
-    image: a path, or an array (H, W) / (H, W, 1|3|4) uint8 (RGB order).
+    image: a path, or an array (H, W) / (H, W, 1|3|4) uint8 (RGB order; alpha over white).
     size: ``config.data.image_size``.
-    detect: True ('face' crop): the largest Haar face, a square of ``CROP_SCALE`` times its
-      box around it (edge-replicated past the border), resized; the face mask is the
-      ellipse of the box (as the MEAD/CREMA-D builders). False ('center' crop, for
-      portraits that are already centred faces, e.g. synthetic ones): the central square,
-      resized, with ``centre_face_mask``. An image of exactly size x size is taken as is.
+    crop: 'face': faces are detected on the luma (``faces.detect``; also when the photo
+      is already size x size), the largest is used (a warning when there are several)
+      or ``face_index`` (0 = largest), its 68 landmarks found and the face aligned to the
+      canonical crop (``faces.align.align_face``: eyes near row 0.47 S, mouth near 0.74 S);
+      the face mask is the aligned landmark hull. 'center': the image is already a
+      centred face crop (e.g. a synthetic portrait): its central square, resized (area
+      when shrinking, cubic when growing), with ``centre_face_mask``; no detection.
+    face_index: which face with crop 'face' (None: the largest).
+    source: the name used in messages (default: the path).
+  Returns a ``Portrait``. A greyscale photo (``is_greyscale``) warns: the model was trained
+  on colour video, so ``outputs.render_frames`` turns the generated frames grey.
   Raises:
-    FileNotFoundError / ValueError with the fix: unreadable file, smaller than 64 px,
-    larger than 8192 px, no face found (suggests ``--crop center``).
+    FileNotFoundError / ValueError with the fix: unreadable or truncated file, under 64 px
+    (exactly the model size is allowed with 'center'), over 8192 px (from the header),
+    no face found (suggests ``--crop center``), ``face_index`` out of range.
   """
+  if crop not in CROP_MODES:
+    raise ValueError(f"crop {crop!r} must be one of {CROP_MODES}")
   if isinstance(image, (str, os.PathLike)):
     source = source or repr(os.fspath(image))
     arr = read_portrait(image)
@@ -163,25 +220,53 @@ def prepare_portrait(
     source = source or "(array)"
     arr = _to_rgb(image, source)
   h, w = arr.shape[:2]
-  _check_size(w, h, source, size)
-  if (h, w) == (size, size):
-    return Portrait(arr.copy(), centre_face_mask(size), None, "as_is", (w, h))
-  if detect:
-    boxes = V.detect_faces(arr)
-    if len(boxes) == 0:
-      raise ValueError(
-        f"no face found in portrait {source}; use a frontal, unoccluded face "
-        "photo, or pass --crop center if the image is already a centred face "
-        "crop (e.g. a synthetic portrait)"
-      )
-    crops = V.crop_faces(arr[None], size, face_boxes=boxes[0], source=source)
-    return Portrait(crops.frames[0], crops.face_mask[0].astype(np.uint8), boxes[0], "face", (w, h))
-  s = min(h, w)
-  y0, x0 = (h - s) // 2, (w - s) // 2
-  sq = np.ascontiguousarray(arr[y0 : y0 + s, x0 : x0 + s])
-  interp = cv2.INTER_AREA if s > size else cv2.INTER_CUBIC
-  out = cv2.resize(sq, (size, size), interpolation=interp)
-  return Portrait(out, centre_face_mask(size), None, "center", (w, h))
+  _check_size(w, h, source, exempt=size if crop == "center" else None)
+  grey = is_greyscale(arr)
+  if crop == "center":
+    s = min(h, w)
+    y0, x0 = (h - s) // 2, (w - s) // 2
+    sq = np.ascontiguousarray(arr[y0 : y0 + s, x0 : x0 + s])
+    if s == size:
+      out = sq.copy()
+    else:
+      interp = cv2.INTER_AREA if s > size else cv2.INTER_CUBIC
+      out = cv2.resize(sq, (size, size), interpolation=interp)
+    if grey:
+      warnings.warn(GREYSCALE_WARNING.format(source=source), stacklevel=2)
+    return Portrait(out, centre_face_mask(size), None, "center", (w, h), arr, greyscale=grey)
+  faces = detect.detect_faces(arr)
+  if not faces:
+    raise ValueError(
+      f"no face found in portrait {source}; use a photo with a frontal, unoccluded face "
+      "at least 40 px across, or pass --crop center if the image is already a centred "
+      "face crop (e.g. a synthetic portrait)"
+    )
+  face = detect.choose_face(faces, face_index, f"portrait {source}")
+  points = landmarks.find_landmarks(arr, face.box)
+  aligned = align.align_face(arr, points, size)
+  if grey:  # after detection: a photo without a face only gets the error
+    warnings.warn(GREYSCALE_WARNING.format(source=source), stacklevel=2)
+  upscale = float(np.sqrt(abs(np.linalg.det(aligned.matrix[:, :2]))))
+  if upscale > MAX_UPSCALE:
+    warnings.warn(
+      f"the face in portrait {source} is small ({int(face.box[2] - face.box[0])} px wide): "
+      f"the {size}x{size} crop is upscaled {upscale:.1f}x from it and will look soft; "
+      "use a larger photo of the face",
+      stacklevel=2,
+    )
+  return Portrait(
+    aligned.image,
+    aligned.face_mask,
+    face.box,
+    "face",
+    (w, h),
+    arr,
+    aligned.matrix,
+    points,
+    grey,
+    len(faces),
+    0 if face_index is None else int(face_index),
+  )
 
 
 # ---------------------------------------------------------------------------------------
