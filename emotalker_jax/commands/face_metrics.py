@@ -45,7 +45,11 @@ def video_fps(path: str) -> float:
   try:
     meta = next(gen)
   except (OSError, RuntimeError, StopIteration) as e:
-    raise ValueError(f"cannot decode video {path!r}: {e}; check it is a complete video") from None
+    first = (str(e).strip().splitlines() or ["no output"])[0]
+    raise ValueError(
+      f"--video {path!r} has no video frames ffmpeg can decode ({first}): it is empty, "
+      "audio-only or truncated; pass a complete video file"
+    ) from None
   finally:
     gen.close()
   fps = float(meta.get("fps") or 0.0)

@@ -316,7 +316,7 @@ def evaluate_real(
 def summarise(rows: list[dict], st: RealEvalSettings, n_frames: int, seconds: float) -> dict:
   """Per-clip rows -> the result: each figure the mean over clips where it is defined."""
   col = lambda k: np.array([r[k] for r in rows], np.float64)  # noqa: E731
-  mean = lambda v: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")  # noqa: E731
+  mean = lambda v: float(np.nanmean(v)) if (~np.isnan(v)).any() else float("nan")  # noqa: E731
   out = {k: mean(col(k)) for k in REAL_METRIC_KEYS[:-2]}
   out["n_clips"], out["n_frames"] = len(rows), int(n_frames)
   for k in UNIT_KEYS:
@@ -345,7 +345,9 @@ def summarise(rows: list[dict], st: RealEvalSettings, n_frames: int, seconds: fl
 
 
 def _fmt(v, digits: int = 3) -> str:
-  if v is None or (isinstance(v, float) and not math.isfinite(v)):
+  if isinstance(v, float) and math.isinf(v):
+    return str(v)  # PSNR of identical frames
+  if v is None or (isinstance(v, float) and math.isnan(v)):
     return "undefined"
   return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
@@ -373,7 +375,9 @@ def markdown(result: dict, meta: dict, title: str) -> str:
   lines += ["", "| emotion | clips | accuracy | on the ground truth |", "|---|---|---|---|"]
   for e in EMOTIONS:
     n = result["clips_per_emotion"][e]
-    if n:
+    if n and e in rf.UNSCORABLE_EMOTIONS:
+      lines.append(f"| {e} | {n} | left out (no fer class) | |")
+    elif n:
       acc = result["emotion_accuracy_per_emotion"].get(e)
       gt = result["emotion_accuracy_per_emotion_ground_truth"].get(e)
       lines.append(f"| {e} | {n} | {_fmt(acc)} | {_fmt(gt)} |")
