@@ -241,7 +241,7 @@ def test_face_metrics_cli_errors_name_the_input(astronaut_video, tmp_path, capsy
 
 # ---- the real-data evaluation driver --------------------------------------------------------
 
-SIZE, T = 64, 6
+SIZE, T = 64, 5
 
 
 def fake_clip(im, clip_id, ident, emotion, neutral_ref, audio, seed):
@@ -326,11 +326,11 @@ def test_a_still_copy_of_the_source_keeps_identity_but_not_sync_or_landmarks(cli
     return np.repeat(source.frame[None], len(clip["frames"]), 0)
 
   st = re_.RealEvalSettings(max_frames=T, n_boot=50)
-  r = re_.evaluate_real(None, clips, classifier, st, log=lambda m: None, generate=copier)
+  r = re_.evaluate_real(None, clips[:2], classifier, st, log=lambda m: None, generate=copier)
   assert r["identity_similarity"] > 0.9
   assert r["flicker"] == 0.0 < r["flicker_ground_truth"]
   assert r["f_lmd_px"] > r["f_lmd_px_ground_truth"]
-  assert r["n_undefined"]["lip_sync_correlation"] == 3  # a still mouth has no correlation
+  assert r["n_undefined"]["lip_sync_correlation"] == 2  # a still mouth has no correlation
 
 
 @pytest.fixture(scope="module")
