@@ -18,6 +18,7 @@ import pytest
 
 from emotalker_jax import cli
 from emotalker_jax.audio import frame_rms_envelope, load_audio
+from emotalker_jax.checkpoints import load_checkpoint_config
 from emotalker_jax.emotions import EMOTIONS
 from emotalker_jax.evaluation import metrics
 from emotalker_jax.evaluation import real_eval as re_
@@ -373,3 +374,11 @@ def test_eval_data_mead_with_a_tiny_checkpoint(workdir, clips, tmp_path, monkeyp
   report = (out / "eval.md").read_text()
   assert "| identity_similarity |" in report and "identity_similarity_ground_truth" in report
   assert "1 contempt clips left out" in report
+  # An empty split fails before the generator loads; --data-dir defaults to the checkpoint's.
+  mod.read_clips = lambda name, split, data_dir=None, max_clips=None: (
+    seen.update(d=data_dir) or iter(())
+  )
+  assert cli.main(["eval", "--checkpoint", workdir, "--data", "crema_d", "--split", "val"]) == 2
+  err = capsys.readouterr().err
+  assert "crema_d split 'val'" in err and "has no clips" in err and "emotalker prepare" in err
+  assert seen["d"] == (str(load_checkpoint_config(workdir)[0].data.data_dir or "") or None)

@@ -110,7 +110,9 @@ def _data_dir(args, config) -> str | None:
 
 def run_real(args) -> int:
   """``--data mead|crema_d``: the real-face evaluation of ``evaluation/real_eval.py``."""
-  from emotalker_jax.checkpoints import find_checkpoint_dir
+  import itertools
+
+  from emotalker_jax.checkpoints import find_checkpoint_dir, load_checkpoint_config
   from emotalker_jax.commands.generate import quiet_fork_warning
   from emotalker_jax.config_utils import checkpoint_overrides
   from emotalker_jax.evaluation import real_eval as re_
@@ -129,17 +131,30 @@ def run_real(args) -> int:
     prompt=args.prompt,
   ).validate()
   classifier = rf.load_classifier(args.emotion_classifier)
-  gen = load_generator(
-    args.checkpoint, checkpoint_overrides(args.config_args), use_ema=not args.raw_params
-  )
-  from input_pipeline.frame_records import read_clips  # the prepared real data's reader
-
-  data_dir = args.data_dir or (str(gen.config.data.data_dir or "") or None)
-  clips = read_clips(args.data, args.split, data_dir=data_dir, max_clips=args.max_clips)
+  overrides = checkpoint_overrides(args.config_args)
+  data_dir = args.data_dir
+  if data_dir is None:
+    config = load_checkpoint_config(args.checkpoint, overrides, use_ema=not args.raw_params)[0]
+    data_dir = str(config.data.data_dir or "") or None
+  try:
+    from input_pipeline.frame_records import read_clips  # the prepared real data's reader
+  except ImportError as e:
+    raise ValueError(
+      f"--data {args.data} needs input_pipeline.frame_records (the prepared-clip reader), "
+      f"which this installation lacks ({e}); update the package"
+    ) from None
+  clips = iter(read_clips(args.data, args.split, data_dir=data_dir, max_clips=args.max_clips))
+  first = next(clips, None)  # data errors surface before the generator is loaded
+  if first is None:
+    raise ValueError(
+      f"{args.data} split {args.split!r} in {data_dir!r} has no clips; prepare it with "
+      f"`emotalker prepare {args.data}` or pick another --split"
+    )
+  gen = load_generator(args.checkpoint, overrides, use_ema=not args.raw_params)
   out = args.out or os.path.join(
     find_checkpoint_dir(args.checkpoint), os.pardir, f"eval_{args.data}"
   )
-  result = re_.evaluate_real(gen, clips, classifier, st, log=log_stderr)
+  result = re_.evaluate_real(gen, itertools.chain([first], clips), classifier, st, log=log_stderr)
   meta = {
     "checkpoint": gen.checkpoint_dir,
     "checkpoint_step": gen.step,

@@ -4,8 +4,8 @@ synthetic benchmark's judge.
 
 For each clip (``input_pipeline.frame_records.read_clips``' records, or any iterable of
 dicts with the same keys): the source frame is the first frame of a neutral clip of the same
-identity (the first such clip met; ``is_neutral_reference`` clips first), else the clip's own
-first frame; the prompt is the clip's dominant emotion as the synthetic evaluation's one-word
+identity (the first one met: ``is_neutral_reference`` or a neutral label), else the clip's
+own first frame; the prompt is the clip's dominant emotion as the synthetic evaluation's one-word
 prompt (``evaluate.SINGLE_PROMPTS``; ``prompt='label'``: the label vector itself as explicit
 intensities); the first ``max_frames`` frames are generated from the clip's own audio, then
 compared with the clip's frames (the ground truth, GT). The generator starts from a still
@@ -238,8 +238,10 @@ def _truncate(clip: dict, frames: int) -> dict:
   """The clip with only what the evaluation reads of its first ``frames`` frames."""
   c = dict(clip)
   n = int(round(frames * int(clip["sample_rate"]) / float(clip["fps"])))
-  c["frames"], c["landmarks"] = clip["frames"][:frames], clip["landmarks"][:frames]
-  c["audio"] = clip["audio"][:n]
+  # Copies, not views: a clip kept waiting for its identity's source holds only these.
+  c["frames"] = np.array(clip["frames"][:frames], np.uint8)
+  c["landmarks"] = np.array(clip["landmarks"][:frames], np.float32)
+  c["audio"] = np.array(clip["audio"][:n], np.float32)
   return c
 
 
