@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train the judge network on rendered frames, or measure one on held-out identities",
   ),
   "eval": ("evaluate", "evaluate a checkpoint (emotion, identity, lip sync, PSNR/SSIM)"),
+  "face-metrics": (
+    "face_metrics",
+    "identity, emotion and mouth opening of a video's faces against a portrait, as JSON",
+  ),
   "bench": ("bench", "benchmarks: JAX vs PyTorch, FLOPs, compile time, memory"),
   "convert": ("convert", "import a diffusers UNet/VAE folder into our params"),
   "aot-compile": (
