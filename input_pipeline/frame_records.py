@@ -214,14 +214,16 @@ def clip_examples(
 def log_length_report(name: str, split: str, rep: dict) -> None:
   log.info(
     "%s/%s audio vs video: %d clips checked, %d within one frame, %d trimmed/padded "
-    "(<= %g frames), %d skipped; worst %s",
+    "(<= %g frames off), %d skipped (more); %d without a face; worst (source, audio - video "
+    "frames): %s",
     name,
     split,
     rep["clips_checked"],
     rep["within_one_frame"],
     rep["fitted"],
-    rep["skipped"],
     rep["max_mismatch_frames"],
+    rep["skipped"],
+    len(rep["no_face_sources"]),
     [(w["source"], w["diff_frames"]) for w in rep["worst"][:3]],
   )
 
