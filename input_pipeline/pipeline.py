@@ -747,6 +747,7 @@ def benchmark(
   seed: int = 0,
   cache_mb: float = 256.0,
   prompt_fn: PromptFn | None = None,
+  worker_buffer_size: int = 2,
 ) -> list[dict]:
   """examples/s of the training loader per worker count (after ``warmup`` batches)."""
   results = []
@@ -758,6 +759,7 @@ def benchmark(
       seed=seed,
       data_dir=data_dir,
       worker_count=w,
+      worker_buffer_size=worker_buffer_size,
       image_size=image_size,
       cache_mb=cache_mb,
       prompt_fn=prompt_fn,
