@@ -220,9 +220,11 @@ def build(
   max_frames: int | None = None,
   actors: Sequence[int] | None = None,
   num_workers: int = 0,
+  options: dict | None = None,
   **builder_kwargs,
 ):
-  """Checks ``manual_dir`` (clear error first), then builds; returns the builder."""
+  """Checks ``manual_dir`` (clear error first), then builds; returns the builder
+  (options: as ``mead.build``'s)."""
   return mead.build(
     manual_dir,
     data_dir,
@@ -233,5 +235,6 @@ def build(
     max_frames,
     actors,
     num_workers,
+    options,
     **builder_kwargs,
   )

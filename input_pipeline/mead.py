@@ -497,11 +497,22 @@ def build(
   max_frames: int | None = None,
   actors: Sequence | None = None,
   num_workers: int = 0,
+  options: dict | None = None,
   **builder_kwargs,
 ):
-  """Checks ``manual_dir`` (clear error first), then builds; returns the builder."""
+  """Checks ``manual_dir`` (clear error first), then builds; returns the builder.
+
+  options: other ``RealVideoConfig`` fields (``max_av_mismatch_frames``, ``audio_window_s``,
+  ``jpeg_quality``, ``detect_every``, ``smooth_window``, ``max_side``); each one given
+  joins the config's name (``res256_max_av_mismatch_frames10``)."""
+  fields = {f.name for f in dataclasses.fields(RealVideoConfig)} - {
+    f.name for f in dataclasses.fields(tfds.core.BuilderConfig)
+  }
+  bad = sorted(set(options or {}) - (fields - {"image_size", "max_clips", "max_frames", "actors"}))
+  if bad:
+    raise ValueError(f"unknown build options {bad}; use some of {sorted(fields)}")
   scan(manual_dir, actors)  # fails fast with the expected layout
-  cfg = make_config(image_size, max_clips, max_frames, actors)
+  cfg = make_config(image_size, max_clips, max_frames, actors, **(options or {}))
   if cfg.name in builder_cls.builder_configs:  # a predefined config: pass it by name
     cfg = cfg.name
   b = builder_cls(config=cfg, data_dir=data_dir, num_workers=num_workers, **builder_kwargs)

@@ -209,6 +209,21 @@ def test_length_check_on_a_truncated_build_counts_the_whole_video(mead_root, tmp
   assert frame_records.decode_frame(recs[0]["image"]).shape == (32, 32, 3)
   b2 = mead.build(mead_root, str(tmp_path), image_size=32, max_frames=4, actors=["W009"])
   assert set(b2.info.splits) == {"test"}
+  # a looser limit keeps the clip with 9 frames of audio missing
+  b3 = mead.build(
+    mead_root,
+    str(tmp_path),
+    image_size=16,
+    max_frames=4,
+    actors=["M005"],
+    options={"max_av_mismatch_frames": 10},
+  )
+  assert b3.builder_config.name == "res16_frames4_M005_max_av_mismatch_frames10"
+  rep = json.loads(open(os.path.join(b3.data_dir, "metadata.json")).read())["av_length"]
+  assert rep["train"]["skipped"] == 0 and rep["train"]["fitted"] == 3
+  assert rel("M005", "sad", 1, 1) in {r["source"].decode() for r in all_records(b3, "train")}
+  with pytest.raises(ValueError, match="unknown build options"):
+    mead.build(mead_root, str(tmp_path), image_size=16, options={"max_frame": 3})
 
 
 def test_pipeline_reads_frame_records(mead_built, mead_root):
