@@ -12,10 +12,16 @@ Pod (sized for a v5p-64: 32 chips, one JAX device each, on 8 hosts of 4 chips):
 - mesh: data = -1 (every chip), fsdp = 1. The trained state (UNet params, AdamW's two
   moments and the EMA, float32: ~4.3 GB) fits each chip's 95 GiB, so plain data
   parallelism avoids fsdp's per-layer all-gathers; set mesh.fsdp > 1 if the model grows.
-  The batch divides any slice of up to 512 chips (data = -1 fills the slice).
-- grain: ``data.worker_count`` workers per host, each prefetching ``worker_buffer_size``
-  batches (see the pipeline benchmark's figures in docs/BENCHMARKS.md: a 2-core machine
-  makes ~MEASURED examples/s per worker at 256x256; a host needs 64 / step time).
+  The batch divides any power-of-two slice of up to 512 chips (data = -1 fills it).
+- grain: 16 workers per host (``data.worker_count``), each prefetching the base's 2
+  batches (``data.worker_buffer_size``). Measured (``emotalker bench pipeline --config
+  configs/mead.py --photo-tree --pod-hosts 8 --pod-step-s 0.12 --workers 0,1,2``, 256x256
+  frame records, 2-core Xeon): 113 examples/s per worker (226 with 2 workers). A host
+  needs 64 / step time: 533/s at an estimated 0.12 s step (XLA's 1.547 TFLOP per example
+  x 16 per chip at 45% of a v5p chip's 459 TFLOP/s), i.e. >= 5 workers; 16 make ~1800/s
+  (3.4x), enough for steps down to ~0.035 s or for cores slower than these. A
+  deeper prefetch only holds more of the ~3.4 MB float32 examples: 16 workers x 2
+  batches already queue ~4 s of steps.
 
 Stage 1 first: ``emotalker train --stage autoencoder --config configs/mead.py --workdir
 workdirs/mead`` writes workdirs/mead/autoencoder, which ``train.autoencoder_checkpoint``
@@ -38,7 +44,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.name = "mead"
   c.data.dataset = "mead/res256"
   c.data.worker_count = 16
-  c.data.worker_buffer_size = 4
   c.train.batch_size = 512
   c.train.steps = 50_000  # 25.6M examples: ~6 passes over MEAD's ~4M training frames
   c.train.ckpt_every = 1000
