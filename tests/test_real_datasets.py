@@ -281,6 +281,38 @@ def test_pipeline_reads_frame_records(mead_built, mead_root):
     )
 
 
+def test_frame_records_in_grain_worker_processes(mead_built):
+  """Frame sources pickle into grain workers: one worker gives the same examples as
+  loading in this process."""
+  b, data_dir = mead_built
+
+  def examples(workers):
+    ld = P.make_loader(
+      f"mead/{b.builder_config.name}",
+      "train",
+      batch_size=4,
+      data_dir=data_dir,
+      seed=9,
+      shard_options=gp.NoSharding(),
+      prompt_fn=P.simple_prompt,
+      worker_count=workers,
+    )
+    it = iter(ld)
+    out = {}
+    for batch in (next(it), next(it)):
+      for i in range(4):
+        out[(int(batch["clip_id"][i]), int(batch["frame"][i]))] = {
+          k: v[i] for k, v in batch.items()
+        }
+    return out
+
+  here, there = examples(0), examples(1)
+  assert here.keys() == there.keys() and len(here) == 8
+  for key in here:
+    for k in here[key]:
+      np.testing.assert_array_equal(here[key][k], there[key][k], err_msg=str((key, k)))
+
+
 def test_read_clips_round_trip(mead_built, mead_root):
   b, data_dir = mead_built
   name = f"mead/{b.builder_config.name}"
