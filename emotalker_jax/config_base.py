@@ -33,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.synthetic_size = "tiny"  # tiny | small | demo | full
   c.data.synthetic_seed = 0  # synthetic_talk seed (identities, clip plans)
   c.data.worker_count = 0  # grain worker processes (0: in the main process)
+  c.data.worker_buffer_size = 2  # batches each grain worker prefetches
   c.data.ref_min_gap = 60  # frames between target and same-clip reference
 
   # ---- autoencoder (diffusers AutoencoderKL keys) --------------------------------------

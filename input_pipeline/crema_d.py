@@ -5,8 +5,8 @@ The builder reads the dataset's own layout in ``manual_dir``:
   <manual_dir>/VideoFlash/<actor>_<sentence>_<EMO>_<LVL>.flv
   <manual_dir>/AudioWAV/<actor>_<sentence>_<EMO>_<LVL>.wav
 
-(e.g. ``1001_DFA_ANG_XX``; EMO in ANG DIS FEA HAP NEU SAD; LVL in LO MD HI XX). Records
-have the per-clip layout of ``mead`` / ``synthetic_talk`` (see ``input_pipeline.mead``),
+(e.g. ``1001_DFA_ANG_XX``; EMO in ANG DIS FEA HAP NEU SAD; LVL in LO MD HI XX). Clips are
+aligned and stored one record per frame as ``mead``'s (``input_pipeline.frame_records``),
 plus ``sentence`` (Text). Labels (``input_pipeline.labels``): one-hot x intensity with
 LO/MD/HI/XX -> 1/3, 2/3, 1, 2/3 (neutral: 1); identity = the actor number (1001-1091).
 
@@ -17,10 +17,10 @@ documented in ``labels.CREMA_TEST_ACTORS``).
 Note: TensorFlow Datasets ships an audio-only ``crema_d`` in its catalog. Importing this
 module replaces that registration, so ``tfds.builder("crema_d")`` means this builder.
 The pipeline reads prepared data from its files (no registry lookup), so either way
-``make_loader("crema_d/res128", ...)`` reads what this builder wrote.
+``make_loader("crema_d/res256", ...)`` reads what this builder wrote.
 
 Build: ``emotalker prepare crema_d --manual_dir ~/CREMA-D --data_dir data/tfds
---image_size 128 [--max_clips N --max_frames N --num_workers 2]``.
+--image_size 256 [--max_clips N --max_frames N --num_workers 8]``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import os
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import registered
 
-from input_pipeline import labels, mead, video_io
+from input_pipeline import frame_records, labels, mead
 
 log = logging.getLogger(__name__)
 
@@ -171,38 +171,34 @@ _register_over_tfds_catalog()
 
 
 class CremaD(mead._FileCodePath, tfds.core.GeneratorBasedBuilder):  # pylint: disable=protected-access
-  """CREMA-D talking faces as per-clip face crops + 16 kHz audio."""
+  """CREMA-D talking faces: one record per frame, aligned face crops."""
 
   name = "crema_d"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {
+    "1.0.0": "Initial release: per-clip records, Haar face boxes.",
+    "2.0.0": "Frame-level records: dlib landmarks, one alignment per clip, JPEG frames, "
+    "per-frame audio windows, length report.",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [mead.make_config(64), mead.make_config(128), mead.make_config(256)]
   DEFAULT_CONFIG_NAME = "res128"
 
-  def __init__(
-    self,
-    *,
-    detector: video_io.Detector = video_io.haar_detector,
-    strict: bool = False,
-    num_workers: int = 0,
-    **kwargs,
-  ):
+  def __init__(self, *, strict: bool = False, num_workers: int = 0, **kwargs):
     kwargs.setdefault("file_format", "array_record")
-    self.detector, self.strict, self.num_workers = detector, strict, int(num_workers)
+    self.strict, self.num_workers = strict, int(num_workers)
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
       builder=self,
       description=__doc__,
-      features=mead.clip_features(
+      features=frame_records.frame_features(
         self.builder_config.image_size, {"sentence": tfds.features.Text()}
       ),
       homepage="https://github.com/CheyneyComputerScience/CREMA-D",
-      metadata=tfds.core.MetadataDict(
-        fps=mead.FPS, sample_rate=mead.SAMPLE_RATE, test_actors=list(labels.CREMA_TEST_ACTORS)
-      ),
+      disable_shuffling=True,  # records in (clip, frame) order: frame_records
+      metadata=mead.info_metadata(self.builder_config, labels.CREMA_TEST_ACTORS),
     )
 
   def _split_generators(self, dl_manager):
@@ -210,15 +206,9 @@ class CremaD(mead._FileCodePath, tfds.core.GeneratorBasedBuilder):  # pylint: di
     clips = scan_manual_dir(root, self.builder_config.actors)
     return mead.split_generators(self, clips, root)
 
-  def _generate_examples(self, clips, root):
+  def _generate_examples(self, split, clips, root):
     return mead.generate_clips(
-      clips,
-      self.builder_config,
-      root,
-      self.detector,
-      self.strict,
-      self.num_workers,
-      extra=lambda c: {"sentence": c.stem.split("_")[1]},
+      self, split, clips, root, extra=lambda c: {"sentence": c.stem.split("_")[1]}
     )
 
 
@@ -230,9 +220,11 @@ def build(
   max_frames: int | None = None,
   actors: Sequence[int] | None = None,
   num_workers: int = 0,
+  options: dict | None = None,
   **builder_kwargs,
 ):
-  """Checks ``manual_dir`` (clear error first), then builds; returns the builder."""
+  """Checks ``manual_dir`` (clear error first), then builds; returns the builder
+  (options: as ``mead.build``'s)."""
   return mead.build(
     manual_dir,
     data_dir,
@@ -243,5 +235,6 @@ def build(
     max_frames,
     actors,
     num_workers,
+    options,
     **builder_kwargs,
   )

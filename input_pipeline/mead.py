@@ -9,18 +9,19 @@ reads the folders a user extracted (``manual_dir``), in MEAD's own layout:
 (actor ``M003`` ... ``W040``; emotion one of angry contempt disgusted fear happy neutral
 sad surprised; n in 1, 2, 3; clip ``001``...). Only the frontal camera is used.
 
-Each clip becomes one record with the per-clip layout of ``synthetic_talk``:
-  frames               (T, S, S, 3) uint8   face crops at 25 fps (Haar face track, see
-                                            ``video_io``), S = config.image_size
-  face_mask            (T, S, S)    uint8   {0, 1} approximate face region (ellipse)
-  audio                (T * 640,)   float32 16 kHz mono, trimmed/zero-padded to the video
+Each clip is aligned once (``video_io.align_clip``: dlib landmarks tracked through the
+clip, one similarity transform from the median of the smoothed track, every frame warped
+with it) and becomes one record per video frame (``input_pipeline.frame_records``: the
+frame as JPEG at S = config.image_size, its 68 landmarks in crop pixels, the audio samples
+its log-mel window needs, the clip's labels and provenance):
   emotion              (8,)         float32 one-hot x intensity (``labels``: 1/3, 2/3, 1;
                                             neutral 1)
   identity             int64        ``labels.mead_identity``: M003 -> 3, W009 -> 1009
   clip_id              int64        ``labels.mead_clip_id``
   is_neutral_reference bool         True for every neutral clip (reference frames)
   actor, level, source Text         "M003", "level_2", relative path of the video
-  crop_box             (T, 4)       float32 crop square in decoded-frame pixels
+The per-split clip table and the audio/video length report go to the dataset's
+metadata.json (``frame_records``).
 
 Splits are identity-disjoint: ``test`` = actors M003, M030, W009, W015 (as in the
 talking-face literature), ``train`` = every other actor present. A split with no clips is
@@ -29,11 +30,13 @@ left out (with a warning).
 Build (the manual dir is checked before any decoding; a malformed one raises an error that
 lists the expected layout):
 
-  emotalker prepare mead --manual_dir ~/MEAD --data_dir data/tfds --image_size 128 \
-      [--max_clips 200 --max_frames 100 --num_workers 2]
+  emotalker prepare mead --manual_dir ~/MEAD --data_dir data/tfds --image_size 256 \
+      [--max_clips 200 --max_frames 100 --num_workers 8]
 
-or ``build(manual_dir, data_dir, image_size=128, max_clips=..., max_frames=...)``; read with
-``input_pipeline.pipeline.make_loader("mead/<config name>", "train", data_dir=...)``.
+or ``build(manual_dir, data_dir, image_size=256, max_clips=..., max_frames=...)``; read with
+``input_pipeline.pipeline.make_loader("mead/<config name>", "train", data_dir=...)`` (training
+examples) or ``input_pipeline.frame_records.read_clips("mead/<config name>", "test", ...)``
+(whole clips).
 ``max_clips`` (per split) takes clips round-robin over (actor, emotion, level) groups, so
 a subset still covers every actor and emotion (and the neutral references).
 """
@@ -51,9 +54,10 @@ import re
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+from tqdm import tqdm
 
-from emotalker_jax.emotions import NUM_EMOTIONS
-from input_pipeline import labels, video_io
+from input_pipeline import frame_records, labels, video_io
+from input_pipeline.pipeline import MelWindow
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +241,10 @@ def subset(clips: Sequence[ClipFiles], max_clips: int | None) -> list[ClipFiles]
 class RealVideoConfig(tfds.core.BuilderConfig):
   """image_size: crop side S; max_clips: per split (None = all); max_frames: per clip;
   actors: only these (None = all); max_side: decode so the longest side is <= this;
-  detect_every / smoothing: face-track sampling and moving-average length (frames)."""
+  detect_every / smooth_window: face detection interval and landmark moving average
+  (frames); jpeg_quality: of the stored frames; audio_window_s: the longest log-mel window
+  the stored audio serves; max_av_mismatch_frames: clips whose audio and video lengths
+  differ by more are skipped (``frame_records``)."""
 
   image_size: int = 128
   max_clips: int | None = None
@@ -245,7 +252,10 @@ class RealVideoConfig(tfds.core.BuilderConfig):
   actors: tuple | None = None
   max_side: int = 960
   detect_every: int = 5
-  smoothing: int = 9
+  smooth_window: int = 3
+  jpeg_quality: int = frame_records.JPEG_QUALITY
+  audio_window_s: float = frame_records.AUDIO_WINDOW_S
+  max_av_mismatch_frames: float = frame_records.MAX_AV_MISMATCH_FRAMES
 
 
 def make_config(
@@ -275,29 +285,28 @@ def make_config(
   )
 
 
-def clip_features(image_size: int, extra: dict | None = None) -> tfds.features.FeaturesDict:
-  f = tfds.features
-  s = int(image_size)
-  d = {
-    "frames": f.Tensor(shape=(None, s, s, 3), dtype=np.uint8),
-    "face_mask": f.Tensor(shape=(None, s, s), dtype=np.uint8),
-    "audio": f.Tensor(shape=(None,), dtype=np.float32),
-    "emotion": f.Tensor(shape=(NUM_EMOTIONS,), dtype=np.float32),
-    "identity": f.Scalar(dtype=np.int64),
-    "clip_id": f.Scalar(dtype=np.int64),
-    "is_neutral_reference": f.Scalar(dtype=np.bool_),
-    "actor": f.Text(),
-    "level": f.Text(),
-    "source": f.Text(),
-    "crop_box": f.Tensor(shape=(None, 4), dtype=np.float32),
-  }
-  d.update(extra or {})
-  return f.FeaturesDict(d)
+def info_metadata(cfg: RealVideoConfig, test_actors) -> tfds.core.MetadataDict:
+  """The dataset's metadata.json: rates, the record format and its options; the builder
+  adds ``frame_index`` and ``av_length`` per split while it writes them."""
+  return tfds.core.MetadataDict(
+    fps=FPS,
+    sample_rate=SAMPLE_RATE,
+    test_actors=list(test_actors),
+    record_format=frame_records.RECORD_FORMAT,
+    image_size=int(cfg.image_size),
+    image_encoding="jpeg",
+    jpeg_quality=int(cfg.jpeg_quality),
+    audio_window_s=float(cfg.audio_window_s),
+    frame_index={},
+    av_length={},
+  )
 
 
 def _load_job(job):
-  """(ClipFiles, config kwargs, detector, strict, root) -> (key, example) or (key, None)."""
-  clip, kw, detector, strict, root = job
+  """(ClipFiles, config kwargs, strict, root) -> (key, ('clip', arrays, labels)),
+  (key, ('skip', message, av)) or (key, ('error', message))."""
+  clip, kw, strict, root = job
+  key = os.path.relpath(clip.video, root)
   try:
     arrays = video_io.load_clip(
       clip.video,
@@ -307,66 +316,98 @@ def _load_job(job):
       sample_rate=SAMPLE_RATE,
       max_frames=kw["max_frames"],
       max_side=kw["max_side"],
-      detector=detector,
-      smoothing=kw["smoothing"],
       detect_every=kw["detect_every"],
+      smooth_window=kw["smooth_window"],
+      max_av_mismatch=kw["max_av_mismatch_frames"],
     )
+  except video_io.AVLengthError as e:
+    if strict:
+      raise
+    return key, ("skip", str(e), e.av)
   except (ValueError, FileNotFoundError) as e:
     if strict:
       raise
-    return os.path.relpath(clip.video, root), str(e)
+    return key, ("error", str(e))
+  # JPEG-encode here, in the worker: the parent receives ~30 KB per frame, not raw pixels.
+  arrays["images"] = [
+    frame_records.encode_frame(f, kw["jpeg_quality"]) for f in arrays.pop("frames")
+  ]
   emotion = np.asarray(clip.emotion_vec, np.float32)
-  example = {
-    **arrays,
+  labels_ = {
     "emotion": emotion,
     "identity": clip.identity,
     "clip_id": clip.clip_id,
     "is_neutral_reference": labels.is_neutral(emotion),
     "actor": clip.actor,
     "level": clip.level,
-    "source": os.path.relpath(clip.video, root),
+    "source": key,
   }
-  return os.path.relpath(clip.video, root), example
+  return key, ("clip", arrays, labels_)
 
 
 def generate_clips(
+  builder,
+  split: str,
   clips: Sequence[ClipFiles],
-  cfg: RealVideoConfig,
   root: str,
-  detector: video_io.Detector,
-  strict: bool,
-  num_workers: int,
   extra: Callable[[ClipFiles], dict] | None = None,
 ) -> Iterable:
-  """Yields (key, example) for each clip, decoding in ``num_workers`` processes."""
-  kw = dict(
-    image_size=cfg.image_size,
-    max_frames=cfg.max_frames,
-    max_side=cfg.max_side,
-    smoothing=cfg.smoothing,
-    detect_every=cfg.detect_every,
+  """Yields (key, record) for every frame of every clip (decoding and face alignment in
+  ``builder.num_workers`` processes), then stores the split's clip table and length
+  report in ``builder.info.metadata``."""
+  cfg = builder.builder_config
+  kw = {
+    k: getattr(cfg, k)
+    for k in (
+      "image_size",
+      "max_side",
+      "detect_every",
+      "smooth_window",
+      "jpeg_quality",
+      "max_av_mismatch_frames",
+    )
+  }
+  kw["max_frames"] = min(
+    cfg.max_frames or frame_records.MAX_CLIP_FRAMES, frame_records.MAX_CLIP_FRAMES
   )
-  jobs = [(c, kw, detector, strict, root) for c in clips]
+  jobs = [(c, kw, builder.strict, root) for c in clips]
   by_key = {os.path.relpath(c.video, root): c for c in clips}
-  if num_workers > 0:
+  index = frame_records.SplitIndex(split, len(clips), cfg.max_av_mismatch_frames)
+  mel = MelWindow(FPS, cfg.audio_window_s, SAMPLE_RATE)
+  if builder.num_workers > 0:
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(num_workers) as pool:
+    with ctx.Pool(builder.num_workers) as pool:
       results = pool.imap(_load_job, jobs, chunksize=1)
-      yield from _emit(results, by_key, extra)
+      yield from _emit(results, by_key, extra, index, mel)
   else:
-    yield from _emit(map(_load_job, jobs), by_key, extra)
+    yield from _emit(map(_load_job, jobs), by_key, extra, index, mel)
+  side = index.to_json()
+  builder.info.metadata["frame_index"][split] = side["frame_index"]
+  builder.info.metadata["av_length"][split] = side["av_length"]
+  frame_records.log_length_report(builder.name, split, side["av_length"])
 
 
-def _emit(results, by_key, extra):
+def _emit(results, by_key, extra, index: frame_records.SplitIndex, mel: MelWindow):
   failed = 0
-  for key, ex in results:
-    if isinstance(ex, str):
+  for key, out in tqdm(results, total=len(by_key), desc="clips", unit="clip", leave=False):
+    if out[0] == "error":
       failed += 1
-      log.warning("skipping %s: %s", key, ex)
+      index.no_face.append(key)
+      log.warning("skipping %s: %s", key, out[1])
       continue
+    if out[0] == "skip":
+      failed += 1
+      index.note_length(key, out[2])
+      log.warning("skipping %s: %s", key, out[1])
+      continue
+    _, arrays, ex = out
+    index.note_length(key, arrays.pop("av_length"))
     if extra is not None:
       ex.update(extra(by_key[key]))
-    yield key, ex
+    t = len(arrays["images"])
+    pos = index.add_clip(ex, t)
+    ranges = mel.sample_ranges(t, arrays["audio"].shape[0])
+    yield from frame_records.clip_examples(arrays, ex, pos, index, ranges)
   if failed:
     log.warning("%d clips were skipped (see warnings above)", failed)
 
@@ -400,7 +441,7 @@ def split_generators(builder, clips: Sequence[ClipFiles], root: str) -> dict:
         "%s: no clips for split %r in %s; the split is left out", builder.name, split, root
       )
       continue
-    out[split] = builder._generate_examples(chosen, root)  # pylint: disable=protected-access
+    out[split] = builder._generate_examples(split, chosen, root)  # pylint: disable=protected-access
   return out
 
 
@@ -408,37 +449,33 @@ def split_generators(builder, clips: Sequence[ClipFiles], root: str) -> dict:
 # The builder
 # ---------------------------------------------------------------------------------------
 class Mead(_FileCodePath, tfds.core.GeneratorBasedBuilder):
-  """MEAD talking faces (frontal camera) as per-clip face crops + 16 kHz audio."""
+  """MEAD talking faces (frontal camera): one record per frame, aligned face crops."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {
+    "1.0.0": "Initial release: per-clip records, Haar face boxes.",
+    "2.0.0": "Frame-level records: dlib landmarks, one alignment per clip, JPEG frames, "
+    "per-frame audio windows, length report.",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [make_config(64), make_config(128), make_config(256)]
   DEFAULT_CONFIG_NAME = "res128"
 
-  def __init__(
-    self,
-    *,
-    detector: video_io.Detector = video_io.haar_detector,
-    strict: bool = False,
-    num_workers: int = 0,
-    **kwargs,
-  ):
-    """detector: frame -> face box or None (picklable for num_workers > 0);
-    strict: raise on a clip without a face / undecodable instead of skipping it."""
+  def __init__(self, *, strict: bool = False, num_workers: int = 0, **kwargs):
+    """strict: raise on a clip without a face, undecodable, or with mismatched audio
+    instead of skipping it; num_workers: decoding / alignment processes."""
     kwargs.setdefault("file_format", "array_record")
-    self.detector, self.strict, self.num_workers = detector, strict, int(num_workers)
+    self.strict, self.num_workers = strict, int(num_workers)
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
       builder=self,
       description=__doc__,
-      features=clip_features(self.builder_config.image_size),
+      features=frame_records.frame_features(self.builder_config.image_size),
       homepage="https://wywu.github.io/projects/MEAD/MEAD.html",
-      metadata=tfds.core.MetadataDict(
-        fps=FPS, sample_rate=SAMPLE_RATE, test_actors=list(labels.MEAD_TEST_ACTORS)
-      ),
+      disable_shuffling=True,  # records in (clip, frame) order: frame_records
+      metadata=info_metadata(self.builder_config, labels.MEAD_TEST_ACTORS),
     )
 
   def _split_generators(self, dl_manager):
@@ -446,10 +483,8 @@ class Mead(_FileCodePath, tfds.core.GeneratorBasedBuilder):
     clips = scan_manual_dir(root, self.builder_config.actors)
     return split_generators(self, clips, root)
 
-  def _generate_examples(self, clips, root):
-    return generate_clips(
-      clips, self.builder_config, root, self.detector, self.strict, self.num_workers
-    )
+  def _generate_examples(self, split, clips, root):
+    return generate_clips(self, split, clips, root)
 
 
 def build(
@@ -462,15 +497,27 @@ def build(
   max_frames: int | None = None,
   actors: Sequence | None = None,
   num_workers: int = 0,
+  options: dict | None = None,
   **builder_kwargs,
 ):
-  """Checks ``manual_dir`` (clear error first), then builds; returns the builder."""
+  """Checks ``manual_dir`` (clear error first), then builds; returns the builder.
+
+  options: other ``RealVideoConfig`` fields (``max_av_mismatch_frames``, ``audio_window_s``,
+  ``jpeg_quality``, ``detect_every``, ``smooth_window``, ``max_side``); each one given
+  joins the config's name (``res256_max_av_mismatch_frames10``)."""
+  fields = {f.name for f in dataclasses.fields(RealVideoConfig)} - {
+    f.name for f in dataclasses.fields(tfds.core.BuilderConfig)
+  }
+  bad = sorted(set(options or {}) - (fields - {"image_size", "max_clips", "max_frames", "actors"}))
+  if bad:
+    raise ValueError(f"unknown build options {bad}; use some of {sorted(fields)}")
   scan(manual_dir, actors)  # fails fast with the expected layout
-  cfg = make_config(image_size, max_clips, max_frames, actors)
+  cfg = make_config(image_size, max_clips, max_frames, actors, **(options or {}))
   if cfg.name in builder_cls.builder_configs:  # a predefined config: pass it by name
     cfg = cfg.name
   b = builder_cls(config=cfg, data_dir=data_dir, num_workers=num_workers, **builder_kwargs)
   b.download_and_prepare(
     download_config=tfds.download.DownloadConfig(manual_dir=os.path.abspath(manual_dir))
   )
+  frame_records.check_records(b)
   return b

@@ -1,11 +1,13 @@
-"""grain pipelines: per-clip TFDS array_record records -> batches of training examples.
+"""grain pipelines: TFDS array_record records (per clip or per frame) -> training batches.
 
 A training example is one video frame (METHOD.md, "Training example"):
 
   x_tgt        (H, W, 3) float32 in [-1, 1]  the target frame tau of clip c (identity i)
   x_ref        (H, W, 3) float32 in [-1, 1]  a reference frame of identity i (below)
   x_mask       (H, W, 3) float32 in [-1, 1]  x_tgt with ``mask_region`` set to ``fill`` (0)
-  face_mask    (H, W)    float32 {0, 1}      the face region of x_tgt (from the dataset)
+  face_mask    (H, W)    float32 {0, 1}      the face region of x_tgt (per-clip records: the
+                                             stored mask; frame-level records: the hull of
+                                             its landmarks, ``faces.align.face_hull_mask``)
   mask_region  (H, W)    float32 {0, 1}      the blanked region: the face (``mask='face'``)
                                              or the lower half of its box (``'lower_face'``)
   mouth_region (H, W)    float32 {0, 1}      the mouth's box: landmarks 48-67 (iBUG layout)
@@ -38,12 +40,16 @@ Reference frame x_ref, first rule that applies (rng-driven, so deterministic per
 
 Index: the clips are expanded to a flat index of frames (``ClipIndex``: cumulative frame
 counts, ``locate`` by binary search); grain's ``IndexSampler`` shuffles and repeats that
-index, ``ShardOptions`` splits it between processes, a ``RandomMapTransform`` reads the
-clip records (tfds ``ArrayRecordDataSource``; a per-process LRU cache of ``cache_mb``
-MiB keeps recent clips) and builds the example with the per-record rng grain derives
-from the seed.
-Clip metadata (frame count, identity, flags) is read once per split and cached as JSON
-beside the dataset (``clip_index.<split>.json``) when that directory is writable.
+index, ``ShardOptions`` splits it between processes, a ``RandomMapTransform``
+(``MakeExample``) reads the target and reference frames through a frame source
+(``frame_records``: ``ClipRecords`` over per-clip records such as synthetic_talk's, with a
+per-process LRU cache of ``cache_mb`` MiB of decoded clips; ``FrameRecords`` over
+MEAD / CREMA-D's frame-level records, where flat frame f of clip c is record
+offsets[c] + f) and builds the example with the per-record rng grain derives from the seed.
+Clip metadata (frame count, identity, flags): frame-level datasets carry it in their
+metadata.json (written at build time); per-clip datasets are read once per split and
+cached as JSON beside the dataset (``clip_index.<split>.json``) when that directory is
+writable.
 
 Batches are per process: ``global_batch // process_count``. grain's DataLoader gives
 every process the same number of examples per epoch, so with P processes an epoch (the
@@ -75,13 +81,13 @@ import grain
 import grain.python as gp
 import jax
 import numpy as np
-import tensorflow_datasets as tfds
 from tqdm import tqdm
 
 from emotalker_jax import audio as A
 from emotalker_jax import fed
 from emotalker_jax.emotions import EMOTIONS
-from input_pipeline import synthetic_talk
+from input_pipeline import frame_records, synthetic_talk
+from input_pipeline.frame_records import open_source
 
 MASK_MODES = ("face", "lower_face")
 REF_MIN_GAP = 60  # frames between target and same-clip reference
@@ -148,40 +154,6 @@ def fed_prompt(intensities: np.ndarray, rng: np.random.Generator):
 def default_prompt_fn() -> PromptFn:
   """``fed_prompt``: FED's descriptions of the clip's intensities."""
   return fed_prompt
-
-
-# ---------------------------------------------------------------------------------------
-# Opening a dataset
-# ---------------------------------------------------------------------------------------
-def open_source(dataset: str, split: str, data_dir: str | None = None):
-  """A random-access tfds source over one split of a prepared array_record dataset.
-
-  ``dataset`` is a tfds name (``"synthetic_talk/tiny"``, ``"mead/res64"``) looked up in
-  ``data_dir`` from the prepared files (no builder code needed), or a path to a prepared
-  version directory (``.../synthetic_talk/tiny/<version>``). Returns (source, builder_dir).
-  """
-  if os.path.isfile(os.path.join(dataset, "dataset_info.json")):
-    builder = tfds.builder_from_directory(dataset)
-  else:
-    try:
-      builder = tfds.core.read_only_builder.builder_from_files(dataset, data_dir=data_dir)
-    except Exception as e:  # tfds raises its own DatasetNotFoundError / FileNotFoundError
-      raise FileNotFoundError(
-        f"dataset {dataset!r} is not prepared in data_dir {data_dir!r} ({e}); build it "
-        "first (e.g. `emotalker synth --out DIR --size tiny` for synthetic_talk, or the "
-        "mead / crema_d builders) and pass --config.data.data_dir=DIR"
-      ) from None
-  fmt = getattr(builder.info.file_format, "value", builder.info.file_format)
-  if fmt != "array_record":
-    raise ValueError(
-      f"dataset {dataset!r} is stored as {builder.info.file_format}; the grain "
-      "pipeline needs file_format='array_record' (rebuild it with that format)"
-    )
-  if split not in builder.info.splits and not re.match(r"^\w+\[.*\]$", split):
-    raise ValueError(
-      f"dataset {dataset!r} has no split {split!r}; it has {', '.join(builder.info.splits)}"
-    )
-  return builder.as_data_source(split=split), str(builder.data_dir)
 
 
 # ---------------------------------------------------------------------------------------
@@ -444,14 +416,48 @@ class MelWindow:
     self.floor = A.LOG_FLOOR
     self.length = A.window_length(self.window_s, self.hop / self.sr)
 
-  def __call__(self, audio: np.ndarray, frame: int, num_frames: int) -> np.ndarray:
-    audio = np.asarray(audio, np.float64).reshape(-1)
-    m = A.num_mel_frames(audio.shape[0], self.hop)
+  def _starts(self, frame: int, num_frames: int, total: int) -> np.ndarray:
+    """(W, n_fft) clip sample positions of the window's STFT frames (may leave [0, total))."""
+    m = A.num_mel_frames(total, self.hop)
     idx = A.window_indices(m, num_frames, self.fps, self.window_s, self.hop / self.sr)[frame]
-    pad = self.n_fft // 2
-    start = idx.astype(np.int64)[:, None] * self.hop + np.arange(self.n_fft)[None] - pad
-    valid = (start >= 0) & (start < audio.shape[0])
-    frames = np.where(valid, audio[np.clip(start, 0, max(0, audio.shape[0] - 1))], 0.0)
+    return idx.astype(np.int64)[:, None] * self.hop + np.arange(self.n_fft)[None] - self.n_fft // 2
+
+  def sample_range(self, frame: int, num_frames: int, total: int) -> tuple[int, int]:
+    """[lo, hi): the clip samples frame ``frame``'s window reads, within [0, total)."""
+    st = self._starts(frame, num_frames, total)
+    return max(0, int(st.min())), min(int(total), int(st.max()) + 1)
+
+  def sample_ranges(self, num_frames: int, total: int) -> np.ndarray:
+    """(num_frames, 2) int64: ``sample_range`` of every frame of a clip of ``total`` samples."""
+    return np.array([self.sample_range(f, num_frames, total) for f in range(num_frames)], np.int64)
+
+  def __call__(
+    self,
+    audio: np.ndarray,
+    frame: int,
+    num_frames: int,
+    offset: int = 0,
+    total: int | None = None,
+  ) -> np.ndarray:
+    """The window of frame ``frame`` of a ``num_frames``-frame clip.
+
+    audio: the whole clip's waveform, or a slice of it: samples [offset, offset + n) of a
+    clip of ``total`` samples (default: ``offset + n``, i.e. a whole clip when offset is 0).
+    The result is the same for any slice that holds ``sample_range``; ValueError otherwise.
+    """
+    audio = np.asarray(audio, np.float64).reshape(-1)
+    total = offset + audio.shape[0] if total is None else int(total)
+    start = self._starts(frame, num_frames, total)
+    valid = (start >= 0) & (start < total)
+    rel = start - int(offset)
+    if np.any(valid & ((rel < 0) | (rel >= audio.shape[0]))):
+      lo, hi = self.sample_range(frame, num_frames, total)
+      raise ValueError(
+        f"the audio slice [{offset}, {offset + audio.shape[0]}) does not hold samples "
+        f"[{lo}, {hi}) that frame {frame}'s {self.window_s:g} s window needs; the dataset's "
+        "stored audio serves shorter windows (rebuild it with a larger audio_window_s)"
+      )
+    frames = np.where(valid, audio[np.clip(rel, 0, max(0, audio.shape[0] - 1))], 0.0)
     mag = np.abs(np.fft.rfft(frames * self.window, n=self.n_fft, axis=-1))
     return np.log(np.maximum(mag @ self.fb, self.floor)).astype(np.float32)
 
@@ -459,13 +465,13 @@ class MelWindow:
 class MakeExample(gp.RandomMapTransform):
   """grain ``RandomMapTransform``: flat frame index -> one training example (module doc).
 
-  Picklable (worker processes get a copy); the clip cache is per process.
+  ``frames``: a frame source (``frame_records.ClipRecords`` or ``FrameRecords``) with its
+  ``index`` (``ClipIndex``). Picklable (worker processes get a copy; caches are per process).
   """
 
   def __init__(
     self,
-    source,
-    index: ClipIndex,
+    frames,
     image_size: int | None = None,
     mask: str = "face",
     fill: float = 0.0,
@@ -475,73 +481,88 @@ class MakeExample(gp.RandomMapTransform):
     n_mels: int = 80,
     prompt_fn: PromptFn | None = None,
     ref_min_gap: int = REF_MIN_GAP,
-    cache_mb: float = 256.0,
   ):
     if mask not in MASK_MODES:
       raise ValueError(f"data.mask={mask!r} is not one of {', '.join(MASK_MODES)}")
-    self.source, self.index = source, index
+    self.frames, self.index = frames, frames.index
     self.image_size, self.mask, self.fill = image_size, mask, float(fill)
     self.mel = MelWindow(fps, window_s, sample_rate, n_mels)
     self.prompt_fn = prompt_fn or default_prompt_fn()
-    self.ref_min_gap, self.cache_bytes = int(ref_min_gap), int(cache_mb * 2**20)
-    self._cache: dict[int, tuple[dict, int]] = {}
-    self._cached_bytes = 0
-
-  def __getstate__(self):
-    d = dict(self.__dict__)
-    d["_cache"], d["_cached_bytes"] = {}, 0
-    return d
-
-  def _read(self, record: int) -> dict:
-    """The decoded record, through an LRU cache of at most ``cache_mb`` MiB per process."""
-    hit = self._cache.pop(record, None)
-    if hit is None:
-      r = self.source[record]
-      hit = (r, sum(int(getattr(v, "nbytes", 8)) for v in r.values()))
-      self._cached_bytes += hit[1]
-    self._cache[record] = hit  # most recent last
-    while self._cached_bytes > self.cache_bytes and self._cache:
-      self._cached_bytes -= self._cache.pop(next(iter(self._cache)))[1]
-    return hit[0]
+    self.ref_min_gap = int(ref_min_gap)
 
   def random_map(self, flat, rng: np.random.Generator) -> dict[str, Any]:
     clip, frame = self.index.locate(int(flat))
-    rec = self._read(clip)
+    tgt = self.frames.frame(clip, frame)
     ref_clip, ref_frame = choose_reference(self.index, clip, frame, rng, self.ref_min_gap)
-    ref = rec if ref_clip == clip else self._read(ref_clip)
+    ref = self.frames.frame(ref_clip, ref_frame)
     size = self.image_size
-    x_tgt = to_float_image(rec["frames"][frame], size)
-    x_ref = to_float_image(ref["frames"][ref_frame], size)
-    face = binary_mask(rec["face_mask"][frame], x_tgt.shape[0])
+    x_tgt = to_float_image(tgt.image, size)
+    x_ref = to_float_image(ref.image, size)
+    face = binary_mask(tgt.face_mask, x_tgt.shape[0])
     region = mask_region(face, self.mask)
     x_mask = np.where(region[..., None] > 0, np.float32(self.fill), x_tgt)
-    lms = rec["landmarks"][frame] if "landmarks" in rec else None
-    scale = x_tgt.shape[0] / rec["frames"].shape[1]
-    mouth_box = mouth_region(face, lms, scale)
+    scale = x_tgt.shape[0] / tgt.image.shape[0]
     num_frames = int(self.index.num_frames[clip])
-    emotion = np.asarray(rec["emotion"], np.float32)
-    mouth = rec["mouth_open"][frame] if "mouth_open" in rec else -1.0
-    p = self.prompt_fn(emotion, rng)
-    text, p_emotion = (p, emotion) if isinstance(p, str) else (p.prompt, p.intensities)
+    p = self.prompt_fn(tgt.emotion, rng)
+    text, p_emotion = (p, tgt.emotion) if isinstance(p, str) else (p.prompt, p.intensities)
     return {
       "x_tgt": x_tgt,
       "x_ref": x_ref,
       "x_mask": x_mask.astype(np.float32),
       "face_mask": face,
       "mask_region": region,
-      "mouth_region": mouth_box,
-      "eyes_region": eyes_region(face, lms, scale),
-      "audio_mel": self.mel(rec["audio"], frame, num_frames),
-      "emotion": emotion,
+      "mouth_region": mouth_region(face, tgt.landmarks, scale),
+      "eyes_region": eyes_region(face, tgt.landmarks, scale),
+      "audio_mel": self.mel(tgt.audio, frame, num_frames, tgt.audio_offset, tgt.num_samples),
+      "emotion": tgt.emotion,
       "prompt": np.asarray(str(text)),
       "prompt_emotion": np.asarray(p_emotion, np.float32),
-      "identity": np.int32(rec["identity"]),
-      "mouth_open": np.float32(mouth),
+      "identity": np.int32(tgt.identity),
+      "mouth_open": np.float32(tgt.mouth_open),
       "clip_id": np.int32(self.index.clip_id[clip]),
       "frame": np.int32(frame),
       "ref_clip_id": np.int32(self.index.clip_id[ref_clip]),
       "ref_frame": np.int32(ref_frame),
     }
+
+
+def open_frames(
+  dataset: str,
+  split: str,
+  data_dir: str | None = None,
+  *,
+  cache_mb: float = 256.0,
+  progress: bool = False,
+  fps: float | None = None,
+  sample_rate: int | None = None,
+  window_s: float | None = None,
+):
+  """The frame source of one split: ``frame_records.FrameRecords`` for frame-level datasets
+  (index from their metadata.json), else ``ClipRecords`` (index from the records, cached).
+
+  fps / sample_rate / window_s (optional): what the loader will use; a frame-level dataset
+  built with other rates, or with audio for shorter windows, raises ValueError naming the fix.
+  """
+  source, builder_dir = open_source(dataset, split, data_dir)
+  if not frame_records.is_frame_dataset(builder_dir):
+    cache_dir = builder_dir if os.access(builder_dir, os.W_OK) else None
+    index = ClipIndex.from_source(source, cache_dir=cache_dir, split=split, progress=progress)
+    return frame_records.ClipRecords(source, index, cache_mb)
+  meta = frame_records.read_metadata(builder_dir)
+  for key, want in (("fps", fps), ("sample_rate", sample_rate)):
+    if want is not None and float(meta[key]) != float(want):
+      raise ValueError(
+        f"dataset {dataset!r} has {key}={meta[key]} but the loader was asked for {want}; set "
+        f"--config.data.{key}={meta[key]}"
+      )
+  if window_s is not None and window_s > float(meta["audio_window_s"]) + 1e-9:
+    raise ValueError(
+      f"dataset {dataset!r} stores the audio of {meta['audio_window_s']} s windows but "
+      f"config.audio.window_s is {window_s}; use a window <= {meta['audio_window_s']} or "
+      "rebuild the dataset with a larger audio_window_s"
+    )
+  index = ClipIndex.from_json(frame_records.load_index(builder_dir, split))
+  return frame_records.FrameRecords(source, index)
 
 
 # ---------------------------------------------------------------------------------------
@@ -598,22 +619,30 @@ def make_loader(
     worker_count: grain worker processes (0: in this process).
     image_size: resize frames to this (None: the dataset's resolution).
     mask: 'face' | 'lower_face'; fill: the value blanked pixels get in x_mask.
-    cache_mb: per-process LRU cache of decoded clip records (reference clips are reused
-      by many examples; a small dataset ends up fully cached). 0 disables it.
+    cache_mb: per-clip records only: per-process LRU cache of decoded clip records
+      (reference clips are reused by many examples; a small dataset ends up fully
+      cached). 0 disables it. Frame-level records are small and read as needed.
   Returns: ``grain.python.DataLoader``; ``iter(loader)`` is a checkpointable iterator.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-  source, builder_dir = open_source(dataset, split, data_dir)
-  cache_dir = builder_dir if os.access(builder_dir, os.W_OK) else None
-  index = ClipIndex.from_source(source, cache_dir=cache_dir, split=split, progress=progress)
+  frames = open_frames(
+    dataset,
+    split,
+    data_dir,
+    cache_mb=cache_mb,
+    progress=progress,
+    fps=fps,
+    sample_rate=sample_rate,
+    window_s=window_s,
+  )
+  index = frames.index
   if index.total_frames == 0:
     raise ValueError(f"dataset {dataset!r} split {split!r} has no frames")
   if shard_options is None:
     shard_options = process_shard_options(drop_remainder=train)
   transform = MakeExample(
-    source=source,
-    index=index,
+    frames,
     image_size=image_size,
     mask=mask,
     fill=fill,
@@ -623,7 +652,6 @@ def make_loader(
     n_mels=n_mels,
     prompt_fn=prompt_fn,
     ref_min_gap=ref_min_gap,
-    cache_mb=cache_mb,
   )
   sampler = gp.IndexSampler(
     num_records=index.total_frames,
@@ -677,7 +705,8 @@ def make_train_loader(
   """``make_loader`` with everything from a config (data.*, audio.*, train.batch_size, seed).
 
   Per-process batch = ``train.batch_size // process_count`` (process count from
-  ``shard_options`` or JAX). ``data.worker_count`` sets worker processes.
+  ``shard_options`` or JAX). ``data.worker_count`` sets worker processes and
+  ``data.worker_buffer_size`` the batches each worker prefetches.
   """
   if shard_options is None:
     shard_options = process_shard_options(drop_remainder=train)
@@ -691,6 +720,7 @@ def make_train_loader(
     train=train,
     shard_options=shard_options,
     worker_count=int(d.worker_count if worker_count is None else worker_count),
+    worker_buffer_size=int(d.worker_buffer_size),
     image_size=d.image_size,
     mask=d.mask,
     fps=d.fps,
@@ -717,6 +747,7 @@ def benchmark(
   seed: int = 0,
   cache_mb: float = 256.0,
   prompt_fn: PromptFn | None = None,
+  worker_buffer_size: int = 2,
 ) -> list[dict]:
   """examples/s of the training loader per worker count (after ``warmup`` batches)."""
   results = []
@@ -728,6 +759,7 @@ def benchmark(
       seed=seed,
       data_dir=data_dir,
       worker_count=w,
+      worker_buffer_size=worker_buffer_size,
       image_size=image_size,
       cache_mb=cache_mb,
       prompt_fn=prompt_fn,

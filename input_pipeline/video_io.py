@@ -1,28 +1,30 @@
-"""Video decoding at 25 fps, face detection (OpenCV Haar cascade) and face crops.
+"""Video decoding at 25 fps, per-clip face alignment (dlib landmarks), audio/video lengths.
 
-Used by the MEAD and CREMA-D TFDS builders to turn a recorded clip into the per-clip
-layout the pipelines read (``frames`` (T, S, S, 3) uint8, ``face_mask`` (T, S, S) uint8,
-``audio`` (T * sample_rate / fps,) float32).
+Used by the MEAD and CREMA-D TFDS builders to turn a recorded clip into aligned face
+crops: ``frames`` (T, S, S, 3) uint8, ``landmarks`` (T, 68, 2) float32 in crop pixels,
+``audio`` (T * sample_rate / fps,) float32 (``load_clip``).
 
 Decoding: the ffmpeg binary bundled with ``imageio-ffmpeg`` resamples the stream to
 ``fps`` with its ``fps`` filter (frames are dropped / duplicated to the nearest time, so a
 1 s clip gives 25 frames whatever its native rate) and, optionally, scales it so the
 longest side is at most ``max_side`` pixels (keeps 1080p MEAD decoding cheap).
 
-Faces: ``detect_face_box`` runs the frontal-face Haar cascade that ships inside
-``opencv-python-headless`` and returns the largest face. ``track_face_boxes`` runs it on
-every ``detect_every``-th frame, interpolates linearly in between and smooths the track
-with a centred moving average; ``crop_faces`` cuts a square of ``scale`` times the face
-box around it (edge-replicated where it leaves the frame) and resizes it to ``size``.
-The detector is pluggable (any ``frame -> box | None``), so callers can use dlib or a
-fixed box instead.
+Faces (``align_clip``): ``emotalker_jax.faces.landmarks.track_landmarks`` follows the face
+(dlib HOG detection every ``detect_every`` frames, 68 landmarks on every frame, outlier
+rejection and a short moving average); then ONE similarity transform per clip,
+``faces.align.alignment_matrix`` of the per-point median of the smoothed track, and every
+frame is warped with it (``align.warp_to_crop``); the landmarks are mapped into crop
+pixels with the same matrix. The face mask is the landmark hull (``align.face_hull_mask``),
+derived from the stored landmarks when read, not stored.
 
-The face mask is approximate (a Haar box is not a segmentation): the ellipse inscribed in
-the face box, stretched by ``MASK_SCALE`` (wider) and moved down a little to reach the
-chin, drawn in crop coordinates. Values are 0 / 1 uint8.
+Lengths (``av_length``): the audio's duration is compared with the video's in frames;
+``input_pipeline.frame_records`` reports mismatches per build and skips clips that are off
+by more than ``frame_records.MAX_AV_MISMATCH_FRAMES``.
 
-Boxes are ``(x0, y0, x1, y1)`` float32 in pixels of the decoded frame (x right, y down,
-x1/y1 exclusive).
+The Haar-cascade box crops at the end of this file (``detect_faces``, ``crop_faces``,
+``face_mask_in_crop``, ``CROP_SCALE``, ``CROP_SHIFT_Y``) are kept only for
+``emotalker_jax/inference/inputs.py`` until its faces-API version lands; nothing in
+input_pipeline uses them.
 """
 
 from __future__ import annotations
@@ -31,22 +33,18 @@ from collections.abc import Callable
 import dataclasses
 import functools
 import os
+import re
+import subprocess
 
 import cv2
 import imageio_ffmpeg
 import numpy as np
 
 from emotalker_jax.audio import load_audio
+from emotalker_jax.faces import align
+from emotalker_jax.faces import landmarks as L
 
 FPS = 25
-CROP_SCALE = 1.8  # crop side = CROP_SCALE * max(face box w, h)
-CROP_SHIFT_Y = 0.05  # crop centre = face centre + CROP_SHIFT_Y * face h (downwards)
-MASK_SCALE = (1.05, 1.25)  # face-mask ellipse semi-axes = MASK_SCALE * (w/2, h/2)
-MASK_SHIFT_Y = 0.12  # ellipse centre = face centre + MASK_SHIFT_Y * face h
-DETECT_MAX_SIDE = 480  # frames are downscaled to this for detection (speed)
-
-Box = np.ndarray  # (4,) float32 x0, y0, x1, y1
-Detector = Callable[[np.ndarray], np.ndarray | None]
 
 
 # ---------------------------------------------------------------------------------------
@@ -131,9 +129,178 @@ def write_video(
   writer.close()
 
 
+def count_frames(path: str | os.PathLike, fps: float = FPS) -> int:
+  """Frames ``read_video(path, fps)`` would return, counted by ffmpeg without keeping them
+  (used for the audio/video length check when ``max_frames`` truncates the decode)."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"video file {path!r} not found; check the path")
+  cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-i", path, "-map", "0:v:0"]
+  cmd += ["-vf", f"fps={float(fps):g}", "-f", "null", "-"]
+  out = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+  counts = re.findall(r"frame=\s*(\d+)", out.stderr)
+  if out.returncode != 0 or not counts:
+    raise ValueError(
+      f"cannot count the frames of video {path!r}: {out.stderr.strip()[-300:]}; check the "
+      "file is a complete video ffmpeg can read"
+    )
+  return int(counts[-1])
+
+
 # ---------------------------------------------------------------------------------------
-# Face detection
+# Per-clip alignment
 # ---------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class AlignedClip:
+  """A clip aligned to the canonical face crop.
+
+  frames (T, S, S, 3) uint8; landmarks (T, 68, 2) float32 crop pixels (the smoothed track
+  mapped through ``matrix``); matrix (2, 3) float64 source-frame -> crop pixels (one for
+  the whole clip); found (T,) bool (a detection within ``detect_every`` frames);
+  replaced (T,) bool (the frame's points were interpolated: no face or an outlier).
+  """
+
+  frames: np.ndarray
+  landmarks: np.ndarray
+  matrix: np.ndarray
+  found: np.ndarray
+  replaced: np.ndarray
+
+
+def clip_alignment(points: np.ndarray, size: int, zoom: float = 1.0) -> np.ndarray:
+  """The one (2, 3) source -> crop similarity of a clip with landmark track (T, 68, 2):
+  ``align.alignment_matrix`` of the per-point temporal median."""
+  return align.alignment_matrix(np.median(np.asarray(points, np.float64), axis=0), size, zoom)
+
+
+def align_clip(
+  frames: np.ndarray,
+  size: int,
+  detect_every: int = 5,
+  smooth_window: int = L.SMOOTH_WINDOW,
+  zoom: float = 1.0,
+  source: str = "the video",
+) -> AlignedClip:
+  """Aligns every frame of a clip (T, H, W, 3) uint8 with one similarity transform.
+
+  Why one transform per clip rather than one per frame: per-frame alignment would cancel
+  the speaker's natural head motion (every frame re-centred and re-rotated on its own eyes
+  and mouth), so the model could neither see nor learn it, and landmark jitter would
+  become whole-image jitter; and the target and reference frames an example draws from a
+  clip would sit in different crops. With the median of the smoothed track, the crop
+  follows where the head is over the clip, the motion inside it stays as recorded, and
+  any two frames of the clip share one crop (pixel (u, v) is the same place in both).
+
+  Raises ValueError naming ``source`` when no sampled frame has a face.
+  """
+  track = L.track_landmarks(frames, detect_every, smooth_window, source=source)
+  m = clip_alignment(track.points, size, zoom)
+  crops = np.stack([align.warp_to_crop(f, m, size) for f in frames])
+  points = align.transform_points(track.points, m)
+  return AlignedClip(crops, points, m, track.found, track.replaced)
+
+
+# ---------------------------------------------------------------------------------------
+# A whole clip: video + audio -> aligned arrays
+# ---------------------------------------------------------------------------------------
+def fit_audio(
+  audio: np.ndarray, num_frames: int, fps: float = FPS, sample_rate: int = 16000
+) -> np.ndarray:
+  """Trims or zero-pads a waveform to exactly ``num_frames * sample_rate / fps`` samples."""
+  n = int(round(num_frames * sample_rate / fps))
+  audio = np.asarray(audio, np.float32)[:n]
+  if audio.shape[0] < n:
+    audio = np.pad(audio, (0, n - audio.shape[0]))
+  return audio
+
+
+def av_length(
+  video_frames: int, audio_samples: int, fps: float = FPS, sample_rate: int = 16000
+) -> dict:
+  """The audio/video length comparison of one clip: {video_frames, audio_frames (float,
+  the audio's duration in video frames), diff_frames (audio - video; < 0: audio shorter)}."""
+  audio_frames = float(audio_samples) * float(fps) / float(sample_rate)
+  return {
+    "video_frames": int(video_frames),
+    "audio_frames": round(audio_frames, 3),
+    "diff_frames": round(audio_frames - int(video_frames), 3),
+  }
+
+
+class AVLengthError(ValueError):
+  """A clip's audio and video lengths differ by more than allowed; ``av``: ``av_length``."""
+
+  def __init__(self, message: str, av: dict):
+    super().__init__(message, av)  # both in args, so it pickles across worker processes
+    self.av = av
+
+  def __str__(self) -> str:
+    return str(self.args[0])
+
+
+def load_clip(
+  video_path: str,
+  audio_path: str | None,
+  size: int,
+  fps: float = FPS,
+  sample_rate: int = 16000,
+  max_frames: int | None = None,
+  max_side: int | None = 960,
+  detect_every: int = 5,
+  smooth_window: int = L.SMOOTH_WINDOW,
+  max_av_mismatch: float | None = None,
+) -> dict:
+  """Reads one recorded clip and aligns it (``align_clip``).
+
+  Returns dict: ``frames`` (T, size, size, 3) uint8 at ``fps``; ``landmarks`` (T, 68, 2)
+  float32 crop pixels; ``landmarks_replaced`` (T,) bool; ``matrix`` (2, 3) float32
+  decoded-frame -> crop pixels; ``audio`` (T * sample_rate / fps,) float32 in [-1, 1] at
+  ``sample_rate`` (from ``audio_path``, else the video's own track; trimmed / zero-padded
+  to the video's length); ``av_length`` (``av_length`` of the whole video, before
+  ``max_frames``, against the whole audio).
+  Raises ValueError("no face found in <file>") when the detector finds no face, and
+  ``AVLengthError`` (before any face work) when ``max_av_mismatch`` is set and the audio
+  and video lengths differ by more than that many frames.
+  """
+  frames = read_video(video_path, fps=fps, max_side=max_side, max_frames=max_frames)
+  audio = load_audio(audio_path or video_path, sample_rate)
+  full = frames.shape[0]
+  if max_frames is not None and full >= int(max_frames):
+    full = count_frames(video_path, fps)
+  av = av_length(full, audio.shape[0], fps, sample_rate)
+  if max_av_mismatch is not None and abs(av["diff_frames"]) > float(max_av_mismatch):
+    side = "shorter" if av["diff_frames"] < 0 else "longer"
+    raise AVLengthError(
+      f"the audio {audio_path or video_path} is {abs(av['diff_frames']):.1f} frames {side} "
+      f"than the video {video_path} ({av['audio_frames']:.1f} vs {full} frames at {fps:g} "
+      f"fps; at most {float(max_av_mismatch):g} allowed): check that the two files belong "
+      "together",
+      av,
+    )
+  clip = align_clip(frames, size, detect_every, smooth_window, source=str(video_path))
+  return {
+    "frames": clip.frames,
+    "landmarks": clip.landmarks,
+    "landmarks_replaced": clip.replaced,
+    "matrix": clip.matrix.astype(np.float32),
+    "audio": fit_audio(audio, frames.shape[0], fps, sample_rate),
+    "av_length": av,
+  }
+
+
+# ---------------------------------------------------------------------------------------
+# Haar-cascade box crops: only for emotalker_jax/inference/inputs.py (see the module doc)
+# ---------------------------------------------------------------------------------------
+CROP_SCALE = 1.8  # crop side = CROP_SCALE * max(face box w, h)
+CROP_SHIFT_Y = 0.05  # crop centre = face centre + CROP_SHIFT_Y * face h (downwards)
+MASK_SCALE = (1.05, 1.25)  # face-mask ellipse semi-axes = MASK_SCALE * (w/2, h/2)
+MASK_SHIFT_Y = 0.12  # ellipse centre = face centre + MASK_SHIFT_Y * face h
+DETECT_MAX_SIDE = 480  # frames are downscaled to this for detection (speed)
+
+Box = np.ndarray  # (4,) float32 x0, y0, x1, y1 pixels of the frame (x1/y1 exclusive)
+Detector = Callable[[np.ndarray], np.ndarray | None]
+
+
 @functools.cache
 def _cascade(name: str = "haarcascade_frontalface_default.xml"):
   path = os.path.join(cv2.data.haarcascades, name)
@@ -186,21 +353,6 @@ def haar_detector(frame: np.ndarray) -> Box | None:
   """The default ``Detector``: the largest Haar face box (4,) float32, or None."""
   boxes = detect_faces(frame)
   return boxes[0] if len(boxes) else None
-
-
-def detect_face_box(
-  frame: np.ndarray, source: str = "the frame", detector: Detector = haar_detector
-) -> Box:
-  """The largest face in an RGB frame: (4,) float32 ``(x0, y0, x1, y1)`` pixels.
-
-  Raises ValueError("no face found in <source>") when the detector finds none.
-  """
-  box = detector(frame)
-  if box is None:
-    raise ValueError(
-      f"no face found in {source}; use a frontal, unoccluded face (or pass a fixed face box)"
-    )
-  return np.asarray(box, np.float32)
 
 
 def track_face_boxes(
@@ -346,57 +498,3 @@ def crop_faces(
   out = np.stack([_crop_resize(frames[i], crop_boxes[i], size) for i in range(t)])
   masks = np.stack([face_mask_in_crop(face_boxes[i], crop_boxes[i], size) for i in range(t)])
   return FaceCrops(out, masks, face_boxes, crop_boxes)
-
-
-# ---------------------------------------------------------------------------------------
-# A whole clip: video + audio -> per-clip arrays
-# ---------------------------------------------------------------------------------------
-def fit_audio(
-  audio: np.ndarray, num_frames: int, fps: float = FPS, sample_rate: int = 16000
-) -> np.ndarray:
-  """Trims or zero-pads a waveform to exactly ``num_frames * sample_rate / fps`` samples."""
-  n = int(round(num_frames * sample_rate / fps))
-  audio = np.asarray(audio, np.float32)[:n]
-  if audio.shape[0] < n:
-    audio = np.pad(audio, (0, n - audio.shape[0]))
-  return audio
-
-
-def load_clip(
-  video_path: str,
-  audio_path: str | None,
-  size: int,
-  fps: float = FPS,
-  sample_rate: int = 16000,
-  max_frames: int | None = None,
-  max_side: int | None = 960,
-  detector: Detector = haar_detector,
-  face_boxes: np.ndarray | None = None,
-  smoothing: int = 9,
-  detect_every: int = 5,
-) -> dict:
-  """Reads one recorded clip into the per-clip layout.
-
-  Returns dict: ``frames`` (T, size, size, 3) uint8 at ``fps``; ``face_mask``
-  (T, size, size) uint8 0/1; ``audio`` (T * sample_rate / fps,) float32 in [-1, 1] at
-  ``sample_rate`` (from ``audio_path``, else the video's own track; trimmed / zero-padded
-  to the video's length); ``crop_box`` (T, 4) float32 in decoded-frame pixels.
-  Raises ValueError("no face found in <file>") when the detector finds no face.
-  """
-  frames = read_video(video_path, fps=fps, max_side=max_side, max_frames=max_frames)
-  crops = crop_faces(
-    frames,
-    size,
-    face_boxes=face_boxes,
-    smoothing=smoothing,
-    detect_every=detect_every,
-    detector=detector,
-    source=str(video_path),
-  )
-  audio = load_audio(audio_path or video_path, sample_rate)
-  return {
-    "frames": crops.frames,
-    "face_mask": crops.face_mask,
-    "audio": fit_audio(audio, frames.shape[0], fps, sample_rate),
-    "crop_box": crops.crop_boxes,
-  }

@@ -265,6 +265,45 @@ def test_audio_window_matches_frontend(data_dir):
       np.testing.assert_allclose(mw(a, f, t), ref[f], atol=2e-3, rtol=1e-4)
 
 
+def test_mel_window_from_a_slice_equals_the_whole_clip():
+  """MelWindow on the samples [lo, hi) that sample_range names (what a frame-level record
+  stores), or on any slice holding them, equals the whole-clip window; a slice missing
+  some of them is refused. Checked for 0.2 s and 0.1 s windows, every frame position."""
+  rng = np.random.default_rng(5)
+  t = 12
+  a = (0.4 * rng.standard_normal(t * SPF)).astype(np.float32)
+  for window_s in (0.2, 0.1):
+    mw = P.MelWindow(window_s=window_s)
+    ranges = mw.sample_ranges(t, a.size)
+    assert ranges[0, 0] == 0 and ranges[-1, 1] == a.size  # edge windows reach the ends
+    assert np.all(np.diff(ranges[:, 0]) >= 0)
+    for f in range(t):
+      lo, hi = ranges[f]
+      whole = mw(a, f, t)
+      np.testing.assert_allclose(mw(a[lo:hi], f, t, lo, a.size), whole, rtol=1e-6, atol=1e-6)
+      wide = max(0, lo - 100)
+      np.testing.assert_allclose(
+        mw(a[wide : hi + 50], f, t, wide, a.size), whole, rtol=1e-6, atol=1e-6
+      )
+      if hi - lo > 2:
+        with pytest.raises(ValueError, match="audio_window_s"):
+          mw(a[lo + 1 : hi], f, t, lo + 1, a.size)
+  # the 0.1 s window's samples lie inside the 0.2 s window's: a record built for 0.2 s
+  # serves any shorter window
+  r2, r1 = (
+    P.MelWindow(window_s=0.2).sample_ranges(t, a.size),
+    P.MelWindow(window_s=0.1).sample_ranges(t, a.size),
+  )
+  assert np.all(r1[:, 0] >= r2[:, 0]) and np.all(r1[:, 1] <= r2[:, 1])
+
+
+def test_read_clips_refuses_per_clip_records(data_dir):
+  from input_pipeline import frame_records
+
+  with pytest.raises(ValueError, match="not frame-level"):
+    next(frame_records.read_clips(NAME, "train", data_dir))
+
+
 @pytest.mark.parametrize("mode", ["face", "lower_face"])
 def test_mask_blanks_exactly_the_region(data_dir, mode):
   b = next(iter(loader(data_dir, batch_size=8, mask=mode, fill=0.0)))

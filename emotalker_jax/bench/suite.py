@@ -68,6 +68,9 @@ def run_one(what: str, config, opts: dict, progress=None, prior: dict | None = N
       batches=opts.get("pipeline_batches", 20),
       data_dir=opts.get("data_dir"),
       train_examples_per_s=ts.get("examples_per_s"),
+      photo_tree=bool(opts.get("photo_tree", False)),
+      pod_hosts=opts.get("pod_hosts"),
+      pod_step_s=opts.get("pod_step_s"),
       progress=progress,
     )
   if what == "gpu":

@@ -106,7 +106,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     help="pipeline: timed batches per worker count (default 20)",
   )
   p.add_argument(
-    "--data-dir", default=None, help="pipeline: TFDS dir (default config.data.data_dir)"
+    "--data-dir",
+    default=None,
+    help="pipeline: TFDS dir (default config.data.data_dir; with --photo-tree "
+    "data/bench_photo_tree)",
+  )
+  p.add_argument(
+    "--photo-tree",
+    action="store_true",
+    help="pipeline: build a mead / crema_d config's dataset, when missing, from the test "
+    "photos with synthetic head motion (input_pipeline/photo_trees.py)",
+  )
+  p.add_argument(
+    "--pod-hosts",
+    type=int,
+    default=None,
+    help="pipeline: compare with a pod host's share instead of the train step measured "
+    "here: global batch / --pod-step-s / hosts (the pipeline runs the per-host batch)",
+  )
+  p.add_argument(
+    "--pod-step-s", type=float, default=None, help="pipeline: the pod's train-step time (s)"
   )
   p.add_argument(
     "--size",
@@ -185,6 +204,12 @@ def command_string(args) -> str:
       parts += ["--workers", ",".join(map(str, args.workers))]
     if args.pipeline_batches != 20:
       parts += ["--pipeline-batches", str(args.pipeline_batches)]
+    if args.photo_tree:
+      parts.append("--photo-tree")
+    if args.pod_hosts:
+      parts += ["--pod-hosts", str(args.pod_hosts), "--pod-step-s", f"{args.pod_step_s:g}"]
+    if args.data_dir:
+      parts += ["--data-dir", args.data_dir]
   if args.threads:
     parts += ["--threads", str(args.threads)]
   if args.seed:
@@ -237,9 +262,10 @@ def _print_summary(what: str, r: dict) -> None:
       + (f"; train step {r['train_step']['total_s']:.3g} s" if "train_step" in r else "")
     )
   elif what == "pipeline":
+    need = "pod host needs" if r.get("pod") else "train step"
     print(
       f"pipeline: {r['pipeline_examples_per_s']:.4g} examples/s (best, "
-      f"{r['best_workers']} workers) vs train step {r['train_step_examples_per_s']:.4g} "
+      f"{r['best_workers']} workers) vs {need} {r['train_step_examples_per_s']:.4g} "
       f"examples/s: ratio {r['ratio_pipeline_over_train_step']:.3g}"
     )
   elif what == "gpu":
@@ -314,6 +340,9 @@ def run(args) -> int:
     workers=tuple(args.workers),
     pipeline_batches=args.pipeline_batches,
     data_dir=args.data_dir,
+    photo_tree=args.photo_tree,
+    pod_hosts=args.pod_hosts,
+    pod_step_s=args.pod_step_s,
     seed=args.seed,
     size=args.size,
     context_len=args.context_len,

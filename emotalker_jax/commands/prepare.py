@@ -3,7 +3,10 @@
 Builds the TFDS dataset ``mead`` or ``crema_d`` (``input_pipeline/mead.py``,
 ``input_pipeline/crema_d.py``) from the folders a user downloaded and extracted (neither
 can be downloaded automatically). The manual dir's layout is checked before any decoding.
-Read the result with ``input_pipeline.pipeline.make_loader("mead/<config>", ...)``.
+Records are frame-level (``input_pipeline/frame_records.py``); read them with
+``input_pipeline.pipeline.make_loader("mead/<config>", ...)`` (training examples) or
+``input_pipeline.frame_records.read_clips("mead/<config>", split)`` (whole clips). The
+build logs an audio/video length report and writes it to the dataset's metadata.json.
 """
 
 from __future__ import annotations
@@ -24,11 +27,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--max_frames", type=int, default=None, help="per clip")
   p.add_argument("--actors", default=None, help="comma-separated subset of actors")
   p.add_argument("--num_workers", type=int, default=0)
-  p.add_argument("--strict", action="store_true", help="fail on a clip without a face")
+  p.add_argument(
+    "--strict", action="store_true", help="fail on a clip without a face or with mismatched audio"
+  )
+  p.add_argument(
+    "--max_av_mismatch_frames",
+    type=float,
+    default=None,
+    help="skip clips whose audio and video lengths differ by more frames (default 5)",
+  )
+  p.add_argument(
+    "--audio_window_s",
+    type=float,
+    default=None,
+    help="store the audio of log-mel windows up to this long (s, default 0.2)",
+  )
+  p.add_argument("--jpeg_quality", type=int, default=None, help="stored frames (default 95)")
 
 
 def run(args) -> int:
   actors = args.actors.split(",") if args.actors else None
+  options = {
+    k: getattr(args, k)
+    for k in ("max_av_mismatch_frames", "audio_window_s", "jpeg_quality")
+    if getattr(args, k) is not None
+  }
   if args.dataset == "crema_d":
     from input_pipeline import crema_d
 
@@ -47,6 +70,7 @@ def run(args) -> int:
       args.max_frames,
       actors,
       args.num_workers,
+      options,
       strict=args.strict,
     )
   else:
@@ -60,6 +84,7 @@ def run(args) -> int:
       max_frames=args.max_frames,
       actors=actors,
       num_workers=args.num_workers,
+      options=options,
       strict=args.strict,
     )
   print(
