@@ -511,47 +511,6 @@ def test_read_video_resamples_to_25_fps(tmp_path):
     video_io.read_video(str(tmp_path / "bad.mp4"))
 
 
-def test_legacy_haar_crops_for_inference_inputs():
-  """The Haar box crops kept for emotalker_jax/inference/inputs.py until its faces-API
-  version lands."""
-  img = draw_face(130, 95)
-  box = video_io.detect_faces(img)[0]
-  cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-  assert abs(cx - 130) < 8 and abs(cy - 95) < 15 and 60 < box[2] - box[0] < 140
-  assert video_io.detect_faces(np.full((H, W, 3), 128, np.uint8)).shape == (0, 4)
-  with pytest.raises(ValueError, match="no face found in clip.mp4"):
-    video_io.crop_faces(np.full((3, H, W, 3), 128, np.uint8), 16, source="clip.mp4")
-  # a fixed box (pluggable detection): the crop is exactly the resized square
-  frames = np.random.default_rng(0).integers(0, 256, (2, H, W, 3), dtype=np.uint8)
-  fixed = np.array([60, 40, 110, 90], np.float32)  # 50 x 50 face box
-  crops = video_io.crop_faces(frames, 45, face_boxes=fixed, scale=0.9)  # 45 px square
-  np.testing.assert_allclose(crops.crop_boxes[0], [62.5, 42.5 + 2.5, 107.5, 87.5 + 2.5])
-  np.testing.assert_array_equal(crops.frames[1], frames[1, 45:90, 62:107])
-  # crops that leave the frame replicate the edge
-  edge = video_io.crop_faces(
-    frames[:1], 20, face_boxes=np.array([-20, -20, 0, 0], np.float32), scale=1.0
-  )
-  np.testing.assert_array_equal(edge.frames[0], np.broadcast_to(frames[0, 0, 0], (20, 20, 3)))
-
-
-def test_track_interpolates_and_smooths():
-  calls = []
-
-  def det(frame):
-    i = int(frame[0, 0, 0])
-    calls.append(i)
-    return None if i == 5 else np.array([i, 0, i + 10, 10], np.float32)
-
-  frames = np.zeros((11, 4, 4, 3), np.uint8)
-  frames[:, 0, 0, 0] = np.arange(11)
-  track = video_io.track_face_boxes(frames, detect_every=5, smoothing=1, detector=det)
-  assert calls == [0, 5, 10]
-  np.testing.assert_allclose(track[:, 0], np.arange(11))  # linear between 0 and 10
-  smooth = video_io.smooth_boxes(np.eye(5, 4, dtype=np.float32) * 3, 3)
-  np.testing.assert_allclose(smooth[1], [1, 1, 1, 0])
-
-
-# ---- labels -----------------------------------------------------------------------------
 def test_labels():
   np.testing.assert_allclose(
     labels.mead_emotion_vector("happy", "level_2"), np.eye(8)[5] * 2 / 3, rtol=1e-6
