@@ -392,3 +392,36 @@ def test_eval_data_mead_with_a_tiny_checkpoint(workdir, clips, tmp_path, monkeyp
   err = capsys.readouterr().err
   assert "crema_d split 'val'" in err and "has no clips" in err and "emotalker prepare" in err
   assert seen["d"] == (str(load_checkpoint_config(workdir)[0].data.data_dir or "") or None)
+
+
+def test_prepare_then_eval_data_mead_end_to_end(workdir, tmp_path, capsys):
+  """`emotalker prepare mead` on a MEAD-layout tree of real photos (test actors W009 and
+  M003), then `emotalker eval --data mead` through the real reader: every test clip is
+  scored, and the ground-truth side meets its ceilings (the same faces, re-detected)."""
+  from input_pipeline import photo_trees as PT
+
+  root, data_dir = str(tmp_path / "MEAD"), str(tmp_path / "tfds")
+  PT.write_mead_tree(
+    root,
+    {
+      ("W009", "neutral", 1, 1): PT.PhotoClip("astronaut.png", 6, seed=1),
+      ("W009", "happy", 3, 1): PT.PhotoClip("astronaut.png", 6, seed=2),
+      ("M003", "sad", 2, 1): PT.PhotoClip("obama2.jpg", 6, seed=3),
+      ("M005", "neutral", 1, 1): PT.PhotoClip("biden.jpg", 6, seed=4),  # train split
+    },
+    side=160,
+  )
+  argv = ["prepare", "mead", "--manual_dir", root, "--data_dir", data_dir, "--image_size", "64"]
+  assert cli.main(argv) == 0
+  capsys.readouterr()
+  out = tmp_path / "eval"
+  argv = ["eval", "--checkpoint", workdir, "--data", "mead", "--data-dir", data_dir]
+  argv += ["--out", str(out), "--max-frames", "4", "--steps", "2", "--batch-frames", "4"]
+  assert cli.main(argv) == 0
+  m = json.loads((out / "metrics.json").read_text())
+  assert m["n_clips"] == 3 and m["n_frames"] == 12 and m["meta"]["data"] == "mead"
+  assert m["faces_found_fraction_ground_truth"] == 1.0
+  assert m["identity_similarity_ground_truth"] > 0.9
+  assert m["m_lmd_ground_truth"] < 0.1 and m["f_lmd_ground_truth"] < 0.1
+  sources = {r["clip_id"]: r for r in m["details"]["clips"]}
+  assert len(sources) == 3
