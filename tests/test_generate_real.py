@@ -337,6 +337,30 @@ def test_cli_paste_back_video_frames_and_audio(cli_run):
   assert os.path.exists(str(out)[:-4] + ".png")
 
 
+def test_face_metrics_on_the_generated_clip_and_on_its_source(cli_run, tmp_path, capsys):
+  """`emotalker face-metrics` on the paste-back clip and on a still clip of its source
+  photo: the fixed keys, one mouth opening per frame; the source scores identity ~1 with a
+  face on every frame, and the random-weight face (where dlib finds one) scores lower."""
+  n = cli_run["summary"]["num_frames"]
+  source_clip = tmp_path / "source.mp4"
+  I.write_mp4(source_clip, np.repeat(rgb("astronaut.png")[None], 8, 0), None)
+  got = {}
+  for name, video in (("generated", cli_run["out"]), ("source", source_clip)):
+    assert cli.main(["face-metrics", "--portrait", ASTRONAUT, "--video", str(video)]) == 0
+    got[name] = json.loads(capsys.readouterr().out)
+    keys = {"identity_similarity", "emotion_distribution", "mouth_opening", "faces_found_fraction"}
+    assert keys <= set(got[name]), name
+  assert len(got["generated"]["mouth_opening"]) == n and len(got["source"]["mouth_opening"]) == 8
+  src = got["source"]
+  assert src["faces_found_fraction"] == 1.0 and src["identity_similarity"] > 0.99
+  assert abs(sum(src["emotion_distribution"].values()) - 1.0) < 1e-5
+  assert max(src["emotion_distribution"], key=src["emotion_distribution"].get) == "happy"
+  g = got["generated"]
+  assert 0.0 <= g["faces_found_fraction"] <= 1.0
+  if g["faces_found_fraction"] > 0:
+    assert g["identity_similarity"] < src["identity_similarity"]
+
+
 def test_stream_equals_generate_and_runs_at_most_one_chunk_ahead(cli_run, tmp_path):
   gen = cli_run["gen"]
   p = I.prepare_portrait(ASTRONAUT, gen.image_size)
