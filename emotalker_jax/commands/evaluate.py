@@ -118,6 +118,7 @@ def run_real(args) -> int:
   from emotalker_jax.evaluation import real_eval as re_
   from emotalker_jax.evaluation import real_faces as rf
   from emotalker_jax.evaluation.evaluate import log_stderr
+  from emotalker_jax.evaluation.results import nan_to_none
   from emotalker_jax.inference import load_generator
 
   quiet_fork_warning()
@@ -169,7 +170,7 @@ def run_real(args) -> int:
     os.path.normpath(out), result, meta, f"EmoTalker on {args.data} ({args.split})"
   )
   head = {k: result[k] for k in re_.REAL_METRIC_KEYS}
-  print(json.dumps({**re_._nan_to_none(head), "out": paths}, indent=2))
+  print(json.dumps({**nan_to_none(head), "out": paths}, indent=2))
   return 0
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 import dataclasses
-import json
 import math
 import os
 import time
@@ -46,7 +45,7 @@ from emotalker_jax.emotions import EMOTIONS
 from emotalker_jax.evaluation import metrics
 from emotalker_jax.evaluation import real_faces as rf
 from emotalker_jax.evaluation.evaluate import SINGLE_PROMPTS
-from emotalker_jax.evaluation.results import _json_default, _nan_to_none
+from emotalker_jax.evaluation.results import write_metrics_json
 from emotalker_jax.faces import align, landmarks
 from input_pipeline.pipeline import mouth_region
 
@@ -389,13 +388,8 @@ def markdown(result: dict, meta: dict, title: str) -> str:
 def write_real_outputs(out: str, result: dict, meta: dict, title: str) -> dict:
   """metrics.json (REAL_METRIC_KEYS first, strict JSON: NaN / inf -> null) and eval.md in
   ``out``, replaced atomically. Returns {name: path}."""
-  os.makedirs(out, exist_ok=True)
-  paths = {"metrics": os.path.join(out, "metrics.json"), "report": os.path.join(out, "eval.md")}
-  with atomic_output(paths["metrics"]) as tmp:
-    with open(tmp, "w") as fh:
-      json.dump(
-        _nan_to_none({**result, "meta": meta}), fh, indent=2, default=_json_default, allow_nan=False
-      )
+  paths = {"metrics": write_metrics_json(out, result, meta)}
+  paths["report"] = os.path.join(out, "eval.md")
   with atomic_output(paths["report"]) as tmp:
     with open(tmp, "w") as fh:
       fh.write(markdown(result, meta, title))

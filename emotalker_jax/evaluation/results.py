@@ -273,21 +273,29 @@ def markdown(result: dict, ablations: Sequence[dict] | None, meta: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
+def write_metrics_json(out: str, result: dict, meta: dict) -> str:
+  """OUT/metrics.json: ``result`` with ``meta``, strict JSON (NaN / inf -> null), replaced
+  atomically (the synthetic and the real-face eval). Returns its path."""
+  os.makedirs(out, exist_ok=True)
+  path = os.path.join(out, "metrics.json")
+  with atomic_output(path) as tmp:
+    with open(tmp, "w") as fh:
+      json.dump(
+        nan_to_none({**result, "meta": meta}), fh, indent=2, default=_json_default, allow_nan=False
+      )
+  return path
+
+
 def write_outputs(out: str, result: dict, ablations, meta: dict) -> dict:
   """metrics.json (METRIC_KEYS first), ablations.json + tradeoff.png, report.md in ``out``.
   Files are replaced atomically. Returns {name: path}."""
-  os.makedirs(out, exist_ok=True)
-  paths = {"metrics": os.path.join(out, "metrics.json"), "report": os.path.join(out, "eval.md")}
-  with atomic_output(paths["metrics"]) as tmp:
-    with open(tmp, "w") as fh:
-      json.dump(
-        _nan_to_none({**result, "meta": meta}), fh, indent=2, default=_json_default, allow_nan=False
-      )
+  paths = {"metrics": write_metrics_json(out, result, meta)}
+  paths["report"] = os.path.join(out, "eval.md")
   if ablations:
     paths["ablations"] = os.path.join(out, "ablations.json")
     with atomic_output(paths["ablations"]) as tmp:
       with open(tmp, "w") as fh:
-        json.dump(_nan_to_none(list(ablations)), fh, indent=2, allow_nan=False)
+        json.dump(nan_to_none(list(ablations)), fh, indent=2, allow_nan=False)
     paths["plot"] = os.path.join(out, "tradeoff.png")
     with atomic_output(paths["plot"]) as tmp:
       tradeoff_plot(ablations, tmp)
@@ -297,13 +305,13 @@ def write_outputs(out: str, result: dict, ablations, meta: dict) -> dict:
   return paths
 
 
-def _nan_to_none(x: Any):
+def nan_to_none(x: Any):
   """NaN (an undefined correlation) and inf (PSNR of identical frames) -> None, so the
   files are strict JSON (null)."""
   if isinstance(x, dict):
-    return {k: _nan_to_none(v) for k, v in x.items()}
+    return {k: nan_to_none(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
-    return [_nan_to_none(v) for v in x]
+    return [nan_to_none(v) for v in x]
   if isinstance(x, (float, np.floating)) and not math.isfinite(float(x)):
     return None
   return x
