@@ -31,7 +31,8 @@ setup: $(STAMP)
 setup-runtime: $(RUNTIME_STAMP)
 
 $(STAMP): setup.py requirements/runtime.txt requirements/test.txt
-	@command -v $(PY) >/dev/null 2>&1 || { echo "$(PY) not found: install Python 3.11 or run 'make PY=python3 ...'"; exit 1; }
+	@command -v $(PY) >/dev/null 2>&1 || \
+	  { echo "$(PY) not found: install Python 3.11 or run 'make PY=python3 ...'"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned, so nothing later pulls a different (CUDA) build.
@@ -41,7 +42,8 @@ $(STAMP): setup.py requirements/runtime.txt requirements/test.txt
 	touch $(STAMP)
 
 $(RUNTIME_STAMP): setup.py requirements/runtime.txt
-	@command -v $(PY) >/dev/null 2>&1 || { echo "$(PY) not found: install Python 3.11 or run 'make PY=python3 ...'"; exit 1; }
+	@command -v $(PY) >/dev/null 2>&1 || \
+	  { echo "$(PY) not found: install Python 3.11 or run 'make PY=python3 ...'"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements/runtime.txt
