@@ -30,15 +30,20 @@ INSTALL_REQUIRES = [
   "face-recognition-models==0.3.0",
 ]
 
+# INSTALL_REQUIRES and its dependencies are pinned in requirements/runtime.txt (what pod and
+# cluster workers install: `make setup-runtime`); the "test" extra and its dependencies in
+# requirements/test.txt (`make setup`, CI). tests/test_launch.py checks the three agree.
 EXTRAS = {
   # The PyTorch reference for parity tests and the framework benchmark.
   # Keras (JAX backend) is the independent reference for the Flax port of fer's classifier.
+  # ruff: `make lint`.
   "test": [
     "pytest>=8,<10",
     "pytest-xdist>=3,<4",
     "torch==2.13.0",
     "diffusers>=0.40,<0.43",
     "keras>=3.10,<4",
+    "ruff>=0.17,<0.18",
   ],
   "tf": ["tensorflow-cpu>=2.18", "tensorboard>=2.18"],
 }

@@ -12,9 +12,9 @@
 #
 #   bash emotalker_jax/bench/gpu.sh --prepare-wheels DIR
 #
-# which runs `pip download --no-deps --only-binary=:all: -d DIR -r <lock minus jax, jaxlib,
-# torch>` (requirements/lock.txt pins every package; jax/jaxlib/torch are the CUDA builds
-# already on the GPU machine). On the GPU machine, `--wheels DIR` first runs
+# which runs `pip download --no-deps --only-binary=:all: -d DIR -r <locks minus jax, jaxlib,
+# torch>` (requirements/runtime.txt and test.txt pin every package; jax/jaxlib/torch are the
+# CUDA builds already on the GPU machine). On the GPU machine, `--wheels DIR` first runs
 # `pip install --no-index --no-deps --find-links DIR -r <the same list>`.
 #
 # Defaults: --config configs/base256.py --dtype bfloat16 --batch 32 --steps 25 --repeats 3
@@ -45,14 +45,18 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-# The lock file without the packages the GPU machine brings in their CUDA builds.
+# The locks (runtime + test: the benchmark needs torch and diffusers) without the packages
+# the GPU machine brings in their CUDA builds.
 requirements() {
-  local lock="$ROOT/requirements/lock.txt"
-  if [[ ! -f "$lock" ]]; then
-    echo "gpu.sh: $lock not found (run from a checkout of the repository)" >&2
-    exit 2
-  fi
-  grep -v -i -E '^(jax|jaxlib|torch|triton|nvidia-[a-z0-9-]+)([=<>~ ;[]|$)' "$lock"
+  local lock
+  for lock in "$ROOT/requirements/runtime.txt" "$ROOT/requirements/test.txt"; do
+    if [[ ! -f "$lock" ]]; then
+      echo "gpu.sh: $lock not found (run from a checkout of the repository)" >&2
+      exit 2
+    fi
+  done
+  cat "$ROOT/requirements/runtime.txt" "$ROOT/requirements/test.txt" | grep -v -E '^(-r|#)' \
+    | grep -v -i -E '^(jax|jaxlib|torch|triton|nvidia-[a-z0-9-]+)([=<>~ ;[]|$)'
 }
 
 if [[ -n "$PREPARE" ]]; then
