@@ -64,7 +64,7 @@ The three GPU goals (base256 bf16 train-step MFU, sampler frames/s at 256x256 wi
 guided steps, the PyTorch/JAX sampler time ratio) in one run of under 8 minutes and one
 JSON (`emotalker bench gpu`). The GPU machine needs a CUDA JAX and a CUDA PyTorch and no
 network: the other dependencies travel as a wheel folder, prepared where there is network
-(same Python and platform) from requirements/lock.txt minus jax, jaxlib and torch:
+(same Python and platform) from requirements/runtime.txt and test.txt minus jax, jaxlib and torch:
 
 ```bash
 bash emotalker_jax/bench/gpu.sh --prepare-wheels wheels/     # pip download --no-deps
@@ -78,7 +78,7 @@ file pins CPU builds), then run the same commands with bf16 compute:
 ```bash
 .venv/bin/pip install -U "jax[cuda12]==0.10.2"
 # torch 2.13.0 built for the driver's CUDA version: PyTorch's install page gives the pip
-# command (a CUDA wheel index); the CPU build from requirements/lock.txt cannot use the GPU
+# command (a CUDA wheel index); the CPU build from requirements/test.txt cannot use the GPU
 B="--config configs/base256.py --config.dtype=bfloat16"
 # UNet forward / forward+backward: FLOPs, roofline vs a bf16 8192^2 matmul, MFU, cuDNN attention
 .venv/bin/emotalker bench unet $B --batch 16 --json docs/bench/gpu_base256_unet_bf16.json
