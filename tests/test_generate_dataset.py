@@ -314,7 +314,7 @@ def test_two_shard_processes_with_a_sigkill_equal_one_process(
 # ---- bookkeeping (FakeGen) ------------------------------------------------------------------
 
 
-def test_shard_assignment_and_flags():
+def test_shard_assignment_and_flags(monkeypatch, capsys):
   ids = [f"row-{i}" for i in range(400)]
   for n in (1, 2, 3, 8):
     parts = [[i for i in ids if D.Shard(k, n).owns(D.Row(0, i))] for k in range(n)]
@@ -329,6 +329,17 @@ def test_shard_assignment_and_flags():
       D.parse_shard(bad)
   assert (D.Shard().done_name, D.Shard(1, 3).done_name) == ("done.jsonl", "done.1-of-3.jsonl")
   assert D.Shard(1, 3).failures_name == "failures.1-of-3.jsonl"
+  # Under jax.distributed the process index and count give the shard; --shard wins.
+  monkeypatch.setattr(jax, "process_index", lambda: 2)
+  monkeypatch.setattr(jax, "process_count", lambda: 3)
+  assert D.resolve_shard(None) == D.Shard(2, 3) and D.resolve_shard("0/2") == D.Shard(0, 2)
+  # Generating needs a checkpoint and a manifest; a bad --shard is refused up front.
+  assert cli.main(["generate-dataset", "--out", "x"]) == 2
+  assert "--checkpoint WORKDIR and --manifest" in capsys.readouterr().err
+  args = ["generate-dataset", "--checkpoint", "c", "--manifest", "m", "--out", "x", "--shard"]
+  assert cli.main([*args, "3/2"]) == 2 and "--shard '3/2'" in capsys.readouterr().err
+  assert cli.main(["generate-dataset", "--merge", "--out", "/nonexistent/x"]) == 2
+  assert "output folder '/nonexistent/x' not found" in capsys.readouterr().err
 
 
 def test_restart_with_another_shard_count_and_duplicates(tmp_path):

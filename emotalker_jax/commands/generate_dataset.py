@@ -291,9 +291,15 @@ def run(args) -> int:
       "(only --merge --out OUT works without them)"
     )
   from emotalker_jax import parallel
-  from emotalker_jax.inference.dataset import Shard, parse_outputs, parse_shard, read_manifest
+  from emotalker_jax.inference.dataset import (
+    parse_outputs,
+    parse_shard,
+    read_manifest,
+    resolve_shard,
+  )
 
-  explicit = parse_shard(args.shard) if args.shard is not None else None
+  if args.shard is not None:
+    parse_shard(args.shard)  # a bad flag fails before anything starts
   parallel.maybe_initialize_distributed(args.distributed)  # before any other JAX call
   import jax
 
@@ -304,7 +310,7 @@ def run(args) -> int:
 
   quiet_fork_warning()
   nproc = jax.process_count()
-  shard = explicit or Shard(jax.process_index(), nproc)
+  shard = resolve_shard(args.shard)
   overrides = checkpoint_overrides(args.config_args)
   outputs = parse_outputs(args.outputs)
   rows = read_manifest(args.manifest)  # duplicate ids: error before any work

@@ -27,6 +27,7 @@ import os
 import re
 from typing import Any
 
+import jax
 import numpy as np
 
 from emotalker_jax.emotions import NUM_EMOTIONS, parse_emotion_spec
@@ -224,6 +225,15 @@ def parse_shard(spec: str) -> Shard:
   if n < 1 or i >= n:
     raise ValueError(f"--shard {spec!r}: need N >= 1 and 0 <= I < N (shards 0/{n} .. {n - 1}/{n})")
   return Shard(i, n)
+
+
+def resolve_shard(spec: str | None) -> Shard:
+  """The shard of this process: ``--shard I/N`` when given, else the jax.distributed
+  process index of the process count (Shard(0, 1) in a single process). Call it after
+  ``jax.distributed.initialize`` (it starts the backends)."""
+  if spec is not None:
+    return parse_shard(spec)
+  return Shard(jax.process_index(), jax.process_count())
 
 
 # ---------------------------------------------------------------------------------------
