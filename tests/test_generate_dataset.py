@@ -502,3 +502,59 @@ def test_gs_paths_stay_remote_through_epath(tmp_path, fake_gcs, monkeypatch):
   assert paths.join("gs://b/x", "y/z.png") == "gs://b/x/y/z.png"
   assert paths.join("/abs", "gs://b/p.png") == "gs://b/p.png"
   assert paths.folder_of("gs://b/x/m.jsonl") == "gs://b/x"
+
+
+# ---- jax.distributed (slow: two more processes) ---------------------------------------------
+
+DISTRIBUTED_MAIN = """
+import sys
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]), heartbeat_timeout_seconds=60)
+from emotalker_jax.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.slow
+def test_jax_distributed_processes_take_one_shard_each(
+  workdir, dataset_dir, reference_run, compile_cache
+):
+  """Two processes joined by jax.distributed on localhost (8 CPU devices each), no
+  --shard: each takes the shard of its process index on its local devices, both exit 0
+  after the final barrier, and the folder equals the single-process run."""
+  import socket
+
+  ref, man = reference_run
+  out = str(dataset_dir / "distributed")
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    address = f"localhost:{s.getsockname()[1]}"
+  env = {**os.environ, **compile_cache, "PYTHONPATH": REPO}
+  args = ["generate-dataset", "--checkpoint", workdir, "--manifest", man, "--out", out]
+  args += ["--steps", str(STEPS), "--crop", "center", "--no-progress", "--distributed", "off"]
+  logs = [str(dataset_dir / f"dist{i}.log") for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, "-c", DISTRIBUTED_MAIN, address, str(i), *args],
+      stdout=open(logs[i], "w"),
+      stderr=subprocess.STDOUT,
+      cwd=REPO,
+      env=env,
+    )
+    for i in range(2)
+  ]
+  try:
+    rcs = [p.wait(timeout=600) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  assert rcs == [0, 0], [open(f).read()[-2000:] for f in logs]
+  for i in range(2):
+    summary = [json.loads(x) for x in open(logs[i]) if x.startswith('{"out"')][-1]
+    mine = [r["id"] for r in GOOD_ROWS if D.shard_of(r["id"], 0, 2) == i]
+    assert summary["shard"] == f"{i}-of-2" and summary["generated"] == len(mine)
+    assert sorted(done_ids(out, f"done.{i}-of-2.jsonl")) == mine
+  assert D.merge_status(out, D.read_manifest(man))["complete"]
+  assert_same_outputs(out, ref)

@@ -141,7 +141,7 @@ def process_manifest(
   paths.makedirs(out)
   removed: list[str] = []
   stage = paths.join(out, shard.staging_name)
-  if not remote:  # nothing writes .tmp-* straight into OUT any more: an older run's
+  if not remote:  # .tmp-* right in OUT: an older version's leftovers (shards use staging)
     removed = remove_temp_files(out) + _clear_staging(stage)
     os.makedirs(stage)
   if removed:
