@@ -62,9 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     help='JSONL, one row per line: {"id": "a01", "portrait": "img.png", '
     '"audio": "a.wav", and one of "prompt": "a little sad" | "emotion": '
     '{"happy": 0.7} | "intensities": [8 floats, MEAD order]; optional '
-    '"crop": "face"|"center"}; relative paths are relative to the manifest',
+    '"crop": "face"|"center"}; relative paths are relative to the manifest (local or gs://)',
   )
-  p.add_argument("--out", required=True, help="output folder (resumable: re-run to continue)")
+  p.add_argument(
+    "--out", required=True, help="output folder, local or gs:// (resumable: re-run to continue)"
+  )
   p.add_argument(
     "--outputs",
     default="npz,mp4,png",
