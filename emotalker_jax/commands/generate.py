@@ -30,12 +30,12 @@ from __future__ import annotations
 import argparse
 
 
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
-  """Flags shared with ``generate-dataset``."""
+def add_common_arguments(p: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:
+  """Flags shared with ``generate-dataset`` (whose ``--merge`` needs no checkpoint)."""
   p.add_argument(
     "--checkpoint",
-    required=True,
-    help="training workdir (emotalker train --workdir) or its checkpoints/ folder",
+    required=checkpoint_required,
+    help="training workdir (emotalker train --workdir) or its checkpoints/ folder (local or gs://)",
   )
   p.add_argument("--seed", type=int, default=0, help="random seed (eta > 0, init=noise)")
   p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: sampler.steps)")

@@ -1,7 +1,9 @@
-"""`emotalker generate-dataset`: batch generation from a JSONL manifest, resumable.
+"""`emotalker generate-dataset`: batch generation from a JSONL manifest, resumable, sharded.
 
   emotalker generate-dataset --checkpoint WORKDIR --manifest rows.jsonl --out OUTDIR \\
-      [--outputs npz,mp4,png --seed 0 --steps --guidance --eta --crop --batch-frames N]
+      [--shard I/N] [--outputs npz,mp4,png --seed 0 --steps --guidance --eta --crop \\
+      --batch-frames N --distributed auto|on|off]
+  emotalker generate-dataset --merge --out OUTDIR [--manifest rows.jsonl]
 
 Manifest: one JSON object per line,
   {"id": "a01", "portrait": "img.png", "audio": "a.wav",
@@ -9,221 +11,108 @@ Manifest: one JSON object per line,
    "crop": "face" | "center"   (optional; default --crop)}
 Relative paths are relative to the manifest's folder. Ids are file names
 ([A-Za-z0-9][A-Za-z0-9._-]*, at most 128 characters) and must be unique (checked before
-any work).
+any work). The manifest, portraits, audio, the checkpoint and OUT may be ``gs://`` paths
+(read and written through ``etils.epath``, never turned into local paths).
 
 Outputs per row: OUT/<id>.npz (frames (N, S, S, 3) uint8, intensities (8,), fps, seed),
-OUT/<id>.mp4 (with the audio), OUT/<id>.png (contact sheet), each written atomically (a
-``.tmp-*`` file in OUT, fsync, rename). Once all of a row's files are in place, a line
-{"id", "outputs", "frames", "seed", "intensities"} is appended to OUT/done.jsonl and
-fsynced. A re-run skips the ids listed there, so a killed run (even SIGKILL) resumes with
-nothing lost or duplicated: leftover ``.tmp-*`` files are removed at start, a torn last
-line of done.jsonl is cut off, and a row whose files exist but is not listed is simply
-generated again (the same bytes: each row's seed is derived from its id and --seed).
+OUT/<id>.mp4 (with the audio), OUT/<id>.png (contact sheet), each written atomically (in
+the shard's staging folder OUT/.staging.<i>-of-<n>/: a ``.tmp-*`` file, fsync, rename;
+then renamed into OUT). Once all of a row's files are in place, a line {"id", "outputs",
+"frames", "seed", "intensities", ...} is appended to the shard's done file and fsynced. A
+re-run skips the ids listed in any shard's done file, so a killed run (even SIGKILL)
+resumes with nothing lost or duplicated: the shard's staging folder is emptied at start,
+a torn last line of its done file is cut off, and a row whose files exist but is not
+listed is simply generated again (the same bytes: each row's seed is derived from its id
+and --seed).
+
+Shards (``inference.dataset``): with ``--shard I/N``, or under jax.distributed (process
+index of process count; each process then samples on its own local devices), a process
+generates only the rows whose id hashes to its shard and writes
+done.<I>-of-<N>.jsonl / failures.<I>-of-<N>.jsonl (one shard: done.jsonl /
+failures.jsonl). Every shard's done file is read at start, so a restart with another N
+also resumes (but all processes of one run must use the same N).
 
 A bad row (missing file, unreadable image, no face, bad prompt or intensities, ...) is
-reported, written to OUT/failures.jsonl ({"id", "line", "error"}; rewritten each run, so
-it lists the rows that failed in the latest run) and skipped; the run goes on. The
-command prints a JSON summary and exits 0 when every row is done, 1 when some failed.
+reported, appended to the shard's failures file ({"id", "line", "error", "shard",
+"time"}; never truncated: the merge view gives each row's latest failure unless it was
+done since) and skipped; the run goes on. The command prints a JSON summary and exits 0
+when every row of its shard is done, 1 when some failed.
+
+``--merge``: the union of all shards' logs (``dataset.merge_status``): ids done, ids done
+twice (an error), the current failures, the manifest's rows still pending, listed
+outputs missing; writes OUT/outputs.jsonl (one done record per id, manifest order) and
+prints the summary; exits 0 when complete, 1 otherwise. It needs no checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import datetime
 import json
 import os
-import re
-from typing import Any
-
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-OUTPUT_KINDS = ("npz", "mp4", "png")
-EMOTION_KEYS = ("prompt", "emotion", "intensities")
-DONE = "done.jsonl"
-FAILURES = "failures.jsonl"
+import shutil
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
   from emotalker_jax.commands.generate import add_common_arguments
 
-  add_common_arguments(p)
+  add_common_arguments(p, checkpoint_required=False)
   p.add_argument(
     "--manifest",
-    required=True,
     help='JSONL, one row per line: {"id": "a01", "portrait": "img.png", '
     '"audio": "a.wav", and one of "prompt": "a little sad" | "emotion": '
     '{"happy": 0.7} | "intensities": [8 floats, MEAD order]; optional '
-    '"crop": "face"|"center"}; relative paths are relative to the manifest',
+    '"crop": "face"|"center"}; relative paths are relative to the manifest (local or gs://)',
   )
-  p.add_argument("--out", required=True, help="output folder (resumable: re-run to continue)")
+  p.add_argument(
+    "--out", required=True, help="output folder, local or gs:// (resumable: re-run to continue)"
+  )
   p.add_argument(
     "--outputs",
     default="npz,mp4,png",
     help="comma list of what to write per row: npz, mp4, png (default all)",
   )
+  p.add_argument(
+    "--shard",
+    default=None,
+    help="I/N: generate only shard I of N (rows by a hash of their id), e.g. 0/2 and 1/2 "
+    "in two independent jobs on one --out (default: the jax.distributed process index of "
+    "the process count; 0/1 in a single process)",
+  )
+  p.add_argument(
+    "--merge",
+    action="store_true",
+    help="no generation: the union of every shard's done files in --out (checks that no "
+    "id is done twice, lists pending rows with --manifest and current failures), writes "
+    "OUT/outputs.jsonl; exit 0 when complete",
+  )
+  p.add_argument(
+    "--distributed",
+    choices=("auto", "on", "off"),
+    default="auto",
+    help="jax.distributed.initialize() for multi-host jobs (default: auto); each process "
+    "then takes its own shard and samples on its local devices",
+  )
 
 
-@dataclasses.dataclass
-class Row:
-  """One manifest line: id, resolved paths, the emotion (exactly one of prompt /
-  intensities is set) and crop; ``error`` is set for a row that cannot be run."""
-
-  line: int
-  id: str | None
-  portrait: str = ""
-  audio: str = ""
-  prompt: str | None = None
-  intensities: Any = None
-  crop: str | None = None
-  error: str | None = None
-
-
-def _parse_row(obj: Any, line: int, base: str) -> Row:
-  from emotalker_jax.emotions import parse_emotion_spec
-
-  if not isinstance(obj, dict):
-    return Row(line, None, error=f"line {line} is not a JSON object")
-  rid = obj.get("id")
-  if isinstance(rid, int) and not isinstance(rid, bool):
-    rid = str(rid)
-  if not isinstance(rid, str) or not ID_RE.match(rid):
-    return Row(
-      line,
-      rid if isinstance(rid, str) else None,
-      error=f"line {line}: id {rid!r} is missing or not a file name "
-      "([A-Za-z0-9][A-Za-z0-9._-]*, at most 128 characters)",
-    )
-  row = Row(line, rid)
-  try:
-    for k in ("portrait", "audio"):
-      v = obj.get(k)
-      if not isinstance(v, str) or not v:
-        raise ValueError(f"'{k}' (a file path) is missing")
-      setattr(row, k, v if os.path.isabs(v) else os.path.join(base, v))
-    given = [k for k in EMOTION_KEYS if obj.get(k) is not None]
-    if len(given) != 1:
-      raise ValueError(f"give exactly one of {', '.join(EMOTION_KEYS)} (got {given or 'none'})")
-    k = given[0]
-    v = obj[k]
-    if k == "prompt":
-      if not isinstance(v, str) or not v.strip():
-        raise ValueError(f"prompt {v!r} is empty or not a string")
-      row.prompt = v
-    elif k == "emotion":
-      if isinstance(v, dict):
-        v = ",".join(f"{name}={x}" for name, x in v.items())
-      if not isinstance(v, str):
-        raise ValueError(
-          '\'emotion\' must be an object like {"happy": 0.7} or a string like "happy=0.7"'
-        )
-      row.intensities = parse_emotion_spec(v)
-    else:
-      import numpy as np
-
-      from emotalker_jax.emotions import NUM_EMOTIONS
-
-      try:
-        s = np.asarray(v, np.float32).reshape(-1)
-      except (TypeError, ValueError):
-        s = np.zeros(0, np.float32)
-      if s.shape[0] != NUM_EMOTIONS or not np.all(np.isfinite(s)) or s.min() < 0 or s.max() > 1:
-        raise ValueError(
-          f"'intensities' must be {NUM_EMOTIONS} numbers in [0, 1] (MEAD order), got {v!r}"
-        )
-      row.intensities = s
-    crop = obj.get("crop")
-    if crop is not None and crop not in ("face", "center"):
-      raise ValueError(f"crop {crop!r} must be 'face' or 'center'")
-    row.crop = crop
-  except ValueError as e:
-    row.error = str(e).replace("--emotion: ", "emotion: ")
-  return row
-
-
-def read_manifest(path: str) -> list[Row]:
-  """Parses the manifest. Malformed rows come back with ``error`` set (they are reported
-  and skipped); duplicate ids raise ValueError (before any work)."""
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-      f"manifest {path!r} not found; write one JSON row per line: "
-      '{"id": ..., "portrait": ..., "audio": ..., "prompt": ...}'
-    )
-  base = os.path.dirname(os.path.abspath(path))
-  rows: list[Row] = []
-  with open(path, encoding="utf-8") as fh:
-    for i, text in enumerate(fh, 1):
-      if not text.strip():
-        continue
-      try:
-        obj = json.loads(text)
-      except json.JSONDecodeError as e:
-        rows.append(Row(i, None, error=f"line {i} is not valid JSON: {e.msg}"))
-        continue
-      rows.append(_parse_row(obj, i, base))
-  seen: dict[str, int] = {}
-  dups = []
-  for r in rows:
-    if r.id is None:
-      continue
-    if r.id in seen:
-      dups.append(f"{r.id!r} (lines {seen[r.id]} and {r.line})")
-    else:
-      seen[r.id] = r.line
-  if dups:
-    raise ValueError(
-      f"manifest {path!r} has duplicate ids: {', '.join(dups[:5])}"
-      f"{' ...' if len(dups) > 5 else ''}; every row needs its own id"
-    )
-  if not rows:
-    raise ValueError(f"manifest {path!r} has no rows")
-  return rows
-
-
-def read_done(out: str) -> dict[str, dict]:
-  """Ids listed in OUT/done.jsonl. A torn last line (a kill during the append) is cut off
-  the file first, so later appends start on a fresh line."""
-  path = os.path.join(out, DONE)
-  if not os.path.isfile(path):
-    return {}
-  with open(path, "rb") as fh:
-    data = fh.read()
-  if data and not data.endswith(b"\n"):
-    keep = data.rfind(b"\n") + 1
-    os.truncate(path, keep)
-    data = data[:keep]
-  done = {}
-  for line in data.decode("utf-8", "replace").splitlines():
-    try:
-      rec = json.loads(line)
-    except json.JSONDecodeError:
-      continue
-    if isinstance(rec, dict) and isinstance(rec.get("id"), str):
-      done[rec["id"]] = rec
-  return done
-
-
-def _append_line(path: str, record: dict) -> None:
-  with open(path, "a", encoding="utf-8") as fh:
-    fh.write(json.dumps(record) + "\n")
-    fh.flush()
-    os.fsync(fh.fileno())
-
-
-def parse_outputs(spec: str) -> tuple[str, ...]:
-  kinds = tuple(dict.fromkeys(k.strip() for k in spec.split(",") if k.strip()))
-  bad = [k for k in kinds if k not in OUTPUT_KINDS]
-  if bad or not kinds:
-    raise ValueError(f"--outputs {spec!r}: choose from {', '.join(OUTPUT_KINDS)}")
-  return kinds
+def _clear_staging(stage: str) -> list[str]:
+  """Empties a shard's local staging folder (what a killed run of this shard left);
+  returns the names removed."""
+  if not os.path.isdir(stage):
+    return []
+  gone = sorted(os.listdir(stage))
+  shutil.rmtree(stage)
+  return gone
 
 
 def process_manifest(
   gen,
-  rows: list[Row],
+  rows: list,
   out: str,
   *,
+  shard=None,
   seed: int = 0,
-  outputs: tuple[str, ...] = OUTPUT_KINDS,
+  outputs: tuple[str, ...] = ("npz", "mp4", "png"),
   crop: str = "face",
   steps: int | None = None,
   guidance: float | None = None,
@@ -233,30 +122,51 @@ def process_manifest(
   progress: bool = True,
   log=print,
 ) -> dict:
-  """Generates every row of ``rows`` not yet in OUT/done.jsonl with ``gen`` (a loaded
-  ``inference.Generator``). Returns the summary dict (see the module docstring)."""
+  """Generates every row of ``rows`` (``dataset.read_manifest``) in ``shard``
+  (``dataset.Shard``; default: the one shard 0/1) that no shard has done yet (OUT's done
+  files) with ``gen`` (a loaded ``inference.Generator``; anything with its
+  ``image_size``, ``sample_rate``, ``fps`` and ``generate``). ``out``: a local folder or a
+  remote one (``gs://...``). Returns the summary dict: out, shard, rows (of this shard),
+  manifest_rows, already_done, generated, failed, failures, frames, frames_per_s,
+  compile_s, temp_files_removed."""
   import numpy as np
   from tqdm import tqdm
 
   from emotalker_jax import inference as I
   from emotalker_jax.checkpoints import remove_temp_files
+  from emotalker_jax.inference import paths
+  from emotalker_jax.inference.dataset import AppendLog, Shard, read_done, staging_dirs
 
-  os.makedirs(out, exist_ok=True)
-  removed = remove_temp_files(out)
+  shard = Shard() if shard is None else shard
+  out = os.fspath(out)
+  remote = paths.is_remote(out)
+  paths.makedirs(out)
+  removed: list[str] = []
+  stage = paths.join(out, shard.staging_name)
+  if not remote:  # .tmp-* right in OUT: an older version's leftovers (shards use staging)
+    removed = remove_temp_files(out) + _clear_staging(stage)
+    os.makedirs(stage)
   if removed:
     log(f"removed {len(removed)} temp file(s) left by an interrupted run: {', '.join(removed[:5])}")
-  done = read_done(out)
-  fail_path = os.path.join(out, FAILURES)
-  with open(fail_path, "w", encoding="utf-8"):
-    pass
+  for name, other in staging_dirs(out):
+    if other.count != shard.count:
+      log(
+        f"warning: {name} in {out!r} is from a run with {other.count} shards (this one has "
+        f"{shard.count}); if that run is still going, stop it: runs with different shard "
+        "counts on one folder generate rows twice"
+      )
+  done = read_done(out, own=shard)
+  done_log = AppendLog(paths.join(out, shard.done_name))
+  fail_log = AppendLog(paths.join(out, shard.failures_name))
   S, sr, fps = gen.image_size, gen.sample_rate, gen.fps
-  todo = [r for r in rows if r.id is None or r.id not in done]
-  skipped = len(rows) - len(todo)
+  mine = [r for r in rows if shard.owns(r)]
+  todo = [r for r in mine if r.id is None or r.id not in done]
+  skipped = len(mine) - len(todo)
   failures, generated, frames_total, t_sample, t_compile = [], 0, 0, 0.0, 0.0
   bar = tqdm(
-    total=len(rows),
+    total=len(mine),
     initial=skipped,
-    desc="generate-dataset",
+    desc="generate-dataset" if shard.count == 1 else f"generate-dataset {shard.tag}",
     unit="row",
     disable=not progress,
     dynamic_ncols=True,
@@ -286,10 +196,12 @@ def process_manifest(
         t_sample += info["timing"]["sample_s"]
         t_compile += info["timing"]["compile_s"]
         s = np.asarray([info["intensities"][k] for k in info["intensities"]], np.float32)
+        # Local: written in the staging folder, renamed into OUT once all are there.
+        target = (lambda n: paths.join(out, n)) if remote else (lambda n: os.path.join(stage, n))
         written = []
         if "npz" in outputs:
           I.write_npz(
-            os.path.join(out, f"{row.id}.npz"),
+            target(f"{row.id}.npz"),
             frames=frames,
             intensities=s,
             fps=np.float32(fps),
@@ -298,13 +210,16 @@ def process_manifest(
           )
           written.append(f"{row.id}.npz")
         if "mp4" in outputs:
-          I.write_mp4(os.path.join(out, f"{row.id}.mp4"), frames, audio, sr, fps)
+          I.write_mp4(target(f"{row.id}.mp4"), frames, audio, sr, fps)
           written.append(f"{row.id}.mp4")
         if "png" in outputs:
-          I.write_png(os.path.join(out, f"{row.id}.png"), I.contact_sheet(frames, portrait.image))
+          I.write_png(target(f"{row.id}.png"), I.contact_sheet(frames, portrait.image))
           written.append(f"{row.id}.png")
-        _append_line(
-          os.path.join(out, DONE),
+        if not remote:
+          for name in written:
+            os.replace(os.path.join(stage, name), os.path.join(out, name))
+          paths.fsync_dir(out)
+        done_log.append(
           {
             "id": row.id,
             "outputs": written,
@@ -312,7 +227,8 @@ def process_manifest(
             "seed": row_seed,
             "emotion_source": info["emotion_source"],
             "intensities": info["intensities"],
-          },
+            "shard": shard.tag,
+          }
         )
         generated += 1
         frames_total += len(frames)
@@ -325,14 +241,24 @@ def process_manifest(
         )
         rec = {"id": row.id, "line": row.line, "error": msg}
         failures.append(rec)
-        _append_line(fail_path, rec)
+        fail_log.append(
+          {
+            **rec,
+            "shard": shard.tag,
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+          }
+        )
         log(f"row {row.id if row.id is not None else '#' + str(row.line)} failed: {msg}")
       bar.update(1)
   finally:
     bar.close()
+    if not remote:
+      _clear_staging(stage)  # empty unless a row failed half-written
   return {
-    "out": os.fspath(out),
-    "rows": len(rows),
+    "out": out,
+    "shard": shard.tag,
+    "rows": len(mine),
+    "manifest_rows": len(rows),
     "already_done": skipped,
     "generated": generated,
     "failed": len(failures),
@@ -344,8 +270,40 @@ def process_manifest(
   }
 
 
+def run_merge(args) -> int:
+  from emotalker_jax.inference.dataset import merge_status, read_manifest, write_merged
+
+  rows = read_manifest(args.manifest) if args.manifest else None
+  status = merge_status(args.out, rows)
+  merged = write_merged(args.out, status)
+  summary = {k: v for k, v in status.items() if k != "records"}
+  summary.update(outputs=len(status["records"]), merged=merged)
+  print(json.dumps(summary))
+  return 0 if status["complete"] else 1
+
+
 def run(args) -> int:
   import sys
+
+  if args.merge:
+    return run_merge(args)
+  if not args.checkpoint or not args.manifest:
+    raise ValueError(
+      "--checkpoint WORKDIR and --manifest rows.jsonl are required to generate "
+      "(only --merge --out OUT works without them)"
+    )
+  from emotalker_jax import parallel
+  from emotalker_jax.inference.dataset import (
+    parse_outputs,
+    parse_shard,
+    read_manifest,
+    resolve_shard,
+  )
+
+  if args.shard is not None:
+    parse_shard(args.shard)  # a bad flag fails before anything starts
+  parallel.maybe_initialize_distributed(args.distributed)  # before any other JAX call
+  import jax
 
   from emotalker_jax import inference as I
   from emotalker_jax.checkpoints import load_checkpoint_config
@@ -353,15 +311,20 @@ def run(args) -> int:
   from emotalker_jax.config_utils import checkpoint_overrides
 
   quiet_fork_warning()
+  nproc = jax.process_count()
+  shard = resolve_shard(args.shard)
   overrides = checkpoint_overrides(args.config_args)
   outputs = parse_outputs(args.outputs)
   rows = read_manifest(args.manifest)  # duplicate ids: error before any work
   load_checkpoint_config(args.checkpoint, overrides)  # a missing checkpoint fails fast
-  gen = I.load_generator(args.checkpoint, overrides, use_ema=not args.raw_params)
+  # Several processes: each samples its own rows on its own devices (no collectives).
+  devices = jax.local_devices() if nproc > 1 else None
+  gen = I.load_generator(args.checkpoint, overrides, use_ema=not args.raw_params, devices=devices)
   summary = process_manifest(
     gen,
     rows,
     args.out,
+    shard=shard,
     seed=args.seed,
     outputs=outputs,
     crop=args.crop,
@@ -373,5 +336,9 @@ def run(args) -> int:
     progress=not args.no_progress,
     log=lambda m: print(m, file=sys.stderr, flush=True),
   )
+  if nproc > 1:  # the coordinator must not exit (taking the service down) before the rest
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("emotalker generate-dataset: all shards finished")
   print(json.dumps(summary))
   return 0 if summary["failed"] == 0 else 1

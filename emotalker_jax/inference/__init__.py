@@ -9,6 +9,10 @@
 * ``outputs``: mp4 with audio (from an array or a stream of chunks), PNG frames,
   paste-back into the photo (``render_frames``), contact sheets, png / npz, all written
   atomically.
+* ``paths``: local paths as before, ``gs://`` (any ``scheme://``) through ``etils.epath``,
+  never turned local (read into memory; written as whole-object uploads).
+* ``dataset``: ``generate-dataset``'s manifest, shards, per-shard done / failure logs and
+  the merge view (``merge_status``, ``write_merged``).
 
 The checkpoint config, calibration.json and the weights are read by
 ``emotalker_jax.checkpoints``.

@@ -113,7 +113,8 @@ def load_generator(
   text=None,
   judge: str | None = None,
 ) -> Generator:
-  """A ``Generator`` from a training workdir (or its checkpoints/ folder).
+  """A ``Generator`` from a training workdir (or its checkpoints/ folder), local or
+  ``gs://`` (passed as it is to ``emotalker_jax.checkpoints``, which reads it).
 
   Restores only ``ema_params`` (or ``params`` with use_ema=False) and ``step`` of the
   latest (or given) step, against an abstract target built from the saved config by
@@ -179,7 +180,7 @@ def load_generator(
     text_params=jax.device_put(text.params, rep),
     schedule=jax.device_put(sched.from_config(config.diffusion), rep),
     step=restored_step,
-    checkpoint_dir=folder,
+    checkpoint_dir=os.fspath(folder),  # a str (JSON summaries), local or gs://
     use_ema=use_ema,
     calibration=calibration,
   )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import math
 import os
 import warnings
@@ -24,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from emotalker_jax.audio import load_audio
 from emotalker_jax.faces import align, detect, landmarks
+from emotalker_jax.inference import paths
 
 MIN_PORTRAIT_SIDE = 64  # pixels: smaller photos are refused (but model size with 'center')
 MAX_PORTRAIT_SIDE = 8192  # pixels: larger photos are refused before decoding
@@ -112,16 +114,19 @@ def read_portrait(path: str | os.PathLike) -> np.ndarray:
   RGB; alpha composited over white). Size limits are checked from the header, before the
   pixels are decoded.
 
+  ``path``: local, or remote (``gs://...``, read into memory through ``etils.epath``).
   Raises FileNotFoundError (missing file) or ValueError (not an image, damaged or
   truncated, larger than ``MAX_PORTRAIT_SIDE``).
   """
   path = os.fspath(path)
-  if not os.path.exists(path):
+  if not paths.exists(path):
     raise FileNotFoundError(f"portrait {path!r} not found; check the path")
-  if os.path.isdir(path):
+  if paths.isdir(path):
     raise ValueError(f"portrait {path!r} is a directory; pass an image file (PNG, JPEG, ...)")
+  # A remote file (gs://...) is read into memory through epath; a local one is opened.
+  src = io.BytesIO(paths.read_bytes(path)) if paths.is_remote(path) else path
   try:
-    with Image.open(path) as im:
+    with Image.open(src) as im:
       w, h = im.size
       _check_size(w, h, repr(path), check_min=False)  # before decoding
       im = ImageOps.exif_transpose(im)
@@ -315,14 +320,28 @@ def load_generation_audio(
   max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
 ) -> np.ndarray:
   """``audio.load_audio`` + ``check_audio``: (L,) float32 at ``sample_rate``. The silence
-  warning is left to ``Generator.generate`` (once per clip)."""
-  with warnings.catch_warnings(record=True) as caught:
+  warning is left to ``Generator.generate`` (once per clip).
+
+  ``path``: local, or remote (``gs://...``: fetched through ``etils.epath`` into a local
+  scratch copy for the decoder, removed afterwards; messages name the remote path).
+  """
+  path = os.fspath(path)
+  if paths.is_remote(path) and not paths.isfile(path):
+    what = "a directory" if paths.isdir(path) else "not found"
+    raise FileNotFoundError(f"audio file {path!r} {what}; check the path")
+  with warnings.catch_warnings(record=True) as caught, paths.local_copy(path) as local:
     warnings.simplefilter("always")
-    audio = load_audio(path, sample_rate)
+    try:
+      audio = load_audio(local, sample_rate)
+    except (ValueError, FileNotFoundError) as e:
+      if local == path:
+        raise
+      raise type(e)(str(e).replace(repr(local), repr(path)).replace(local, path)) from None
   for w in caught:
     if "is silent" not in str(w.message):
-      warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-  check_audio(audio, sample_rate, fps, max_seconds, source=repr(os.fspath(path)))
+      msg = str(w.message).replace(local, path) if local != path else w.message
+      warnings.warn_explicit(msg, w.category, w.filename, w.lineno)
+  check_audio(audio, sample_rate, fps, max_seconds, source=repr(path))
   return audio
 
 

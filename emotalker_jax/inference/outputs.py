@@ -1,6 +1,7 @@
 """Generation outputs, each written atomically (``checkpoints.atomic_output``: a temp file in
-the same folder, fsync, os.replace): H.264 mp4 with the audio muxed, PNG frames, a
-contact-sheet PNG, npz arrays.
+the same folder, fsync, os.replace; a remote ``gs://`` target: a local scratch file uploaded
+whole through ``etils.epath``, ``paths.write_target``): H.264 mp4 with the audio muxed, PNG
+frames, a contact-sheet PNG, npz arrays.
 
 The video writers consume frames chunk by chunk (``Generator.stream``): ``render_frames``
 turns each generated chunk into output frames (grey for a greyscale photo, pasted back
@@ -12,6 +13,7 @@ so only a chunk of frames is held at a time.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+import io
 import os
 import tempfile
 
@@ -20,8 +22,9 @@ import numpy as np
 from PIL import Image
 from scipy.io import wavfile
 
-from emotalker_jax.checkpoints import TMP_PREFIX, atomic_output
+from emotalker_jax.checkpoints import TMP_PREFIX
 from emotalker_jax.faces import align
+from emotalker_jax.inference import paths
 
 PNG_COMPRESS_LEVEL = 1  # zlib level of the PNG frames (lossless at any level; 1 is fast)
 
@@ -72,8 +75,11 @@ def write_mp4(
     raise ValueError("frames must be (N, H, W, 3) uint8 with N >= 1, got no frames")
   h, w = first.shape[1:3]
   path = os.fspath(path)
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
+  if paths.is_remote(path):  # encoded in the system temp folder, then uploaded whole
+    folder = None
+  else:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
   wav, count = None, 0
   try:
     if audio is not None:  # scratch wav beside the output (a killed run's is cleaned up)
@@ -81,7 +87,7 @@ def write_mp4(
       os.close(fd)
       pcm = np.clip(np.rint(np.asarray(audio, np.float32) * 32767.0), -32768, 32767)
       wavfile.write(wav, int(sample_rate), pcm.astype(np.int16))
-    with atomic_output(path) as tmp:
+    with paths.write_target(path) as tmp:
       writer = imageio_ffmpeg.write_frames(
         tmp,
         (w + w % 2, h + h % 2),
@@ -127,14 +133,14 @@ def check_frames_dir(folder: str | os.PathLike) -> str:
   """A folder for PNG frames: created when missing; refused (ValueError) when it is a file
   or already holds files (frames of another clip would mix in)."""
   folder = os.fspath(folder)
-  if os.path.exists(folder) and not os.path.isdir(folder):
+  if paths.exists(folder) and not paths.isdir(folder):
     raise ValueError(f"--frames-dir {folder!r} is a file; pass a new or empty folder")
-  if os.path.isdir(folder) and os.listdir(folder):
+  if paths.listdir(folder):
     raise ValueError(
       f"--frames-dir {folder!r} is not empty; pass a new or empty folder (frames of "
       "another clip would mix in)"
     )
-  os.makedirs(folder, exist_ok=True)
+  paths.makedirs(folder)
   return folder
 
 
@@ -142,19 +148,26 @@ class PngFrames:
   """A chunk consumer writing each frame (H, W, 3) uint8 as DIR/000000.png, 000001.png, ...
   (lossless; each through a ``.tmp-`` file renamed into place, so a killed run leaves no
   partial frame; not fsynced, unlike ``atomic_output``: one fsync per frame would
-  dominate a long clip); ``count``: frames written so far."""
+  dominate a long clip; a remote folder gets each frame as one object upload);
+  ``count``: frames written so far."""
 
   def __init__(self, folder: str | os.PathLike):
     self.folder = os.fspath(folder)
-    os.makedirs(self.folder, exist_ok=True)
+    self.remote = paths.is_remote(self.folder)
+    paths.makedirs(self.folder)
     self.count = 0
 
   def __call__(self, chunk: np.ndarray) -> None:
     for f in np.asarray(chunk):
       name = f"{self.count:06d}.png"
-      tmp = os.path.join(self.folder, TMP_PREFIX + name)
-      Image.fromarray(f).save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-      os.replace(tmp, os.path.join(self.folder, name))
+      if self.remote:
+        buf = io.BytesIO()
+        Image.fromarray(f).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        (paths.as_path(self.folder) / name).write_bytes(buf.getvalue())
+      else:
+        tmp = os.path.join(self.folder, TMP_PREFIX + name)
+        Image.fromarray(f).save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        os.replace(tmp, os.path.join(self.folder, name))
       self.count += 1
 
 
@@ -251,13 +264,13 @@ def render_frames(
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-  """Writes an RGB uint8 image as PNG, atomically."""
-  with atomic_output(path) as tmp:
+  """Writes an RGB uint8 image as PNG, atomically (local or remote, ``paths.write_target``)."""
+  with paths.write_target(path) as tmp:
     Image.fromarray(np.asarray(image, np.uint8)).save(tmp, format="PNG")
 
 
 def write_npz(path: str | os.PathLike, **arrays) -> None:
-  """``np.savez`` of the arrays, atomically."""
-  with atomic_output(path) as tmp:
+  """``np.savez`` of the arrays, atomically (local or remote, ``paths.write_target``)."""
+  with paths.write_target(path) as tmp:
     with open(tmp, "wb") as fh:
       np.savez(fh, **arrays)
