@@ -68,7 +68,8 @@ def host_batch(i: int, nan: bool = False) -> dict:
 
 
 class CountingIterator:
-  """A checkpointable iterator (grain's protocol: get_state/set_state) over host_batch."""
+  """A checkpointable iterator (grain's protocol: get_state/set_state/start_prefetch, so
+  grain's orbax handler saves it) over host_batch."""
 
   def __init__(self, nan_at=None, sigterm_at=None):
     self.i, self.nan_at, self.sigterm_at, self.served = 0, nan_at, sigterm_at, []
@@ -89,6 +90,9 @@ class CountingIterator:
 
   def set_state(self, s):
     self.i = int(s.decode())
+
+  def start_prefetch(self):
+    pass
 
 
 @pytest.fixture(scope="module")
