@@ -60,6 +60,12 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN/Inf loss; the message names the step."""
 
 
+class PeerLostError(RuntimeError):
+  """A collective of a multi-process job failed: another process is gone. jax's
+  coordination service names it in the log (after EMOTALKER_HEARTBEAT_TIMEOUT_S) and then
+  ends this process too; restarting every process resumes from the last checkpoint."""
+
+
 @dataclasses.dataclass
 class Trainer:
   """Everything a train step needs, built once from a config (see ``build_trainer``)."""
@@ -205,15 +211,18 @@ class _EpathEventFile:
   def __init__(self, path: str):
     self.path = checkpoints.as_path(path)
     self.buffer = io.BytesIO()
+    self.closed = False
 
   def write(self, data: bytes) -> None:
     self.buffer.write(data)
 
   def flush(self) -> None:
-    self.path.write_bytes(self.buffer.getvalue())
+    if not self.closed:  # tensorboardX's atexit hook flushes closed writers again
+      self.path.write_bytes(self.buffer.getvalue())
 
   def close(self) -> None:
     self.flush()
+    self.closed = True
 
 
 class _EpathEventFiles:
@@ -387,11 +396,24 @@ def train(
       if stopped_by == "done" and step < total:
         stopped_by = "max_steps"
         checkpoints.save_checkpoint(mngr, trainer, iterator, force=True)
+  except jax.errors.JaxRuntimeError as e:
+    if not multi:
+      raise
+    raise PeerLostError(
+      f"process {jax.process_index()} of {jax.process_count()}: a collective failed "
+      f"({str(e)[:300]}); another process of the job most likely died: jax's coordination "
+      "service names it below ('stopped sending heartbeats') and then ends this process. "
+      "Restart every process with the same command: training resumes from the last "
+      f"checkpoint in {workdir / checkpoints.workdir.CHECKPOINTS_SUBDIR} (step "
+      f"{mngr.latest_step()})"
+    ) from None
   finally:
     bar.close()
-    mngr.wait_until_finished()
-    mngr.close()
-    writer.close()
+    try:
+      mngr.wait_until_finished()
+      mngr.close()
+    finally:
+      writer.close()
   return {"step": int(jax.device_get(trainer.state.step)), "stopped_by": stopped_by, "last": last}
 
 
@@ -411,4 +433,11 @@ def _check_finite(step: int, metrics: dict) -> None:
     )
 
 
-__all__ = ["Trainer", "build_trainer", "train", "NonFiniteLossError", "MetricWriter"]
+__all__ = [
+  "Trainer",
+  "build_trainer",
+  "train",
+  "NonFiniteLossError",
+  "PeerLostError",
+  "MetricWriter",
+]
