@@ -20,6 +20,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
+import orbax.checkpoint as ocp
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -108,6 +109,22 @@ def maybe_initialize_distributed(
     jax.device_count(),
   )
   return True
+
+
+_barrier_counts: dict[str, int] = {}
+
+
+def barrier(name: str, timeout_s: int = 3600) -> None:
+  """Every process of a multi-process job waits here (a no-op in one process).
+
+  A coordination-service barrier, not a device collective: the first collective of a new
+  program opens a communicator, and CPU's gloo gives a late peer only 30 s to join it, so
+  processes that compiled at different speeds meet here first. ``name`` may repeat (a
+  per-name counter makes each barrier unique, the same on every process)."""
+  if jax.process_count() == 1:
+    return
+  n = _barrier_counts[name] = _barrier_counts.get(name, 0) + 1
+  ocp.multihost.get_barrier_sync_fn()(key=f"emotalker_{name}_{n}", timeout_ms=timeout_s * 1000)
 
 
 def resolve_mesh_shape(

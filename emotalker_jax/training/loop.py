@@ -82,6 +82,7 @@ class Trainer:
   frozen: dict
   frozen_shardings: Any
   step_fn: Any
+  compiled: bool = dataclasses.field(default=False, repr=False)
 
   def device_batch(self, host_batch: dict) -> dict:
     """Pipeline batch (numpy, with 'prompt' strings) -> sharded arrays of ``batch_keys(config)``."""
@@ -97,6 +98,12 @@ class Trainer:
 
   def step(self, batch: dict):
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      if not self.compiled and jax.process_count() > 1:
+        # Compile first (the call below reuses it), then meet the other processes: their
+        # compile may take longer than a new collective waits for a peer.
+        self.step_fn.lower(self.state, self.frozen, batch).compile()
+        parallel.barrier("train_step_compiled")
+      self.compiled = True
       self.state, metrics = self.step_fn(self.state, self.frozen, batch)
     return metrics
 
@@ -138,6 +145,7 @@ def build_trainer(
   tx = state_lib.make_optimizer(config.train)
   init = state_lib.init_state_fn(lambda r: init_emotalker(model, r, text.hidden_size), tx)
   state, state_shardings = state_lib.create_sharded_state(init, r_init, mesh, rules)
+  parallel.barrier("trainer_initialised")  # before the first collective (device_put checks)
   if config.train.eib_checkpoint:
     state = with_pretrained_eib(state, state_shardings, config.train.eib_checkpoint)
   frozen = {"vae": vae_params, "text": text.params}
