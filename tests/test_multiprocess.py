@@ -602,9 +602,13 @@ def restored_state(trainer, workdir, step: int):
   return jax.device_get(h.state)
 
 
-def tree_equal(a, b) -> bool:
-  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-  return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb))
+def states_equal(a, b) -> bool:
+  """Bitwise equality of two train states (step, params, EMA, optimizer state)."""
+  for name in ("step", "params", "ema_params", "opt_state"):
+    la, lb = jax.tree.leaves(getattr(a, name)), jax.tree.leaves(getattr(b, name))
+    if len(la) != len(lb) or not all(np.array_equal(x, y) for x, y in zip(la, lb)):
+      return False
+  return True
 
 
 @pytest.fixture(scope="module")
@@ -659,7 +663,7 @@ def test_emotalker_train_sigterm_to_both_saves_one_step_and_resumes(
     assert st["last_seen_indices"] == {"0": (stop * LOCAL_BATCH - 1) * NPROC + i}
   _, logs2 = train_job(tiny_job, wd)
   assert f"resumed from {wd} at step {stop}" in log_text(logs2, 0)
-  assert tree_equal(restored_state(tr, wd, REAL_STEPS), restored_state(tr, wd0, REAL_STEPS))
+  assert states_equal(restored_state(tr, wd, REAL_STEPS), restored_state(tr, wd0, REAL_STEPS))
 
 
 @pytest.mark.slow
@@ -683,4 +687,4 @@ def test_emotalker_train_sigkill_of_one_process_then_restart(
   assert "stopped sending heartbeats" in text and "Terminating process" in text, text[-3000:]
   _, logs2 = train_job(tiny_job, wd, ckpt)
   assert f"resumed from {wd} at step 4" in log_text(logs2, 0)
-  assert tree_equal(restored_state(tr, wd, REAL_STEPS), restored_state(tr, wd0, REAL_STEPS))
+  assert states_equal(restored_state(tr, wd, REAL_STEPS), restored_state(tr, wd0, REAL_STEPS))
