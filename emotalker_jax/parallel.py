@@ -20,6 +20,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
+import orbax.checkpoint as ocp
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -27,30 +28,103 @@ BATCH_AXES = ("data", "fsdp")
 log = logging.getLogger(__name__)
 
 
-def maybe_initialize_distributed(mode: str = "auto") -> bool:
-  """Calls ``jax.distributed.initialize()`` when this process is one of several.
+# Environment variables of a hand-launched job (a CPU test, a bare-metal GPU box):
+# jax.distributed.initialize reads JAX_COORDINATOR_ADDRESS itself but not these, so
+# maybe_initialize_distributed passes them on.
+NUM_PROCESSES_ENV = "JAX_NUM_PROCESSES"
+PROCESS_ID_ENV = "JAX_PROCESS_ID"
+# Seconds without heartbeats before the coordination service declares a process dead and
+# every other process aborts (jax's default: 100 s).
+HEARTBEAT_TIMEOUT_ENV = "EMOTALKER_HEARTBEAT_TIMEOUT_S"
+
+
+def _env_int(name: str) -> int | None:
+  v = os.environ.get(name, "").strip()
+  if not v:
+    return None
+  try:
+    return int(v)
+  except ValueError:
+    raise ValueError(f"{name}={v!r} is not an integer; unset it or set e.g. {name}=2") from None
+
+
+def maybe_initialize_distributed(
+  mode: str = "auto",
+  *,
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  heartbeat_timeout_s: int | None = None,
+) -> bool:
+  """Calls ``jax.distributed.initialize`` when this process is one of several.
 
   mode: 'auto' (initialise when the environment describes a multi-process job: a
   coordinator address, a SLURM job with several tasks, or a multi-host TPU slice),
   'on' (always) or 'off'. Must run before any other JAX call. Returns True when it
   initialised.
+
+  A job launched by hand names its peers with ``coordinator_address`` / ``num_processes``
+  / ``process_id`` or the environment (``JAX_COORDINATOR_ADDRESS=host:port``,
+  ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``); on TPU and SLURM jax finds them itself.
+  ``heartbeat_timeout_s`` (or ``EMOTALKER_HEARTBEAT_TIMEOUT_S``): after this long
+  without a heartbeat from a process, the others abort with a message naming it
+  (jax's default 100 s). On CPU the collectives go over gloo (TCP).
   """
   if mode not in ("auto", "on", "off"):
     raise ValueError(f"mesh.distributed={mode!r}: use 'auto', 'on' or 'off'")
   if mode == "off":
     return False
   env = os.environ
+  coordinator_address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS") or None
+  num_processes = _env_int(NUM_PROCESSES_ENV) if num_processes is None else int(num_processes)
+  process_id = _env_int(PROCESS_ID_ENV) if process_id is None else int(process_id)
+  if heartbeat_timeout_s is None:
+    heartbeat_timeout_s = _env_int(HEARTBEAT_TIMEOUT_ENV)
   multi = (
-    "JAX_COORDINATOR_ADDRESS" in env
+    coordinator_address is not None
+    or (num_processes or 1) > 1
     or int(env.get("SLURM_NTASKS", "1")) > 1
     or len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
     or "MEGASCALE_COORDINATOR_ADDRESS" in env
   )
-  if mode == "on" or multi:
-    jax.distributed.initialize()  # reads the cluster from the environment (TPU, SLURM, ...)
-    log.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
-    return True
-  return False
+  if not (mode == "on" or multi):
+    return False
+  kwargs = {}
+  if heartbeat_timeout_s is not None:
+    kwargs["heartbeat_timeout_seconds"] = int(heartbeat_timeout_s)
+  if "cpu" in env.get("JAX_PLATFORMS", "").split(","):
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  # Unset values are found by jax's cluster detection (TPU metadata, SLURM, ...).
+  jax.distributed.initialize(
+    coordinator_address=coordinator_address,
+    num_processes=num_processes,
+    process_id=process_id,
+    **kwargs,
+  )
+  log.info(
+    "jax.distributed: process %d of %d, %d local of %d devices",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
+  return True
+
+
+_barrier_counts: dict[str, int] = {}
+
+
+def barrier(name: str, timeout_s: int = 3600) -> None:
+  """Every process of a multi-process job waits here (a no-op in one process).
+
+  A coordination-service barrier, not a device collective: the first collective of a new
+  program opens a communicator, and CPU's gloo gives a late peer only 30 s to join it, so
+  processes that compiled at different speeds meet here first. ``name`` may repeat (a
+  per-name counter makes each barrier unique, the same on every process)."""
+  if jax.process_count() == 1:
+    return
+  n = _barrier_counts[name] = _barrier_counts.get(name, 0) + 1
+  ocp.multihost.get_barrier_sync_fn()(key=f"emotalker_{name}_{n}", timeout_ms=timeout_s * 1000)
 
 
 def resolve_mesh_shape(

@@ -68,7 +68,8 @@ def host_batch(i: int, nan: bool = False) -> dict:
 
 
 class CountingIterator:
-  """A checkpointable iterator (grain's protocol: get_state/set_state) over host_batch."""
+  """A checkpointable iterator (grain's protocol: get_state/set_state/start_prefetch, so
+  grain's orbax handler saves it) over host_batch."""
 
   def __init__(self, nan_at=None, sigterm_at=None):
     self.i, self.nan_at, self.sigterm_at, self.served = 0, nan_at, sigterm_at, []
@@ -89,6 +90,9 @@ class CountingIterator:
 
   def set_state(self, s):
     self.i = int(s.decode())
+
+  def start_prefetch(self):
+    pass
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +189,9 @@ def test_sigterm_checkpoint_resumes_bitwise(trainer, tmp_path):
   it1 = CountingIterator(sigterm_at=3)
   res1 = loop.train(tr.config, str(tmp_path / "b"), loader=it1, trainer=tr, progress=False)
   assert res1["stopped_by"] == "SIGTERM" and res1["step"] == 4
-  assert os.path.isdir(tmp_path / "b" / "checkpoints" / "4")
+  # grain's orbax handler: this process's iterator state in its own file (the next batch).
+  state_file = tmp_path / "b" / "checkpoints" / "4" / "data" / "process_0-of-1.json"
+  assert state_file.read_text() == "4"
 
   reset(tr, init)  # a fresh process would start from init; the checkpoint must win
   it2 = CountingIterator()
@@ -199,6 +205,10 @@ def test_sigterm_checkpoint_resumes_bitwise(trainer, tmp_path):
 
 
 def test_max_steps_then_resume_matches_straight_run(trainer, tmp_path):
+  """--max-steps 3, then a resume, equals 6 straight steps; so does a resume from the same
+  state saved in the old single-process layout (the iterator state one JSON item)."""
+  import orbax.checkpoint as ocp
+
   tr, init = trainer
   reset(tr, init)
   loop.train(tr.config, str(tmp_path / "a"), loader=CountingIterator(), trainer=tr, progress=False)
@@ -213,9 +223,25 @@ def test_max_steps_then_resume_matches_straight_run(trainer, tmp_path):
     progress=False,
   )
   assert r1["stopped_by"] == "max_steps" and r1["step"] == 3
-  reset(tr, init)
-  loop.train(tr.config, str(tmp_path / "b"), loader=CountingIterator(), trainer=tr, progress=False)
-  assert _leaves_equal(jax.device_get(tr.state).params, straight.params)
+  legacy = ocp.CheckpointManager(
+    str(tmp_path / "legacy" / "checkpoints"), item_names=("state", "data", "config")
+  )
+  legacy.save(
+    3,
+    args=ocp.args.Composite(
+      state=ocp.args.StandardSave(tr.state),
+      data=ocp.args.JsonSave({"iterator": "3"}),
+      config=ocp.args.JsonSave({}),
+    ),
+  )
+  legacy.wait_until_finished()
+  legacy.close()
+  for folder in ("b", "legacy"):
+    reset(tr, init)
+    it = CountingIterator()
+    loop.train(tr.config, str(tmp_path / folder), loader=it, trainer=tr, progress=False)
+    assert it.served == [3, 4, 5], folder
+    assert _leaves_equal(jax.device_get(tr.state).params, straight.params), folder
   rows = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
   assert [int(r.split('"step": ')[1].split(",")[0]) for r in rows] == list(range(1, 7))
 

@@ -3,8 +3,9 @@ checkpoints and their records.
 
 * ``weights``: diffusers import (``load_diffusers_unet`` / ``convert_unet_into`` / ...) and
   our safetensors params (``save_params`` / ``load_params``).
-* ``workdir``: a training workdir (orbax managers over ``ITEM_NAMES``, the saved config,
-  calibration.json, the frozen autoencoder).
+* ``workdir``: a training workdir, local or gs:// (``as_path``: every path an
+  ``etils.epath.Path``; orbax managers over ``ITEM_NAMES`` with per-process grain iterator
+  states, the saved config, calibration.json, the frozen autoencoder).
 * ``eib``: a trained EIB folder (``save_eib`` / ``read_eib`` / ``restore_eib_params``).
 * ``atomic``: atomic file writes (``atomic_output``) and a killed run's leftovers.
 """
@@ -39,11 +40,15 @@ from emotalker_jax.checkpoints.weights import (
 from emotalker_jax.checkpoints.workdir import (
   CALIBRATION_FILE,
   ITEM_NAMES,
+  as_path,
   calibration_mismatches,
   calibration_path,
   checkpoint_manager,
   config_from_json,
+  copy_folder,
   find_checkpoint_dir,
+  is_remote,
+  iterator_state_file,
   load_checkpoint_config,
   load_frozen_autoencoder,
   open_checkpoints,
@@ -91,11 +96,15 @@ __all__ = [
   # workdir
   "CALIBRATION_FILE",
   "ITEM_NAMES",
+  "as_path",
   "calibration_mismatches",
   "calibration_path",
   "checkpoint_manager",
   "config_from_json",
+  "copy_folder",
   "find_checkpoint_dir",
+  "is_remote",
+  "iterator_state_file",
   "load_checkpoint_config",
   "load_frozen_autoencoder",
   "open_checkpoints",

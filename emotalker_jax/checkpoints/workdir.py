@@ -1,13 +1,17 @@
-"""A training workdir on disk: the orbax checkpoints, the saved config, calibration.json,
+"""A training workdir: the orbax checkpoints, the saved config, calibration.json,
 and the frozen autoencoder a run loads.
 
-Layout (``emotalker train --workdir DIR``)::
+Layout (``emotalker train --workdir DIR``; DIR a local folder or ``gs://bucket/dir``)::
 
-  DIR/checkpoints/<step>/{state, data, config}   orbax CheckpointManager, ITEM_NAMES
+  DIR/checkpoints/<step>/state                    the train state (orbax, every process)
+  DIR/checkpoints/<step>/data/process_<i>-of-<n>.json   process i's grain iterator state
+  DIR/checkpoints/<step>/config                   the run's config (JSON)
   DIR/calibration.json                            `emotalker calibrate` (intensity_gamma)
 
+* ``as_path`` / ``is_remote`` / ``copy_folder``: every training path is an
+  ``etils.epath.Path``; a URL is never turned into a local path.
 * ``checkpoint_manager(workdir, config)`` / ``save_checkpoint`` / ``restore_checkpoint``:
-  the training side (train state + grain iterator state + config JSON).
+  the training side (train state + per-process grain iterator states + config JSON).
 * ``find_checkpoint_dir`` / ``load_checkpoint_config`` / ``restore_params``: the inference
   side (a read-only manager over the same items; only the params a generator needs).
 * ``read_calibration`` / ``write_calibration`` / ``calibration_mismatches``: the workdir's
@@ -22,11 +26,14 @@ from collections.abc import Sequence
 import json
 import logging
 import os
+import tempfile
 from typing import Any
 import warnings
 
 from absl import flags
+from etils import epath
 from flax import linen as nn
+from grain import checkpoint as grain_checkpoint
 import jax
 from ml_collections import config_flags
 import numpy as np
@@ -41,87 +48,165 @@ from emotalker_jax.models.autoencoder import init_autoencoder
 log = logging.getLogger(__name__)
 
 # The items of every training checkpoint step: the train state (PyTree), the data
-# iterator's state and the run's config (JSON).
+# iterators' states (one file per process, grain's handler) and the run's config (JSON).
 ITEM_NAMES = ("state", "data", "config")
 CHECKPOINTS_SUBDIR = "checkpoints"
 CALIBRATION_FILE = "calibration.json"  # beside checkpoints/ in the workdir
 
 
 # ---------------------------------------------------------------------------------------
+# Paths: local folders and gs:// (or any etils.epath URL), never mixed up
+# ---------------------------------------------------------------------------------------
+def is_remote(path: str | os.PathLike) -> bool:
+  """True for a URL (``gs://bucket/dir``, ``s3://...``): a path no os.path call may touch."""
+  return "://" in os.fspath(path)
+
+
+def as_path(path: str | os.PathLike) -> epath.Path:
+  """``epath.Path`` of a workdir, checkpoint or log folder: a URL stays a URL (its
+  file system is etils.epath's: fsspec/gcsfs or tf.io.gfile for gs://), a local path is
+  made absolute (orbax needs absolute local paths)."""
+  if isinstance(path, epath.Path) and (is_remote(path) or path.is_absolute()):
+    return path
+  text = os.fspath(path)
+  return epath.Path(text if is_remote(text) else os.path.abspath(text))
+
+
+def copy_folder(src: str | os.PathLike, dst: str | os.PathLike) -> epath.Path:
+  """Copies the files of folder ``src`` into ``dst`` (created), either side local or a
+  URL (one level: the weight folders this project writes have no subfolders)."""
+  src, dst = as_path(src), as_path(dst)
+  if not src.is_dir():
+    raise FileNotFoundError(f"folder {src} not found")
+  dst.mkdir(parents=True, exist_ok=True)
+  for f in src.iterdir():
+    if not f.is_dir():
+      (dst / f.name).write_bytes(f.read_bytes())
+  return dst
+
+
+# ---------------------------------------------------------------------------------------
 # Training checkpoints
 # ---------------------------------------------------------------------------------------
-def checkpoint_manager(workdir: str, config):
+def checkpoint_manager(workdir: str | os.PathLike, config):
   """The CheckpointManager of WORKDIR/checkpoints for training (created when missing;
-  ``config.train.keep_checkpoints`` kept, async saves unless train.async_checkpointing)."""
+  ``config.train.keep_checkpoints`` kept, async saves unless train.async_checkpointing).
+
+  WORKDIR may be ``gs://...``: orbax gets it as an ``epath.Path`` URL. The items: 'state'
+  (the train state, every process writes its shards), 'data' (grain's handler: each
+  process writes its own iterator state, ``process_<i>-of-<n>.json``) and 'config' (JSON,
+  the primary process)."""
   opts = ocp.CheckpointManagerOptions(
     max_to_keep=int(config.train.keep_checkpoints),
     create=True,
     enable_async_checkpointing=bool(config.train.async_checkpointing),
   )
   return ocp.CheckpointManager(
-    os.path.abspath(os.path.join(workdir, CHECKPOINTS_SUBDIR)), options=opts, item_names=ITEM_NAMES
+    as_path(workdir) / CHECKPOINTS_SUBDIR,
+    options=opts,
+    item_handlers={
+      "state": ocp.StandardCheckpointHandler(),
+      "data": grain_checkpoint.CheckpointHandler(),
+      "config": ocp.JsonCheckpointHandler(),
+    },
   )
 
 
-def open_checkpoints(folder: str):
-  """A read-only CheckpointManager over an existing checkpoints folder (the same items)."""
+def open_checkpoints(folder: str | os.PathLike):
+  """A read-only CheckpointManager over an existing checkpoints folder (the same items;
+  the data iterator is not read here)."""
   return ocp.CheckpointManager(
-    folder,
+    as_path(folder),
     item_handlers={
       "state": ocp.PyTreeCheckpointHandler(),
-      "data": ocp.JsonCheckpointHandler(),
+      "data": grain_checkpoint.CheckpointHandler(),
       "config": ocp.JsonCheckpointHandler(),
     },
     options=ocp.CheckpointManagerOptions(create=False),
   )
 
 
+def _has_state(iterator) -> bool:
+  return iterator is not None and hasattr(iterator, "get_state")
+
+
 def save_checkpoint(mngr, trainer, iterator, force: bool = False) -> int:
-  """Saves ``trainer.state`` (any object with .state and .config), the iterator's state and
-  the config at the state's step; returns the step. ``force``: an end-of-run / signal save
-  (a step the schedule already saved is not written twice)."""
+  """Saves ``trainer.state`` (any object with .state and .config), the iterator's state
+  (this process's, through grain's orbax handler; skipped for an iterator without
+  get_state) and the config at the state's step; returns the step. Every process calls
+  it at the same step. ``force``: an end-of-run / signal save (a step the schedule
+  already saved is not written twice)."""
   step = int(jax.device_get(trainer.state.step))
   if force:  # an end-of-run / signal save may land on a step the schedule just saved
     mngr.wait_until_finished()
     if step in mngr.all_steps():
       return step
-  data = {"iterator": _iterator_state(iterator)}
-  mngr.save(
-    step,
-    args=ocp.args.Composite(
-      state=ocp.args.StandardSave(trainer.state),
-      data=ocp.args.JsonSave(data),
-      config=ocp.args.JsonSave(json.loads(trainer.config.to_json())),
-    ),
-    force=force,
-  )
+  items = {
+    "state": ocp.args.StandardSave(trainer.state),
+    "config": ocp.args.JsonSave(json.loads(trainer.config.to_json())),
+  }
+  if _has_state(iterator):
+    items["data"] = grain_checkpoint.CheckpointSave(iterator)
+  mngr.save(step, args=ocp.args.Composite(**items), force=force)
   return step
 
 
+def iterator_state_file(step_dir: epath.Path, index: int | None = None, count: int | None = None):
+  """STEP/data/process_<index>-of-<count>.json: grain's per-process iterator state file
+  (this process's when index/count are None)."""
+  index = jax.process_index() if index is None else index
+  count = jax.process_count() if count is None else count
+  return step_dir / "data" / f"process_{index}-of-{count}.json"
+
+
+def _data_item_kind(step_dir: epath.Path) -> str:
+  """'grain' (per-process files), 'legacy' (one JSON of a single-process run written
+  before the per-process files) or 'none'; raises ValueError when the files were
+  written by another number of processes."""
+  data = step_dir / "data"
+  if iterator_state_file(step_dir).exists():
+    return "grain"
+  files = sorted(f.name for f in data.iterdir()) if data.is_dir() else []
+  written = [f for f in files if f.startswith("process_") and f.endswith(".json")]
+  if written:
+    raise ValueError(
+      f"checkpoint {step_dir} holds the data iterator states {written}, not one for "
+      f"process {jax.process_index()} of {jax.process_count()}: grain's data order can "
+      "only continue with the process count that wrote it; resume with that many "
+      "processes (or train into a fresh --workdir)"
+    )
+  return "legacy" if (data / "metadata").exists() else "none"
+
+
 def restore_checkpoint(mngr, trainer, iterator, step: int | None = None) -> int:
-  """Restores ``trainer.state`` (laid out by ``trainer.state_shardings``) and the iterator's
-  state from ``step`` (None: the latest); returns the step."""
+  """Restores ``trainer.state`` (laid out by ``trainer.state_shardings``) and this
+  process's iterator state from ``step`` (None: the latest); returns the step.
+
+  A checkpoint of a single-process run from before the per-process iterator files (its
+  'data' item one JSON) still restores in a single process."""
   step = mngr.latest_step() if step is None else step
   abstract = jax.tree.map(
     lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
     trainer.state,
     trainer.state_shardings,
   )
-  restored = mngr.restore(
-    step,
-    args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()),
-  )
+  step_dir = as_path(mngr.directory) / str(step)
+  kind = _data_item_kind(step_dir) if _has_state(iterator) else "none"
+  items = {"state": ocp.args.StandardRestore(abstract)}
+  if kind == "grain":
+    items["data"] = grain_checkpoint.CheckpointRestore(iterator)
+  restored = mngr.restore(step, args=ocp.args.Composite(**items))
   trainer.state = restored["state"]
-  if iterator is not None and restored["data"].get("iterator") is not None:
-    _set_iterator_state(iterator, restored["data"]["iterator"])
+  if kind == "legacy":
+    saved = json.loads((step_dir / "data" / "metadata").read_text()).get("iterator")
+    if saved is not None:
+      if jax.process_count() > 1:
+        raise ValueError(
+          f"checkpoint {step_dir} was written by a single-process run (one data iterator "
+          "state); resume it with one process"
+        )
+      _set_iterator_state(iterator, saved)
   return step
-
-
-def _iterator_state(iterator) -> str | None:
-  if iterator is None or not hasattr(iterator, "get_state"):
-    return None
-  s = iterator.get_state()
-  return s.decode() if isinstance(s, bytes) else json.dumps(s)
 
 
 def _set_iterator_state(iterator, s: str) -> None:
@@ -169,27 +254,26 @@ def config_from_json(saved: dict, overrides: Sequence[str] = ()):
 
 
 def find_checkpoint_dir(path: str | os.PathLike) -> str:
-  """WORKDIR or WORKDIR/checkpoints -> the orbax CheckpointManager folder (absolute).
+  """WORKDIR or WORKDIR/checkpoints -> the orbax CheckpointManager folder (absolute; a
+  ``gs://`` URL stays one).
 
   Raises FileNotFoundError naming the folder and how to make one when there is none.
   """
-  path = os.path.abspath(os.fspath(path))
+  path = as_path(path)
   how = (
     "train one with `emotalker train --config configs/tiny.py --workdir DIR` and pass "
     "--checkpoint DIR"
   )
-  if not os.path.isdir(path):
+  if not path.is_dir():
     raise FileNotFoundError(f"checkpoint directory {path} not found; {how}")
-  sub = os.path.join(path, CHECKPOINTS_SUBDIR)
-  folder = sub if os.path.isdir(sub) else path
-  steps = [
-    d for d in os.listdir(folder) if d.isdigit() and os.path.isdir(os.path.join(folder, d, "state"))
-  ]
+  sub = path / CHECKPOINTS_SUBDIR
+  folder = sub if sub.is_dir() else path
+  steps = [d for d in folder.iterdir() if d.name.isdigit() and (d / "state").is_dir()]
   if not steps:
     raise FileNotFoundError(
       f"no checkpoint in {path} (no step folders with a saved state in {folder}); {how}"
     )
-  return folder
+  return os.fspath(folder)
 
 
 def load_checkpoint_config(
@@ -285,9 +369,9 @@ def restore_params(
 # ---------------------------------------------------------------------------------------
 def calibration_path(checkpoint_dir: str | os.PathLike) -> str:
   """WORKDIR/calibration.json for a workdir or its checkpoints/ folder."""
-  folder = find_checkpoint_dir(checkpoint_dir)
-  workdir = os.path.dirname(folder) if os.path.basename(folder) == CHECKPOINTS_SUBDIR else folder
-  return os.path.join(workdir, CALIBRATION_FILE)
+  folder = as_path(find_checkpoint_dir(checkpoint_dir))
+  workdir = folder.parent if folder.name == CHECKPOINTS_SUBDIR else folder
+  return os.fspath(workdir / CALIBRATION_FILE)
 
 
 def calibration_mismatches(
@@ -340,10 +424,9 @@ def read_calibration(
   calibration measured under other settings is not applied: a warning names what differs
   and how to measure it again."""
   path = calibration_path(checkpoint_dir)
-  if not os.path.exists(path):
+  if not as_path(path).exists():
     return None
-  with open(path) as f:
-    cal = json.load(f)
+  cal = json.loads(as_path(path).read_text())
   diff = calibration_mismatches(
     cal, step=step, params=params, steps=steps, guidance=guidance, judge=judge
   )
@@ -351,7 +434,7 @@ def read_calibration(
     warnings.warn(
       f"{path} does not apply to these settings: {'; '.join(diff)}; "
       "intensity_gamma 1 is used (no calibration). Run `emotalker calibrate "
-      f"--checkpoint {os.path.dirname(path)} ...` with these settings again, or "
+      f"--checkpoint {as_path(path).parent} ...` with these settings again, or "
       "pass --config.sampler.intensity_gamma=G",
       stacklevel=2,
     )
@@ -374,6 +457,9 @@ def write_calibration(gen, result: dict, judge_dir: str) -> str:
     "guidance": float(result.get("guidance", sc.guidance)),
     **{k: v for k, v in result.items() if k not in ("intensity_gamma", "steps", "guidance")},
   }
+  if is_remote(path):  # an object store's write is atomic already
+    as_path(path).write_text(json.dumps(record, indent=2))
+    return path
   with atomic_output(path) as tmp:
     with open(tmp, "w") as fh:
       json.dump(record, fh, indent=2)
@@ -385,11 +471,16 @@ def write_calibration(gen, result: dict, judge_dir: str) -> str:
 # ---------------------------------------------------------------------------------------
 def load_frozen_autoencoder(config, vae, rng) -> Any:
   """Autoencoder params from ``config.train.autoencoder_checkpoint`` (a directory written by
-  ``emotalker train --stage autoencoder`` or ``emotalker convert``); '' -> fresh random
-  init (only sensible for tests and smoke runs: a warning says so)."""
+  ``emotalker train --stage autoencoder`` or ``emotalker convert``, local or a gs:// URL
+  read through etils.epath); '' -> fresh random init (only sensible for tests and smoke
+  runs: a warning says so)."""
   path = config.train.autoencoder_checkpoint
   if path:
-    params, saved = load_params(path)
+    if is_remote(path):  # safetensors reads local files: fetch the folder first
+      with tempfile.TemporaryDirectory(prefix="emotalker-autoencoder-") as tmp:
+        params, saved = load_params(os.fspath(copy_folder(path, tmp)))
+    else:
+      params, saved = load_params(path)
     for key in ("scaling_factor", "shift_factor"):
       if not saved or key not in saved:
         continue

@@ -4,7 +4,7 @@ Loss per frame x in [-1, 1] (B, H, W, 3):
 L1(D(z), x) + L2(D(z), x) + kl_weight * KL(q(z|x) || N(0, I)),
 z sampled from the posterior (the latent-diffusion recipe without the GAN and perceptual
 terms: neither a discriminator nor a VGG is available offline at this scale). Written to
-``WORKDIR/autoencoder/`` (params.safetensors + config.json) which
+``WORKDIR/autoencoder/`` (params.safetensors + config.json; WORKDIR may be gs://) which
 ``config.train.autoencoder_checkpoint`` then points the diffusion stage at.
 
 ``emotalker train --stage autoencoder --config ... --workdir DIR`` runs it; it uses the same
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -107,7 +108,8 @@ def train_autoencoder(
 
   holder = _Holder()
   holder.state, holder.state_shardings, holder.config = state, shardings, config
-  sub = os.path.join(workdir, "autoencoder_stage")
+  workdir = checkpoints.as_path(workdir)
+  sub = workdir / "autoencoder_stage"
   mngr = checkpoint_manager(sub, config)
   start = restore_checkpoint(mngr, holder, it) if mngr.latest_step() is not None else 0
   total = int(tc.steps)
@@ -131,10 +133,16 @@ def train_autoencoder(
     mngr.wait_until_finished()
     mngr.close()
     writer.close()
-  path = os.path.join(workdir, "autoencoder")
+  path = workdir / "autoencoder"
   ema = jax.device_get(holder.state.ema_params)
   ae_cfg = {**config.autoencoder.to_dict(), **latent_calibration(vae, ema, it)}
-  checkpoints.save_params(path, ema, ae_cfg)
+  if jax.process_index() == 0:  # the params are replicated: one writer
+    if checkpoints.is_remote(path):  # safetensors writes local files: stage, then copy
+      with tempfile.TemporaryDirectory(prefix="emotalker-autoencoder-") as tmp:
+        checkpoints.save_params(tmp, ema, ae_cfg)
+        checkpoints.copy_folder(tmp, path)
+    else:
+      checkpoints.save_params(os.fspath(path), ema, ae_cfg)
   log.info(
     "latent calibration: shift_factor=%.4f scaling_factor=%.4f (unit-variance "
     "latents; pass --config.autoencoder.shift_factor=%.4f "
@@ -147,7 +155,11 @@ def train_autoencoder(
   log.info(
     "autoencoder params written to %s (point config.train.autoencoder_checkpoint at it)", path
   )
-  return {"step": int(jax.device_get(holder.state.step)), "psnr": last.get("psnr"), "path": path}
+  return {
+    "step": int(jax.device_get(holder.state.step)),
+    "psnr": last.get("psnr"),
+    "path": os.fspath(path),
+  }
 
 
 __all__ = [

@@ -9,12 +9,18 @@ metrics, signals.
   behind, so the host never waits on the device inside the loop);
 - metrics go to DIR/metrics.jsonl and TensorBoard event files (tensorboardX, no TF);
 - ``--profile`` writes a jax.profiler trace of a few steps to DIR/profile.
+
+DIR may be ``gs://bucket/run``: every path is an ``etils.epath.Path`` (``checkpoints.as_path``).
+Several processes (``jax.distributed``): each reads its shard of the data and saves its own
+grain iterator state; a SIGTERM to any of them stops all at the same step (orbax's
+``reached_preemption``), and the NaN and max-steps stops agree (global loss, same steps).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -23,10 +29,13 @@ import signal
 import time
 from typing import Any
 
+from etils import epath
 from flax import linen as nn
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from tensorboardX import SummaryWriter
+from tensorboardX import record_writer as tb_record_writer
 from tqdm import tqdm
 
 from emotalker_jax import checkpoints, parallel
@@ -51,6 +60,12 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN/Inf loss; the message names the step."""
 
 
+class PeerLostError(RuntimeError):
+  """A collective of a multi-process job failed: another process is gone. jax's
+  coordination service names it in the log (after EMOTALKER_HEARTBEAT_TIMEOUT_S) and then
+  ends this process too; restarting every process resumes from the last checkpoint."""
+
+
 @dataclasses.dataclass
 class Trainer:
   """Everything a train step needs, built once from a config (see ``build_trainer``)."""
@@ -67,6 +82,7 @@ class Trainer:
   frozen: dict
   frozen_shardings: Any
   step_fn: Any
+  compiled: bool = dataclasses.field(default=False, repr=False)
 
   def device_batch(self, host_batch: dict) -> dict:
     """Pipeline batch (numpy, with 'prompt' strings) -> sharded arrays of ``batch_keys(config)``."""
@@ -82,6 +98,12 @@ class Trainer:
 
   def step(self, batch: dict):
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      if not self.compiled and jax.process_count() > 1:
+        # Compile first (the call below reuses it), then meet the other processes: their
+        # compile may take longer than a new collective waits for a peer.
+        self.step_fn.lower(self.state, self.frozen, batch).compile()
+        parallel.barrier("train_step_compiled")
+      self.compiled = True
       self.state, metrics = self.step_fn(self.state, self.frozen, batch)
     return metrics
 
@@ -123,6 +145,7 @@ def build_trainer(
   tx = state_lib.make_optimizer(config.train)
   init = state_lib.init_state_fn(lambda r: init_emotalker(model, r, text.hidden_size), tx)
   state, state_shardings = state_lib.create_sharded_state(init, r_init, mesh, rules)
+  parallel.barrier("trainer_initialised")  # before the first collective (device_put checks)
   if config.train.eib_checkpoint:
     state = with_pretrained_eib(state, state_shardings, config.train.eib_checkpoint)
   frozen = {"vae": vae_params, "text": text.params}
@@ -154,14 +177,23 @@ def build_trainer(
 # Loop
 # ---------------------------------------------------------------------------------------
 class _Signals:
-  """Turns SIGTERM/SIGINT into a flag checked at step boundaries (save, then exit)."""
+  """Turns SIGTERM/SIGINT into a stop at a step boundary (save, then exit).
 
-  def __init__(self):
+  One process: a Python handler sets ``stop``. Several processes (``synchronised``): SIGTERM
+  is left to jax's preemption notifier (installed by jax.distributed.initialize, so a
+  Python handler here would replace it), which makes every process reach
+  ``CheckpointManager.reached_preemption`` at the same step; SIGINT is forwarded to it as
+  a SIGTERM of this process, so Ctrl-C also saves in step.
+  """
+
+  def __init__(self, synchronised: bool = False):
     self.stop = None
+    self.synchronised = synchronised
     self._old = {}
 
   def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    sigs = (signal.SIGINT,) if self.synchronised else (signal.SIGTERM, signal.SIGINT)
+    for sig in sigs:
       try:
         self._old[sig] = signal.signal(sig, self._handle)
       except ValueError:  # not the main thread (e.g. inside some test runners)
@@ -171,41 +203,127 @@ class _Signals:
   def _handle(self, signum, frame):
     del frame
     self.stop = signal.Signals(signum).name
+    if self.synchronised:
+      os.kill(os.getpid(), signal.SIGTERM)  # to jax's preemption notifier
 
   def __exit__(self, *exc):
     for sig, old in self._old.items():
       signal.signal(sig, old)
 
 
-class MetricWriter:
-  """JSONL + TensorBoard (tensorboardX) scalars, written by process 0 only."""
+class _EpathEventFile:
+  """tensorboardX's record-file protocol (write / flush / close) over an etils.epath URL:
+  object stores have no append, so each flush rewrites the whole file (what tensorboardX's
+  own gs:// writer does, without needing google-cloud-storage)."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, path: str):
+    self.path = checkpoints.as_path(path)
+    self.buffer = io.BytesIO()
+    self.closed = False
+
+  def write(self, data: bytes) -> None:
+    self.buffer.write(data)
+
+  def flush(self) -> None:
+    if not self.closed:  # tensorboardX's atexit hook flushes closed writers again
+      self.path.write_bytes(self.buffer.getvalue())
+
+  def close(self) -> None:
+    self.flush()
+    self.closed = True
+
+
+class _EpathEventFiles:
+  """A tensorboardX writer factory for one URL scheme (``gs``) through etils.epath."""
+
+  def open(self, path: str) -> _EpathEventFile:
+    return _EpathEventFile(path)
+
+  def directory_check(self, path: str) -> None:
+    checkpoints.as_path(path).mkdir(parents=True, exist_ok=True)
+
+
+def _tensorboard_writer(logdir: epath.Path) -> SummaryWriter:
+  """A SummaryWriter for a local folder or a URL (event files written through epath)."""
+  if checkpoints.is_remote(logdir):
+    scheme = os.fspath(logdir).split("://", 1)[0]
+    tb_record_writer.register_writer_factory(scheme, _EpathEventFiles())
+  return SummaryWriter(os.fspath(logdir))
+
+
+class MetricWriter:
+  """Scalars to WORKDIR/metrics.jsonl (one JSON object per logged step) and TensorBoard
+  event files in WORKDIR/tensorboard (tensorboardX), written by process 0 only (the
+  metrics are global: every process holds the same values).
+
+  WORKDIR may be a URL (``gs://...``): everything goes through etils.epath. A local
+  metrics.jsonl is appended to row by row; an object store cannot append, so there the
+  file (its earlier rows read back first) is rewritten at most every ``flush_every_s``
+  seconds and at ``close``, and the event files likewise on tensorboardX's flushes.
+  """
+
+  def __init__(self, workdir: str | os.PathLike, flush_every_s: float = 60.0):
     self.active = jax.process_index() == 0
+    self.workdir = checkpoints.as_path(workdir)
+    self.remote = checkpoints.is_remote(self.workdir)
+    self.jsonl_path = self.workdir / "metrics.jsonl"
+    self.flush_every_s = float(flush_every_s)
     self._jsonl = self._tb = None
-    if self.active:
-      os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self._text, self._dirty, self._flushed = "", False, time.monotonic()
+    if not self.active:
+      return
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    if self.remote:
+      self._text = self.jsonl_path.read_text() if self.jsonl_path.exists() else ""
+    else:
+      self._jsonl = self.jsonl_path.open("a")
+    self._tb = _tensorboard_writer(self.workdir / "tensorboard")
 
   def write(self, step: int, scalars: dict) -> None:
     if not self.active:
       return
-    row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-    self._jsonl.write(json.dumps(row) + "\n")
-    self._jsonl.flush()
+    row = json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}}) + "\n"
+    if self.remote:
+      self._text += row
+      self._dirty = True
+      if time.monotonic() - self._flushed >= self.flush_every_s:
+        self.flush()
+    else:
+      self._jsonl.write(row)
+      self._jsonl.flush()
     for k, v in scalars.items():
       self._tb.add_scalar(k, float(v), int(step))
 
+  def flush(self) -> None:
+    """Writes buffered rows (remote workdirs; local rows are written as they come)."""
+    if self.active and self.remote and self._dirty:
+      self.jsonl_path.write_text(self._text)
+      self._dirty, self._flushed = False, time.monotonic()
+
   def close(self) -> None:
     if self.active:
-      self._jsonl.close()
+      self.flush()
+      if self._jsonl is not None:
+        self._jsonl.close()
       self._tb.close()
+
+
+def _stop_requested(signals: _Signals, mngr, step: int, multi: bool) -> bool:
+  """Whether every process stops after ``step`` (they must agree, or the next collective
+  hangs): one process asks its own signal flag; several ask orbax's synchronised
+  ``reached_preemption`` (True on all of them at the same step once any of them got a
+  SIGTERM), or, with jax's preemption service off, an all-gather of the local flags."""
+  if not multi:
+    return signals.stop is not None
+  if signals.synchronised:
+    return bool(mngr.reached_preemption(step))
+  flags = multihost_utils.process_allgather(np.int32(signals.stop is not None))
+  return bool(np.any(flags))
 
 
 def train(
   config,
-  workdir: str,
+  workdir: str | os.PathLike,
   *,
   loader=None,
   trainer: Trainer | None = None,
@@ -215,10 +333,16 @@ def train(
 ) -> dict:
   """Trains until ``config.train.steps`` (or ``max_steps`` more steps in this call).
 
+  WORKDIR: a local folder or a URL (``gs://bucket/run``, through etils.epath). In a
+  multi-process job every process runs this with the same arguments; each feeds its own
+  shard of the data and saves its own iterator state.
+
   Returns {'step', 'stopped_by' ('done' | 'max_steps' | 'SIGTERM' | 'SIGINT'), 'last'
   (the last logged metrics)}. Raises NonFiniteLossError on a NaN/Inf loss.
   """
   tc = config.train
+  workdir = checkpoints.as_path(workdir)
+  multi = jax.process_count() > 1
   trainer = trainer or build_trainer(config)
   if loader is None:
     loader = make_train_loader(config)
@@ -230,19 +354,28 @@ def train(
     log.info("resumed from %s at step %d", workdir, start)
   total = int(tc.steps)
   end = total if max_steps is None else min(total, start + int(max_steps))
+  if multi:  # the stops below are functions of (start, end) and the global loss
+    multihost_utils.assert_equal(
+      np.array([start, end]), f"processes resumed at different steps from {workdir}"
+    )
   writer = MetricWriter(workdir)
   stopped_by, last, pending = "done", {}, None
   bar = tqdm(
-    total=total, initial=start, desc="train", unit="step", disable=not progress, dynamic_ncols=True
+    total=total,
+    initial=start,
+    desc="train",
+    unit="step",
+    disable=not progress or jax.process_index() != 0,
+    dynamic_ncols=True,
   )
   t0, n0 = time.perf_counter(), start
   try:
-    with _Signals() as signals:
+    with _Signals(synchronised=multi and _preemption_service_on()) as signals:
       step = start
       while step < end:
         batch = trainer.device_batch(next(iterator))
         if profile and step == start + 2:
-          jax.profiler.start_trace(os.path.join(workdir, "profile"))
+          jax.profiler.start_trace(os.fspath(workdir / "profile"))
         metrics = trainer.step(batch)
         if profile and step == start + 5:
           jax.profiler.stop_trace()
@@ -261,25 +394,44 @@ def train(
           bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
         if step % int(tc.ckpt_every) == 0 or step == total:
           checkpoints.save_checkpoint(mngr, trainer, iterator)
-        if signals.stop:
-          stopped_by = signals.stop
+        if _stop_requested(signals, mngr, step, multi):
+          stopped_by = signals.stop or "SIGTERM"  # a peer's SIGTERM when not ours
           checkpoints.save_checkpoint(mngr, trainer, iterator, force=True)
-          log.warning("%s received: checkpoint saved at step %d", signals.stop, step)
+          log.warning("%s received: checkpoint saved at step %d", stopped_by, step)
           break
       if pending is not None:
         _check_finite(*pending)
       if stopped_by == "done" and step < total:
         stopped_by = "max_steps"
         checkpoints.save_checkpoint(mngr, trainer, iterator, force=True)
+  except jax.errors.JaxRuntimeError as e:
+    if not multi:
+      raise
+    raise PeerLostError(
+      f"process {jax.process_index()} of {jax.process_count()}: a collective failed "
+      f"({str(e)[:300]}); another process of the job most likely died: jax's coordination "
+      "service names it below ('stopped sending heartbeats') and then ends this process. "
+      "Restart every process with the same command: training resumes from the last "
+      f"checkpoint in {workdir / checkpoints.workdir.CHECKPOINTS_SUBDIR} (step "
+      f"{mngr.latest_step()})"
+    ) from None
   finally:
     bar.close()
-    mngr.wait_until_finished()
-    mngr.close()
-    writer.close()
+    try:
+      mngr.wait_until_finished()
+      mngr.close()
+    finally:
+      writer.close()
   return {"step": int(jax.device_get(trainer.state.step)), "stopped_by": stopped_by, "last": last}
 
 
+def _preemption_service_on() -> bool:
+  return bool(jax.config.jax_enable_preemption_service)
+
+
 def _check_finite(step: int, metrics: dict) -> None:
+  """Raises NonFiniteLossError naming ``step`` when the loss is NaN/Inf. The loss is the
+  global batch's (replicated), so every process raises at the same step."""
   loss = float(jax.device_get(metrics["loss"]))
   if not math.isfinite(loss):
     raise NonFiniteLossError(
@@ -289,4 +441,11 @@ def _check_finite(step: int, metrics: dict) -> None:
     )
 
 
-__all__ = ["Trainer", "build_trainer", "train", "NonFiniteLossError", "MetricWriter"]
+__all__ = [
+  "Trainer",
+  "build_trainer",
+  "train",
+  "NonFiniteLossError",
+  "PeerLostError",
+  "MetricWriter",
+]
