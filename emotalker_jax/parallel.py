@@ -83,7 +83,9 @@ def maybe_initialize_distributed(
   multi = (
     coordinator_address is not None
     or (num_processes or 1) > 1
-    or int(env.get("SLURM_NTASKS", "1")) > 1
+    # Only a task of an srun step is one of several processes: the batch script itself also
+    # sees SLURM_NTASKS but runs once, and jax's SLURM detection needs the step's node list.
+    or ("SLURM_STEP_NODELIST" in env and int(env.get("SLURM_NTASKS", "1")) > 1)
     or len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
     or "MEGASCALE_COORDINATOR_ADDRESS" in env
   )

@@ -289,6 +289,24 @@ def test_slurm_task_outside_srun_names_the_missing_variable(stubs, repo_root):
   assert "srun" in r.stderr and not list(out.glob("task_*.json"))
 
 
+def test_auto_distributed_starts_for_a_step_task_not_for_the_batch_script(monkeypatch):
+  """``--distributed auto`` joins a job only inside an srun step: the batch script also sees
+  SLURM_NTASKS=8 but is one process, and initialising there would wait for 7 peers."""
+  calls = []
+  monkeypatch.setattr(parallel.jax.distributed, "initialize", lambda **kw: calls.append(kw))
+  monkeypatch.setattr(parallel.jax, "process_index", lambda: 0)
+  for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+    monkeypatch.delenv(var, raising=False)
+  monkeypatch.setenv("SLURM_JOB_ID", "1")
+  monkeypatch.setenv("SLURM_NTASKS", "8")
+  monkeypatch.delenv("SLURM_STEP_NODELIST", raising=False)
+  assert parallel.maybe_initialize_distributed("auto") is False and calls == []
+  monkeypatch.setenv("SLURM_STEP_NODELIST", "node[001-002]")
+  assert parallel.maybe_initialize_distributed("auto") is True and len(calls) == 1
+  # jax's own SLURM detection fills in the coordinator, process count and id.
+  assert calls[0]["coordinator_address"] is None and calls[0]["process_id"] is None
+
+
 # ----------------------------------------------------------------------------------------
 # TPU pod
 # ----------------------------------------------------------------------------------------
