@@ -14,6 +14,8 @@ time is spent. Nothing is allocated: every array is a ``jax.ShapeDtypeStruct``.
 
 from __future__ import annotations
 
+import os
+import re
 import time
 
 from flax import linen as nn
@@ -65,15 +67,36 @@ def abstract_train_step(config, mesh):
   return jitted, (abstract_state, frozen, batch), rules
 
 
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?[\w.\-]+ = ", re.M)
+
+
+def program_size(compiled) -> dict:
+  """What the backend had to build: instructions of the optimised HLO module (all
+  computations) and fusions called from its entry computation. XLA's TPU compile time grows
+  with these, which is why they are reported beside the compile seconds."""
+  text = compiled.as_text() or ""
+  start = text.find("\nENTRY")
+  entry = text[start : text.find("\n}", start)] if start >= 0 else ""
+  return {
+    "hlo_instructions": len(_INSTRUCTION.findall(text)),
+    "entry_fusions": entry.count(" fusion("),
+  }
+
+
+def _cpu_seconds() -> float:
+  t = os.times()
+  return t.user + t.system
+
+
 def compile_report(config, devices, target: str) -> dict:
   mesh = parallel.create_mesh(config.mesh, devices)
   jitted, args, rules = abstract_train_step(config, mesh)
   t0 = time.perf_counter()
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     lowered = jitted.lower(*args)
-  t1 = time.perf_counter()
+  t1, c1 = time.perf_counter(), _cpu_seconds()
   compiled = lowered.compile()
-  t2 = time.perf_counter()
+  t2, c2 = time.perf_counter(), _cpu_seconds()
   mem = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -107,4 +130,6 @@ def compile_report(config, devices, target: str) -> dict:
     "flops_per_step": float(cost.get("flops", -1)) if cost else None,
     "lower_s": t1 - t0,
     "compile_s": t2 - t1,
+    "compile_cpu_s": c2 - c1,
+    **program_size(compiled),
   }

@@ -61,3 +61,24 @@ def test_train_step_bench_runs_the_demo_step_that_aot_compiles(aot_report, bench
   assert math.isfinite(off["final_loss"]) and off["final_loss"] > 0
   # Two routes to one XLA program: the FLOPs of a step agree (same HLO, same shardings).
   assert off["flops_per_step"] == pytest.approx(aot_report["flops_per_step"], rel=0.01)
+
+
+def test_program_size_counts_grow_with_an_unrolled_loop():
+  """The size figures aot-compile reports beside the compile time: an unrolled loop of 8
+  dependent matmul + nonlinearity steps compiles to more instructions and entry fusions than
+  one of 2 (what makes large unrolled programs slow to compile)."""
+  import jax.numpy as jnp
+
+  def unrolled(n):
+    def f(x, w):
+      for i in range(n):
+        x = jnp.tanh(x @ w + i)
+      return x
+
+    x = jax.ShapeDtypeStruct((8, 8), jnp.float32)
+    return aot.program_size(jax.jit(f).lower(x, x).compile())
+
+  small, large = unrolled(2), unrolled(8)
+  assert small["entry_fusions"] >= 1
+  assert large["hlo_instructions"] > 2 * small["hlo_instructions"]
+  assert large["entry_fusions"] > small["entry_fusions"]
