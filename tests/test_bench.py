@@ -379,3 +379,24 @@ def test_gpu_script_runs_end_to_end_on_cpu_at_tiny_size(repo_root, tmp_path):
   )
   assert sp["batch"] == 2 and sp["steps"] == 2 and sp["torch_compile_error"] is None
   assert "train-step MFU" in run.stdout and "frames/s" in run.stdout
+
+
+def test_report_has_a_row_per_aot_compile_json(tmp_path, repo_root):
+  """The committed v5p-64 `aot-compile --json` report becomes one row of the AOT table with
+  its per-chip bytes (MiB), FLOPs and compile seconds."""
+  from emotalker_jax import cli
+
+  src = repo_root / "docs" / "bench" / "aot_base256_v5p64.json"
+  doc = json.loads(src.read_text())
+  d = tmp_path / "bench"
+  d.mkdir()
+  (d / src.name).write_text(src.read_text())
+  out = tmp_path / "BENCHMARKS.md"
+  assert cli.main(["bench", "report", "--json-dir", str(d), "--out", str(out)]) == 0
+  md = out.read_text()
+  assert "### AOT compile of the train step" in md
+  row = next(l for l in md.splitlines() if l.startswith("| tpu:v5p:2x4x4"))
+  mib = lambda k: f"{doc['per_device_bytes'][k] / 2**20:,.0f} MiB"  # noqa: E731
+  assert mib("argument_size_in_bytes") in row and mib("temp_size_in_bytes") in row
+  assert f"{doc['flops_per_step'] / 1e12:.3g} T" in row
+  assert f"({doc['compile_cpu_s']:,.0f})" in row and "| data 32 |" in row

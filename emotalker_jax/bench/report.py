@@ -274,10 +274,13 @@ def render_goals(tables: dict) -> str:
 def render_report(docs: Sequence[tuple[str, dict]]) -> str:
   """The markdown of docs/BENCHMARKS.md from (file name, JSON dict) pairs."""
   tables = {w: [] for w in SECTIONS}
-  notes, errors = [], []
+  notes, errors, aot = [], [], []
   for name, doc in docs:
     if doc.get("note"):
       notes.append(f"- `{name}`: {doc['note']}")
+    if "per_device_bytes" in doc and "target" in doc:  # an `emotalker aot-compile --json`
+      aot.append(doc)
+      continue
     for what, r, top in _sections(doc):
       if what == "train-step" or what == "train_step":
         what = "train-step"
@@ -496,6 +499,8 @@ def render_report(docs: Sequence[tuple[str, dict]]) -> str:
       )
     )
   out.append("")
+  if aot:
+    out.extend(render_aot(aot))
   if notes:
     out.append("### Notes recorded with the runs\n")
     out.extend(notes)
@@ -505,6 +510,28 @@ def render_report(docs: Sequence[tuple[str, dict]]) -> str:
     out.extend(errors)
     out.append("")
   return "\n".join(out)
+
+
+def render_aot(docs: Sequence[dict]) -> list[str]:
+  """The table of `emotalker aot-compile` reports: per-chip memory and FLOPs from XLA's
+  analyses of the compiled train step (no accelerator attached), and what compiling cost."""
+  head = ["target", "config", "dtype", "mesh", "global batch", "remat", "params", "arguments"]
+  head += ["temporaries", "code", "peak estimate", "FLOPs / step / chip", "compile s (CPU s)"]
+  out = ["### AOT compile of the train step for a TPU slice (per chip, no TPU attached)\n"]
+  out += [_row(head + ["command"]), _row(["---"] * (len(head) + 1))]
+  for d in docs:
+    b = d.get("per_device_bytes", {})
+    cpu = d.get("compile_cpu_s", d.get("host", {}).get("process_cpu_s"))
+    mesh = "x".join(f"{k} {v}" for k, v in d.get("mesh", {}).items() if v != 1) or "1"
+    cells = [d.get("target"), d.get("config"), d.get("dtype"), mesh, d.get("global_batch")]
+    cells += [_fmt(d.get("remat")), f"{d.get('trainable_params', 0) / 1e6:.1f} M"]
+    cells += [_mib(b.get(k)) for k in ("argument_size_in_bytes", "temp_size_in_bytes")]
+    cells += [_mib(b.get("generated_code_size_in_bytes"))]
+    cells += [f"{d.get('per_device_peak_gib_estimate', 0):.2f} GiB"]
+    cells += [_si(d.get("flops_per_step")), f"{_fmt(d.get('compile_s'))} ({_fmt(cpu)})"]
+    out.append(_row(cells + [_cmd(d)]))
+  out.append("")
+  return out
 
 
 def write_report(json_dir: str, out_path: str) -> str:
