@@ -34,13 +34,18 @@ import importlib.resources
 import importlib.util
 import json
 import os
+import re
 
 import numpy as np
 
 from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.fed_lexicon import (
   BARE,
+  CONTENT_FREE,
+  FRAMES,
+  PEOPLE,
   SPLITS,
+  SUBJECTS,
   TERMS,
   Degree,
   Frame,
@@ -470,3 +475,41 @@ class Extra:
 
 def _article(word: str) -> str:
   return "an" if word[0].lower() in "aeiou" else "a"
+
+
+_STOP = frozenset(
+  "about after again against all also and another any around away back been before behind "
+  "being by could does down each even every first for from had has have having her here him "
+  "his home into just last like made make more most much never next night nobody once only "
+  "other over own same second should some someone something still such than that their them "
+  "then there these they third this those through time told took tried under until very "
+  "want was were what when where which while whole will with without would your".split()
+)
+
+
+@functools.lru_cache(maxsize=1)
+def situation_words() -> frozenset:
+  """Content words of FED's situations (all splits; 4+ letters, no function words, none of
+  the words of FED 1's content-free sentences and frames): "mould", "biopsy", "brakes" ...
+  For the `emotion` command's "no emotion content" check: a prompt naming a situation has
+  emotion content even without an emotion word."""
+  neutral = {w for f in CONTENT_FREE + FRAMES for w in _words(f.template)}
+  neutral |= {w for s in SUBJECTS for w in _words(" ".join(s[:4]))}
+  neutral |= {w for p in PEOPLE for w in _words(p)}
+  words = set()
+  for ev in EVENTS:
+    ws = {w for text in ev.surfaces() for w in _words(text)}
+    if ev.emotion == EMOTION_INDEX["neutral"]:
+      neutral |= ws  # routine events are what "no emotion content" means
+    else:
+      words |= {w for w in ws if len(w) >= 4}
+  return frozenset(words - _STOP - neutral)
+
+
+def contains_situation_word(prompt: str) -> bool:
+  """True when the prompt contains a content word of an emotional FED situation."""
+  return bool(set(_words(prompt)) & situation_words())
+
+
+def _words(text: str) -> list[str]:
+  return re.findall(r"[a-z][a-z'-]*", text.lower().replace("{", " ").replace("}", " "))

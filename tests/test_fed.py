@@ -345,3 +345,16 @@ def test_situations_carry_no_emotion_word_but_faces_do():
   assert not fed.contains_emotion_word("after finding mould in the bread")
   assert fed.contains_emotion_word("jaw set hard, eyes blazing")
   assert fed.contains_emotion_word("the ghost of a smile")
+
+
+def test_situation_words_for_the_no_content_warning():
+  from emotalker_jax import fed_situations as fs
+
+  assert fs.contains_situation_word("after finding mould in the bread")
+  assert fs.contains_situation_word("her dog just died")
+  assert fs.contains_situation_word("the brakes failed on the motorway")
+  for p in ("the speaker is reading the news", "a portrait of a doctor", "asdf qwerty"):
+    assert not fs.contains_situation_word(p), p
+  # routine (neutral) situations are not emotion content
+  assert not fs.contains_situation_word("waiting for the bus")
+  assert not fs.contains_situation_word("she is reading the weather report")
