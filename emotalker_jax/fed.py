@@ -26,6 +26,11 @@ to train. A validation or test prompt is built only from its own split's terms a
 frames, so test accuracy measures generalisation to unseen synonyms and sentence frames.
 Degree words are shared, except a few held out for validation and test.
 
+FED 2 adds situations (appraised events, no emotion word), everyday facial actions,
+idioms, hedged low intensities, concealment / contrast mixtures, multi-clause prompts and
+NRC Emotion Lexicon adjectives: ``emotalker_jax/fed_situations.py`` (rules there and in
+docs/FED.md); ``SHARES`` below sets how often each category is drawn.
+
 Everything is deterministic given ``seed`` (numpy PCG64 streams per split).
 """
 
