@@ -10,8 +10,10 @@ test_frames (docs/FED.md). Builder configs carry (size, seed):
 
     prompt       Text                   the description (UTF-8; data_source returns bytes)
     intensities  Tensor (8,) float32    MEAD order, in [0, 1]
-    category     ClassLabel             single | mixture | proportion | negation | contrast
-                                        | content_free
+    category     ClassLabel             fed_lexicon.CATEGORIES: single | mixture | proportion
+                                        | negation | contrast | content_free | situation
+                                        | facial_action | idiom | hedge | concealment
+                                        | contrast_mix | multi_clause
     n_emotions   Scalar int32           emotions with intensity > 0
     is_mixed     Scalar int32           1 when n_emotions >= 2
     is_negated   Scalar int32           1 when the prompt negates an emotion
@@ -87,7 +89,11 @@ class Fed(tfds.core.GeneratorBasedBuilder):
   """FED: (prompt, 8 emotion intensities) pairs with held-out synonyms and frames."""
 
   VERSION = tfds.core.Version(fed_lexicon.FED_VERSION)
-  RELEASE_NOTES = {fed_lexicon.FED_VERSION: "First FED corpus (see docs/FED.md)."}
+  RELEASE_NOTES = {
+    "1.0.0": "First FED corpus: emotion words, mixtures, negation (docs/FED.md).",
+    "2.0.0": "Situations, everyday facial actions, idioms, hedges, concealment, contrast and "
+    "multi-clause prompts; NRC lexicon words (docs/FED.md).",
+  }
   BUILDER_CONFIGS = [
     FedConfig(
       name=config_name(fed.DEFAULT_SIZE, 0),
@@ -137,6 +143,9 @@ class Fed(tfds.core.GeneratorBasedBuilder):
 
 def builder(data_dir: str, size: int = fed.DEFAULT_SIZE, seed: int = 0, **kwargs) -> Fed:
   """The ``fed`` builder for (size, seed), writing array_record files under data_dir."""
+  name = config_name(size, seed)
+  if name in Fed.builder_configs:  # tfds refuses a new config under a registered name
+    return Fed(data_dir=data_dir, config=name, file_format="array_record", **kwargs)
   cfg = FedConfig(
     name=config_name(size, seed),
     size=int(size),

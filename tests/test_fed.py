@@ -190,6 +190,18 @@ def test_fed_command_writes_tfds_and_jsonl(tmp_path, capsys):
   assert "too small" in capsys.readouterr().err
 
 
+def test_tfds_builder_for_the_default_size_uses_the_registered_config(tmp_path):
+  """`emotalker fed --out DIR` (default size, seed 0) is the builder's registered config:
+  asking for it must not build a second config of that name (tfds refuses that)."""
+  from input_pipeline import fed_tfds
+
+  b = fed_tfds.builder(str(tmp_path), fed.DEFAULT_SIZE, 0)
+  assert b.builder_config.name == fed_tfds.config_name(fed.DEFAULT_SIZE, 0)
+  assert (b.builder_config.size, b.builder_config.seed) == (fed.DEFAULT_SIZE, 0)
+  other = fed_tfds.builder(str(tmp_path), 60, 5)
+  assert (other.builder_config.name, other.builder_config.size) == ("n60_seed5", 60)
+
+
 def test_emotion_names_cover_all():
   assert {t.emotion for t in fed.TERMS} == set(range(len(EMOTIONS)))
 
