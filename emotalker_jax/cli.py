@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
   "fed": ("fed", "write the FED emotion-description corpus"),
   "eib-train": ("eib_train", "train the Emotion Intensity Block on FED"),
   "emotion": ("emotion", "print per-emotion intensities of prompts as JSON"),
+  "eib-eval": (
+    "eib_eval",
+    "score an EIB or the keyword baseline on the hand-written human prompt set",
+  ),
   "train": ("train", "train EmoTalker (sharded, checkpointed, resumable)"),
   "generate": ("generate", "portrait + audio + emotion prompt -> talking-face mp4"),
   "generate-dataset": ("generate_dataset", "batch generation from a manifest, resumable"),
