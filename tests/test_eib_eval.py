@@ -247,3 +247,25 @@ def test_cli_errors_name_the_flag(tmp_path, capsys):
     assert main(["eib-eval", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("emotalker eib-eval: error:") and flag in err, err
+
+
+def test_rows_seen_in_the_training_corpus_are_found_and_left_out(tmp_path):
+  """A row counts as seen when its words occur, whole, inside a corpus prompt (case and
+  punctuation ignored); the unseen summary is the scorer's figures on the other rows."""
+  corpus = ["She is ANGRY, very.", "a faint smile crosses her face", "uneasy"]
+  prompts = [r["prompt"] for r in SMALL]
+  seen = eib_eval.seen_in_corpus(prompts, corpus)
+  # "she is angry" and "a faint smile" occur inside corpus prompts, "angry" too (ladder l1);
+  # "uneasy" is a whole corpus prompt; "slightly angry" and "an" inside words do not count.
+  want = {"a", "b", "l1", "m0"}
+  assert {SMALL[i]["id"] for i in np.flatnonzero(seen)} == want
+  rows = eib_eval.read_human_set(write(tmp_path / "s.jsonl", SMALL))
+  s = eib_eval.keyword_baseline([r.prompt for r in rows])
+  u = eib_eval.unseen_summary(rows, s, seen, n_boot=N_BOOT)
+  assert u["n"] == len(SMALL) - len(want) and set(u["seen_ids"]) == want
+  keep = [r for r in rows if r.id not in want]
+  direct = eib_eval.score_human_set(keep, s[[i for i, r in enumerate(rows) if r.id not in want]])
+  for k in ("single_top1", "mixed_top2", "ladder_order"):
+    assert u["summary"][k]["value"] == direct["summary"][k]["value"]
+  # ladder L keeps l0 and l2 (still increasing: 0.5 < 1.0), M keeps m1 and m2
+  assert u["summary"]["ladder_order"]["value"] == 1.0

@@ -39,6 +39,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
 
 
+def fed_train_prompts(eib_dir: str) -> list[str]:
+  """The train prompts of the FED corpus the EIB in ``eib_dir`` learnt from (its eib.json
+  names it: generated from a size and seed, or a fed.jsonl)."""
+  from emotalker_jax import fed
+  from emotalker_jax.checkpoints.eib import read_eib
+
+  config, info, _ = read_eib(eib_dir)
+  source = info.get("fed", {}).get("source", "generated")
+  if source == "generated":  # eib-train's corpus: config.eib.fed_size / fed_seed
+    corpus = fed.generate(int(config.eib.fed_size), seed=int(config.eib.fed_seed))
+    return [r.prompt for r in corpus["train"]]
+  path = os.path.join(source, "fed.jsonl") if os.path.isdir(source) else source
+  return [r.prompt for r in fed.read_jsonl(path) if r.split == "train"]
+
+
 def run(args) -> int:
   from emotalker_jax.evaluation import eib_eval
 
@@ -70,6 +85,15 @@ def run(args) -> int:
   source = "keyword baseline" if args.eib is None else args.eib
   print(f"EIB {source} on {args.prompts} (half {args.half}, {len(rows)} prompts)")
   print(eib_eval.format_table(scores))
+  if args.eib is not None:  # the same figures without rows met verbatim in FED's train split
+    seen = eib_eval.seen_in_corpus(prompts, fed_train_prompts(args.eib))
+    scores["unseen_in_fed_train"] = eib_eval.unseen_summary(
+      rows, s_hat, seen, n_boot=args.n_boot, seed=args.seed
+    )
+    u = scores["unseen_in_fed_train"]
+    print(f"\nwithout the {int(seen.sum())} prompt(s) found verbatim in FED's train split:")
+    for k, fig in (u["summary"] or {}).items():
+      print(f"{k:<13} {'-' if fig['value'] is None else eib_eval._cell(fig)}")
   if args.json:
     out = {
       "eib": args.eib,

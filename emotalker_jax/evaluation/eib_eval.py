@@ -250,6 +250,33 @@ def keyword_baseline(prompts: Sequence[str]) -> np.ndarray:
   return np.minimum(out, 1.0)
 
 
+def _normalise(text: str) -> str:
+  return " ".join(_WORD.findall(text.lower()))
+
+
+def seen_in_corpus(prompts: Sequence[str], corpus: Sequence[str]) -> np.ndarray:
+  """(N,) bool: prompt i occurs, as whole words (lower case, letters only), inside some
+  corpus prompt. Marks human-set rows an EIB may have met verbatim in training (a fixed
+  idiom, a bare emotion word, a phrase both the set and FED took from the same source), so
+  figures can be given without them."""
+  joined = "|" + "|".join(f" {_normalise(c)} " for c in corpus) + "|"
+  return np.array([f" {_normalise(p)} " in joined for p in prompts], bool)
+
+
+def unseen_summary(rows: Sequence[HumanRow], s_hat, seen: np.ndarray, **kw) -> dict:
+  """The summary figures over the rows not ``seen`` in training, with the seen rows' ids.
+  A ladder keeps its order check only if at least two of its rows are unseen."""
+  keep = [i for i in range(len(rows)) if not seen[i]]
+  s_hat = np.asarray(s_hat)
+  out = score_human_set([rows[i] for i in keep], s_hat[keep], **kw) if keep else None
+  return {
+    "n": len(keep),
+    "seen_ids": [rows[i].id for i in range(len(rows)) if seen[i]],
+    "summary": out["summary"] if out else None,
+    "categories": out["categories"] if out else None,
+  }
+
+
 def _top(s: np.ndarray, k: int = 3) -> list[list]:
   """The k largest predicted intensities as [[emotion, value], ...], largest first (a stable
   sort: ties go to the earlier emotion in MEAD order, as argmax does)."""
