@@ -85,6 +85,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.eib.lr = 1e-3
   c.eib.weight_decay = 1e-4
   c.eib.warmup_steps = 100
+  # Fine-tune the top K text-tower layers with the head (0: frozen tower; MiniLM has 6).
+  # eib-train caches the states entering layer N - K once and writes the tuned tower to
+  # EIB_DIR/text_encoder (train the generator with --config.text.path=EIB_DIR/text_encoder).
+  c.eib.finetune_layers = 0
+  c.eib.tower_lr = 1e-4  # lr of the top tower layer (the head uses eib.lr)
+  c.eib.layer_decay = 0.8  # each layer further down: lr times this
 
   # ---- denoiser (diffusers UNet2DConditionModel keys) ---------------------------------
   c.unet = ml_collections.ConfigDict()
