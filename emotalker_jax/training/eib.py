@@ -1,5 +1,9 @@
 """The EIB trainer: the Emotion Intensity Block's intensity head on FED (METHOD.md eq. 3),
-with the text encoder frozen. ``emotalker eib-train`` runs ``train_eib``:
+on the frozen text encoder, or with its top ``config.eib.finetune_layers`` layers
+fine-tuned alongside (``training/eib_tower.py``: steps 2-4 then run on the cached states
+entering those layers, and the tuned tower is written to ``DIR/text_encoder``, the
+folder to train the generator with: ``--config.text.path=DIR/text_encoder``).
+``emotalker eib-train`` runs ``train_eib``:
 
 1. the FED corpus: generated in memory from ``config.eib.fed_size`` / ``fed_seed``
    (or read from ``--fed DIR/fed.jsonl`` written by ``emotalker fed``);
@@ -17,7 +21,7 @@ with the text encoder frozen. ``emotalker eib-train`` runs ``train_eib``:
    training learns), ``DIR/config.json``, ``DIR/eib.json`` (text encoder, FED, steps)
    and ``DIR/metrics.json``.
 
-The text encoder stays frozen (here and in ``emotalker train``).
+The text encoder stays frozen in ``emotalker train``.
 """
 
 from __future__ import annotations

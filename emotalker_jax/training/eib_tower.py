@@ -103,10 +103,7 @@ def tower_params(encoder, start: int) -> dict:
 
 def merged_params(encoder, tower: dict) -> dict:
   """The encoder's full params with the fine-tuned layers of ``tower`` swapped in."""
-  return {
-    **encoder.params,
-    **{k: jnp.asarray(v) for k, v in jax.tree.map(np.asarray, tower).items()},
-  }
+  return {**encoder.params, **jax.tree.map(jnp.asarray, tower)}
 
 
 def _logits(head, pool: str, cfg, start: int, params, x, mask, deterministic=True, rngs=None):
