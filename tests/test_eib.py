@@ -235,7 +235,7 @@ def test_emotion_command_json_and_bad_input(trained, tmp_path, capsys):
       str(out),
       "very happy",
       "extremely sad",
-      "the cat sat on the mat",
+      "she is reading out the weather report",
       "happy " * 2000,
     ],
     capsys,
@@ -245,7 +245,7 @@ def test_emotion_command_json_and_bad_input(trained, tmp_path, capsys):
   assert [r["prompt"] for r in rows[:3]] == [
     "very happy",
     "extremely sad",
-    "the cat sat on the mat",
+    "she is reading out the weather report",
   ]
   for i, r in enumerate(rows):
     extra = ["no_emotion_content"] if i == 2 else []  # the one key beside the fixed two
@@ -388,7 +388,7 @@ class _FixedEIB:
     return self.rows[: len(prompts)], np.zeros(len(prompts), bool)
 
 
-def test_no_emotion_content_needs_a_confident_neutral_reading():
+def test_no_emotion_content_needs_the_eib_to_find_no_emotion():
   from emotalker_jax.commands.emotion import intensities_for
 
   def vec(**kw):
@@ -402,19 +402,21 @@ def test_no_emotion_content_needs_a_confident_neutral_reading():
     "her dog just died",  # unsure: nothing confident either way -> the EIB's reading
     "the train leaves at noon",  # neutral but one emotion not low enough -> kept
     "a calm face",  # confident neutral, but "calm" is a FED (neutral) word -> kept
-    "she reads the news",  # neutral, confidently: flagged
+    "she reads the news",  # every emotion below 0.25, neutral the largest: flagged
+    "he lost his job today",  # all weak, but sad above neutral: the EIB's reading
   ]
   rows = [
     vec(neutral=0.72, sad=0.05),
     vec(neutral=0.40, sad=0.31, fear=0.2),
     vec(neutral=0.60, surprised=0.30),
     vec(neutral=0.80),
-    vec(neutral=0.50, happy=0.249),
+    vec(neutral=0.30, happy=0.249),
+    vec(neutral=0.15, sad=0.2),
   ]
   warnings = []
   out = intensities_for(_FixedEIB(rows), prompts, warn=warnings.append)
   flagged = [bool(r.get("no_emotion_content")) for r in out]
-  assert flagged == [True, False, False, False, True]
+  assert flagged == [True, False, False, False, True, False]
   assert [w.split("'")[1] for w in warnings] == [prompts[0], prompts[4]]
   assert all("names no emotion" in w for w in warnings)
   for r, v, f in zip(out, rows, flagged):

@@ -533,18 +533,19 @@ def unbox(tree) -> dict:
   return jax.tree.map(lambda x: x, dict(tree))
 
 
-# "No emotion content" (``no_emotion_content``): the EIB itself reads the prompt as neutral
-# (s_neutral >= NEUTRAL_CONFIDENCE) with every other intensity below NO_CONTENT_THRESHOLD,
-# and the prompt holds no FED emotion word. An unsure reading (no intensity confident
-# either way, e.g. a situation the EIB half knows) keeps the EIB's intensities.
+# "No emotion content" (``no_emotion_content``): the EIB itself finds no emotion in the
+# prompt (every non-neutral intensity below NO_CONTENT_THRESHOLD, neutral the largest) and
+# the prompt holds no FED emotion word. A reading that leans to an emotion (one at 0.25 or
+# more, or one above neutral, e.g. a sad situation the EIB half knows) keeps the EIB's
+# intensities.
 NO_CONTENT_THRESHOLD = 0.25
-NEUTRAL_CONFIDENCE = 0.5
 
 
 def no_emotion_content(s_hat: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
   """(N,) bool: which prompts (with their intensities s_hat (N, 8)) carry no emotion."""
   s = np.asarray(s_hat, np.float32).reshape(len(prompts), NUM_EMOTIONS)
-  confident = (s[:, 0] >= NEUTRAL_CONFIDENCE) & (s[:, 1:].max(axis=1) < NO_CONTENT_THRESHOLD)
+  other = s[:, 1:].max(axis=1)
+  confident = (other < NO_CONTENT_THRESHOLD) & (s[:, 0] >= other)
   return np.array(
     [bool(c) and not fed.contains_emotion_word(p) for c, p in zip(confident, prompts)], bool
   )
