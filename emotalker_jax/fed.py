@@ -26,6 +26,11 @@ to train. A validation or test prompt is built only from its own split's terms a
 frames, so test accuracy measures generalisation to unseen synonyms and sentence frames.
 Degree words are shared, except a few held out for validation and test.
 
+FED 2 adds situations (appraised events, no emotion word), everyday facial actions,
+idioms, hedged low intensities, concealment / contrast mixtures, multi-clause prompts and
+NRC Emotion Lexicon adjectives: ``emotalker_jax/fed_situations.py`` (rules there and in
+docs/FED.md); ``SHARES`` below sets how often each category is drawn.
+
 Everything is deterministic given ``seed`` (numpy PCG64 streams per split).
 """
 
@@ -59,6 +64,7 @@ from emotalker_jax.fed_lexicon import (
   Term,
   split_pools,
 )
+from emotalker_jax.fed_situations import EXTRA_TERMS, Extra, extra_pools, nrc_terms
 
 # ----------------------------------------------------------------------------------------
 # Records and labels.
@@ -129,6 +135,9 @@ class _Gen:
 
   def __init__(self, pools: Pools, rng: np.random.Generator, split: str):
     self.p, self.rng, self.split = pools, rng, split
+    xpools = extra_pools()[split]
+    self.terms = {**pools.terms, **xpools.terms}  # FED 1 kinds + FED 2 kinds ("nrc", ...)
+    self.x = Extra(self, xpools)
 
   # -- small helpers ----------------------------------------------------------------------
   def choice(self, seq):
@@ -152,7 +161,7 @@ class _Gen:
     return ctx
 
   def term(self, emotion: int, kind: str, *, graded_only=False, plain_only=False, w_range=None):
-    cands = self.p.terms[(emotion, kind)]
+    cands = self.terms.get((emotion, kind), [])
     if graded_only:
       cands = [t for t in cands if not t.fixed]
     if plain_only:  # a single word-like adjective usable attributively / after "more"
@@ -230,14 +239,16 @@ class _Gen:
     )
     if term is None:
       term = self.term(emotion, kind, plain_only=plain_only) or self.choice([])
-    dkind = kind
+    dkind = "adj" if kind == "nrc" else kind
     if kind == "noun":
       dkind = "noun" if self.rng.random() < 0.5 else "nounq"
     deg = None if term.fixed else self.degree(dkind, lo, hi, p_bare)
     if kind == "noun" and deg is not None and not self._has(dkind, lo, hi):
       deg = None
     s = term_intensity(term, None if deg is None else deg.value)
-    render = {"adj": self.adj_phrase, "noun": self.noun_phrase, "verb": self.verb_phrase}[kind]
+    render = {"adj": self.adj_phrase, "nrc": self.adj_phrase, "noun": self.noun_phrase}.get(
+      kind, self.verb_phrase
+    )
     return render(term, deg, ctx), s, (term.id,), deg, term
 
   def _has(self, kind, lo, hi):
@@ -274,8 +285,11 @@ class _Gen:
     ctx = self.subject()
     e = int(self.rng.integers(NUM_EMOTIONS))
     kind = self.choice(("adj", "adj", "adj", "noun", "noun", "verb", "verb", "facs"))
+    if kind == "adj" and self.terms.get((e, "nrc")) and self.rng.random() < 0.25:
+      kind = "nrc"  # an NRC Emotion Lexicon adjective, graded like FED's own
     phrase, s, tids, deg, term = self.graded_phrase(e, kind, ctx, p_bare=0.3)
-    plain = kind == "adj" and not term.fixed and "{" not in term.text
+    plain = kind in ("adj", "nrc") and not term.fixed and "{" not in term.text
+    kind = "adj" if kind == "nrc" else kind
     has_det = deg is not None and deg.kind == "noun"
     frame = self.outer_frame(kind, phrase_is_plain=plain, has_det=has_det)
     slot = {"adj": "A", "noun": "N", "verb": "V", "facs": "F"}[kind]
@@ -459,19 +473,35 @@ class _Gen:
 
   def _sample(self) -> FedRecord:
     r = self.rng.random()
-    if r < 0.40:
-      return self.single()
-    if r < 0.58:
-      return self.mixture(2)
-    if r < 0.66:
-      return self.mixture(3)
-    if r < 0.72:
-      return self.negation(contrast=False)
-    if r < 0.84:
-      return self.negation(contrast=True)
-    if r < 0.88:
-      return self.content_free()
+    for p, make in zip(np.cumsum(SHARES), self._makers):
+      if r < p:
+        return make()
     return self.mixture(2)
+
+  @property
+  def _makers(self):
+    x = self.x
+    return (
+      self.single,
+      lambda: self.mixture(2),
+      lambda: self.mixture(3),
+      lambda: self.negation(contrast=False),
+      lambda: self.negation(contrast=True),
+      self.content_free,
+      x.situation,
+      x.facial_action,
+      x.idiom,
+      x.hedge,
+      x.concealment,
+      lambda: x.concealment("contrast_mix"),
+      x.multi_clause,
+    )
+
+
+# Draw probabilities of _Gen._makers: single, 2- and 3-emotion mixtures (proportions are
+# a quarter of the mixture connectives), negation, contrast, content-free, then FED 2's
+# situation, facial_action, idiom, hedge, concealment, contrast_mix, multi_clause.
+SHARES = (0.24, 0.13, 0.05, 0.04, 0.07, 0.03, 0.14, 0.06, 0.05, 0.04, 0.04, 0.03, 0.08)
 
 
 def split_sizes(size: int, diagnostic: bool = True) -> dict[str, int]:
@@ -580,9 +610,29 @@ def describe(s, rng: np.random.Generator, split: str = "train") -> FedRecord:
 
 
 def heldout_terms(split: str) -> list[Term]:
-  """Terms of the validation or test pool (never used by train)."""
+  """Terms of the validation or test pool (never used by train), FED 1 and FED 2 kinds
+  (everyday facial actions, idioms, expressions, adverbs, displays, NRC words)."""
   pools = split_pools()[split]
-  return [t for group in pools.terms.values() for t in group]
+  extra = extra_pools()[split]
+  return [t for d in (pools.terms, extra.terms) for group in d.values() for t in group]
+
+
+def heldout_frame_ids(split: str) -> set[str]:
+  """Ids of every frame, connective and template of a split's pools (FED 1 and 2)."""
+  p, x = split_pools()[split], extra_pools()[split]
+  ids = {f.id for fs in p.frames.values() for f in fs}
+  ids |= {f.id for f in p.mixtures + p.negations + p.content_free}
+  return ids | {f.id for fs in x.frames.values() for f in fs}
+
+
+def heldout_hedges(split: str) -> list[str]:
+  """Hedge words ("the ghost of", "a flicker of") of a split: held out like degree words."""
+  return [h.text for hs in extra_pools()[split].hedges.values() for h in hs]
+
+
+def heldout_events(split: str) -> list:
+  """Situation types (fed_situations.Event) of the validation or test pool."""
+  return [ev for group in extra_pools()[split].events.values() for ev in group]
 
 
 _WORD = re.compile(r"[a-z][a-z'-]*")
@@ -596,12 +646,13 @@ def emotion_vocabulary() -> tuple[frozenset, tuple]:
   command's "no emotion content" warning, never for the intensities."""
   words = set(EMOTIONS) | {"contemptuous", "fearful", "emotion", "emotional", "expression"}
   phrases = set()
-  for t in TERMS:
-    if t.kind == "facs":
+  for t in TERMS + EXTRA_TERMS + _nrc_terms_if_installed():
+    if t.kind in ("facs", "face"):
       part, participle = [x.strip() for x in t.text.split("|")]
-      phrases.add(f"{part} {participle}")
+      for poss in ("her", "his", "their", "its"):
+        phrases.add(f"{part} {participle}".lower().replace("{poss}", poss))
       first = participle.split()[0]
-      if first not in ("at", "one", "in", "and"):
+      if t.kind == "facs" and first not in ("at", "one", "in", "and"):
         words.add(first)
       continue
     if " " not in t.text:
@@ -610,6 +661,13 @@ def emotion_vocabulary() -> tuple[frozenset, tuple]:
       for poss in ("her", "his", "their", "its", "my", "your"):
         phrases.add(t.text.lower().replace("{poss}", poss))
   return frozenset(words), tuple(sorted(phrases))
+
+
+def _nrc_terms_if_installed() -> tuple:
+  try:
+    return nrc_terms()
+  except FileNotFoundError:  # the warning works without nrclex; generating FED needs it
+    return ()
 
 
 def contains_emotion_word(prompt: str) -> bool:

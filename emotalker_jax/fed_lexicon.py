@@ -24,16 +24,31 @@ SPLITS = ("train", "validation", "test")
 # be told apart. Same size as test.
 DIAGNOSTIC_SPLITS = ("test_frames",)
 ALL_SPLITS = SPLITS + DIAGNOSTIC_SPLITS
-SPLIT_SEED = 401_08049  # fixes which terms / frames are held out (FED version 1)
+SPLIT_SEED = 401_08049  # fixes which terms / frames are held out (FED 1 and 2)
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 DEFAULT_SIZE = 60_000  # records over all three splits
 BARE = 0.7  # degree of a term with no degree word
 NEUTRAL_DEFAULT = BARE  # label of "no emotion content" / a negated-only prompt
 PRIMARY = 0.8  # degree of the primary emotion in "mostly X, ..." phrases
 P_CANONICAL = 0.2  # chance a train phrase uses a pinned (canonical) term
-CATEGORIES = ("single", "mixture", "proportion", "negation", "contrast", "content_free")
+CATEGORIES = (
+  "single",
+  "mixture",
+  "proportion",
+  "negation",
+  "contrast",
+  "content_free",
+  # FED 2 (emotalker_jax/fed_situations.py)
+  "situation",
+  "facial_action",
+  "idiom",
+  "hedge",
+  "concealment",
+  "contrast_mix",
+  "multi_clause",
+)
 KINDS = ("adj", "noun", "verb", "facs")
-FED_VERSION = "1.0.0"
+FED_VERSION = "2.0.0"
 
 
 # ----------------------------------------------------------------------------------------
@@ -97,9 +112,9 @@ class Term:
     return f"{EMOTIONS[self.emotion]}:{self.kind}:{self.text}"
 
   def surface(self, poss: str = "her") -> str:
-    if self.kind == "facs":
+    if self.kind in ("facs", "face"):  # "<part> | <state>"
       part, participle = [s.strip() for s in self.text.split("|")]
-      return f"{part} {participle}"
+      return f"{part} {participle}".replace("{Poss}", poss)
     return self.text.replace("{Poss}", poss)
 
 
