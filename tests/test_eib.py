@@ -404,6 +404,7 @@ def test_no_emotion_content_needs_the_eib_to_find_no_emotion():
     "a calm face",  # confident neutral, but "calm" is a FED (neutral) word -> kept
     "she reads the news",  # every emotion below 0.25, neutral the largest: flagged
     "he lost his job today",  # all weak, but sad above neutral: the EIB's reading
+    "her dog just died",  # reads as no emotion, but names an emotional FED situation
   ]
   rows = [
     vec(neutral=0.72, sad=0.05),
@@ -412,11 +413,12 @@ def test_no_emotion_content_needs_the_eib_to_find_no_emotion():
     vec(neutral=0.80),
     vec(neutral=0.30, happy=0.249),
     vec(neutral=0.15, sad=0.2),
+    vec(neutral=0.6, sad=0.1),
   ]
   warnings = []
   out = intensities_for(_FixedEIB(rows), prompts, warn=warnings.append)
   flagged = [bool(r.get("no_emotion_content")) for r in out]
-  assert flagged == [True, False, False, False, True, False]
+  assert flagged == [True, False, False, False, True, False, False]
   assert [w.split("'")[1] for w in warnings] == [prompts[0], prompts[4]]
   assert all("names no emotion" in w for w in warnings)
   for r, v, f in zip(out, rows, flagged):

@@ -10,7 +10,7 @@ Checks (each a one-line error or a warning on stderr):
 * a prompt longer than the encoder's ``max_length`` tokens: truncated, with a warning;
 * a prompt with no emotion content (``models.eib.no_emotion_content``: every non-neutral
   intensity below ``NO_CONTENT_THRESHOLD``, neutral the largest, and no FED emotion word
-  in it): neutral, with a warning, and ``"no_emotion_content": true``
+  or emotional-situation word in it): neutral, with a warning, and ``"no_emotion_content": true``
   added to its JSON object (the only key beside the fixed two);
 * F.jsonl with bytes that are not UTF-8, bad JSON, or a line without a string "prompt":
   error naming the line.

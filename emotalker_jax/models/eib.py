@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from emotalker_jax import checkpoints, fed
+from emotalker_jax import checkpoints, fed, fed_situations
 from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.models import layers
 from emotalker_jax.models.text_encoder import load_text_encoder
@@ -534,10 +534,10 @@ def unbox(tree) -> dict:
 
 
 # "No emotion content" (``no_emotion_content``): the EIB itself finds no emotion in the
-# prompt (every non-neutral intensity below NO_CONTENT_THRESHOLD, neutral the largest) and
-# the prompt holds no FED emotion word. A reading that leans to an emotion (one at 0.25 or
-# more, or one above neutral, e.g. a sad situation the EIB half knows) keeps the EIB's
-# intensities.
+# prompt (every non-neutral intensity below NO_CONTENT_THRESHOLD, neutral the largest), and
+# the prompt holds no FED emotion word and no word of an emotional FED situation. A reading
+# that leans to an emotion (one at 0.25 or more, or one above neutral, e.g. a sad situation
+# the EIB half knows) keeps the EIB's intensities.
 NO_CONTENT_THRESHOLD = 0.25
 
 
@@ -547,7 +547,11 @@ def no_emotion_content(s_hat: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
   other = s[:, 1:].max(axis=1)
   confident = (other < NO_CONTENT_THRESHOLD) & (s[:, 0] >= other)
   return np.array(
-    [bool(c) and not fed.contains_emotion_word(p) for c, p in zip(confident, prompts)], bool
+    [
+      bool(c) and not fed.contains_emotion_word(p) and not fed_situations.contains_situation_word(p)
+      for c, p in zip(confident, prompts)
+    ],
+    bool,
   )
 
 
