@@ -184,6 +184,8 @@ def trained(tmp_path_factory):
       "--config",
       "configs/tiny.py",
       "--config.eib.fed_size=3000",
+      "--config.eib.finetune_layers=0",  # the frozen-tower head, as measured below
+      "--config.eib.warmup_steps=100",
       "--steps",
       "1000",
     ]
@@ -233,7 +235,7 @@ def test_emotion_command_json_and_bad_input(trained, tmp_path, capsys):
       str(out),
       "very happy",
       "extremely sad",
-      "the cat sat on the mat",
+      "she is reading out the weather report",
       "happy " * 2000,
     ],
     capsys,
@@ -243,17 +245,19 @@ def test_emotion_command_json_and_bad_input(trained, tmp_path, capsys):
   assert [r["prompt"] for r in rows[:3]] == [
     "very happy",
     "extremely sad",
-    "the cat sat on the mat",
+    "she is reading out the weather report",
   ]
-  for r in rows:
-    assert list(r) == ["prompt", "intensities"] and list(r["intensities"]) == list(EMOTIONS)
+  for i, r in enumerate(rows):
+    extra = ["no_emotion_content"] if i == 2 else []  # the one key beside the fixed two
+    assert list(r) == ["prompt", "intensities"] + extra
+    assert list(r["intensities"]) == list(EMOTIONS)
     assert all(0.0 <= x <= 1.0 for x in r["intensities"].values())
   assert max(rows[0]["intensities"], key=rows[0]["intensities"].get) == "happy"
   assert max(rows[1]["intensities"], key=rows[1]["intensities"].get) == "sad"
   # no emotion content -> neutral, with a warning
   assert rows[2]["intensities"]["neutral"] == pytest.approx(0.7)
   assert sum(rows[2]["intensities"].values()) == pytest.approx(0.7)
-  assert "prompt #3" in err and "names no emotion" in err
+  assert "prompt #3" in err and "names no emotion" in err and rows[2]["no_emotion_content"]
   # 10k characters -> truncated, with a warning, still a result
   assert "prompt #4" in err and "longer than" in err
   assert max(rows[3]["intensities"], key=rows[3]["intensities"].get) == "happy"
@@ -367,3 +371,197 @@ def test_unseen_paraphrases_move_the_named_emotion(trained):
   # 0.01, hence the margin of one); the full EIB 7 of 8
   # (miss: "he is fuming after that meeting" -> disgusted / sad)
   assert sum(moved) >= 5, list(zip([p for p, _ in PARAPHRASES], moved, s[1:].round(2).tolist()))
+
+
+# ----------------------------------------------------------------------------------------
+# "No emotion content": the rule's mechanics on a stand-in EIB (fixed intensities)
+# ----------------------------------------------------------------------------------------
+
+
+class _FixedEIB:
+  """Stand-in for load_eib(): predict() returns the rows given, nothing truncated."""
+
+  def __init__(self, rows):
+    self.rows = np.asarray(rows, np.float32)
+
+  def predict(self, prompts):
+    return self.rows[: len(prompts)], np.zeros(len(prompts), bool)
+
+
+def test_no_emotion_content_needs_the_eib_to_find_no_emotion():
+  from emotalker_jax.commands.emotion import intensities_for
+
+  def vec(**kw):
+    v = np.zeros(8, np.float32)
+    for k, x in kw.items():
+      v[EMOTIONS.index(k)] = x
+    return v
+
+  prompts = [
+    "reading the weather report",  # confident neutral, no emotion word -> flagged
+    "her dog just died",  # unsure: nothing confident either way -> the EIB's reading
+    "the train leaves at noon",  # neutral but one emotion not low enough -> kept
+    "a calm face",  # confident neutral, but "calm" is a FED (neutral) word -> kept
+    "she reads the news",  # every emotion below 0.25, neutral the largest: flagged
+    "he lost his job today",  # all weak, but sad above neutral: the EIB's reading
+    "her dog just died",  # reads as no emotion, but names an emotional FED situation
+  ]
+  rows = [
+    vec(neutral=0.72, sad=0.05),
+    vec(neutral=0.40, sad=0.31, fear=0.2),
+    vec(neutral=0.60, surprised=0.30),
+    vec(neutral=0.80),
+    vec(neutral=0.30, happy=0.249),
+    vec(neutral=0.15, sad=0.2),
+    vec(neutral=0.6, sad=0.1),
+  ]
+  warnings = []
+  out = intensities_for(_FixedEIB(rows), prompts, warn=warnings.append)
+  flagged = [bool(r.get("no_emotion_content")) for r in out]
+  assert flagged == [True, False, False, False, True, False, False]
+  assert [w.split("'")[1] for w in warnings] == [prompts[0], prompts[4]]
+  assert all("names no emotion" in w for w in warnings)
+  for r, v, f in zip(out, rows, flagged):
+    want = vec(neutral=0.7) if f else v  # FED's label of a content-free sentence
+    np.testing.assert_allclose([r["intensities"][k] for k in EMOTIONS], want, atol=1e-6)
+  # the rule itself, vectorised
+  np.testing.assert_array_equal(E.no_emotion_content(np.stack(rows), prompts), flagged)
+
+
+def test_whitespace_prompt_is_refused_before_the_eib_runs():
+  from emotalker_jax.commands.emotion import intensities_for
+
+  class Never(_FixedEIB):
+    def predict(self, prompts):
+      raise AssertionError("predict must not run on an empty prompt")
+
+  for bad in ("", "   ", "\t\n"):
+    with pytest.raises(ValueError, match="prompt #2 is empty"):
+      intensities_for(Never([]), ["happy", bad])
+
+
+# ----------------------------------------------------------------------------------------
+# Fine-tuning the text tower's top layers (config.eib.finetune_layers), on a tiny FED
+# ----------------------------------------------------------------------------------------
+
+TUNED_K = 1
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+  from emotalker_jax.cli import main
+
+  out = tmp_path_factory.mktemp("eib_tuned")
+  rc = main(
+    [
+      "eib-train",
+      "--out",
+      str(out),
+      "--config",
+      "configs/tiny.py",
+      "--config.eib.fed_size=600",
+      f"--config.eib.finetune_layers={TUNED_K}",
+      "--config.eib.tower_lr=1e-3",  # large, so 40 steps move the layer visibly
+      "--config.eib.hidden=32",
+      "--config.eib.warmup_steps=5",
+      "--steps",
+      "40",
+      "--batch-size",
+      "32",
+    ]
+  )
+  assert rc == 0
+  return out, json.loads((out / "metrics.json").read_text())
+
+
+def test_finetuning_changes_only_the_top_layers(tuned):
+  from emotalker_jax.models.text_encoder import load_text_encoder
+
+  out, metrics = tuned
+  base = load_text_encoder(None, "minilm", 48)
+  tower = load_text_encoder(str(out / "text_encoder"), None, 48)
+  n = base.config.num_hidden_layers
+  for name in ["embeddings"] + [f"layer_{i}" for i in range(n)]:
+    a = jax.tree_util.tree_leaves(base.params[name])
+    b = jax.tree_util.tree_leaves(tower.params[name])
+    same = [bool(np.array_equal(x, y)) for x, y in zip(a, b)]
+    if name == "embeddings" or int(name.split("_")[1]) < n - TUNED_K:
+      assert all(same), name  # the frozen bottom: bit-identical
+    else:
+      assert not any(same), name  # every tensor of a tuned layer moved
+  losses = [loss for _, loss in metrics["losses"]]
+  assert len(losses) >= 3 and losses[-1] < 0.7 * losses[0], losses
+  info = json.loads((out / "eib.json").read_text())
+  assert info["finetune_layers"] == TUNED_K
+  assert info["text_path"] == str(out / "text_encoder")
+
+
+def test_load_eib_runs_the_tuned_tower_as_trained(tuned):
+  """load_eib(DIR).predict == eib-train's own evaluation path (cached states entering the
+  tuned layers, then those layers + the head), and != the frozen tower under that head."""
+  from emotalker_jax.models.text_encoder import load_text_encoder
+  from emotalker_jax.training import eib_tower
+  from emotalker_jax.training.eib import eib_settings, make_head
+
+  out, _ = tuned
+  loaded = E.load_eib(str(out))
+  assert loaded.encoder.path == str(out / "text_encoder")
+  prompts = ["slightly angry", "mostly happy, a little surprised", "not at all sad", "x"]
+  a, trunc = loaded.predict(prompts)
+  base = load_text_encoder(None, "minilm", 48)
+  st = eib_settings(loaded.config)
+  head = make_head(st, int(loaded.config.eib.hidden))
+  start = eib_tower.tower_start(base, TUNED_K)
+  tower = eib_tower.tower_params(loaded.encoder, start)
+
+  def train_time(dtype):
+    cache = eib_tower.encode_lower(base, prompts, start, 8, dtype=dtype)
+    return eib_tower.predict_tower(tower, loaded.params["head"], cache, base, head, st["pool"])
+
+  np.testing.assert_allclose(a, train_time(np.float32), atol=1e-5)
+  np.testing.assert_allclose(a, train_time(np.float16), atol=2e-3)  # eib-train's cache
+  frozen = eib_tower.predict_tower(
+    eib_tower.tower_params(base, start),
+    loaded.params["head"],
+    eib_tower.encode_lower(base, prompts, start, 8, dtype=np.float32),
+    base,
+    head,
+    st["pool"],
+  )
+  assert np.abs(a - frozen).max() > 1e-3
+  assert not trunc.any()
+
+
+def test_generator_must_use_the_tuned_tower(tuned, trained):
+  from emotalker_jax.checkpoints.eib import check_eib_text_encoder
+  from emotalker_jax.models.text_encoder import default_minilm_path, load_text_encoder
+
+  out, _ = tuned
+  other = default_minilm_path()
+  with pytest.raises(ValueError) as e:
+    check_eib_text_encoder(str(out), other)
+  msg = str(e.value)
+  assert other in msg and str(out / "text_encoder") in msg
+  assert f"--config.text.path={out / 'text_encoder'}" in msg
+  check_eib_text_encoder(str(out), str(out / "text_encoder"))  # the right one: accepted
+  check_eib_text_encoder(str(trained[0]), other)  # a frozen-tower EIB: nothing to check
+  with pytest.raises(ValueError, match="fine-tuned with its own text tower"):
+    E.load_eib(str(out), encoder=load_text_encoder(None, "minilm", 48))
+
+
+@pytest.mark.slow
+def test_default_eib_flags_content_free_prompts_but_not_situations(tmp_path, capsys):
+  """The trained default EIB (`emotalker eib-train` with configs/tiny.py's defaults, about
+  15 minutes on 2 cores): a prompt with no emotion content is flagged, a sad situation
+  with no emotion word is not."""
+  from emotalker_jax.cli import main
+
+  out = tmp_path / "eib"
+  assert main(["eib-train", "--out", str(out), "--config", "configs/tiny.py"]) == 0
+  capsys.readouterr()
+  prompts = ["reading the weather report", "her dog just died"]
+  rc, stdout, err = _run(["emotion", "--eib", str(out)] + prompts, capsys)
+  assert rc == 0
+  rows = [json.loads(x) for x in stdout.splitlines()]
+  assert rows[0].get("no_emotion_content") is True and "prompt #1" in err
+  assert "no_emotion_content" not in rows[1] and "prompt #2" not in err

@@ -469,3 +469,64 @@ def test_clip_weights_missing_tensor(clip_folders, tmp_path):
   save_file(t, str(tmp_path / "model.safetensors"))
   with pytest.raises(ValueError, match="final_layer_norm.weight"):
     te.load_text_encoder(str(tmp_path), max_length=CLIP_LEN)
+
+
+# ----------------------------------------------------------------------------------------
+# Split tower (frozen bottom + fine-tuned top) and the exporter
+# ----------------------------------------------------------------------------------------
+
+
+def test_lower_then_upper_layers_equal_the_full_tower(minilm):
+  tok = minilm.tokenize(SENTENCES)
+  ids, mask = jnp.asarray(tok["input_ids"]), jnp.asarray(tok["attention_mask"])
+  full = np.asarray(minilm.module.apply({"params": minilm.params}, ids, mask))
+  real = np.asarray(mask, bool)
+  scale = np.abs(full[real]).max()
+  for start in (0, 4, 5, 6):
+    lower = te.bert_lower_states(minilm.config, minilm.params, ids, mask, start)
+    top = te.bert_upper_states(minilm.config, minilm.params, lower, mask, start)
+    # the same layers in the same order: equal up to float32 round-off of the fusion
+    np.testing.assert_allclose(np.asarray(top)[real], full[real], atol=1e-5 * scale, rtol=0)
+    # a bfloat16 cache of the states entering layer `start` (eib-train may store it so):
+    # the top layers' output stays within a few bf16 steps (2^-8 relative) of the float32
+    lo16 = lower.astype(jnp.bfloat16).astype(jnp.float32)
+    top16 = np.asarray(te.bert_upper_states(minilm.config, minilm.params, lo16, mask, start))
+    err = np.abs(top16[real] - full[real]).max() / scale
+    # start 6: the cast alone, half a bf16 step of the largest state (2^-9 relative)
+    assert 0 < err < (2.0**-8 if start == 6 else 2e-2), (start, err)
+  with pytest.raises(ValueError, match="stop=7"):
+    te.bert_lower_states(minilm.config, minilm.params, ids, mask, 7)
+
+
+def test_export_round_trip_minilm(minilm, torch_minilm, tmp_path):
+  """Export tuned params (layer 5 changed), load the folder back: params bit-identical,
+  hidden states equal, and transformers reads the folder to the same states."""
+  from transformers import BertModel
+
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(np.asarray, minilm.params)
+  params["layer_5"] = jax.tree.map(
+    lambda a: (a + rng.normal(0, 0.01, a.shape)).astype(np.float32), params["layer_5"]
+  )
+  out = te.export_text_encoder(minilm, str(tmp_path / "tuned"), params)
+  back = te.load_text_encoder(out, max_length=48)
+  flat_a = jax.tree_util.tree_leaves_with_path(params)
+  flat_b = dict(jax.tree_util.tree_leaves_with_path(back.params))
+  assert len(flat_a) == len(flat_b)
+  for k, a in flat_a:
+    np.testing.assert_array_equal(np.asarray(flat_b[k]), a, err_msg=jax.tree_util.keystr(k))
+  h_ours, mask = back.encode(SENTENCES)
+  ids = jnp.asarray(back.tokenize(SENTENCES)["input_ids"])
+  h_ref = jax.jit(minilm.module.apply)({"params": params}, ids, mask)  # the same program
+  np.testing.assert_array_equal(np.asarray(h_ours), np.asarray(h_ref))
+  assert (
+    back.tokenize(SENTENCES)["input_ids"].tolist()
+    == minilm.tokenize(SENTENCES)["input_ids"].tolist()
+  )
+  # an independent reader of the HF layout: transformers' BertModel on the folder
+  _, tok = torch_minilm
+  _, h_torch, _, m = _torch_embed(BertModel.from_pretrained(out).eval(), tok, SENTENCES)
+  real = m.astype(bool)
+  np.testing.assert_allclose(np.asarray(h_ours)[real], h_torch[real], atol=2e-4)
+  base = np.asarray(minilm.encode(SENTENCES)[0])[real]
+  assert np.abs(base - h_torch[real]).max() > 1e-3  # the tuned layer is what was read

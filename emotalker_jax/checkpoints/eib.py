@@ -3,6 +3,8 @@
   DIR/checkpoint   orbax StandardCheckpointer: the EIB params (numpy tree)
   DIR/config.json  the eib-train config
   DIR/eib.json     what the EIB was trained with (text encoder, pool, FED source, ...)
+  DIR/text_encoder the fine-tuned text tower (config.eib.finetune_layers > 0 only), a
+                   Hugging Face-style folder for ``load_text_encoder`` / config.text.path
 
 ``models.eib.load_eib`` builds the module and its text encoder from ``read_eib``;
 ``training.loop`` initialises a generator's EIB from ``restore_eib_params``.
@@ -22,6 +24,40 @@ import orbax.checkpoint as ocp
 from emotalker_jax.config_utils import merge_onto_base
 
 EIB_FILES = ("config.json", "eib.json", "checkpoint")
+TEXT_ENCODER_DIR = "text_encoder"
+
+
+def tuned_text_path(path: str, info: dict) -> str | None:
+  """The fine-tuned tower folder of the EIB folder ``path`` (eib.json ``info``), or None
+  when its tower is the frozen one. FileNotFoundError when eib.json names a fine-tuned
+  tower that is not there."""
+  k = int(info.get("finetune_layers", 0))
+  if k <= 0:
+    return None
+  tuned = os.path.join(path, TEXT_ENCODER_DIR)
+  if not os.path.isfile(os.path.join(tuned, "model.safetensors")):
+    raise FileNotFoundError(
+      f"EIB folder {path!r} was trained with config.eib.finetune_layers={k} but has no "
+      f"{TEXT_ENCODER_DIR}/model.safetensors; retrain it with `emotalker eib-train --out {path}`"
+    )
+  return tuned
+
+
+def check_eib_text_encoder(path: str, text_path: str) -> None:
+  """Refuses a generator whose text tower (``text_path``, the loaded encoder's folder) is
+  not the one the EIB folder ``path`` was fine-tuned with: its head would read states it
+  never saw. ValueError naming both folders and the fix; nothing for a frozen-tower EIB."""
+  info_file = os.path.join(path, "eib.json")
+  if not os.path.isfile(info_file):
+    return  # restore_eib_params names the missing folder
+  with open(info_file) as f:
+    tuned = tuned_text_path(path, json.load(f))
+  if tuned is not None and os.path.realpath(tuned) != os.path.realpath(text_path):
+    raise ValueError(
+      f"config.train.eib_checkpoint={path!r} holds an EIB fine-tuned with its own text tower "
+      f"{tuned}, but this run's text encoder is {text_path}; pass "
+      f"--config.text.path={tuned} so the EIB head reads the states it was trained on"
+    )
 
 
 def save_eib(out: str, params: dict, config, info: dict) -> None:

@@ -144,6 +144,9 @@ def run(args) -> int:
     + [
       f"--config.train.autoencoder_checkpoint={ae_dir}",
       f"--config.train.eib_checkpoint={eib_dir}",
+    ]
+    + _eib_text_path(eib_dir)
+    + [
       # only the diffusion stage: the autoencoder stage keeps config.train.ckpt_every
       f"--config.train.ckpt_every={max(100, train_steps // 4)}",
     ],
@@ -193,6 +196,15 @@ def run(args) -> int:
   write_report(out, summary, args.mode)
   print(f"[demo] done: {os.path.join(out, 'report.md')}")
   return 0
+
+
+def _eib_text_path(eib_dir: str) -> list[str]:
+  """[--config.text.path=EIB/text_encoder] when the EIB fine-tuned its text tower (the
+  generator must read the states its EIB head was trained on), else []."""
+  from emotalker_jax.checkpoints.eib import TEXT_ENCODER_DIR
+
+  tuned = os.path.join(eib_dir, TEXT_ENCODER_DIR)
+  return [f"--config.text.path={tuned}"] if os.path.isdir(tuned) else []
 
 
 def _previous_summary(out: str) -> dict:

@@ -1,7 +1,8 @@
 """``emotalker eib-train --out DIR [--config configs/tiny.py] [--steps N] [--fed DIR]``.
 
-Trains the EIB's intensity head on FED with the text encoder frozen and writes it to DIR
-(checkpoint, config.json, eib.json, metrics.json); ``emotalker_jax.training.eib`` is the
+Trains the EIB's intensity head on FED (with the text tower's top config.eib.finetune_layers
+layers) and writes it to DIR (checkpoint, config.json, eib.json, metrics.json, and the
+tuned tower DIR/text_encoder when finetune_layers > 0); ``emotalker_jax.training.eib`` is the
 trainer and says what each step does. Prints the summary figures as JSON.
 """
 

@@ -8,8 +8,10 @@ Prints one JSON object per prompt (DESIGN.md, fixed):
 Checks (each a one-line error or a warning on stderr):
 * empty / whitespace-only prompt: error naming it;
 * a prompt longer than the encoder's ``max_length`` tokens: truncated, with a warning;
-* a prompt with no emotion content (largest non-neutral intensity below
-  ``NO_CONTENT_THRESHOLD`` and no FED emotion word in it): neutral, with a warning;
+* a prompt with no emotion content (``models.eib.no_emotion_content``: every non-neutral
+  intensity below ``NO_CONTENT_THRESHOLD``, neutral the largest, and no FED emotion word
+  or emotional-situation word in it): neutral, with a warning, and ``"no_emotion_content": true``
+  added to its JSON object (the only key beside the fixed two);
 * F.jsonl with bytes that are not UTF-8, bad JSON, or a line without a string "prompt":
   error naming the line.
 """
@@ -86,24 +88,29 @@ def intensities_for(eib, prompts: list[str], warn=None) -> list[dict]:
 
   from emotalker_jax import fed
   from emotalker_jax.emotions import intensities_to_dict
-  from emotalker_jax.models.eib import NO_CONTENT_THRESHOLD
+  from emotalker_jax.models.eib import no_emotion_content
 
   warn = warn or (lambda msg: print(f"emotalker emotion: warning: {msg}", file=sys.stderr))
   check_prompts(prompts)
   s_hat, truncated = eib.predict(prompts)
+  empty = no_emotion_content(s_hat, prompts)
   out = []
-  for i, (p, s, tr) in enumerate(zip(prompts, s_hat, truncated), start=1):
+  for i, (p, s, tr, none) in enumerate(zip(prompts, s_hat, truncated, empty), start=1):
     short = p if len(p) <= 40 else p[:37] + "..."
     if tr:
       warn(
         f"prompt #{i} ({len(p)} characters) is longer than {eib.encoder.max_length} tokens; "
         "only its beginning was used"
       )
-    if float(np.max(s[1:])) < NO_CONTENT_THRESHOLD and not fed.contains_emotion_word(p):
+    row = {"prompt": p}
+    if none:
       warn(f"prompt #{i} {short!r} names no emotion; using neutral")
       s = np.zeros_like(s)
       s[0] = fed.NEUTRAL_DEFAULT
-    out.append({"prompt": p, "intensities": intensities_to_dict(s)})
+    row["intensities"] = intensities_to_dict(s)
+    if none:
+      row["no_emotion_content"] = True
+    out.append(row)
   return out
 
 

@@ -1,8 +1,8 @@
 """The Emotion Intensity Block (EIB): prompt -> per-emotion intensities + emotion tokens.
 
 METHOD.md, model item 3 and equation (3). Inputs are the token states of a text encoder
-(frozen everywhere: ``TextEIB``, encoder and EIB in one module, is the building block
-for fine-tuning the encoder, which no command does):
+(frozen, or with its top ``config.eib.finetune_layers`` layers fine-tuned by
+`emotalker eib-train` and saved in the EIB folder, see ``load_eib``):
 
     h: (B, L, D_text) float, mask: (B, L) {0, 1}
     pooled = pool(h, mask)                          (B, P)   masked mean (config.eib.pool)
@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from emotalker_jax import checkpoints
+from emotalker_jax import checkpoints, fed, fed_situations
 from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
 from emotalker_jax.models import layers
 from emotalker_jax.models.text_encoder import load_text_encoder
@@ -533,9 +533,26 @@ def unbox(tree) -> dict:
   return jax.tree.map(lambda x: x, dict(tree))
 
 
-# Prompts whose largest non-neutral intensity is below this and that contain no FED
-# emotion word are reported as "no emotion content" and mapped to neutral.
-NO_CONTENT_THRESHOLD = 0.5
+# "No emotion content" (``no_emotion_content``): the EIB itself finds no emotion in the
+# prompt (every non-neutral intensity below NO_CONTENT_THRESHOLD, neutral the largest), and
+# the prompt holds no FED emotion word and no word of an emotional FED situation. A reading
+# that leans to an emotion (one at 0.25 or more, or one above neutral, e.g. a sad situation
+# the EIB half knows) keeps the EIB's intensities.
+NO_CONTENT_THRESHOLD = 0.25
+
+
+def no_emotion_content(s_hat: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
+  """(N,) bool: which prompts (with their intensities s_hat (N, 8)) carry no emotion."""
+  s = np.asarray(s_hat, np.float32).reshape(len(prompts), NUM_EMOTIONS)
+  other = s[:, 1:].max(axis=1)
+  confident = (other < NO_CONTENT_THRESHOLD) & (s[:, 0] >= other)
+  return np.array(
+    [
+      bool(c) and not fed.contains_emotion_word(p) and not fed_situations.contains_situation_word(p)
+      for c, p in zip(confident, prompts)
+    ],
+    bool,
+  )
 
 
 @dataclasses.dataclass
@@ -585,11 +602,22 @@ class LoadedEIB:
 
 def load_eib(path: str, encoder=None) -> LoadedEIB:
   """Loads a folder written by `emotalker eib-train` (``checkpoints.read_eib``) and its text
-  encoder (``encoder``: one to reuse). Raises FileNotFoundError / ValueError naming the
+  encoder: the fine-tuned tower DIR/text_encoder when eib.json says finetune_layers > 0,
+  else the frozen one it names (``encoder``: one to reuse; for a fine-tuned EIB it must
+  be that folder's tower). Raises FileNotFoundError / ValueError naming the
   folder and the fix."""
   config, info, params = checkpoints.read_eib(path)
   module = eib_from_config(config)
   params = jax.tree.map(jnp.asarray, params)
+  tuned = checkpoints.eib.tuned_text_path(path, info)
+  if encoder is not None and tuned is not None:
+    if os.path.realpath(encoder.path) != os.path.realpath(tuned):
+      raise ValueError(
+        f"EIB folder {path!r} was fine-tuned with its own text tower {tuned}; the encoder "
+        f"given ({encoder.path}) is another: pass encoder=None or load {tuned}"
+      )
+  if encoder is None and tuned is not None:  # the fine-tuned tower, wherever DIR now is
+    encoder = load_text_encoder(tuned, None, int(info.get("max_length", config.text.max_length)))
   if encoder is None:
     text_path = info.get("text_path") or None
     if text_path and not os.path.isdir(text_path):

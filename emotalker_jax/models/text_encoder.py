@@ -40,15 +40,19 @@ from collections.abc import Callable, Sequence
 import dataclasses
 import functools
 import os
+import shutil
 from typing import Any, Literal
 
 from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from safetensors.numpy import save_file
 
 from emotalker_jax.models import layers
 from emotalker_jax.models.hf_text import (
+  _bert_spec,
+  _clip_spec,
   convert_hf_tensors,
   default_minilm_path,
   load_safetensors_folder,
@@ -588,3 +592,95 @@ def abstract_params(module: nn.Module, max_length: int = 8) -> Any:
   """
   ids = jax.ShapeDtypeStruct((1, max_length), jnp.int32)
   return jax.eval_shape(module.init, jax.random.key(0), ids, ids)["params"]
+
+
+# ----------------------------------------------------------------------------------------
+# Running a BERT tower in two parts (a frozen bottom, a fine-tuned top), and exporting it
+# ----------------------------------------------------------------------------------------
+
+
+def bert_lower_states(
+  config: BertConfig, params: dict, input_ids: jax.Array, attention_mask: jax.Array, stop: int
+) -> jax.Array:
+  """The hidden states entering BERT layer ``stop``: embeddings then layers 0 .. stop - 1.
+
+  input_ids, attention_mask: (B, L) int; returns (B, L, D) float32. ``stop`` = 0 gives
+  the embeddings' output, ``stop`` = num_hidden_layers the tower's last hidden states
+  (``BertTextModel`` = ``bert_upper_states(bert_lower_states(.., s), .., s)`` for any s).
+  """
+  c = config
+  if not 0 <= stop <= c.num_hidden_layers:
+    raise ValueError(f"stop={stop} must be in [0, {c.num_hidden_layers}] (the tower's layers)")
+  x = BertEmbeddings(c).apply(
+    {"params": params["embeddings"]}, input_ids, jnp.zeros_like(input_ids)
+  )
+  return bert_upper_states(c, params, x, attention_mask, 0, stop)
+
+
+def bert_upper_states(
+  config: BertConfig,
+  params: dict,
+  hidden: jax.Array,
+  attention_mask: jax.Array,
+  start: int,
+  stop: int | None = None,
+) -> jax.Array:
+  """Runs BERT layers ``start`` .. ``stop - 1`` (stop None: to the last) on hidden (B, L, D).
+
+  ``params`` needs only those layers' subtrees (``layer_{i}``); returns (B, L, D) in the
+  input's dtype promoted with float32 params (float32).
+  """
+  stop = config.num_hidden_layers if stop is None else stop
+  x = hidden
+  for i in range(start, stop):
+    x = BertLayer(config).apply({"params": params[f"layer_{i}"]}, x, attention_mask)
+  return x
+
+
+def _unconvert(conv_name: str, a: np.ndarray, c) -> np.ndarray:
+  """Inverse of hf_text's converters: our layout -> torch's (out, in) layout."""
+  d = c.hidden_size
+  if conv_name == "_conv_linear":
+    return a.T
+  if conv_name in ("_conv_qkv_kernel", "_conv_out_kernel"):
+    return a.reshape(d, d).T  # (D, H, Dh) or (H, Dh, D) -> (D, D), then (out, in)
+  if conv_name == "_conv_qkv_bias":
+    return a.reshape(d)
+  return a
+
+
+TOKENIZER_FILES = (
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "vocab.txt",
+  "vocab.json",
+  "merges.txt",
+)
+
+
+def export_text_encoder(encoder: TextEncoder, out: str, params: Any | None = None) -> str:
+  """Writes a Hugging Face-style folder ``out`` that ``load_text_encoder(out)`` reads back:
+  config.json (the source folder's), model.safetensors (``params``, default the encoder's
+  own, in torch's layout and HF names, float32) and the tokenizer files of the source
+  folder. Returns ``out``. The round trip is exact: the loaded params equal ``params``
+  bit for bit.
+  """
+  params = encoder.params if params is None else params
+  family, cfg, model_dir, tok_dir = read_text_config(encoder.path, encoder.kind)
+  spec = _bert_spec(cfg) if family == "bert" else _clip_spec(cfg)
+  tensors = {}
+  for path, hf, conv, _ in spec:
+    node = params
+    for k in path:
+      node = node[k]
+    a = np.asarray(jax.device_get(node), np.float32)
+    tensors[hf] = np.ascontiguousarray(_unconvert(conv.__name__, a, cfg))
+  os.makedirs(out, exist_ok=True)
+  save_file(tensors, os.path.join(out, "model.safetensors"))
+  shutil.copyfile(os.path.join(model_dir, "config.json"), os.path.join(out, "config.json"))
+  for name in TOKENIZER_FILES:
+    src = os.path.join(tok_dir, name)
+    if os.path.isfile(src):
+      shutil.copyfile(src, os.path.join(out, name))
+  return out

@@ -1,5 +1,9 @@
 """The EIB trainer: the Emotion Intensity Block's intensity head on FED (METHOD.md eq. 3),
-with the text encoder frozen. ``emotalker eib-train`` runs ``train_eib``:
+on the frozen text encoder, or with its top ``config.eib.finetune_layers`` layers
+fine-tuned alongside (``training/eib_tower.py``: steps 2-4 then run on the cached states
+entering those layers, and the tuned tower is written to ``DIR/text_encoder``, the
+folder to train the generator with: ``--config.text.path=DIR/text_encoder``).
+``emotalker eib-train`` runs ``train_eib``:
 
 1. the FED corpus: generated in memory from ``config.eib.fed_size`` / ``fed_seed``
    (or read from ``--fed DIR/fed.jsonl`` written by ``emotalker fed``);
@@ -17,15 +21,17 @@ with the text encoder frozen. ``emotalker eib-train`` runs ``train_eib``:
    training learns), ``DIR/config.json``, ``DIR/eib.json`` (text encoder, FED, steps)
    and ``DIR/metrics.json``.
 
-The text encoder stays frozen (here and in ``emotalker train``).
+The text encoder stays frozen in ``emotalker train``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+import functools
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -48,7 +54,8 @@ from emotalker_jax.models.eib import (
   pool_features,
   pooled_dim,
 )
-from emotalker_jax.models.text_encoder import load_text_encoder
+from emotalker_jax.models.text_encoder import export_text_encoder, load_text_encoder
+from emotalker_jax.training import eib_tower
 
 
 def eib_settings(config) -> dict:
@@ -66,6 +73,9 @@ def eib_settings(config) -> dict:
     "num_queries": int(e.num_queries),
     "num_anchors": int(e.num_anchors),
     "token_dropout": float(e.token_dropout),
+    "finetune_layers": int(e.finetune_layers),
+    "tower_lr": float(e.tower_lr),
+    "layer_decay": float(e.layer_decay),
   }
 
 
@@ -292,7 +302,12 @@ def predict_head(params, features, hidden: int, batch: int = 1024, head=None):
 
 def evaluate(params, feats, records, hidden: int, head=None) -> dict:
   """FED metrics of the head on one split: overall and per category."""
-  pred = predict_head(params, feats, hidden, head=head)
+  return split_metrics(predict_head(params, feats, hidden, head=head), records)
+
+
+def split_metrics(pred, records) -> dict:
+  """FED metrics of predictions pred (N, 8) on one split's records: overall, per category,
+  and the worded order."""
   target = np.stack([r.intensities for r in records])
   mixed = np.array([r.is_mixed for r in records])
   out = intensity_metrics(pred, target, mixed)
@@ -316,6 +331,141 @@ def feature_cache_path(out: str, encoder, pool: str, prompts) -> str:
     h.update(p.encode("utf-8"))
     h.update(b"\n")
   return os.path.join(out, f"features-{h.hexdigest()[:16]}.npz")
+
+
+def _train_bar(steps: int):
+  """(tqdm bar, progress(i, loss, mae) callback) for the training loop."""
+  bar = tqdm(total=steps, desc="EIB: training", unit="step", file=sys.stderr)
+  last = [0]
+
+  def progress(i, loss, mae):
+    bar.update(i + 1 - last[0])
+    last[0] = i + 1
+    bar.set_postfix(loss=f"{loss:.4f}", mae=f"{mae:.4f}")
+
+  return bar, progress
+
+
+def _fit_frozen(config, st, encoder, records, out, steps, batch_size, encode_batch):
+  """The head on the frozen tower's cached features. Returns (head params, losses,
+  {split: metrics}, monotonicity report, {'encode': s, 'train': s})."""
+  t0 = time.time()
+  splits = list(records)
+  prompts = [r.prompt for s in splits for r in records[s]]
+  tokens = st["pool"] == TOKEN_POOL
+  cache = feature_cache_path(out, encoder, st["pool"], prompts)
+  if tokens:  # token states (1.5 GB for 66k prompts) are recomputed, not cached on disk
+    with tqdm(total=len(prompts), desc="EIB: encoding FED", unit="prompt", file=sys.stderr) as bar:
+      feats = encode_tokens(encoder, prompts, encode_batch, bar.update)
+  elif os.path.isfile(cache):
+    feats = np.load(cache)["features"]
+    print(f"eib-train: using cached features {cache}", file=sys.stderr)
+  else:
+    with tqdm(total=len(prompts), desc="EIB: encoding FED", unit="prompt", file=sys.stderr) as bar:
+      feats = encode_pooled(encoder, prompts, st["pool"], encode_batch, bar.update)
+    np.savez(cache, features=feats)
+  t_encode = time.time() - t0
+  offsets, start = {}, 0
+  for s in splits:
+    offsets[s] = (start, start + len(records[s]))
+    start += len(records[s])
+  split_feats = {
+    s: (tuple(f[a:b] for f in feats) if tokens else feats[a:b]) for s, (a, b) in offsets.items()
+  }
+  targets = np.stack([r.intensities for r in records["train"]])
+
+  hidden = int(config.eib.hidden)
+  dropout = float(config.eib.dropout)
+  head = make_head(st, hidden, dropout)
+  anchors = (
+    anchor_embeddings(encoder, st["num_anchors"]) if (tokens and st["num_anchors"] > 0) else None
+  )
+  bar, progress = _train_bar(steps)
+  t1 = time.time()
+  head_params, losses = train_head(
+    split_feats["train"],
+    targets,
+    hidden=hidden,
+    steps=steps,
+    batch_size=batch_size,
+    lr=st["lr"],
+    weight_decay=st["weight_decay"],
+    warmup=st["warmup"],
+    ce_weight=st["ce_weight"],
+    seed=int(config.seed),
+    dropout=dropout,
+    progress=progress,
+    head=head,
+    anchors=anchors,
+  )
+  bar.close()
+  t_train = time.time() - t1
+
+  del feats
+  metrics = {s: evaluate(head_params, split_feats[s], records[s], hidden, head) for s in splits}
+  mono_prompts = eib_lib.monotonic_prompts()
+  mono_text = [p for *_, p in mono_prompts]
+  mono_feats = (
+    encode_tokens(encoder, mono_text, 128)
+    if tokens
+    else encode_pooled(encoder, mono_text, st["pool"], 128)
+  )
+  mono = eib_lib.monotonicity_report(
+    mono_prompts, predict_head(head_params, mono_feats, hidden, head=head)
+  )
+
+  return head_params, losses, metrics, mono, {"encode": t_encode, "train": t_train}
+
+
+def _fit_tower(config, st, encoder, records, out, steps, batch_size, encode_batch):
+  """The top ``finetune_layers`` tower layers + head (training/eib_tower.py). Returns as
+  ``_fit_frozen`` plus the fine-tuned layers {'layer_i': ...}."""
+  t0 = time.time()
+  start = eib_tower.tower_start(encoder, st["finetune_layers"])
+  if st["pool"] == TOKEN_POOL and st["num_anchors"] > 0:
+    raise ValueError(
+      "config.eib.num_anchors > 0 needs the frozen tower; set config.eib.finetune_layers=0"
+    )
+  n = sum(len(v) for v in records.values())
+  caches = {}
+  with tqdm(total=n, desc="EIB: encoding FED", unit="prompt", file=sys.stderr) as bar:
+    for s, recs in records.items():
+      caches[s] = eib_tower.encode_lower(
+        encoder, [r.prompt for r in recs], start, encode_batch, bar.update
+      )
+  t_encode = time.time() - t0
+  head = make_head(st, int(config.eib.hidden), float(config.eib.dropout))
+  bar, progress = _train_bar(steps)
+  t1 = time.time()
+  tower, head_params, losses = eib_tower.train_tower_head(
+    caches["train"],
+    np.stack([r.intensities for r in records["train"]]),
+    encoder,
+    head,
+    pool=st["pool"],
+    steps=steps,
+    batch_size=batch_size,
+    lr=st["lr"],
+    tower_lr=st["tower_lr"],
+    layer_decay=st["layer_decay"],
+    weight_decay=st["weight_decay"],
+    warmup=st["warmup"],
+    ce_weight=st["ce_weight"],
+    seed=int(config.seed),
+    progress=progress,
+  )
+  bar.close()
+  t_train = time.time() - t1
+  predict = functools.partial(
+    eib_tower.predict_tower, tower, head_params, encoder=encoder, head=head, pool=st["pool"]
+  )
+  metrics = {s: split_metrics(predict(caches[s]), records[s]) for s in records}
+  del caches
+  mono_prompts = eib_lib.monotonic_prompts()
+  mono_cache = eib_tower.encode_lower(encoder, [p for *_, p in mono_prompts], start, 128)
+  mono = eib_lib.monotonicity_report(mono_prompts, predict(mono_cache))
+  times = {"encode": t_encode, "train": t_train}
+  return head_params, losses, metrics, mono, times, tower
 
 
 def train_eib(
@@ -352,76 +502,17 @@ def train_eib(
   encoder = load_text_encoder(
     config.text.path or None, config.text.encoder, int(config.text.max_length)
   )
-  splits = list(records)
-  prompts = [r.prompt for s in splits for r in records[s]]
-  tokens = st["pool"] == TOKEN_POOL
-  cache = feature_cache_path(out, encoder, st["pool"], prompts)
-  if tokens:  # token states (1.5 GB for 66k prompts) are recomputed, not cached on disk
-    with tqdm(total=len(prompts), desc="EIB: encoding FED", unit="prompt", file=sys.stderr) as bar:
-      feats = encode_tokens(encoder, prompts, encode_batch, bar.update)
-  elif os.path.isfile(cache):
-    feats = np.load(cache)["features"]
-    print(f"eib-train: using cached features {cache}", file=sys.stderr)
-  else:
-    with tqdm(total=len(prompts), desc="EIB: encoding FED", unit="prompt", file=sys.stderr) as bar:
-      feats = encode_pooled(encoder, prompts, st["pool"], encode_batch, bar.update)
-    np.savez(cache, features=feats)
-  t_encode = time.time() - t0
-  offsets, start = {}, 0
-  for s in splits:
-    offsets[s] = (start, start + len(records[s]))
-    start += len(records[s])
-  split_feats = {
-    s: (tuple(f[a:b] for f in feats) if tokens else feats[a:b]) for s, (a, b) in offsets.items()
-  }
-  targets = np.stack([r.intensities for r in records["train"]])
-
-  hidden = int(config.eib.hidden)
-  dropout = float(config.eib.dropout)
-  head = make_head(st, hidden, dropout)
-  anchors = (
-    anchor_embeddings(encoder, st["num_anchors"]) if (tokens and st["num_anchors"] > 0) else None
+  fit = _fit_tower if st["finetune_layers"] > 0 else _fit_frozen
+  head_params, losses, metrics, mono, secs, *tower = fit(
+    config, st, encoder, records, out, steps, batch_size, encode_batch
   )
-  bar = tqdm(total=steps, desc="EIB: training", unit="step", file=sys.stderr)
-  last = [0]
-
-  def progress(i, loss, mae):
-    bar.update(i + 1 - last[0])
-    last[0] = i + 1
-    bar.set_postfix(loss=f"{loss:.4f}", mae=f"{mae:.4f}")
-
-  t1 = time.time()
-  head_params, losses = train_head(
-    split_feats["train"],
-    targets,
-    hidden=hidden,
-    steps=steps,
-    batch_size=batch_size,
-    lr=st["lr"],
-    weight_decay=st["weight_decay"],
-    warmup=st["warmup"],
-    ce_weight=st["ce_weight"],
-    seed=int(config.seed),
-    dropout=dropout,
-    progress=progress,
-    head=head,
-    anchors=anchors,
-  )
-  bar.close()
-  t_train = time.time() - t1
-
-  del feats
-  metrics = {s: evaluate(head_params, split_feats[s], records[s], hidden, head) for s in splits}
-  mono_prompts = eib_lib.monotonic_prompts()
-  mono_text = [p for *_, p in mono_prompts]
-  mono_feats = (
-    encode_tokens(encoder, mono_text, 128)
-    if tokens
-    else encode_pooled(encoder, mono_text, st["pool"], 128)
-  )
-  mono = eib_lib.monotonicity_report(
-    mono_prompts, predict_head(head_params, mono_feats, hidden, head=head)
-  )
+  text_path = encoder.path
+  tuned_dir = os.path.join(out, checkpoints.eib.TEXT_ENCODER_DIR)
+  if not tower and os.path.isdir(tuned_dir):  # an earlier fine-tuned run's tower
+    shutil.rmtree(tuned_dir)
+  if tower:  # the fine-tuned tower, as a folder load_text_encoder reads (config.text.path)
+    text_path = os.path.abspath(os.path.join(out, checkpoints.eib.TEXT_ENCODER_DIR))
+    export_text_encoder(encoder, text_path, eib_tower.merged_params(encoder, tower[0]))
 
   # Full EIB params: the trained head + initialised tokens / pooling / null set.
   module = eib_lib.eib_from_config(config)
@@ -438,7 +529,9 @@ def train_eib(
     params,
     config,
     {
-      "text_path": encoder.path,
+      "text_path": text_path,
+      "text_base": encoder.path,
+      "finetune_layers": st["finetune_layers"],
       "text_kind": encoder.kind,
       "max_length": encoder.max_length,
       "hidden_size": encoder.hidden_size,
@@ -470,8 +563,8 @@ def train_eib(
     "monotonic_fraction": mono["fraction"],
     "monotonic_per_emotion": mono["per_emotion"],
     "seconds": {
-      "encode": round(t_encode, 1),
-      "train": round(t_train, 1),
+      "encode": round(secs["encode"], 1),
+      "train": round(secs["train"], 1),
       "total": round(time.time() - t0, 1),
     },
   }

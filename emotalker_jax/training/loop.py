@@ -147,6 +147,7 @@ def build_trainer(
   state, state_shardings = state_lib.create_sharded_state(init, r_init, mesh, rules)
   parallel.barrier("trainer_initialised")  # before the first collective (device_put checks)
   if config.train.eib_checkpoint:
+    checkpoints.eib.check_eib_text_encoder(config.train.eib_checkpoint, text.path)
     state = with_pretrained_eib(state, state_shardings, config.train.eib_checkpoint)
   frozen = {"vae": vae_params, "text": text.params}
   frozen_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), frozen)
