@@ -40,18 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def fed_train_prompts(eib_dir: str) -> list[str]:
-  """The train prompts of the FED corpus the EIB in ``eib_dir`` learnt from (its eib.json
-  names it: generated from a size and seed, or a fed.jsonl)."""
-  from emotalker_jax import fed
+  """The train prompts of the FED corpus the EIB in ``eib_dir`` learnt from (eib.json names
+  its source: a fed.jsonl, or generated from config.eib.fed_size / fed_seed)."""
   from emotalker_jax.checkpoints.eib import read_eib
+  from emotalker_jax.training.eib import load_corpus
 
   config, info, _ = read_eib(eib_dir)
   source = info.get("fed", {}).get("source", "generated")
-  if source == "generated":  # eib-train's corpus: config.eib.fed_size / fed_seed
-    corpus = fed.generate(int(config.eib.fed_size), seed=int(config.eib.fed_seed))
-    return [r.prompt for r in corpus["train"]]
-  path = os.path.join(source, "fed.jsonl") if os.path.isdir(source) else source
-  return [r.prompt for r in fed.read_jsonl(path) if r.split == "train"]
+  fed_dir = None if source == "generated" else source
+  corpus = load_corpus(fed_dir, int(config.eib.fed_size), int(config.eib.fed_seed))
+  return [r.prompt for r in corpus["train"]]
 
 
 def run(args) -> int:
