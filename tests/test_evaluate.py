@@ -82,15 +82,12 @@ class RenderingGenerator:
     secondary: draws every intensity below the strongest ``secondary`` times as strong
     (at most m): 2 exaggerates a mixture's faint part without changing its top 2."""
     self.power, self.secondary = power, secondary
-    from input_pipeline.synthetic import face_model
-
     self.config = tiny.get_config()
-    ids = [s.identity for s in sources]
+    # The renderer's identity vector of each source (a challenging one included).
+    params = [s.identity_params for s in sources]
     if wrong_identity:
-      ids = ids[1:] + ids[:1]
-    self.params = {
-      s.portrait.tobytes(): face_model.sample_identity(i, 0) for s, i in zip(sources, ids)
-    }
+      params = params[1:] + params[:1]
+    self.params = {s.portrait.tobytes(): u for s, u in zip(sources, params)}
     self.copy = copy
     self.calls = []
     # An untrained autoencoder: the harness's ceiling part decodes through it.
@@ -166,6 +163,22 @@ def test_oracle_scores_high(oracle_result):
   # The constraint does not exist for the oracle: both runs render the same frames.
   assert r["identity_similarity_no_constraint"] == pytest.approx(r["identity_similarity"])
   assert r["n_identities"] == 2
+
+
+def test_the_challenging_split_is_judged_with_the_same_keys_and_its_own_ground_truth(
+  judge, oracle_result
+):
+  """``heldout_sources(split='challenging')``: identities outside the training
+  distribution, the same protocol and metrics.json keys; the oracle (which draws exactly
+  the benchmark's rendering) scores its identity at its ground truth, so the harness
+  compares a generator with the right ceiling on these faces too."""
+  srcs, _ = ev.heldout_sources("tiny", None, 2, 0, "challenging")
+  quick = dataclasses.replace(SETTINGS, frames=1, lip_frames=10)
+  r = ev.evaluate(RenderingGenerator(srcs), judge, srcs, quick, log=lambda m: None)
+  base, _ = oracle_result
+  assert [k for k in r if k != "details"] == [k for k in base if k != "details"]
+  assert r["identities"] == [10008, 10009]
+  assert abs(r["identity_similarity"] - r["identity_similarity_ground_truth"]) < 0.05
 
 
 def test_every_headline_figure_has_its_ceiling_interval_and_undefined_count(

@@ -59,7 +59,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     help="TFDS data_dir where the dataset is prepared (default: the checkpoint's "
     "config.data.data_dir)",
   )
-  real.add_argument("--split", default="test", help="the split to evaluate (default: test)")
+  p.add_argument(
+    "--split",
+    default="test",
+    help="the split to evaluate (default: test). Synthetic benchmark: 'test', "
+    "'challenging' (identities outside the training distribution: "
+    "input_pipeline/synthetic/challenging.py) or 'challenging_dev' (its development part, "
+    "for choosing settings); real data: a prepared split",
+  )
   real.add_argument("--max-clips", type=int, default=None, help="at most N clips (default: all)")
   real.add_argument(
     "--max-frames", type=int, default=50, help="frames generated and compared per clip"
@@ -223,21 +230,33 @@ def run(args) -> int:
       f"{gen.image_size}x{gen.image_size}; train a judge of that size"
     )
   data_dir = _data_dir(args, gen.config)
-  sources, where = ev.heldout_sources(
-    size, data_dir, st.num_identities, int(gen.config.data.synthetic_seed)
-  )
+  seed = int(gen.config.data.synthetic_seed)
+  sources, where = ev.heldout_sources(size, data_dir, st.num_identities, seed, args.split)
   ev.log_stderr(
     f"[eval] {len(sources)} held-out identities from {where}; checkpoint step {gen.step}"
   )
-  out = _out_dir(args.out, args.checkpoint, "eval")
+  out = _out_dir(
+    args.out, args.checkpoint, "eval" if args.split == "test" else f"eval_{args.split}"
+  )
   judge_dir = os.fspath(args.judge)
+  meta = {"split": args.split}
+  if args.split != "test":
+    from input_pipeline.synthetic import challenging
+
+    meta["challenge_factors"] = {
+      str(s.identity): list(challenging.sample_challenging(s.identity, seed)[1]) for s in sources
+    }
   result, paths = evaluate_and_write(
     gen,
     judge,
     sources,
     st,
     out,
-    {"judge": judge_dir if is_remote(judge_dir) else os.path.abspath(judge_dir), "data": where},
+    {
+      "judge": judge_dir if is_remote(judge_dir) else os.path.abspath(judge_dir),
+      "data": where,
+      **meta,
+    },
     ablations=args.ablations,
     log=ev.log_stderr,
   )

@@ -157,12 +157,17 @@ CLIP_STRIDE = 5
 
 
 def heldout_sources(
-  size: str, data_dir: str | None, num_identities: int | None = None, synthetic_seed: int = 0
+  size: str,
+  data_dir: str | None,
+  num_identities: int | None = None,
+  synthetic_seed: int = 0,
+  split: str = "test",
 ) -> tuple[list[Source], str]:
-  """The first ``num_identities`` (None: all) test-split identities (by id) with their
-  neutral reference clip. Reads ``data_dir``'s TFDS build when given, else renders the
+  """The first ``num_identities`` (None: all) identities (by id) of a held-out split
+  ('test', or 'challenging' / 'challenging_dev': ``judge.test_clips``) with their neutral
+  reference clip. Reads ``data_dir``'s TFDS build when given (test), else renders the
   split."""
-  recs, where = test_clips(size, data_dir, synthetic_seed)
+  recs, where = test_clips(size, data_dir, synthetic_seed, split)
   refs = sorted(
     (r for r in recs if bool(r["is_neutral_reference"])), key=lambda r: int(r["identity"])
   )
@@ -170,7 +175,7 @@ def heldout_sources(
     num_identities = len(refs)
   if len(refs) < num_identities:
     raise ValueError(
-      f"synthetic_talk/{size} has {len(refs)} test identities, fewer than "
+      f"synthetic_talk/{size} has {len(refs)} {split} identities, fewer than "
       f"--identities {num_identities}"
     )
   out = []

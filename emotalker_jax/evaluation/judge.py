@@ -54,8 +54,8 @@ from emotalker_jax import checkpoints
 from emotalker_jax.emotions import NUM_EMOTIONS
 from emotalker_jax.models.layers import IMAGE_AXES, conv, group_norm
 from input_pipeline import synthetic_talk as st
+from input_pipeline.synthetic import challenging, face_model
 from input_pipeline.synthetic import clips as clips_lib
-from input_pipeline.synthetic import face_model
 
 CONFIG_KEY = "judge"
 # Mouth and chin crop (fractions of the frame: rows, columns) for the mouth branch: the
@@ -337,11 +337,27 @@ def load_judge(path: str) -> Judge:
 # ------------------------------------------------------------------------------------------
 # Held-out clips
 # ------------------------------------------------------------------------------------------
-def test_clips(size: str, data_dir: str | None, synthetic_seed: int):
-  """The records of synthetic_talk/<size> 'test' split: from TFDS when built under
-  data_dir, else rendered in-process (same functions, identical clips). (records, source)."""
+def test_clips(size: str, data_dir: str | None, synthetic_seed: int, split: str = "test"):
+  """The records of synthetic_talk/<size>'s held-out identities: split 'test' from TFDS
+  when built under data_dir, else rendered in-process (same functions, identical clips);
+  'challenging' / 'challenging_dev' (``input_pipeline/synthetic/challenging.py``: identities
+  outside the training distribution, with size's clip plan) always rendered in-process.
+  (records, source)."""
   # synthetic_talk imports TFDS, slow to import: only the callers of test_clips pay for it.
   cfg = st.make_config(size, seed=synthetic_seed)
+  if split in challenging.SPLITS:
+    recs = []
+    for i in challenging.split_identities(split):
+      params = challenging.sample_challenging(i, cfg.seed)[0]
+      for spec in cfg.clip_plan(i):
+        recs.append(
+          clips_lib.render_clip(spec, params, cfg.image_size, cfg.frames_per_clip, cfg.seed)
+        )
+    return recs, f"rendered synthetic_talk/{cfg.name} {split} split (in-process)"
+  if split != "test":
+    raise ValueError(
+      f"unknown synthetic split {split!r}: use 'test' or one of {sorted(challenging.SPLITS)}"
+    )
   if data_dir:
     builder = st.get_builder(size, data_dir, seed=synthetic_seed)
     if builder.is_prepared():

@@ -19,7 +19,7 @@ import numpy as np
 
 from emotalker_jax.emotions import EMOTIONS, NUM_EMOTIONS
 from input_pipeline.synthetic import audio as audio_lib
-from input_pipeline.synthetic import face_model, renderer
+from input_pipeline.synthetic import challenging, face_model, renderer
 
 LEVELS = (1.0 / 3.0, 2.0 / 3.0, 1.0)  # MEAD levels 1/2/3
 MIXTURE_LEVELS = (0.5, 2.0 / 3.0, 1.0)
@@ -135,7 +135,7 @@ def render_clip(
   """
   ss = np.random.SeedSequence([int(seed), 0xC11, spec.identity_id, spec.clip_index])
   rng_audio, rng_motion = (np.random.default_rng(s) for s in ss.spawn(2))
-  ig = face_model.identity_geometry(identity_params)
+  ig = challenging.geometry(identity_params)  # ordinary or challenging identity vectors
   speech = audio_lib.synth_speech(num_frames, rng_audio, f0=ig.voice_f0)
   motion, mouth_open = make_motion(rng_motion, num_frames, speech)
   controls = face_model.expression_controls(spec.emotion)

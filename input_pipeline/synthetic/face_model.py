@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -194,6 +195,9 @@ class IdentityGeometry:
   bg_bottom: np.ndarray
   shirt: np.ndarray
   voice_f0: float
+  # Accessories and lighting of a challenging identity (``challenging.ChallengeExtras``);
+  # None for every identity of the train and test splits.
+  extras: Any = None
 
 
 _SKIN_LIGHT = np.array([0.97, 0.82, 0.71], np.float32)
@@ -214,7 +218,8 @@ _IRIS = np.array(
 
 
 def identity_geometry(u) -> IdentityGeometry:
-  """Maps the identity vector u (NUM_IDENTITY_PARAMS,) in [0, 1] to physical values."""
+  """Maps the identity vector u (NUM_IDENTITY_PARAMS,) in [0, 1] to physical values (a
+  challenging identity's longer vector: ``challenging.geometry``)."""
   u = np.asarray(u, np.float32).reshape(-1)
   if u.shape[0] != NUM_IDENTITY_PARAMS:
     raise ValueError(f"identity vector must have {NUM_IDENTITY_PARAMS} entries, got {u.shape}")

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from input_pipeline.synthetic import challenging
 from input_pipeline.synthetic.face_model import (
   NUM_CONTROLS,
   IdentityGeometry,
   Motion,
   face_geometry,
-  identity_geometry,
 )
 
 FACE_CENTRE = (0.0, 0.06)  # image units; the face ellipse centre at rest pose
@@ -168,7 +168,7 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
   """
   if image_size < 16:
     raise ValueError(f"image_size must be >= 16, got {image_size}")
-  ig = identity if isinstance(identity, IdentityGeometry) else identity_geometry(identity)
+  ig = identity if isinstance(identity, IdentityGeometry) else challenging.geometry(identity)
   T = motion.mouth_open.shape[0]
   controls = np.asarray(controls, np.float32)
   if controls.ndim == 1:
@@ -225,6 +225,7 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
   r2 = (X / a) ** 2 + (Y / bb) ** 2
   shade = skin * (1.0 - 0.16 * np.clip(r2, 0, 1)[..., None] ** 2)
   cv.paint(sl, face, shade)
+  challenging.paint_beard(cv, ig, g, sl, Y, face)
 
   # Cheeks (highlight + fold below it, rises with cheek_raise).
   cy = _t(g["cheek_y"])
@@ -340,6 +341,7 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
   d_line = np.abs(Y - yc) / np.sqrt(1 + slope**2) - half
   d_ends = np.maximum(-tb, tb - 1.0) * (bxo - bxi)
   cv.paint(sl, _cov(np.maximum(d_line, d_ends), ppu), ig.brow)
+  challenging.paint_glasses(cv, ig, g, lw, _cov, _t)
 
   # Nasolabial folds and the smirk dimple.
   mx = _t(g["mouth_x"])
@@ -410,6 +412,7 @@ def render(identity, controls, motion: Motion, image_size: int = 64) -> dict:
     * cap
   )
   cv.paint(sl, part * 0.5, ig.hair * 0.6)
+  challenging.apply_lighting(cv, ig)
 
   frames = np.clip(np.rint(cv.img.transpose(1, 2, 3, 0) * 255.0), 0, 255).astype(np.uint8)
   mask = _face_mask(cv, ig)
