@@ -543,3 +543,61 @@ def test_report_writes_results_and_the_readme_table_from_the_json(tmp_path, orac
   assert float(m.group(1)) == pytest.approx(saved["lip_sync_correlation"], abs=5e-4)
   with pytest.raises(FileNotFoundError, match="run `make demo`"):
     report.publish(str(tmp_path / "nowhere"), str(results))
+
+
+class BlendingGenerator(RenderingGenerator):
+  """The oracle's frames blended toward the portrait by w = strength * m_face of the
+  constraint it is given: w = 0 is the oracle, w = 1 the copier (identity exactly kept,
+  no emotion), so a constraint sweep's answer is known."""
+
+  def generate(self, portrait, audio, prompt=None, intensities=None, **kw):
+    frames, info = super().generate(portrait, audio, prompt, intensities, **kw)
+    c = kw["constraint"]
+    w = float(c.strength) * float(c.m_face)
+    out = (1.0 - w) * frames.astype(np.float64) + w * portrait[None].astype(np.float64)
+    return np.round(out).astype(np.uint8), info
+
+
+def test_constraint_sweep_rows_against_a_generator_whose_answer_is_known(judge, sources):
+  from emotalker_jax.evaluation import constraint_sweep as cs
+
+  quick = dataclasses.replace(SETTINGS, frames=1)
+  rows = cs.sweep(
+    BlendingGenerator(sources), judge, sources, quick, [0.5, 1.0], [0.0, 1.0], log=lambda m: None
+  )
+  assert [(r["strength"], r["m_face"]) for r in rows[1:]] == [
+    (0.5, 0.0),
+    (0.5, 1.0),
+    (1.0, 0.0),
+    (1.0, 1.0),
+  ]
+  off = rows[0]
+  assert off["strength"] == 0 and "identity_gain" not in off
+  for r in rows:
+    for k in ("emotion_accuracy", "identity_similarity"):
+      lo, hi = r[f"{k}_ci"]
+      assert lo - 1e-9 <= r[k] <= hi + 1e-9
+  for r in (rows[1], rows[3]):  # m_face 0: w = 0, the unconstrained frames themselves
+    assert r["identity_gain"] == 0 and r["emotion_change"] == 0
+    assert r["identity_gain_ci"] == [0.0, 0.0]
+  copier = rows[4]  # w = 1: every frame is the portrait
+  assert copier["identity_similarity"] == pytest.approx(1.0, abs=1e-5)
+  assert copier["identity_gain"] == pytest.approx(1.0 - off["identity_similarity"], abs=1e-5)
+  assert copier["emotion_accuracy"] <= 1 / 8 + 1e-9 < off["emotion_accuracy"] - 0.5
+  lo, hi = copier["emotion_change_ci"]
+  assert hi < 0
+  md = cs.markdown(rows, "t")
+  assert md.count("\n| ") == len(rows) + 1  # header + one line per row
+
+
+def test_choose_takes_the_largest_identity_gain_within_the_emotion_budget():
+  from emotalker_jax.evaluation import constraint_sweep as cs
+
+  def row(s, m, acc, gain):
+    return {"strength": s, "m_face": m, "emotion_accuracy": acc, "identity_gain": gain}
+
+  off = {"strength": 0.0, "m_face": 0.0, "emotion_accuracy": 0.90}
+  rows = [off, row(0.5, 0, 0.90, 0.01), row(0.5, 1, 0.86, 0.03), row(1, 1, 0.80, 0.08)]
+  assert cs.choose(rows) is rows[2]  # (1, 1) gains most but loses 0.10 of emotion
+  assert cs.choose(rows, max_emotion_drop=0.2) is rows[3]
+  assert cs.choose([off, row(1, 1, 0.5, 0.2)]) is off

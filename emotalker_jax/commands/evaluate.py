@@ -31,8 +31,10 @@ clips, ``n_undefined``, ``n_contempt_excluded`` and the per-clip details) and OU
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import time
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,6 +104,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     "one-hot, mask) and draw the identity-vs-emotion trade-off",
   )
   p.add_argument("--raw-params", action="store_true", help="raw params instead of the EMA")
+  sw = p.add_argument_group("constraint sweep (instead of the full protocol)")
+  sw.add_argument(
+    "--constraint-sweep",
+    default=None,
+    metavar="STRENGTHS",
+    help="comma-separated constraint strengths, e.g. 0.25,0.5,1: only the single-emotion "
+    "conditions under every (strength, m_face) and the constraint off; writes "
+    "OUT/constraint_sweep.json and .md (evaluation/constraint_sweep.py)",
+  )
+  sw.add_argument(
+    "--m-face-sweep",
+    default=None,
+    metavar="M_FACES",
+    help="comma-separated m_face values for --constraint-sweep (default: the checkpoint's)",
+  )
 
 
 def _data_dir(args, config) -> str | None:
@@ -238,6 +255,8 @@ def run(args) -> int:
   out = _out_dir(
     args.out, args.checkpoint, "eval" if args.split == "test" else f"eval_{args.split}"
   )
+  if args.constraint_sweep is not None:
+    return _run_sweep(args, gen, judge, sources, st, out, where)
   judge_dir = os.fspath(args.judge)
   meta = {"split": args.split}
   if args.split != "test":
@@ -261,4 +280,55 @@ def run(args) -> int:
     log=ev.log_stderr,
   )
   print(json.dumps({**{k: result[k] for k in ev.METRIC_KEYS}, "out": paths}, indent=2))
+  return 0
+
+
+def _floats(text: str, flag: str) -> list[float]:
+  try:
+    vals = [float(x) for x in text.split(",") if x.strip()]
+  except ValueError:
+    raise ValueError(f"{flag} {text!r}: give comma-separated numbers, e.g. 0.25,0.5,1") from None
+  if not vals or not all(0.0 <= v <= 1.0 for v in vals):
+    raise ValueError(f"{flag} {text!r}: give values in [0, 1], e.g. 0.25,0.5,1")
+  return vals
+
+
+def _run_sweep(args, gen, judge, sources, st, out: str, where: str) -> int:
+  """--constraint-sweep: ``constraint_sweep.sweep`` -> OUT/constraint_sweep.json / .md."""
+  from emotalker_jax.checkpoints import atomic_output
+  from emotalker_jax.evaluation import constraint_sweep as cs
+  from emotalker_jax.evaluation.evaluate import log_stderr
+  from emotalker_jax.evaluation.results import nan_to_none
+  from emotalker_jax.inference.paths import as_path
+
+  strengths = _floats(args.constraint_sweep, "--constraint-sweep")
+  c = gen.config.sampler.constraint
+  m_faces = (
+    [float(c.m_face)] if args.m_face_sweep is None else _floats(args.m_face_sweep, "--m-face-sweep")
+  )
+  t0 = time.perf_counter()
+  rows = cs.sweep(gen, judge, sources, st, strengths, m_faces, log=log_stderr)
+  best = cs.choose(rows)
+  doc = {
+    "split": args.split,
+    "data": where,
+    "checkpoint": gen.checkpoint_dir,
+    "checkpoint_step": gen.step,
+    "identities": [s.identity for s in sources],
+    "settings": dataclasses.asdict(st),
+    "constraint": dict(c),
+    "rows": rows,
+    "chosen": {"strength": best["strength"], "m_face": best["m_face"], "rule": cs.CHOICE_RULE},
+    "wall_seconds": round(time.perf_counter() - t0, 1),
+  }
+  as_path(out).mkdir(parents=True, exist_ok=True)
+  paths = {"sweep": os.path.join(out, "constraint_sweep.json")}
+  with atomic_output(paths["sweep"]) as tmp:
+    with open(tmp, "w") as fh:
+      json.dump(nan_to_none(doc), fh, indent=2, allow_nan=False)
+  paths["report"] = os.path.join(out, "constraint_sweep.md")
+  with atomic_output(paths["report"]) as tmp:
+    with open(tmp, "w") as fh:
+      fh.write(cs.markdown(rows, f"Constraint sweep on {args.split} ({len(sources)} identities)"))
+  print(json.dumps({"chosen": doc["chosen"], "out": paths}, indent=2))
   return 0

@@ -167,7 +167,7 @@ def heldout_sources(
   ('test', or 'challenging' / 'challenging_dev': ``judge.test_clips``) with their neutral
   reference clip. Reads ``data_dir``'s TFDS build when given (test), else renders the
   split."""
-  recs, where = test_clips(size, data_dir, synthetic_seed, split)
+  recs, where = test_clips(size, data_dir, synthetic_seed, split, num_identities)
   refs = sorted(
     (r for r in recs if bool(r["is_neutral_reference"])), key=lambda r: int(r["identity"])
   )

@@ -337,17 +337,24 @@ def load_judge(path: str) -> Judge:
 # ------------------------------------------------------------------------------------------
 # Held-out clips
 # ------------------------------------------------------------------------------------------
-def test_clips(size: str, data_dir: str | None, synthetic_seed: int, split: str = "test"):
+def test_clips(
+  size: str,
+  data_dir: str | None,
+  synthetic_seed: int,
+  split: str = "test",
+  num_identities: int | None = None,
+):
   """The records of synthetic_talk/<size>'s held-out identities: split 'test' from TFDS
   when built under data_dir, else rendered in-process (same functions, identical clips);
   'challenging' / 'challenging_dev' (``input_pipeline/synthetic/challenging.py``: identities
   outside the training distribution, with size's clip plan) always rendered in-process.
+  ``num_identities``: render only the first N identities of a challenging split (None: all).
   (records, source)."""
   # synthetic_talk imports TFDS, slow to import: only the callers of test_clips pay for it.
   cfg = st.make_config(size, seed=synthetic_seed)
   if split in challenging.SPLITS:
     recs = []
-    for i in challenging.split_identities(split):
+    for i in challenging.split_identities(split)[:num_identities]:
       params = challenging.sample_challenging(i, cfg.seed)[0]
       for spec in cfg.clip_plan(i):
         recs.append(
