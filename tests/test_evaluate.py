@@ -601,3 +601,68 @@ def test_choose_takes_the_largest_identity_gain_within_the_emotion_budget():
   assert cs.choose(rows) is rows[2]  # (1, 1) gains most but loses 0.10 of emotion
   assert cs.choose(rows, max_emotion_drop=0.2) is rows[3]
   assert cs.choose([off, row(1, 1, 0.5, 0.2)]) is off
+
+
+def test_report_renders_the_challenging_split_and_keeps_its_files(tmp_path):
+  """The challenging section of RESULTS.md: numbers from metrics_challenging.json beside
+  the in-distribution ones, the recovered fraction worked out by hand, the sweeps' rows;
+  publishing a demo keeps the challenging files."""
+  from emotalker_jax.commands import report
+
+  results = tmp_path / "results"
+  results.mkdir()
+  test = {"identity_similarity": 0.95, "identity_similarity_ci": [0.94, 0.96]}
+  ch = {
+    "n_identities": 8,
+    "identity_similarity": 0.91,
+    "identity_similarity_no_constraint": 0.85,
+    "identity_similarity_constraint_gain": 0.06,
+    "identity_similarity_constraint_gain_ci": [0.05, 0.07],
+    "meta": {"challenge_factors": {"10008": ["beard", "glasses", "skin"]}, "constraint": {}},
+  }
+  (results / "metrics_challenging.json").write_text(json.dumps(ch))
+  rows = [
+    {
+      "strength": 0.0,
+      "m_face": 0.0,
+      "emotion_accuracy": 0.9,
+      "emotion_accuracy_ci": [0.8, 1.0],
+      "identity_similarity": 0.85,
+      "identity_similarity_ci": [0.8, 0.9],
+    },
+    {
+      "strength": 1.0,
+      "m_face": 0.5,
+      "emotion_accuracy": 0.875,
+      "emotion_accuracy_ci": [0.8, 0.95],
+      "identity_similarity": 0.9,
+      "identity_similarity_ci": [0.85, 0.95],
+      "identity_gain": 0.05,
+      "identity_gain_ci": [0.04, 0.06],
+      "emotion_change": -0.025,
+      "emotion_change_ci": [-0.05, 0.0],
+    },
+  ]
+  sweep = {
+    "identities": list(range(8)),
+    "rows": rows,
+    "chosen": {"strength": 1.0, "m_face": 0.5, "rule": "r"},
+  }
+  (results / "constraint_sweep_challenging_dev.json").write_text(json.dumps(sweep))
+  text = report.challenging_markdown(str(results), test)
+  # drop 0.95 - 0.85 = 0.10, recovered 0.06 = 60 %
+  assert "Drop without the constraint" in text and "0.1000" in text and "60%" in text
+  assert "| constraint gain (paired) | - | 0.060 [0.050, 0.070] |" in text
+  assert (
+    "| 1 | 0.5 | 0.875 [0.800, 0.950] | 0.9000 [0.850, 0.950] | +0.0500 [0.040, 0.060] |" in text
+  )
+  assert "strength 1, m_face 0.5 (r)" in text and "10008: beard, glasses, skin" in text
+  assert report.challenging_markdown(str(tmp_path), test) == ""  # nothing published
+  demo = tmp_path / "demo"
+  demo.mkdir()
+  for name in ("metrics.json", "summary.json"):
+    (demo / name).write_text("{}")
+  report.publish(str(demo), str(results))
+  assert {"metrics_challenging.json", "constraint_sweep_challenging_dev.json"} <= set(
+    os.listdir(results)
+  )

@@ -30,6 +30,14 @@ RUN_FILES = (
   "fig3_strength.png",
   "fig_mixed.png",
 )
+# Published by `emotalker eval --split challenging(_dev)` runs, not by the demo: kept when a
+# demo is published, and rendered into RESULTS.md when present.
+KEPT_FILES = (
+  "metrics_challenging.json",
+  "constraint_sweep_challenging_dev.json",
+  "constraint_sweep_challenging.json",
+  "mixtures_ablation.json",
+)
 STAGES = (
   ("synth", "synthetic benchmark (`emotalker synth`)"),
   ("eib", "EIB on FED (`emotalker eib-train`)"),
@@ -69,6 +77,8 @@ def publish(demo: str, results: str) -> list[str]:
   os.makedirs(results, exist_ok=True)
   for name in os.listdir(results):
     path = os.path.join(results, name)
+    if name in KEPT_FILES:
+      continue
     if os.path.isfile(path) and not os.path.isfile(os.path.join(demo, name)):
       os.remove(path)
   copied = []
@@ -201,6 +211,92 @@ def results_markdown(metrics: dict, summary: dict, ablations: list | None) -> st
   )
 
 
+def _load(results: str, name: str):
+  path = os.path.join(results, name)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as fh:
+    return json.load(fh)
+
+
+def _v(d: dict, k: str) -> str:
+  v, ci = d.get(k), d.get(f"{k}_ci")
+  if v is None:
+    return "-"
+  return f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+CHALLENGING_ROWS = (
+  ("identity_similarity", "identity, default constraint"),
+  ("identity_similarity_no_constraint", "identity, constraint off"),
+  ("identity_similarity_constraint_gain", "constraint gain (paired)"),
+  ("identity_similarity_ground_truth", "identity of the ground truth (ceiling)"),
+  ("emotion_accuracy", "emotion accuracy"),
+  ("mixed_top2_accuracy", "mixed top-2"),
+  ("lip_sync_correlation", "lip sync"),
+)
+
+
+def challenging_markdown(results: str, metrics: dict) -> str:
+  """RESULTS.md's section on the challenging identities, from metrics_challenging.json and
+  the constraint sweeps (empty when none was published)."""
+  from emotalker_jax.evaluation import constraint_sweep as cs
+
+  ch = _load(results, "metrics_challenging.json")
+  sweeps = [
+    (name, _load(results, f"constraint_sweep_{name}.json"))
+    for name in ("challenging_dev", "challenging")
+  ]
+  if ch is None and not any(d for _, d in sweeps):
+    return ""
+  lines = ["", "## Challenging identities: the identity constraint", ""]
+  if ch is not None:
+    meta = ch.get("meta", {})
+    factors = meta.get("challenge_factors", {})
+    lines += [
+      "`emotalker eval --split challenging` (written to `docs/results/metrics_challenging.json`): "
+      f"{ch['n_identities']} identities outside the training distribution "
+      "(input_pipeline/synthetic/challenging.py; docs/SYNTHETIC.md), constraint "
+      f"{json.dumps(meta.get('constraint', {}), sort_keys=True)}. Factors per identity: "
+      + "; ".join(f"{i}: {', '.join(f)}" for i, f in factors.items())
+      + ".",
+      "",
+      "| figure | in distribution (test split) | challenging |",
+      "|---|---|---|",
+    ]
+    lines += [f"| {label} | {_v(metrics, k)} | {_v(ch, k)} |" for k, label in CHALLENGING_ROWS]
+    drop = metrics.get("identity_similarity", float("nan")) - ch.get(
+      "identity_similarity_no_constraint", float("nan")
+    )
+    gain = ch.get("identity_similarity_constraint_gain", float("nan"))
+    lines += [
+      "",
+      f"Drop without the constraint (in-distribution identity minus challenging identity "
+      f"with the constraint off): {drop:.4f}; the default constraint recovers {gain:.4f}, "
+      f"{gain / drop:.0%} of it."
+      if drop > 0
+      else "No drop: the challenging identity without the constraint ("
+      + _v(ch, "identity_similarity_no_constraint")
+      + ") is not below the in-distribution figure.",
+    ]
+  for name, d in sweeps:
+    if d is None:
+      continue
+    lines += [
+      "",
+      cs.markdown(
+        d["rows"], f"Constraint sweep on `{name}` ({len(d['identities'])} identities)"
+      ).rstrip(),
+    ]
+    if name == "challenging_dev":
+      c = d["chosen"]
+      lines += [
+        "",
+        f"Chosen on this split: strength {c['strength']:g}, m_face {c['m_face']:g} ({c['rule']}).",
+      ]
+  return "\n".join(lines) + "\n"
+
+
 def readme_block(metrics: dict, summary: dict) -> str:
   from emotalker_jax.evaluation import results
 
@@ -255,9 +351,10 @@ def run(args) -> int:
     summary = json.load(fh)
   abl_path = os.path.join(args.results, "ablations.json")
   ablations = json.load(open(abl_path)) if os.path.isfile(abl_path) else None
+  text = results_markdown(metrics, summary, ablations) + challenging_markdown(args.results, metrics)
   with atomic_output(args.out) as tmp:
     with open(tmp, "w") as fh:
-      fh.write(results_markdown(metrics, summary, ablations))
+      fh.write(text)
   print(f"[report] wrote {args.out}")
   if args.readme:
     with open(args.readme) as fh:
