@@ -666,3 +666,19 @@ def test_report_renders_the_challenging_split_and_keeps_its_files(tmp_path):
   assert {"metrics_challenging.json", "constraint_sweep_challenging_dev.json"} <= set(
     os.listdir(results)
   )
+
+
+def test_recorded_variants_keep_the_runs_figures_and_replace_by_name(tmp_path):
+  path = str(tmp_path / "ab.json")
+  r1 = {"mixed_top2_accuracy": 0.5, "mixed_top2_accuracy_ci": [0.4, 0.6], "emotion_accuracy": 0.9}
+  r2 = {"mixed_top2_accuracy": 0.7, "mixed_top2_accuracy_ci": [0.6, 0.8], "generation_seconds": 12}
+  eval_results.record_variant(path, "joint", "baseline", r1, {"guidance_mode": "joint"})
+  eval_results.record_variant(path, "composed", "one term per emotion", r2, {"guidance": 2.0})
+  eval_results.record_variant(path, "joint", "baseline, rerun", r2, {})
+  rows = json.load(open(path))
+  assert [r["variant"] for r in rows] == ["composed", "joint"]
+  assert rows[1]["note"] == "baseline, rerun" and rows[1]["mixed_top2_accuracy"] == 0.7
+  assert rows[0]["guidance"] == 2.0 and rows[0]["mixed_top2_accuracy_ci"] == [0.6, 0.8]
+  assert rows[0]["emotion_accuracy"] is None
+  md = eval_results.variants_markdown(rows)
+  assert len(md) == 4 and "| composed | 0.700 [0.600, 0.800] |" in md[2]

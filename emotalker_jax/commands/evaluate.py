@@ -104,6 +104,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     "one-hot, mask) and draw the identity-vs-emotion trade-off",
   )
   p.add_argument("--raw-params", action="store_true", help="raw params instead of the EMA")
+  p.add_argument(
+    "--record-variant",
+    default=None,
+    metavar="NAME",
+    help="also add this run's figures as row NAME (replacing one of that name) to "
+    "--variants-file: the ablation table docs/RESULTS.md renders",
+  )
+  p.add_argument(
+    "--variant-note", default="", help="--record-variant: what the variant is and shows"
+  )
+  p.add_argument(
+    "--variants-file",
+    default="docs/results/mixtures_ablation.json",
+    help="--record-variant's JSON list (default: docs/results/mixtures_ablation.json)",
+  )
   sw = p.add_argument_group("constraint sweep (instead of the full protocol)")
   sw.add_argument(
     "--constraint-sweep",
@@ -279,6 +294,24 @@ def run(args) -> int:
     ablations=args.ablations,
     log=ev.log_stderr,
   )
+  if args.record_variant:
+    from emotalker_jax.evaluation.results import record_variant
+
+    sc = gen.config.sampler
+    record_variant(
+      args.variants_file,
+      args.record_variant,
+      args.variant_note,
+      result,
+      {
+        "checkpoint_step": gen.step,
+        "guidance": float(sc.guidance if st.guidance is None else st.guidance),
+        "guidance_mode": str(sc.get("guidance_mode", "joint")),
+        "constraint": dict(sc.constraint),
+        "split": args.split,
+      },
+    )
+    paths["variants"] = args.variants_file
   print(json.dumps({**{k: result[k] for k in ev.METRIC_KEYS}, "out": paths}, indent=2))
   return 0
 

@@ -247,9 +247,25 @@ def challenging_markdown(results: str, metrics: dict) -> str:
     (name, _load(results, f"constraint_sweep_{name}.json"))
     for name in ("challenging_dev", "challenging")
   ]
+  variants = _load(results, "mixtures_ablation.json")
+  lines = []
+  if variants:
+    from emotalker_jax.evaluation.results import variants_markdown
+
+    lines += [
+      "",
+      "## Mixed emotions: the variants tried",
+      "",
+      "Each row is one `emotalker eval --record-variant NAME` run on the held-out identities "
+      "(docs/results/mixtures_ablation.json); intervals are 95 % bootstrap intervals over "
+      "(identity, prompt) units; the floor of the mixed intensity error is the benchmark's "
+      "own rendering against the labels.",
+      "",
+      *variants_markdown(variants),
+    ]
   if ch is None and not any(d for _, d in sweeps):
-    return ""
-  lines = ["", "## Challenging identities: the identity constraint", ""]
+    return "\n".join(lines) + "\n" if lines else ""
+  lines += ["", "## Challenging identities: the identity constraint", ""]
   if ch is not None:
     meta = ch.get("meta", {})
     factors = meta.get("challenge_factors", {})

@@ -323,3 +323,69 @@ def _json_default(x: Any):
   if isinstance(x, np.ndarray):
     return x.tolist()
   raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+# The figures a variant row of an ablation file keeps (``record_variant``), with intervals.
+VARIANT_KEYS = (
+  "mixed_top2_accuracy",
+  "mixed_intensity_error",
+  "mixed_intensity_error_ground_truth",
+  "ceiling_mixed_top2_labels",
+  "mixed_top2_accuracy_explicit",
+  "emotion_accuracy",
+  "intensity_spearman",
+  "identity_similarity",
+  "lip_sync_correlation",
+)
+
+
+def record_variant(path: str, name: str, note: str, result: dict, meta: dict) -> dict:
+  """Adds (or replaces, by name) one row to the JSON list at ``path``: the variant's
+  ``VARIANT_KEYS`` figures and their ``_ci`` from an evaluation ``result``, the sampler
+  settings from ``meta`` and ``note`` (what the variant is and what it shows). Returns
+  the row."""
+  row = {"variant": name, "note": note}
+  for k in VARIANT_KEYS:
+    row[k] = result.get(k)
+    if f"{k}_ci" in result:
+      row[f"{k}_ci"] = result[f"{k}_ci"]
+  for k in ("checkpoint_step", "guidance", "guidance_mode", "constraint", "split"):
+    if k in meta:
+      row[k] = meta[k]
+  row["generation_seconds"] = result.get("generation_seconds")
+  rows = []
+  if os.path.isfile(path):
+    with open(path) as fh:
+      rows = json.load(fh)
+  rows = [r for r in rows if r.get("variant") != name] + [nan_to_none(row)]
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with atomic_output(path) as tmp:
+    with open(tmp, "w") as fh:
+      json.dump(rows, fh, indent=2, allow_nan=False)
+  return row
+
+
+def variants_markdown(rows: Sequence[dict]) -> list[str]:
+  """Table lines of an ablation file's rows (``record_variant``)."""
+
+  def v(r, k, digits=3):
+    x, ci = r.get(k), r.get(f"{k}_ci")
+    if x is None:
+      return "-"
+    return f"{x:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
+
+  out = [
+    "| variant | mixed top-2 | mixed intensity error (floor) | explicit top-2 | "
+    "emotion accuracy | identity | lip sync | generation s | what it shows |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
+  for r in rows:
+    floor = r.get("mixed_intensity_error_ground_truth")
+    out.append(
+      f"| {r['variant']} | {v(r, 'mixed_top2_accuracy')} | {v(r, 'mixed_intensity_error')}"
+      + (f" ({floor:.3f})" if floor is not None else "")
+      + f" | {v(r, 'mixed_top2_accuracy_explicit')} | {v(r, 'emotion_accuracy')} | "
+      f"{v(r, 'identity_similarity')} | {v(r, 'lip_sync_correlation')} | "
+      f"{r.get('generation_seconds') or '-'} | {r.get('note', '')} |"
+    )
+  return out
