@@ -126,6 +126,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.sampler.eta = 0.0
   c.sampler.spacing = "uniform"  # 'uniform' | 'trailing' | 'leading'
   c.sampler.guidance = 2.0
+  # 'joint': one CFG term for the whole condition (eq. 5); 'composed': one term per active
+  # emotion, out_u + w sum_i (out_{c_i} - out_u) (diffusion/compose.py), costing one UNet
+  # call on batch (|A| + 1) B per step instead of 2B; |A| <= 1 samples as 'joint'.
+  c.sampler.guidance_mode = "joint"
+  c.sampler.compose_min_intensity = 0.05  # composed: an emotion with s_i >= this is a component
+  c.sampler.compose_max = 3  # composed: at most this many components, the strongest
   c.sampler.inversion_iters = 2  # fixed-point refinements per DDIM-inversion step (0 = plain eq. 4)
   # Emotion tokens see s_k' = max(s) (s_k / max(s)) ** intensity_gamma: the fainter parts of
   # a mixture lifted toward the strongest (1 = as trained; models/eib.calibrate_intensities).

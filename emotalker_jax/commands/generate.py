@@ -3,6 +3,7 @@
   emotalker generate --checkpoint WORKDIR --portrait photo.jpg --audio speech.wav \\
       (--prompt "a little sad and fearful" | --emotion happy=0.7,surprised=0.3) \\
       --out out.mp4 [--paste-back] [--frames-dir DIR] [--crop face|center] \\
+      [--guidance-mode joint|composed] \\
       [--face-index N] [--seed 0 --steps 25 --guidance 2 --eta 0 --batch-frames 8] \\
       [--config.sampler.constraint.strength=0.8 ...]
 
@@ -95,6 +96,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     "(needs --crop face)",
   )
   p.add_argument(
+    "--guidance-mode",
+    default=None,
+    help="joint: one guidance term for the whole emotion (eq. 5); composed: one term per "
+    "active emotion of a mixture, out_u + w sum_i (out_i - out_u), costing (|A| + 1) / 2 "
+    "times the UNet work (default: sampler.guidance_mode)",
+  )
+  p.add_argument(
     "--frames-dir",
     default=None,
     help="also write the video's frames as PNGs DIR/000000.png, ... (a new or empty folder)",
@@ -158,6 +166,10 @@ def run(args) -> int:
     raise ValueError("--face-index picks a detected face: it needs --crop face")
   if args.face_index is not None and args.face_index < 0:
     raise ValueError(f"--face-index must be >= 0 (0 = largest), got {args.face_index}")
+  if args.guidance_mode is not None:
+    from emotalker_jax.diffusion.compose import check_guidance_mode
+
+    check_guidance_mode(args.guidance_mode, "--guidance-mode")
   intensities = parse_emotion_spec(args.emotion) if args.emotion is not None else None
   if args.prompt is not None and not args.prompt.strip():
     raise ValueError("--prompt is empty; describe the emotion, e.g. --prompt 'very happy'")
@@ -187,6 +199,7 @@ def run(args) -> int:
       batch_frames=args.batch_frames,
       max_audio_seconds=args.max_audio_seconds,
       progress=bar,
+      guidance_mode=args.guidance_mode,
     )
     # crops -> (contact sheet) -> rendered frames -> (PNG frames) -> mp4, a chunk at a time
     sheet = I.SheetFrames(stream.num_frames)

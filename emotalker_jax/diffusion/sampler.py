@@ -35,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
+from emotalker_jax.diffusion import compose
 from emotalker_jax.diffusion import schedule as sched_lib
 from emotalker_jax.diffusion.schedule import Schedule
 
@@ -333,6 +334,7 @@ def ddim_sample(
   inv_trajectory=None,
   mask=None,
   return_trajectory: bool = False,
+  components: Any = None,
 ):
   """Guided (eq. 5), constrained (eq. 6) DDIM from z_T down to the clean level (one lax.scan).
 
@@ -350,6 +352,10 @@ def ddim_sample(
       lambda_k M = 1 returns z^inv_k exactly and 0 leaves ẑ unchanged).
     mask: M, (h, w) or (B or 1, h, w) in [0, 1] (``latent_mask_from_face_mask``); None = 1.
     return_trajectory: also return the latent after every step, (steps, B, h, w, C).
+    components: None (joint guidance, eq. 5) or the K component conditions of composed
+      guidance (leaves (K or 1, B or 1, ...); ``compose.composed_output``): each step is
+      then out_u + w sum_i (out_{c_i} - out_u), one denoiser call on batch (K + 1) B, and
+      ``cond`` only gives the batch size.
   Returns:
     (B, h, w, C) latents at the clean level (and the trajectory if asked).
   """
@@ -381,7 +387,10 @@ def ddim_sample(
 
   def step(z, xs):
     t, at, ap, lk, zinv, key = xs
-    out = _guided_output(denoise_fn, z, t, cond, guidance, uncond)
+    if components is None:
+      out = _guided_output(denoise_fn, z, t, cond, guidance, uncond)
+    else:
+      out = compose.composed_output(denoise_fn, z, t, components, guidance, uncond)
     eps, x0 = sched_lib.eps_x0_from_output_ab(schedule.prediction_type, at, z, out)
     if eta > 0.0:
       sigma = _ddim_sigma(eta, at, ap)
@@ -473,6 +482,7 @@ def sample_frames(
   mask=None,
   batch_sharding: NamedSharding | None = None,
   return_trajectory: bool = False,
+  components: Any = None,
 ):
   """Guided constrained DDIM (eqs. 5, 6) for a batch of B frames that all start from the
   shared ``z_start`` (1, h, w, C) (``start_latent``) and are constrained toward the shared
@@ -485,6 +495,8 @@ def sample_frames(
     rng: key of the DDIM noise (eta > 0).
     batch_sharding: optional NamedSharding for (B, ...) arrays: the frame batch is
       constrained to it (the frames split over the devices).
+    components: None (joint guidance) or the composed guidance's component conditions
+      (``ddim_sample``, ``compose.composed_output``).
     Others: as ``ddim_sample``.
   Returns:
     (B, h, w, C) latents of the frames (and the sampling trajectory if asked).
@@ -508,6 +520,7 @@ def sample_frames(
     inv_trajectory=inv_trajectory if constraint is not None else None,
     mask=mask,
     return_trajectory=return_trajectory,
+    components=components,
   )
 
 

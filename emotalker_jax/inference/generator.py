@@ -75,9 +75,9 @@ import numpy as np
 
 from emotalker_jax import checkpoints, parallel
 from emotalker_jax.audio import features_from_config, is_silent
-from emotalker_jax.diffusion import sampler
+from emotalker_jax.diffusion import compose, sampler
 from emotalker_jax.diffusion import schedule as sched
-from emotalker_jax.emotions import EMOTION_INDEX, NUM_EMOTIONS, intensities_to_dict
+from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS, intensities_to_dict
 from emotalker_jax.inference.inputs import DEFAULT_MAX_AUDIO_SECONDS, centre_face_mask, check_audio
 from emotalker_jax.models.autoencoder import build_autoencoder, decode_latent, encode_to_latent
 from emotalker_jax.models.eib import calibrate_intensities
@@ -211,6 +211,17 @@ def emotion_tokens(model, text_module, params, text_params, ids, mask, s, *, use
   return tokens, s, null
 
 
+def component_tokens(model, params, r, tokens):
+  """Composed guidance's component token sets: r (K, 8) restricted intensities (already
+  calibrated), tokens (1, 8 + T, D) the prompt's -> (K, 8 + T, D): the emotion tokens of
+  each row (``explicit_emotion``), followed by the prompt's T pooled-text tokens (the same
+  in every component; for explicit intensities they are the no-text tokens)."""
+  k, n = r.shape
+  emo = model.apply({"params": params}, r, method="explicit_emotion")[:, :n]
+  text = jnp.broadcast_to(tokens[:, n:], (k, tokens.shape[1] - n, tokens.shape[2]))
+  return jnp.concatenate([emo.astype(tokens.dtype), text], axis=1)
+
+
 def encode_source(model, vae, params, vae_params, x, mel_src, s_src):
   """x (2, S, S, 3) in [-1, 1] = [x_mask; x_ref] -> spatial (1, h, w, 2C), z_src
   (1, h, w, C), source context (1, N, D) (explicit intensities s_src (1, 8), audio
@@ -259,6 +270,7 @@ def sample_chunk(
   rng,
   guidance,
   constraint,
+  components=None,
   *,
   steps,
   eta,
@@ -266,7 +278,9 @@ def sample_chunk(
 ):
   """One chunk of B frames: context, guided constrained DDIM from the shared start latent
   (``sampler.sample_frames``), decode. mel (B, W, n_mels) sharded on the batch; the rest
-  replicated. -> (B, S, S, 3) uint8, sharded on the batch."""
+  replicated. components: None (joint guidance) or the composed guidance's K token sets
+  (K, N, D) (``component_tokens``), each given the chunk's audio tokens.
+  -> (B, S, S, 3) uint8, sharded on the batch."""
   p = {"params": params}
   B = mel.shape[0]
   bsh = NamedSharding(mesh, P(tuple(a for a in BATCH_AXES if a in mesh.shape)))
@@ -274,6 +288,10 @@ def sample_chunk(
   ctx_null = model.apply(p, mel, null, method="context")
   cond = {"spatial": jnp.broadcast_to(spatial, (B,) + spatial.shape[1:]), "context": ctx}
   uncond = {"spatial": spatial, "context": ctx_null}
+  comp = None
+  if components is not None:  # K is static (<= sampler.compose_max): a Python loop
+    ctx_k = [model.apply(p, mel, c[None], method="context") for c in components]
+    comp = {"spatial": spatial[None], "context": jnp.stack(ctx_k)}
   z0 = sampler.sample_frames(
     _denoiser(model, params),
     schedule,
@@ -289,6 +307,7 @@ def sample_chunk(
     constraint=constraint,
     mask=mask,
     batch_sharding=bsh,
+    components=comp,
   )
   return jax.lax.with_sharding_constraint(decode_frames(vae, vae_params, z0), bsh)
 
@@ -442,6 +461,33 @@ class Generator:
     tokens, s_used, null = jax.device_put(fn(*args), rep)
     return tokens, null, np.asarray(jax.device_get(s_used), np.float32)[0], source
 
+  def emotion_components(
+    self, tokens, s_used, intensity_gamma: float = 1.0, min_intensity=None, max_components=None
+  ):
+    """Composed guidance's component token sets for the tokens ``emotion`` returned.
+
+    The components are the active non-neutral emotions of s' = calibrate_intensities(
+    s_used, gamma), the vector the tokens were built from (``compose.active_emotions``;
+    None: config.sampler.compose_min_intensity / compose_max); component i's tokens are
+    those of s' restricted to emotion i, with the prompt's pooled-text tokens kept
+    (``component_tokens``). Returns (components (K, N, D) or None when K <= 1, i.e. joint
+    guidance, the active emotions' indices in MEAD order, strongest first).
+    """
+    sc = self.config.sampler
+    lo = float(sc.get("compose_min_intensity", 0.05) if min_intensity is None else min_intensity)
+    top = int(sc.get("compose_max", 3) if max_components is None else max_components)
+    s_cal = np.asarray(calibrate_intensities(np.asarray(s_used, np.float32), intensity_gamma))
+    idx = compose.active_emotions(s_cal, lo, top)
+    if len(idx) <= 1:
+      return None, idx
+    args = jax.device_put(
+      (self.params, compose.restricted_intensities(s_cal, idx), tokens), self._replicated()
+    )
+    fn = self._compile(
+      "components", functools.partial(component_tokens, self.model), args, {}, False
+    )
+    return jax.device_put(fn(*args), self._replicated()), idx
+
   def _gamma(self, intensity_gamma, steps: int, guidance: float) -> float:
     """The calibration exponent of a call: the argument, else the generator's, unless its
     calibration was measured with other DDIM steps / guidance (then 1, with a warning)."""
@@ -519,6 +565,7 @@ class Generator:
     mask: str | None = None,
     progress: Callable[[int], None] | None = None,
     intensity_gamma: float | None = None,
+    guidance_mode: str | None = None,
   ) -> FrameStream:
     """Talking-face frames for a prepared portrait and a waveform, chunk by chunk.
 
@@ -545,6 +592,9 @@ class Generator:
       intensity_gamma: the emotion tokens see ``calibrate_intensities(s, gamma)`` (None:
         config.sampler.intensity_gamma, which ``load_generator`` takes from the
         checkpoint's calibration.json when there is one).
+      guidance_mode: 'joint' (eq. 5) | 'composed' (one guidance term per active emotion,
+        ``diffusion.compose``; a one-emotion vector samples as 'joint') (None:
+        config.sampler.guidance_mode).
     Returns:
       a ``FrameStream`` of N = floor(duration * fps) frames; its ``info`` dict (intensities
       used, emotion source, sampler settings) gets its ``timing`` once the stream is spent.
@@ -573,6 +623,10 @@ class Generator:
     eta = float(sc.eta if eta is None else eta)
     if eta < 0:
       raise ValueError(f"eta must be >= 0, got {eta}")
+    where = "sampler.guidance_mode" if guidance_mode is None else "guidance_mode"
+    guidance_mode = compose.check_guidance_mode(
+      str(sc.get("guidance_mode", "joint") if guidance_mode is None else guidance_mode), where
+    )
     spacing, iters = str(sc.spacing), int(sc.inversion_iters)
     constraint = (
       sampler.ConstraintConfig.from_config(sc.constraint) if constraint is None else constraint
@@ -587,6 +641,9 @@ class Generator:
     # ---- emotion, source inversion (cached), start latent ----
     gamma = self._gamma(intensity_gamma, steps, guidance)
     tokens, null, s_used, source = self.emotion(prompt, intensities, gamma)
+    components, active = None, []
+    if guidance_mode == "composed":
+      components, active = self.emotion_components(tokens, s_used, gamma)
     region = mask_region(face, str(self.config.data.mask if mask is None else mask))
     x_ref = portrait.astype(np.float32) / 127.5 - 1.0
     x_mask = np.where(region[..., None] > 0, np.float32(0.0), x_ref)
@@ -608,7 +665,7 @@ class Generator:
       bsz,
       k_sample,
       (self.params, self.vae_params, self.schedule, z_start, traj, spatial),
-      (tokens, null, latent_mask),
+      (tokens, null, latent_mask, components),
       guidance,
       constraint,
       {"steps": steps, "eta": eta, "spacing": spacing},
@@ -628,6 +685,9 @@ class Generator:
       "seed": int(seed),
       "steps": steps,
       "guidance": guidance,
+      "guidance_mode": guidance_mode,
+      # composed: the emotions guided separately (fewer than 2: sampled as joint)
+      "compose_emotions": [EMOTIONS[i] for i in active],
       "eta": eta,
       "spacing": spacing,
       "inversion_iters": iters,
@@ -697,7 +757,7 @@ class Generator:
     chunk i = frames [start, stop) of mel (N, W, n_mels) (its DDIM noise from
     fold_in(k_sample, i); a short last chunk padded by repeating its last window).
     shared = (params, vae_params, schedule, z_start, traj, spatial), emotion = (tokens,
-    null, latent mask)."""
+    null, latent mask, components or None)."""
     n = mel.shape[0]
     rep = self._replicated()
     bsh = NamedSharding(
@@ -705,7 +765,7 @@ class Generator:
     )
     g = jax.device_put(jnp.float32(guidance), rep)
     constraint_d = jax.device_put(constraint, rep)
-    tokens, null, latent_mask = emotion
+    tokens, null, latent_mask, components = emotion
 
     def chunk_args(i, start, stop):
       m_chunk = mel[start:stop]
@@ -721,6 +781,7 @@ class Generator:
         rng,
         g,
         constraint_d,
+        components,
       )
 
     chunk_fn = self._compile(
