@@ -617,3 +617,22 @@ def test_cli_generate_writes_mp4_with_audio_and_contact_sheet(tmp_path, workdir,
     ]
   )
   assert rc == 2 and "emotalker train" in capsys.readouterr().err
+
+
+def test_a_prompt_without_emotion_content_is_drawn_neutral_with_a_warning(gen, monkeypatch):
+  """The rule of `emotalker emotion` (models.eib.no_emotion_content) in generation: such a
+  prompt gives exactly the frames of the explicit neutral vector. The tiny model's EIB is
+  untrained, so the EIB's reading is replaced by a stub that finds no content."""
+  from emotalker_jax import fed
+  from emotalker_jax.inference import generator as G
+
+  portrait, audio = portrait32(), speech(0.2)
+  neutral = np.zeros(8, np.float32)
+  neutral[0] = fed.NEUTRAL_DEFAULT
+  want, _ = gen.generate(portrait, audio, intensities=neutral, steps=STEPS)
+  monkeypatch.setattr(G, "no_emotion_content", lambda s, prompts: np.ones(len(prompts), bool))
+  with pytest.warns(UserWarning, match="'reading the weather report' names no emotion"):
+    got, info = gen.generate(portrait, audio, prompt="reading the weather report", steps=STEPS)
+  np.testing.assert_array_equal(got, want)
+  assert info["emotion_source"] == "no_emotion_content"
+  assert info["intensities"]["neutral"] == pytest.approx(fed.NEUTRAL_DEFAULT)

@@ -78,9 +78,10 @@ from emotalker_jax.audio import features_from_config, is_silent
 from emotalker_jax.diffusion import compose, sampler
 from emotalker_jax.diffusion import schedule as sched
 from emotalker_jax.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS, intensities_to_dict
+from emotalker_jax.fed import NEUTRAL_DEFAULT
 from emotalker_jax.inference.inputs import DEFAULT_MAX_AUDIO_SECONDS, centre_face_mask, check_audio
 from emotalker_jax.models.autoencoder import build_autoencoder, decode_latent, encode_to_latent
-from emotalker_jax.models.eib import calibrate_intensities
+from emotalker_jax.models.eib import calibrate_intensities, no_emotion_content
 from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
 from emotalker_jax.models.text_encoder import load_text_encoder
 from input_pipeline.pipeline import mask_region
@@ -411,7 +412,9 @@ class Generator:
     The tokens are built from the calibrated intensities (``models.eib.
     calibrate_intensities`` with intensity_gamma; None: ``self.intensity_gamma``).
     Returns (tokens (1, N, D), null tokens (1, N, D), intensities (8,) float32 numpy as
-    given or as the EIB read them (before calibration), source 'prompt' | 'intensities').
+    given or as the EIB read them (before calibration), source 'prompt' | 'intensities' |
+    'no_emotion_content': a prompt that names no emotion (``models.eib.no_emotion_content``)
+    gets neutral intensities (``fed.NEUTRAL_DEFAULT``) and a warning).
     Raises ValueError for an empty prompt, both or neither given, intensities outside
     [0, 1] / of the wrong length, or intensity_gamma <= 0.
     """
@@ -459,7 +462,16 @@ class Generator:
       rules=False,
     )
     tokens, s_used, null = jax.device_put(fn(*args), rep)
-    return tokens, null, np.asarray(jax.device_get(s_used), np.float32)[0], source
+    s_used = np.asarray(jax.device_get(s_used), np.float32)[0]
+    if source == "prompt" and no_emotion_content(s_used[None], [prompt])[0]:
+      # As `emotalker emotion` does: a prompt that names no emotion is drawn neutral.
+      warnings.warn(
+        f"prompt {prompt!r} names no emotion; using neutral={NEUTRAL_DEFAULT}", stacklevel=2
+      )
+      neutral = np.zeros(NUM_EMOTIONS, np.float32)
+      neutral[0] = NEUTRAL_DEFAULT
+      return (*self.emotion(intensities=neutral, intensity_gamma=gamma)[:3], "no_emotion_content")
+    return tokens, null, s_used, source
 
   def emotion_components(
     self, tokens, s_used, intensity_gamma: float = 1.0, min_intensity=None, max_components=None
