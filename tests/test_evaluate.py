@@ -594,13 +594,23 @@ def test_choose_takes_the_largest_identity_gain_within_the_emotion_budget():
   from emotalker_jax.evaluation import constraint_sweep as cs
 
   def row(s, m, acc, gain):
-    return {"strength": s, "m_face": m, "emotion_accuracy": acc, "identity_gain": gain}
+    return {
+      "strength": s,
+      "m_face": m,
+      "emotion_accuracy": acc,
+      "identity_gain": gain,
+      "identity_gain_ci": [gain / 2, gain * 1.5],
+    }
 
   off = {"strength": 0.0, "m_face": 0.0, "emotion_accuracy": 0.90}
   rows = [off, row(0.5, 0, 0.90, 0.01), row(0.5, 1, 0.86, 0.03), row(1, 1, 0.80, 0.08)]
   assert cs.choose(rows) is rows[2]  # (1, 1) gains most but loses 0.10 of emotion
   assert cs.choose(rows, max_emotion_drop=0.2) is rows[3]
-  assert cs.choose([off, row(1, 1, 0.5, 0.2)]) is off
+  assert cs.choose([off, row(1, 1, 0.5, 0.2)]) is None
+  noisy = row(0.5, 1, 0.9, 0.05)
+  noisy["identity_gain_ci"] = [-0.01, 0.11]  # a gain inside the noise is not chosen
+  assert cs.choose([off, rows[1], noisy]) is rows[1]
+  assert cs.choose([off, noisy]) is None
 
 
 def test_report_renders_the_challenging_split_and_keeps_its_files(tmp_path):

@@ -351,7 +351,11 @@ def _run_sweep(args, gen, judge, sources, st, out: str, where: str) -> int:
     "settings": dataclasses.asdict(st),
     "constraint": dict(c),
     "rows": rows,
-    "chosen": {"strength": best["strength"], "m_face": best["m_face"], "rule": cs.CHOICE_RULE},
+    "chosen": {
+      "strength": None if best is None else best["strength"],
+      "m_face": None if best is None else best["m_face"],
+      "rule": cs.CHOICE_RULE,
+    },
     "wall_seconds": round(time.perf_counter() - t0, 1),
   }
   as_path(out).mkdir(parents=True, exist_ok=True)

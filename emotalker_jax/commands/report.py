@@ -308,7 +308,9 @@ def challenging_markdown(results: str, metrics: dict) -> str:
       c = d["chosen"]
       lines += [
         "",
-        f"Chosen on this split: strength {c['strength']:g}, m_face {c['m_face']:g} ({c['rule']}).",
+        f"Chosen on this split: strength {c['strength']:g}, m_face {c['m_face']:g} ({c['rule']})."
+        if c.get("strength") is not None
+        else f"No setting chosen on this split ({c['rule']}): the default stays.",
       ]
   return "\n".join(lines) + "\n"
 

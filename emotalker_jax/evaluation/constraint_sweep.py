@@ -12,8 +12,9 @@ m_face is the constraint mask's value inside the face (eq. 6; ``sampler.latent_m
 _face_mask``): 0 constrains only outside the face (what the masked and reference frames
 already carry), 1 pulls the whole face toward the inverted source trajectory.
 
-``choose`` picks, on a development split, the setting with the largest identity gain whose
-emotion accuracy stays within ``max_emotion_drop`` of the unconstrained run's.
+``choose`` picks, on a development split, the setting with the largest identity gain
+outside the noise whose emotion accuracy stays within ``max_emotion_drop`` of the
+unconstrained run's (None: no setting gains outside the noise).
 """
 
 from __future__ import annotations
@@ -91,22 +92,23 @@ def sweep(
 
 
 CHOICE_RULE = (
-  "the largest paired identity gain with emotion accuracy at most 0.05 below the "
-  "constraint off, on the development split"
+  "the largest paired identity gain whose interval lies above 0, with emotion accuracy at "
+  "most 0.05 below the constraint off, on the development split; none: keep the default"
 )
 
 
-def choose(rows: Sequence[dict], max_emotion_drop: float = 0.05) -> dict:
-  """The constrained row with the largest identity gain whose emotion accuracy is at most
-  ``max_emotion_drop`` below the unconstrained row's (the first row); the constraint-off
-  row when none qualifies."""
+def choose(rows: Sequence[dict], max_emotion_drop: float = 0.05) -> dict | None:
+  """The constrained row with the largest identity gain among those whose gain interval
+  lies above 0 and whose emotion accuracy is at most ``max_emotion_drop`` below the
+  unconstrained row's (the first row); None when no setting gains outside the noise."""
   off = rows[0]
   ok = [
     r
     for r in rows[1:]
     if r["emotion_accuracy"] >= off["emotion_accuracy"] - max_emotion_drop - 1e-12
+    and r["identity_gain_ci"][0] > 0
   ]
-  return max(ok, key=lambda r: r["identity_gain"]) if ok else off
+  return max(ok, key=lambda r: r["identity_gain"]) if ok else None
 
 
 def markdown(rows: Sequence[dict], title: str) -> str:
