@@ -141,6 +141,7 @@ def gen(tmp_path_factory):
   return I.load_generator(make_checkpoint(str(tmp_path_factory.mktemp("ckpt")))["workdir"])
 
 
+@pytest.mark.slow  # a tiny Generator's compiles: kept out of the default tier's budget
 def test_component_tokens_are_explicit_emotion_of_restricted_vectors(gen):
   s = np.zeros(8, np.float32)
   s[[E["happy"], E["sad"], E["angry"], E["fear"]]] = [0.8, 0.25, 0.1, 0.04]
@@ -173,6 +174,7 @@ def test_component_tokens_are_explicit_emotion_of_restricted_vectors(gen):
   assert p_tok.shape[1] > n  # the tiny model has pooled-text tokens
 
 
+@pytest.mark.slow  # a tiny Generator's compiles: kept out of the default tier's budget
 def test_composed_with_one_emotion_equals_joint(gen):
   portrait, audio = portrait32(), speech(0.2)
   happy = np.eye(8, dtype=np.float32)[E["happy"]] * 0.7
