@@ -232,6 +232,8 @@ CHALLENGING_ROWS = (
   ("identity_similarity_constraint_gain", "constraint gain (paired)"),
   ("identity_similarity_ground_truth", "identity of the ground truth (ceiling)"),
   ("emotion_accuracy", "emotion accuracy"),
+  ("ceiling_emotion_accuracy_ground_truth", "emotion accuracy of the ground truth (ceiling)"),
+  ("ceiling_emotion_accuracy_autoencoder", "emotion accuracy after the autoencoder (ceiling)"),
   ("mixed_top2_accuracy", "mixed top-2"),
   ("lip_sync_correlation", "lip sync"),
 )
