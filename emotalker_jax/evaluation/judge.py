@@ -353,13 +353,8 @@ def test_clips(
   # synthetic_talk imports TFDS, slow to import: only the callers of test_clips pay for it.
   cfg = st.make_config(size, seed=synthetic_seed)
   if split in challenging.SPLITS:
-    recs = []
-    for i in challenging.split_identities(split)[:num_identities]:
-      params = challenging.sample_challenging(i, cfg.seed)[0]
-      for spec in cfg.clip_plan(i):
-        recs.append(
-          clips_lib.render_clip(spec, params, cfg.image_size, cfg.frames_per_clip, cfg.seed)
-        )
+    ids = challenging.split_identities(split)[:num_identities]
+    recs = _render_split(cfg, ids, lambda i: challenging.sample_challenging(i, cfg.seed)[0])
     return recs, f"rendered synthetic_talk/{cfg.name} {split} split (in-process)"
   if split != "test":
     raise ValueError(
@@ -375,11 +370,18 @@ def test_clips(
       f"`emotalker synth --out {data_dir} --size {size}` or omit --data-dir to render the "
       "test split in-process"
     )
+  ids = st.split_identities(cfg)["test"]
+  recs = _render_split(cfg, ids, lambda i: face_model.sample_identity(i, cfg.seed))
+  return recs, f"rendered synthetic_talk/{cfg.name} test split (in-process)"
+
+
+def _render_split(cfg, identity_ids, params_of) -> list[dict]:
+  """Every clip of cfg's clip plan for each identity id, rendered with params_of(id)."""
   recs = []
-  for i in st.split_identities(cfg)["test"]:
-    params = face_model.sample_identity(i, cfg.seed)
+  for i in identity_ids:
+    params = params_of(i)
     for spec in cfg.clip_plan(i):
       recs.append(
         clips_lib.render_clip(spec, params, cfg.image_size, cfg.frames_per_clip, cfg.seed)
       )
-  return recs, f"rendered synthetic_talk/{cfg.name} test split (in-process)"
+  return recs
