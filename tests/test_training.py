@@ -145,10 +145,12 @@ def run_steps(tr, n):
   return losses, jax.device_get(tr.state)
 
 
-# data 2 x fsdp 4 shards both axes; fsdp 8 alone costs another compile (~2 min): slow tier.
-@pytest.mark.parametrize(
-  "data,fsdp", [(2, 4), pytest.param(1, 8, marks=pytest.mark.slow)], ids=["d2f4", "f8"]
-)
+# data 2 x fsdp 4 shards both axes, fsdp 8 alone the parameters only; each is a compile of
+# the real step on 8 devices (~3-4 min on 2 cores), so both are in the slow tier. The default
+# tier keeps sharded training through tests/test_multiprocess.py (two processes x 4 devices
+# against one process x 8, the same loop) and the mesh-traced init/apply of test_models.py.
+@pytest.mark.slow
+@pytest.mark.parametrize("data,fsdp", [(2, 4), (1, 8)], ids=["d2f4", "f8"])
 def test_meshes_give_the_same_training(trainer, text, data, fsdp):
   tr1, init = trainer
   reset(tr1, init)
@@ -275,7 +277,8 @@ def test_mouth_loss_weight_is_a_weighted_mean(trainer):
 
   def loss(w, region):
     cfg = small_config(**{"train.mouth_loss_weight": w})
-    fn = jax.jit(step_lib.make_loss_fn(tr.model, tr.vae, tr.text.module, tr.schedule, cfg))
+    # Eager: five configs would be five compiles (~15 s each on 2 cores); op by op is faster.
+    fn = step_lib.make_loss_fn(tr.model, tr.vae, tr.text.module, tr.schedule, cfg)
     b = dict(batch, mouth_region=jnp.asarray(region)) if w > 0 else batch
     return float(fn(init.params, tr.frozen, b, rng)[1]["loss_ldm"])
 
@@ -299,7 +302,7 @@ def test_mouth_loss_weight_is_a_weighted_mean(trainer):
   # b on the bottom half is the loss of weights (1 + a) / (1 + b) on the halves.
   cfg = small_config(**{"train.mouth_loss_weight": 10.0, "train.eyes_loss_weight": 3.0})
   assert step_lib.batch_keys(cfg)[-2:] == (step_lib.MOUTH_KEY, step_lib.EYES_KEY)
-  fn = jax.jit(step_lib.make_loss_fn(tr.model, tr.vae, tr.text.module, tr.schedule, cfg))
+  fn = step_lib.make_loss_fn(tr.model, tr.vae, tr.text.module, tr.schedule, cfg)
   both = dict(batch, mouth_region=jnp.asarray(top), eyes_region=jnp.asarray(1.0 - top))
   l_both = float(fn(init.params, tr.frozen, both, rng)[1]["loss_ldm"])
   np.testing.assert_allclose(l_both, (11 * a + 4 * b) / 15, rtol=1e-4)
