@@ -5,9 +5,16 @@ size and every stage's step counts of its mode; `emotalker demo` runs its stages
 quick (~10 min, reduced quality): configs/tiny.py's model on synthetic_talk/tiny (12 train
 identities).
 
-full (the real demo, sized for a 40-minute budget on a 2-core machine, whose diffusion stage
-runs 3.2-4.0 steps/s from machine to machine; 7000 diffusion steps alone took 29-36 min):
+full (the real demo, sized for the 45-minute budget less a 10 % margin on a 2-core machine):
 synthetic_talk/demo (32x32, 128 train identities) with an f=2 autoencoder (16x16x4 latents).
+Where the time goes (one unshared run at cf83d19, 45:11 in all with 4500 diffusion steps):
+synthesis 89 s, EIB 193 s (86 s of it encoding FED with the frozen tower), judge 133 s,
+autoencoder 317 s, diffusion 1581 s (2.9-3.0 steps/s), figures 35 s, evaluation 357 s (156 s
+of it the intensity sweep). The diffusion step (`emotalker bench train-step --config
+configs/demo.py:full --train-batch 8 --remat off`: 286 ms, 14.5 GFLOP) spends ~77 ms encoding
+its 24 frames with the frozen autoencoder (4.1 GFLOP) and ~50 ms in the frozen text tower:
+those are in the step because every example's reference frame and FED prompt are drawn
+afresh. So 3800 steps (the loss is flat from ~2500 on) and 2 frames per sweep cell.
 
 Why f=2: the judge reads the emotion of f=4 reconstructions (8x8x4 latents) of held-out
 ground-truth frames with top-1 0.67 / mixed top-2 0.50, against 0.98 / 0.96 for f=2
@@ -58,6 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.autoencoder_train.steps = 300
     c.train.steps = 400
     c.demo.eval_frames = 2
+    c.demo.eval_sweep_frames = 2
     c.demo.calib_identities = 2
     c.demo.calib_frames = 2
   else:
@@ -69,8 +77,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eib.steps = 1500
     c.eib.fed_size = 24000
     c.autoencoder_train.steps = 1000
-    c.train.steps = 4500
+    c.train.steps = 3800
     c.demo.eval_frames = 4
+    c.demo.eval_sweep_frames = 2  # the sweep is 35 cells per identity: 2 frames each
     c.demo.calib_identities = 3
     c.demo.calib_frames = 2
   return c

@@ -49,7 +49,9 @@ SMALL = dict(
   augment=False,
   seed=0,
 )
-SETTINGS = ev.EvalSettings(num_identities=2, frames=3, lip_frames=25, steps=5, seed=0)
+SETTINGS = ev.EvalSettings(
+  num_identities=2, frames=3, sweep_frames=2, lip_frames=25, steps=5, seed=0
+)
 PROMPT_LABELS = {
   p: ev.one_hot(n)
   for p, n in zip(
@@ -281,9 +283,10 @@ def test_label_ceiling_judges_the_benchmarks_own_renderings(judge, sources, orac
 
 def test_frame_counts_and_conditions(oracle_result):
   r, gen = oracle_result
-  f = SETTINGS.frames
-  per_id = 3 * 8 * f + 2 * len(ev.MIXED_PROMPTS) * f + 7 * len(ev.SWEEP_STRENGTHS) * f + 25
+  f, sf = SETTINGS.frames, SETTINGS.sweep_frames
+  per_id = 3 * 8 * f + 2 * len(ev.MIXED_PROMPTS) * f + 7 * len(ev.SWEEP_STRENGTHS) * sf + 25
   assert r["n_frames"] == 2 * per_id
+  assert np.asarray(r["details"]["sweep"]["readings"]).shape == (2, 7, len(ev.SWEEP_STRENGTHS), sf)
   swept = [
     c["intensities"]
     for c in gen.calls
@@ -396,6 +399,8 @@ def test_settings_are_validated():
     ev.EvalSettings(frames=0).validate()
   with pytest.raises(ValueError, match="--lip-frames"):
     ev.EvalSettings(lip_frames=2).validate()
+  with pytest.raises(ValueError, match="--sweep-frames"):
+    ev.EvalSettings(sweep_frames=0).validate()
 
 
 def test_one_hot_and_labels():

@@ -27,7 +27,7 @@ and used by the later stages; the evaluation then reports the mixed figures both
 
 Every stage runs with ``configs/demo.py:<mode>``: the model, the data size, each stage's
 step counts and the demo's own settings (its ``demo`` section) live there. Full mode's step
-counts are set so that the whole demo takes about 35 minutes on a 2-core CPU machine
+counts are set so that the whole demo fits 40 minutes on a 2-core CPU machine
 (measured per stage in ``summary.json``'s ``stage_seconds``).
 """
 
@@ -315,7 +315,12 @@ def evaluate_demo(
   from emotalker_jax.evaluation.results import evaluate_and_write
 
   st = ev.EvalSettings(
-    num_identities=None, frames=c.demo.eval_frames, lip_frames=25, steps=c.sampler.steps, seed=seed
+    num_identities=None,
+    frames=c.demo.eval_frames,
+    sweep_frames=c.demo.get("eval_sweep_frames"),
+    lip_frames=25,
+    steps=c.sampler.steps,
+    seed=seed,
   ).validate()
   sources, where = ev.heldout_sources(c.data.synthetic_size, data, st.num_identities)
   result, _ = evaluate_and_write(

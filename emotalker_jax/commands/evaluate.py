@@ -92,6 +92,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     help="held-out identities (default: all of the benchmark size: tiny 4, demo 8)",
   )
   p.add_argument("--frames", type=int, default=4, help="frames per condition")
+  p.add_argument(
+    "--sweep-frames",
+    type=int,
+    default=None,
+    help="frames per (emotion, strength) cell of the intensity sweep (default: --frames)",
+  )
   p.add_argument("--lip-frames", type=int, default=25, help="frames of the lip-sync clip")
   p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: sampler.steps)")
   p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: sampler's)")
@@ -241,6 +247,7 @@ def run(args) -> int:
   st = ev.EvalSettings(
     num_identities=args.identities,
     frames=args.frames,
+    sweep_frames=args.sweep_frames,
     lip_frames=args.lip_frames,
     steps=args.steps,
     guidance=args.guidance,

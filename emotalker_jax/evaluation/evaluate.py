@@ -106,12 +106,15 @@ METRIC_KEYS = (
 class EvalSettings:
   """What ``evaluate`` generates. num_identities: held-out identities (None: every test
   identity of the benchmark size, 8 for ``demo``, 4 for ``tiny``); frames: frames per
-  condition (0.04 s each at 25 fps); batch_frames: the most frames per compiled chunk (a
+  condition (0.04 s each at 25 fps); sweep_frames: frames per (emotion, strength) cell of the
+  intensity sweep (None: ``frames``; its Spearman is over 5 strengths x 7 emotions, so
+  fewer frames a cell still rank the strengths); batch_frames: the most frames per compiled chunk (a
   condition of fewer frames is one chunk of exactly its frames, so no padding is sampled);
   n_boot: bootstrap replicates of every ``*_ci`` interval."""
 
   num_identities: int | None = None
   frames: int = 4
+  sweep_frames: int | None = None
   lip_frames: int = 25
   steps: int | None = None  # DDIM steps (None: the checkpoint's config.sampler.steps)
   guidance: float | None = None
@@ -120,8 +123,8 @@ class EvalSettings:
   n_boot: int = 1000
 
   def validate(self) -> EvalSettings:
-    for name in ("frames", "lip_frames", "batch_frames", "n_boot"):
-      if int(getattr(self, name)) < 1:
+    for name in ("frames", "sweep_frames", "lip_frames", "batch_frames", "n_boot"):
+      if getattr(self, name) is not None and int(getattr(self, name)) < 1:
         raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
     if self.num_identities is not None and int(self.num_identities) < 1:
       raise ValueError(
@@ -451,7 +454,8 @@ def _sweep(run: _Runner) -> dict:
   intensity k of the generated frames, and of the benchmark's renderings of the same labels
   (the ceiling). Spearman on the per-strength means and over the frames."""
   emotions = list(range(1, NUM_EMOTIONS))
-  n_id, n_a, f = len(run.sources), len(SWEEP_STRENGTHS), run.st.frames
+  n_id, n_a = len(run.sources), len(SWEEP_STRENGTHS)
+  f = run.st.sweep_frames or run.st.frames
   gen_r = np.zeros((n_id, len(emotions), n_a, f))
   gt_r = np.zeros_like(gen_r)
   for i, src in enumerate(run.sources):
