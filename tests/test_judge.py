@@ -206,6 +206,46 @@ def test_emotion_states_and_pool_are_deterministic():
   assert JT.JUDGE_TRAIN_ID_OFFSET > 10 * 160  # disjoint from every synthetic_talk size's ids
 
 
+def test_challenging_pool_renders_the_challenging_identities_and_skips_their_params():
+  """build_pool(challenging=k): the first k ids are rendered from
+  challenging.sample_challenging (their still portrait is that identity's render), the rest
+  as before; the identity-parameter loss ignores the challenging rows (changing their
+  targets leaves the loss unchanged, changing an ordinary row's does not)."""
+  import jax
+
+  from input_pipeline.synthetic import challenging, face_model, renderer
+
+  ids = [JT.JUDGE_TRAIN_ID_OFFSET + 7, JT.JUDGE_TRAIN_ID_OFFSET + 8]
+  pool = JT.build_pool(ids, 3, 32, seed=1, challenging=1)
+  plain = JT.build_pool(ids, 3, 32, seed=1)
+  np.testing.assert_array_equal(pool["param_weight"], [0.0, 1.0])
+  u, factors = challenging.sample_challenging(ids[0])
+  still = np.zeros(face_model.NUM_CONTROLS, np.float32)
+  want = renderer.render(u, still, face_model.Motion.still(1), 32)["frames"][0]
+  np.testing.assert_array_equal(pool["sources"][0], want)
+  assert np.abs(pool["sources"][0].astype(int) - plain["sources"][0]).max() > 50
+  for k in ("frames", "sources", "emotion", "identity_params"):  # the ordinary id: as before
+    np.testing.assert_array_equal(pool[k][1], plain[k][1])
+  np.testing.assert_array_equal(pool["identity_params"][0], u[:26])
+  assert len(factors) == challenging.FACTORS_PER_IDENTITY
+
+  cfg = J.get_config("tiny", **SMALL)
+  _, step = JT._compiled_step(cfg.replace(seed=0, num_identities=0, frames_per_identity=0))
+  batch = JT.sample_batch(pool, np.random.default_rng(0), 2, 3)
+  params = J.init_params(cfg, 0)
+  opt = JT.make_optimizer(cfg)
+
+  def params_mse(b):
+    return float(step(params, opt.init(params), b, jax.random.PRNGKey(0))[2]["params_mse"])
+
+  base = params_mse(batch)
+  moved = dict(batch, identity_params=batch["identity_params"].copy())
+  moved["identity_params"][batch["param_weight"] == 0] += 5.0
+  assert params_mse(moved) == pytest.approx(base, rel=1e-6)
+  moved["identity_params"][batch["param_weight"] == 1] += 5.0
+  assert params_mse(moved) > base + 1.0
+
+
 def test_cli_errors_are_one_line(capsys, tmp_path):
   from emotalker_jax.cli import main
 
@@ -273,6 +313,7 @@ def test_cli_train_saves_a_judge_and_evaluate_writes_the_figures(tmp_path, capsy
   )
   figures = json.loads(path.read_text())
   assert set(figures["targets"]) == set(JT.TARGETS)
+  assert figures["challenging_heldout"]["identities"] == 2
   assert figures["judge"]["steps"] == 2
   assert "| target | value | required | met |" in capsys.readouterr().out
 

@@ -37,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   t.add_argument("--seed", type=int, default=None)
   t.add_argument("--steps", type=int, default=None)
   t.add_argument("--num-identities", type=int, default=None)
+  t.add_argument(
+    "--challenging-fraction",
+    type=float,
+    default=None,
+    help="share of the training identities drawn as challenging identities (default 0; "
+    "0.25 for a judge that reads the challenging splits' faces)",
+  )
   t.add_argument("--no-eval", action="store_true")
   t.add_argument("--json", default=None, help="held-out figures JSON (default OUT/heldout.json)")
   t.add_argument("--quiet", action="store_true")
@@ -56,8 +63,13 @@ def _train(args) -> int:
   from emotalker_jax.training.judge import evaluate_judge, train_judge, write_report
 
   overrides = {
-    k: getattr(args, k) for k in ("steps", "num_identities", "seed") if getattr(args, k) is not None
+    k: getattr(args, k)
+    for k in ("steps", "num_identities", "seed", "challenging_fraction")
+    if getattr(args, k) is not None
   }
+  frac = overrides.get("challenging_fraction", 0.0)
+  if not 0.0 <= frac <= 1.0:
+    raise SystemExit(f"--challenging-fraction must be in [0, 1], got {frac}")
   config = get_config(args.size, **overrides)
   t0 = time.perf_counter()
   judge, log = train_judge(config, progress=not args.quiet)

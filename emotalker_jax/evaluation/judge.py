@@ -85,6 +85,10 @@ class JudgeConfig:
   seed: int = 0
   synthetic_seed: int = 0  # the synthetic_talk seed (identity sampling, clip plans)
   num_identities: int = 1024  # training identities (reserved id range)
+  # Share of them drawn as challenging identities (input_pipeline/synthetic/challenging.py:
+  # colours, face shapes, glasses, beards and lighting the generator never trains on), so
+  # that the judge can tell such faces apart; 0 for the demo's judge.
+  challenging_fraction: float = 0.0
   frames_per_identity: int = 16
   steps: int = 1000
   batch_identities: int = 16  # G identities x F frames per batch

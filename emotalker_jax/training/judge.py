@@ -6,7 +6,11 @@ Training (``train_judge``) renders its own frames with the benchmark's renderer,
 judge sees far more identities than a dataset split holds:
   * identities: ``face_model.sample_identity(JUDGE_TRAIN_ID_OFFSET + k, seed)`` for k < N. The
     reserved id range (>= 1,000,000) is disjoint from every ``synthetic_talk`` config's ids
-    (train and test ids are < num_identities), so every test identity is unseen;
+    (train and test ids are < num_identities) and from the challenging splits' (10000-10015),
+    so every test identity is unseen. With ``challenging_fraction`` f > 0, the first
+    round(f N) ids are drawn as challenging identities instead
+    (``challenging.sample_challenging``; their identity-parameter loss is off, since skin,
+    hair and face-shape factors override what those parameters mean);
   * each identity is drawn ``frames_per_identity`` times, each frame with its own emotion
     state (15 % neutral, 47 % one emotion at U[0.1, 1], 33 % two at U[0.25, 1], 5 % three)
     and its own motion (mouth opening, viseme, head pose, blink, gaze; the ranges of
@@ -52,12 +56,14 @@ from emotalker_jax.evaluation.judge import (
   visual_param_mask,
 )
 from input_pipeline.synthetic import audio as audio_lib
+from input_pipeline.synthetic import challenging as challenging_lib
 from input_pipeline.synthetic import clips as clips_lib
 from input_pipeline.synthetic import face_model, renderer
 from input_pipeline.synthetic.sizes import SIZES as DATA_SIZES
 
 JUDGE_TRAIN_ID_OFFSET = 1_000_000  # identity ids the judge trains on: [1e6, 1e6 + N)
 JUDGE_HELDOUT_ID_OFFSET = 2_000_000  # extra held-out identities for evaluation
+JUDGE_HELDOUT_CHALLENGING_OFFSET = 3_000_000  # extra held-out challenging identities
 
 
 # ------------------------------------------------------------------------------------------
@@ -115,31 +121,45 @@ def build_pool(
   seed: int,
   synthetic_seed: int = 0,
   progress: bool = False,
+  challenging: int = 0,
 ) -> dict[str, np.ndarray]:
-  """Renders F frames for each identity id (deterministic in seed and the ids).
+  """Renders F frames for each identity id (deterministic in seed and the ids); the first
+  ``challenging`` ids are drawn as challenging identities.
 
   Returns frames (I, F, S, S, 3) uint8, emotion (I, F, 8), mouth_open (I, F),
-  identity_params (I, P), identity (I,) int64."""
+  identity_params (I, P) (the ordinary 26; a challenging identity's factors change what
+  they look like, so its param_weight (I,) float32 is 0, else 1), identity (I,) int64,
+  sources (I, S, S, 3) uint8: each identity's still neutral portrait."""
   ids = np.asarray(list(identity_ids), np.int64)
   n, f, s = len(ids), int(frames_per_identity), int(image_size)
   frames = np.zeros((n, f, s, s, 3), np.uint8)
+  sources = np.zeros((n, s, s, 3), np.uint8)
   emotion = np.zeros((n, f, NUM_EMOTIONS), np.float32)
   mouth = np.zeros((n, f), np.float32)
   params = np.zeros((n, face_model.NUM_IDENTITY_PARAMS), np.float32)
+  weight = (np.arange(n) >= int(challenging)).astype(np.float32)
   it = range(n)
   if progress:
     it = tqdm(it, desc="render judge training frames", unit="identity", file=sys.stderr)
   for i in it:
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x1DCE, int(ids[i])]))
-    params[i] = face_model.sample_identity(int(ids[i]), synthetic_seed)
+    if weight[i]:
+      u = face_model.sample_identity(int(ids[i]), synthetic_seed)
+    else:
+      u, _ = challenging_lib.sample_challenging(int(ids[i]), synthetic_seed)
+    params[i] = u[: face_model.NUM_IDENTITY_PARAMS]
     emotion[i] = sample_emotion_states(rng, f)
-    frames[i], mouth[i] = render_frames(params[i], emotion[i], rng, s)
+    frames[i], mouth[i] = render_frames(u, emotion[i], rng, s)
+    still = np.zeros(face_model.NUM_CONTROLS, np.float32)
+    sources[i] = renderer.render(u, still, face_model.Motion.still(1), s)["frames"][0]
   return {
     "frames": frames,
     "emotion": emotion,
     "mouth_open": mouth,
     "identity_params": params,
+    "param_weight": weight,
     "identity": ids,
+    "sources": sources,
   }
 
 
@@ -191,8 +211,9 @@ def make_train_step(config: JudgeConfig, optimizer):
     l_emo = optax.sigmoid_binary_cross_entropy(out["intensity_logits"], batch["emotion"]).mean()
     dist = batch["emotion"] / jnp.maximum(jnp.sum(batch["emotion"], -1, keepdims=True), 1e-6)
     l_ce = optax.softmax_cross_entropy(out["intensity_logits"], dist).mean()
-    l_par = jnp.sum((out["identity_params"] - batch["identity_params"]) ** 2 * pmask, -1).mean()
-    l_par = l_par / jnp.sum(pmask)
+    l_par = jnp.sum((out["identity_params"] - batch["identity_params"]) ** 2 * pmask, -1)
+    w = batch["param_weight"]
+    l_par = jnp.sum(l_par * w) / jnp.maximum(jnp.sum(w), 1.0) / jnp.sum(pmask)
     l_mouth = jnp.mean((out["mouth_open"] - batch["mouth_open"]) ** 2)
     l_con = supcon_loss(out["embedding"], batch["identity"], config.temperature)
     loss = (
@@ -254,6 +275,7 @@ def sample_batch(pool: dict, rng: np.random.Generator, g: int, f: int) -> dict:
     "emotion": pool["emotion"][ii, ff],
     "mouth_open": pool["mouth_open"][ii, ff],
     "identity_params": pool["identity_params"][ii],
+    "param_weight": pool["param_weight"][ii],
     "identity": ii.astype(np.int32),
   }
 
@@ -274,11 +296,14 @@ def train_judge(
       config.seed,
       config.synthetic_seed,
       progress=progress,
+      challenging=round(config.challenging_fraction * config.num_identities),
     )
   t_render = time.perf_counter() - t0
   params = init_params(config, config.seed)
   opt, step = _compiled_step(
-    config.replace(seed=0, synthetic_seed=0, num_identities=0, frames_per_identity=0)
+    config.replace(
+      seed=0, synthetic_seed=0, num_identities=0, frames_per_identity=0, challenging_fraction=0.0
+    )
   )
   opt_state = opt.init(params)
   rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0x57E9]))
@@ -330,6 +355,31 @@ def _identity_figures(emb: np.ndarray, ident: np.ndarray, src_emb: dict) -> dict
   }
 
 
+def _pool_figures(judge: Judge, pool: dict) -> dict:
+  """A judge on a rendered pool (``build_pool``): identity cosine of every frame to its own
+  identity's still neutral portrait vs the others', emotion top-1 / top-2, mouth Pearson,
+  identity-parameter MAE (over the identities whose parameters mean what they say)."""
+  pe = judge.predict(pool["frames"].reshape((-1,) + pool["frames"].shape[2:]))
+  ps = judge.predict(pool["sources"])
+  n_id, f = pool["frames"].shape[:2]
+  idx = _identity_figures(
+    pe["embedding"], np.repeat(np.arange(n_id), f), dict(enumerate(ps["embedding"]))
+  )
+  acc = metrics.emotion_accuracy(pe["intensities"], pool["emotion"].reshape(-1, NUM_EMOTIONS))
+  pmask = visual_param_mask(judge.config.num_identity_params) > 0
+  err = np.abs(pe["identity_params"] - np.repeat(pool["identity_params"], f, axis=0))[:, pmask]
+  rows = np.repeat(pool["param_weight"], f) > 0
+  return {
+    "identities": n_id,
+    "frames": int(n_id * f),
+    **idx,
+    "emotion_top1": acc["top1"],
+    "mixture_top2": acc["top2_mixed"],
+    "mouth_pearson_all_frames": metrics.pearson(pe["mouth_open"], pool["mouth_open"].reshape(-1)),
+    "identity_params_mae": float(err[rows].mean()) if rows.any() else float("nan"),
+  }
+
+
 def evaluate_judge(
   judge: Judge,
   size: str = "tiny",
@@ -350,6 +400,9 @@ def evaluate_judge(
     neutral is left out: the renderer's neutral row is the zero expression).
   extra_heldout: ``extra_identities`` ids from JUDGE_HELDOUT_ID_OFFSET, each with a still
     neutral source portrait and 16 frames of random states and motion.
+  challenging_heldout: the same for as many challenging identities (ids from
+    JUDGE_HELDOUT_CHALLENGING_OFFSET, outside the challenging splits): whether the judge
+    can tell faces outside the generator's training distribution apart.
   """
   c = judge.config
   if c.image_size != DATA_SIZES.get(size, {}).get("image_size", c.image_size):
@@ -359,6 +412,7 @@ def evaluate_judge(
       file=sys.stderr,
     )
   out: dict[str, Any] = {}
+  pool_args = (c.image_size, c.seed + 7, c.synthetic_seed)
   t0 = time.perf_counter()
   recs, source = test_clips(size, data_dir, c.synthetic_seed)
   frames = np.concatenate([r["frames"] for r in recs])
@@ -439,42 +493,22 @@ def evaluate_judge(
     "spearman_frame_level_mean": sw_frames["mean"],
   }
 
-  # Extra held-out identities.
+  # Extra held-out identities, ordinary and challenging (ids no judge trains on).
   if extra_identities > 0:
     ids = range(JUDGE_HELDOUT_ID_OFFSET, JUDGE_HELDOUT_ID_OFFSET + extra_identities)
-    pool = build_pool(ids, 16, c.image_size, c.seed + 7, c.synthetic_seed)
-    still = []
-    for u in pool["identity_params"]:
-      still.append(
-        renderer.render(
-          u, np.zeros(face_model.NUM_CONTROLS, np.float32), face_model.Motion.still(1), c.image_size
-        )["frames"][0]
-      )
-    pe = judge.predict(pool["frames"].reshape((-1,) + pool["frames"].shape[2:]))
-    ps = judge.predict(np.stack(still))
-    n_id, f = pool["frames"].shape[:2]
-    ident_x = np.repeat(np.arange(n_id), f)
-    idx = _identity_figures(pe["embedding"], ident_x, dict(enumerate(ps["embedding"])))
-    em = pool["emotion"].reshape(-1, NUM_EMOTIONS)
-    acc_x = metrics.emotion_accuracy(pe["intensities"], em)
-    out["extra_heldout"] = {
-      "identities": n_id,
-      "frames": int(n_id * f),
-      **idx,
-      "emotion_top1": acc_x["top1"],
-      "mixture_top2": acc_x["top2_mixed"],
-      "mouth_pearson_all_frames": metrics.pearson(pe["mouth_open"], pool["mouth_open"].reshape(-1)),
-      "identity_params_mae": float(
-        np.abs(pe["identity_params"] - np.repeat(pool["identity_params"], f, axis=0))[
-          :, pmask
-        ].mean()
-      ),
-    }
+    out["extra_heldout"] = _pool_figures(judge, build_pool(ids, 16, *pool_args))
+    ids = range(
+      JUDGE_HELDOUT_CHALLENGING_OFFSET, JUDGE_HELDOUT_CHALLENGING_OFFSET + extra_identities
+    )
+    out["challenging_heldout"] = _pool_figures(
+      judge, build_pool(ids, 16, *pool_args, challenging=extra_identities)
+    )
   out["judge"] = {
     "image_size": c.image_size,
     "seed": c.seed,
     "synthetic_seed": c.synthetic_seed,
     "train_identities": c.num_identities,
+    "challenging_fraction": c.challenging_fraction,
     "steps": c.steps,
   }
   out["eval_s"] = round(time.perf_counter() - t0, 2)
@@ -508,7 +542,7 @@ def check_targets(figures: dict) -> dict:
 def _summary(figures: dict, meta: dict) -> str:
   """Markdown: the figures table, the TARGETS table and the test split's confusion."""
   flat = {}
-  for sec in ("test_split", "sweep", "extra_heldout"):
+  for sec in ("test_split", "sweep", "extra_heldout", "challenging_heldout"):
     for k, v in figures.get(sec, {}).items():
       if isinstance(v, (int, float)) and not isinstance(v, bool):
         flat[f"{sec}.{k}"] = v
