@@ -246,6 +246,45 @@ def test_challenging_pool_renders_the_challenging_identities_and_skips_their_par
   assert params_mse(moved) > base + 1.0
 
 
+def test_factor_sensitivity_is_the_cosine_to_the_portrait_without_the_factor():
+  """With a stand-in judge whose embedding is the raw pixels, factor_sensitivity is the
+  cosine of the portrait to the same portrait with one factor (or all) switched off."""
+  from input_pipeline.synthetic import challenging, face_model, renderer
+
+  class PixelJudge:
+    config = J.get_config("tiny")
+
+    def predict(self, x):
+      return {"embedding": np.asarray(x, np.float64).reshape(len(x), -1) / 255.0 - 0.5}
+
+  ids = [JT.JUDGE_HELDOUT_CHALLENGING_OFFSET + k for k in range(3)]
+  got = JT.factor_sensitivity(PixelJudge(), ids)
+  still = np.zeros(face_model.NUM_CONTROLS, np.float32)
+
+  def image(u):
+    x = renderer.render(u, still, face_model.Motion.still(1), 32)["frames"][0]
+    return x.astype(np.float64).reshape(-1) / 255.0 - 0.5
+
+  def cos(a, b):
+    return a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+
+  want: dict = {}
+  for i in ids:
+    u, factors = challenging.sample_challenging(i)
+    for f in factors:
+      q = u.copy()
+      q[26 + challenging.CHALLENGE_PARAM_NAMES.index(JT.FACTOR_SWITCH[f])] = 0
+      want.setdefault(f, []).append(cos(image(u), image(q)))
+    plain = u.copy()
+    plain[26:] = 0
+    want.setdefault("all", []).append(cos(image(u), image(plain)))
+  assert set(got) == set(want) and got["all"]["n"] == 3
+  assert sum(d["n"] for f, d in got.items() if f != "all") == 3 * challenging.FACTORS_PER_IDENTITY
+  for f, v in want.items():
+    assert got[f]["cosine"] == pytest.approx(np.mean(v), abs=1e-5)
+    assert got[f]["cosine"] < 0.9999  # every factor changes the portrait
+
+
 def test_cli_errors_are_one_line(capsys, tmp_path):
   from emotalker_jax.cli import main
 
@@ -284,6 +323,8 @@ def test_cli_train_saves_a_judge_and_evaluate_writes_the_figures(tmp_path, capsy
         "4",
         "--seed",
         "3",
+        "--challenging-fraction",
+        "0.5",
         "--no-eval",
         "--quiet",
       ]
@@ -292,7 +333,9 @@ def test_cli_train_saves_a_judge_and_evaluate_writes_the_figures(tmp_path, capsy
   )
   judge = J.load_judge(str(out))
   assert (judge.config.steps, judge.config.num_identities, judge.config.seed) == (2, 4, 3)
-  assert judge.config == J.get_config("tiny", steps=2, num_identities=4, seed=3)
+  assert judge.config == J.get_config(
+    "tiny", steps=2, num_identities=4, seed=3, challenging_fraction=0.5
+  )
   capsys.readouterr()
   path = tmp_path / "figures.json"
   assert (
@@ -314,6 +357,8 @@ def test_cli_train_saves_a_judge_and_evaluate_writes_the_figures(tmp_path, capsy
   figures = json.loads(path.read_text())
   assert set(figures["targets"]) == set(JT.TARGETS)
   assert figures["challenging_heldout"]["identities"] == 2
+  assert figures["judge"]["challenging_fraction"] == 0.5
+  assert set(figures["challenging_heldout"]["factor_removed_cosine"]) >= {"all"}
   assert figures["judge"]["steps"] == 2
   assert "| target | value | required | met |" in capsys.readouterr().out
 

@@ -380,6 +380,44 @@ def _pool_figures(judge: Judge, pool: dict) -> dict:
   }
 
 
+FACTOR_SWITCH = {  # each challenge factor's on/off entry of the identity vector
+  "skin": "skin_on",
+  "hair": "hair_on",
+  "face_shape": "shape_on",
+  "glasses": "glasses_on",
+  "beard": "beard_on",
+  "lighting": "light_on",
+}
+
+
+def factor_sensitivity(judge: Judge, identity_ids, synthetic_seed: int = 0) -> dict:
+  """Whether the judge's identity embedding sees each challenge factor: the mean cosine
+  between a challenging identity's still neutral portrait and the same portrait with one of
+  its factors switched off (per factor, over the ids that have it), and with all of them
+  off ("all"). A generator that dropped a factor would score about this on identity, so a
+  value well below the same-identity cosine (~0.96) means the identity figure can show it."""
+  still = np.zeros(face_model.NUM_CONTROLS, np.float32)
+  base = face_model.NUM_IDENTITY_PARAMS
+  out: dict[str, list] = {}
+  for i in identity_ids:
+    u, factors = challenging_lib.sample_challenging(int(i), synthetic_seed)
+    variants = []
+    for f in factors:
+      q = u.copy()
+      q[base + challenging_lib.CHALLENGE_PARAM_NAMES.index(FACTOR_SWITCH[f])] = 0.0
+      variants.append((f, q))
+    variants.append(("all", np.concatenate([u[:base], np.zeros_like(u[base:])])))
+    x = [
+      renderer.render(v, still, face_model.Motion.still(1), judge.config.image_size)
+      for v in [u] + [q for _, q in variants]
+    ]
+    e = judge.predict(np.stack([r["frames"][0] for r in x]))["embedding"]
+    e = e / np.linalg.norm(e, axis=1, keepdims=True)
+    for k, (f, _) in enumerate(variants):
+      out.setdefault(f, []).append(float(e[0] @ e[k + 1]))
+  return {f: {"cosine": float(np.mean(v)), "n": len(v)} for f, v in sorted(out.items())}
+
+
 def evaluate_judge(
   judge: Judge,
   size: str = "tiny",
@@ -402,7 +440,8 @@ def evaluate_judge(
     neutral source portrait and 16 frames of random states and motion.
   challenging_heldout: the same for as many challenging identities (ids from
     JUDGE_HELDOUT_CHALLENGING_OFFSET, outside the challenging splits): whether the judge
-    can tell faces outside the generator's training distribution apart.
+    can tell faces outside the generator's training distribution apart; and in it
+    ``factor_removed_cosine`` (``factor_sensitivity``): whether it sees each factor.
   """
   c = judge.config
   if c.image_size != DATA_SIZES.get(size, {}).get("image_size", c.image_size):
@@ -503,6 +542,9 @@ def evaluate_judge(
     out["challenging_heldout"] = _pool_figures(
       judge, build_pool(ids, 16, *pool_args, challenging=extra_identities)
     )
+    out["challenging_heldout"]["factor_removed_cosine"] = factor_sensitivity(
+      judge, ids, c.synthetic_seed
+    )
   out["judge"] = {
     "image_size": c.image_size,
     "seed": c.seed,
@@ -546,6 +588,8 @@ def _summary(figures: dict, meta: dict) -> str:
     for k, v in figures.get(sec, {}).items():
       if isinstance(v, (int, float)) and not isinstance(v, bool):
         flat[f"{sec}.{k}"] = v
+  for f, d in figures.get("challenging_heldout", {}).get("factor_removed_cosine", {}).items():
+    flat[f"challenging_heldout.factor_removed_cosine.{f}"] = d["cosine"]
   lines = [metrics.metrics_table_markdown(flat, meta)]
   lines.append("\n| target | value | required | met |\n|---|---|---|---|")
   for k, r in check_targets(figures).items():
