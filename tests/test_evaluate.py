@@ -673,14 +673,28 @@ def test_report_renders_the_challenging_split_and_keeps_its_files(tmp_path):
   )
   assert "strength 1, m_face 0.5 (r)" in text and "10008: beard, glasses, skin" in text
   assert report.challenging_markdown(str(tmp_path), test) == ""  # nothing published
+  # The test split judged by the same judge replaces metrics.json's column; another judge's
+  # figures are refused rather than set side by side.
+  ch["meta"]["judge"] = "wide"
+  (results / "metrics_challenging.json").write_text(json.dumps(ch))
+  same = {"identity_similarity": 0.97, "meta": {"judge": "wide"}}
+  (results / "metrics_challenging_in_distribution.json").write_text(json.dumps(same))
+  text = report.challenging_markdown(str(results), test)
+  assert "| identity, default constraint | 0.970 | 0.910 |" in text and "0.1200" in text
+  same["meta"]["judge"] = "demo"
+  (results / "metrics_challenging_in_distribution.json").write_text(json.dumps(same))
+  with pytest.raises(ValueError, match="same_judge|--judge"):
+    report.challenging_markdown(str(results), test)
   demo = tmp_path / "demo"
   demo.mkdir()
   for name in ("metrics.json", "summary.json"):
     (demo / name).write_text("{}")
   report.publish(str(demo), str(results))
-  assert {"metrics_challenging.json", "constraint_sweep_challenging_dev.json"} <= set(
-    os.listdir(results)
-  )
+  assert {
+    "metrics_challenging.json",
+    "constraint_sweep_challenging_dev.json",
+    "metrics_challenging_in_distribution.json",
+  } <= set(os.listdir(results))
 
 
 def test_recorded_variants_keep_the_runs_figures_and_replace_by_name(tmp_path):

@@ -34,6 +34,9 @@ RUN_FILES = (
 # demo is published, and rendered into RESULTS.md when present.
 KEPT_FILES = (
   "metrics_challenging.json",
+  # The test split judged by metrics_challenging.json's judge (`emotalker eval --judge J`),
+  # so that the in-distribution column is the same measure; without it, metrics.json.
+  "metrics_challenging_in_distribution.json",
   "constraint_sweep_challenging_dev.json",
   "constraint_sweep_challenging.json",
   "mixtures_ablation.json",
@@ -245,6 +248,15 @@ def challenging_markdown(results: str, metrics: dict) -> str:
   from emotalker_jax.evaluation import constraint_sweep as cs
 
   ch = _load(results, "metrics_challenging.json")
+  same_judge = _load(results, "metrics_challenging_in_distribution.json")
+  if ch is not None and same_judge is not None:
+    if same_judge.get("meta", {}).get("judge") != ch.get("meta", {}).get("judge"):
+      raise ValueError(
+        "docs/results/metrics_challenging_in_distribution.json was judged by "
+        f"{same_judge.get('meta', {}).get('judge')!r}, metrics_challenging.json by "
+        f"{ch.get('meta', {}).get('judge')!r}: rerun one with the other's --judge"
+      )
+    metrics = same_judge
   sweeps = [
     (name, _load(results, f"constraint_sweep_{name}.json"))
     for name in ("challenging_dev", "challenging")
@@ -275,7 +287,14 @@ def challenging_markdown(results: str, metrics: dict) -> str:
       "`emotalker eval --split challenging` (written to `docs/results/metrics_challenging.json`): "
       f"{ch['n_identities']} identities outside the training distribution "
       "(input_pipeline/synthetic/challenging.py; docs/SYNTHETIC.md), constraint "
-      f"{json.dumps(meta.get('constraint', {}), sort_keys=True)}. Factors per identity: "
+      f"{json.dumps(meta.get('constraint', {}), sort_keys=True)}, judge `{meta.get('judge')}` "
+      + (
+        "(the in-distribution column: the test split with the same judge, "
+        "metrics_challenging_in_distribution.json)"
+        if same_judge is not None
+        else "(the in-distribution column: the demo's metrics.json)"
+      )
+      + ". Factors per identity: "
       + "; ".join(f"{i}: {', '.join(f)}" for i, f in factors.items())
       + ".",
       "",
