@@ -16,8 +16,12 @@ its 24 frames with the frozen autoencoder (4.1 GFLOP) and ~50 ms in the frozen t
 those are in the step because every example's reference frame and FED prompt are drawn
 afresh. 3800 diffusion steps instead of 4500 cost too much (one run at 3800: single-prompt
 emotion 0.711 [0.625, 0.797] against 0.938 [0.875, 0.984], mixed top-2 0.281 against 0.562,
-lip sync 0.33 against 0.57), so the time comes from the autoencoder (900 steps; its PSNR is
-flat within batch noise from ~850 on) and the sweep (1 frame per cell).
+lip sync 0.33 against 0.57), so the time comes from the autoencoder (900 steps) and the
+sweep (1 frame per cell). Measured with this config (one unshared `make demo` at a11a949):
+39:51 wall; synthesis 98 s, EIB 167 s, judge 116 s, autoencoder 269 s, diffusion 1436 s,
+figures 37 s, evaluation 261 s. That leaves ~40 s below the 40.5 minutes (45 less 10 %),
+and this machine kind's speed varies by a quarter from run to run: the next cut must come
+from a faster step, not from fewer steps.
 
 Why f=2: the judge reads the emotion of f=4 reconstructions (8x8x4 latents) of held-out
 ground-truth frames with top-1 0.67 / mixed top-2 0.50, against 0.98 / 0.96 for f=2
