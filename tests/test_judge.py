@@ -244,6 +244,8 @@ def test_challenging_pool_renders_the_challenging_identities_and_skips_their_par
   assert params_mse(moved) == pytest.approx(base, rel=1e-6)
   moved["identity_params"][batch["param_weight"] == 1] += 5.0
   assert params_mse(moved) > base + 1.0
+  with pytest.raises(ValueError, match="--challenging-fraction"):
+    JT.train_judge(cfg.replace(challenging_fraction=1.5), progress=False)
 
 
 def test_factor_sensitivity_is_the_cosine_to_the_portrait_without_the_factor():
@@ -273,7 +275,7 @@ def test_factor_sensitivity_is_the_cosine_to_the_portrait_without_the_factor():
     u, factors = challenging.sample_challenging(i)
     for f in factors:
       q = u.copy()
-      q[26 + challenging.CHALLENGE_PARAM_NAMES.index(JT.FACTOR_SWITCH[f])] = 0
+      q[26 + challenging.CHALLENGE_PARAM_NAMES.index(challenging.FACTOR_SWITCHES[f])] = 0
       want.setdefault(f, []).append(cos(image(u), image(q)))
     plain = u.copy()
     plain[26:] = 0

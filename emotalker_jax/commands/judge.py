@@ -67,9 +67,6 @@ def _train(args) -> int:
     for k in ("steps", "num_identities", "seed", "challenging_fraction")
     if getattr(args, k) is not None
   }
-  frac = overrides.get("challenging_fraction", 0.0)
-  if not 0.0 <= frac <= 1.0:
-    raise SystemExit(f"--challenging-fraction must be in [0, 1], got {frac}")
   config = get_config(args.size, **overrides)
   t0 = time.perf_counter()
   judge, log = train_judge(config, progress=not args.quiet)

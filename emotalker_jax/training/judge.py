@@ -114,6 +114,14 @@ def render_frames(
   return out["frames"], mouth
 
 
+def still_portrait(identity_params: np.ndarray, image_size: int) -> np.ndarray:
+  """The identity's still neutral portrait (S, S, 3) uint8: no expression, no motion."""
+  still = np.zeros(face_model.NUM_CONTROLS, np.float32)
+  return renderer.render(identity_params, still, face_model.Motion.still(1), image_size)["frames"][
+    0
+  ]
+
+
 def build_pool(
   identity_ids,
   frames_per_identity: int,
@@ -150,8 +158,7 @@ def build_pool(
     params[i] = u[: face_model.NUM_IDENTITY_PARAMS]
     emotion[i] = sample_emotion_states(rng, f)
     frames[i], mouth[i] = render_frames(u, emotion[i], rng, s)
-    still = np.zeros(face_model.NUM_CONTROLS, np.float32)
-    sources[i] = renderer.render(u, still, face_model.Motion.still(1), s)["frames"][0]
+    sources[i] = still_portrait(u, s)
   return {
     "frames": frames,
     "emotion": emotion,
@@ -286,6 +293,11 @@ def train_judge(
   """Renders the training pool and trains a judge. Deterministic in ``config.seed``.
 
   Returns (judge, log) with log = {render_s, train_s, steps, history: [...]}."""
+  if not 0.0 <= config.challenging_fraction <= 1.0:
+    raise ValueError(
+      f"challenging_fraction must be in [0, 1] (--challenging-fraction), "
+      f"got {config.challenging_fraction}"
+    )
   t0 = time.perf_counter()
   if pool is None:
     ids = range(JUDGE_TRAIN_ID_OFFSET, JUDGE_TRAIN_ID_OFFSET + config.num_identities)
@@ -380,41 +392,25 @@ def _pool_figures(judge: Judge, pool: dict) -> dict:
   }
 
 
-FACTOR_SWITCH = {  # each challenge factor's on/off entry of the identity vector
-  "skin": "skin_on",
-  "hair": "hair_on",
-  "face_shape": "shape_on",
-  "glasses": "glasses_on",
-  "beard": "beard_on",
-  "lighting": "light_on",
-}
-
-
 def factor_sensitivity(judge: Judge, identity_ids, synthetic_seed: int = 0) -> dict:
   """Whether the judge's identity embedding sees each challenge factor: the mean cosine
   between a challenging identity's still neutral portrait and the same portrait with one of
   its factors switched off (per factor, over the ids that have it), and with all of them
   off ("all"). A generator that dropped a factor would score about this on identity, so a
   value well below the same-identity cosine (~0.96) means the identity figure can show it."""
-  still = np.zeros(face_model.NUM_CONTROLS, np.float32)
-  base = face_model.NUM_IDENTITY_PARAMS
-  out: dict[str, list] = {}
+  s = judge.config.image_size
+  images, pairs = [], []  # pairs: (factor, index of the portrait, index of the variant)
   for i in identity_ids:
     u, factors = challenging_lib.sample_challenging(int(i), synthetic_seed)
-    variants = []
-    for f in factors:
-      q = u.copy()
-      q[base + challenging_lib.CHALLENGE_PARAM_NAMES.index(FACTOR_SWITCH[f])] = 0.0
-      variants.append((f, q))
-    variants.append(("all", np.concatenate([u[:base], np.zeros_like(u[base:])])))
-    x = [
-      renderer.render(v, still, face_model.Motion.still(1), judge.config.image_size)
-      for v in [u] + [q for _, q in variants]
-    ]
-    e = judge.predict(np.stack([r["frames"][0] for r in x]))["embedding"]
-    e = e / np.linalg.norm(e, axis=1, keepdims=True)
-    for k, (f, _) in enumerate(variants):
-      out.setdefault(f, []).append(float(e[0] @ e[k + 1]))
+    ref = len(images)
+    images.append(still_portrait(u, s))
+    for f, off in [(f, (f,)) for f in factors] + [("all", factors)]:
+      pairs.append((f, ref, len(images)))
+      images.append(still_portrait(challenging_lib.without_factors(u, off), s))
+  e = judge.predict(np.stack(images))["embedding"]
+  out: dict[str, list] = {}
+  for f, a, b in pairs:
+    out.setdefault(f, []).append(float(metrics.cosine(e[a], e[b])))
   return {f: {"cosine": float(np.mean(v)), "n": len(v)} for f, v in sorted(out.items())}
 
 

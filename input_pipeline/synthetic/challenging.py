@@ -62,6 +62,15 @@ CHALLENGE_PARAM_NAMES = (
 )
 NUM_CHALLENGE_PARAMS = len(CHALLENGE_PARAM_NAMES)
 _Q = {n: i for i, n in enumerate(CHALLENGE_PARAM_NAMES)}
+# Each factor's on/off entry among CHALLENGE_PARAM_NAMES.
+FACTOR_SWITCHES = {
+  "skin": "skin_on",
+  "hair": "hair_on",
+  "face_shape": "shape_on",
+  "glasses": "glasses_on",
+  "beard": "beard_on",
+  "lighting": "light_on",
+}
 
 SPLITS = {"challenging_dev": range(10000, 10008), "challenging": range(10008, 10016)}
 # Hair hues never produced by face_model's black..blond..auburn hair (HSV hue, value).
@@ -112,6 +121,15 @@ def sample_challenging(identity_id: int, seed: int = 0) -> tuple[np.ndarray, tup
       q[_Q["light_on"]] = 1
       q[_Q["light_dir"]] = side() * rng.uniform(0.3, 0.45)
   return np.concatenate([base, q]).astype(np.float32), tuple(CHALLENGE_FACTORS[f] for f in factors)
+
+
+def without_factors(u, factors) -> np.ndarray:
+  """A copy of the challenging identity vector u (26 + NUM_CHALLENGE_PARAMS,) with the
+  named factors switched off (the rest of the face unchanged)."""
+  q = np.array(u, np.float32, copy=True)
+  for f in factors:
+    q[fm.NUM_IDENTITY_PARAMS + _Q[FACTOR_SWITCHES[f]]] = 0.0
+  return q
 
 
 def split_identities(split: str) -> list[int]:
