@@ -65,6 +65,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The demo's EIB keeps the frozen tower: a tuned layer costs ~0.6 s a step on 2 cores,
   # which the demo's EIB stage (head steps below) cannot afford.
   c.eib.finetune_layers = 0
+  # 64 FED prompts per clip label whose frozen text states are computed once
+  # (training/prompt_pool.py), instead of the text tower inside every diffusion step.
+  c.train.prompt_pool_size = 64
   if mode == "quick":
     c.data.synthetic_size = "tiny"
     c.eib.steps = 600

@@ -166,6 +166,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.mouth_loss_weight = 0.0
   # The same for the box of the brows and eyes (`eyes_region`), where faint emotions show.
   c.train.eyes_loss_weight = 0.0
+  # > 0: each clip label gets this many FED prompts (training/prompt_pool.py), whose frozen
+  # text states are computed once instead of in every step; 0: a fresh FED prompt per
+  # example through the text tower inside the step.
+  c.train.prompt_pool_size = 0
   c.train.autoencoder_checkpoint = ""  # dir with params.safetensors ('' -> random init + warning)
   c.train.eib_checkpoint = ""  # `emotalker eib-train` folder to initialise the EIB ('' -> fresh)
 

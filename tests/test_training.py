@@ -4,6 +4,7 @@ One small config for all tests; the compiled step of the single-device trainer i
 by every test that does not need another mesh (module-scoped fixture).
 """
 
+import dataclasses
 import os
 import signal
 
@@ -308,6 +309,32 @@ def test_mouth_loss_weight_is_a_weighted_mean(trainer):
   np.testing.assert_allclose(l_both, (11 * a + 4 * b) / 15, rtol=1e-4)
   with pytest.raises(ValueError, match="eyes_loss_weight"):
     step_lib.batch_keys(small_config(**{"train.eyes_loss_weight": -0.5}))
+
+
+def test_step_on_cached_states_equals_the_step_on_tokens(trainer, text):  # noqa: F811
+  """The pooled trainer's batch carries text_states (no input_ids); its loss and metrics
+  equal the tokens path's, where the tower runs inside the step (same params and rng)."""
+  tr, init = trainer
+  from emotalker_jax.training import prompt_pool
+  from emotalker_jax.training import step as step_lib
+
+  cfg = small_config(**{"train.prompt_pool_size": 4})
+  pooled = dataclasses.replace(tr, config=cfg, text_states=prompt_pool.TextStateCache(text))
+  hb = host_batch(0)
+  tok_batch, pool_batch = tr.device_batch(hb), pooled.device_batch(hb)
+  assert set(pool_batch) == set(step_lib.batch_keys(cfg))
+  assert step_lib.TEXT_STATES_KEY in pool_batch and "input_ids" not in pool_batch
+  rng = jax.random.PRNGKey(11)
+  losses = []
+  for c, b in ((tr.config, tok_batch), (cfg, pool_batch)):
+    fn = step_lib.make_loss_fn(tr.model, tr.vae, tr.text.module, tr.schedule, c)
+    losses.append({k: float(v) for k, v in fn(init.params, tr.frozen, b, rng)[1].items()})
+  for k in losses[0]:
+    np.testing.assert_allclose(losses[1][k], losses[0][k], rtol=1e-4, err_msg=k)
+  # batch_spec: the states' width is the configured tower's (text.path '': MiniLM, 384).
+  spec = step_lib.batch_spec(cfg)
+  assert spec[step_lib.TEXT_STATES_KEY].shape == (8, int(cfg.text.max_length), 384)
+  assert spec[step_lib.TEXT_STATES_KEY].dtype == np.float32
 
 
 def test_joint_eib_loss_uses_the_configured_ce_weight(trainer):

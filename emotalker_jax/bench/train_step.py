@@ -31,7 +31,12 @@ from emotalker_jax.bench.common import (
 from emotalker_jax.emotions import EMOTIONS
 from emotalker_jax.models.text_encoder import load_text_encoder
 from emotalker_jax.training import loop
-from emotalker_jax.training.step import TOKEN_KEYS, batch_spec, region_loss_weights
+from emotalker_jax.training.step import (
+  TEXT_STATES_KEY,
+  TOKEN_KEYS,
+  batch_spec,
+  region_loss_weights,
+)
 
 
 def reset_peak_rss() -> bool:
@@ -94,7 +99,7 @@ def synthetic_train_batch(config, batch: int, seed: int = 0) -> dict:
   emo = r.dirichlet(np.ones(len(EMOTIONS)) * 0.3, batch).astype(np.float32)
   out = {"prompt": np.array([f"a little {EMOTIONS[i]}" for i in emo.argmax(1)])}
   for key, spec in batch_spec(config, batch).items():
-    if key in TOKEN_KEYS:
+    if key in TOKEN_KEYS or key == TEXT_STATES_KEY:  # device_batch makes them from prompts
       continue
     if key in ("emotion", "prompt_emotion"):
       out[key] = emo

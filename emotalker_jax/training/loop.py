@@ -43,8 +43,10 @@ from emotalker_jax.diffusion import schedule as sched
 from emotalker_jax.models.autoencoder import build_autoencoder
 from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
 from emotalker_jax.models.text_encoder import load_text_encoder
+from emotalker_jax.training import prompt_pool
 from emotalker_jax.training import state as state_lib
 from emotalker_jax.training.step import (
+  TEXT_STATES_KEY,
   TOKEN_KEYS,
   batch_keys,
   batch_spec,
@@ -82,18 +84,24 @@ class Trainer:
   frozen: dict
   frozen_shardings: Any
   step_fn: Any
+  # train.prompt_pool_size > 0: the pooled prompts' frozen token states (prompt_pool).
+  text_states: prompt_pool.TextStateCache | None = None
   compiled: bool = dataclasses.field(default=False, repr=False)
 
   def device_batch(self, host_batch: dict) -> dict:
     """Pipeline batch (numpy, with 'prompt' strings) -> sharded arrays of ``batch_keys(config)``."""
-    tok = self.text.tokenize([str(p) for p in np.asarray(host_batch["prompt"]).reshape(-1)])
+    prompts = [str(p) for p in np.asarray(host_batch["prompt"]).reshape(-1)]
     batch = {
       k: np.asarray(host_batch[k], np.float32)
       for k in batch_keys(self.config)
-      if k not in TOKEN_KEYS
+      if k not in TOKEN_KEYS and k != TEXT_STATES_KEY
     }
-    batch["input_ids"] = tok["input_ids"]
-    batch["attention_mask"] = tok["attention_mask"]
+    if self.text_states is not None:
+      batch[TEXT_STATES_KEY], batch["attention_mask"] = self.text_states(prompts)
+    else:
+      tok = self.text.tokenize(prompts)
+      batch["input_ids"] = tok["input_ids"]
+      batch["attention_mask"] = tok["attention_mask"]
     return parallel.shard_batch(batch, self.mesh)
 
   def step(self, batch: dict):
@@ -171,6 +179,7 @@ def build_trainer(
     frozen,
     frozen_shardings,
     step_fn,
+    prompt_pool.TextStateCache(text) if prompt_pool.pool_enabled(config) else None,
   )
 
 
@@ -346,7 +355,7 @@ def train(
   multi = jax.process_count() > 1
   trainer = trainer or build_trainer(config)
   if loader is None:
-    loader = make_train_loader(config)
+    loader = make_train_loader(config, prompt_fn=prompt_pool.prompt_fn_from_config(config))
   iterator: Iterator = iter(loader)
   mngr = checkpoints.checkpoint_manager(workdir, config)
   start = 0

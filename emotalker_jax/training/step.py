@@ -2,7 +2,8 @@
 
 Batch (batch axis first; ``parallel.shard_batch`` puts it on the mesh): ``batch_spec``
 gives every key's shape and dtype: frames in [-1, 1], the audio window, the clip's and the
-prompt's emotion labels, the prompt's tokens, and the weighted regions.
+prompt's emotion labels, the prompt's tokens (with ``train.prompt_pool_size`` > 0: their
+frozen token states, ``training.prompt_pool``), and the weighted regions.
 Frozen params (replicated): {'vae': autoencoder params, 'text': text-encoder params}.
 
 Per step, from ``fold_in(state.rng, state.step)`` (so a resumed run draws the same
@@ -25,6 +26,8 @@ from emotalker_jax.diffusion import schedule as sched
 from emotalker_jax.emotions import NUM_EMOTIONS
 from emotalker_jax.models.autoencoder import encode_to_latent
 from emotalker_jax.models.eib import eib_loss
+from emotalker_jax.models.text_encoder import read_text_config
+from emotalker_jax.training.prompt_pool import pool_enabled
 from emotalker_jax.training.state import learning_rate_schedule
 
 # emotion: the clip's label (the explicit-intensity path of the condition); prompt_emotion:
@@ -59,12 +62,19 @@ def region_loss_weights(config) -> dict[str, float]:
   return out
 
 
-def batch_keys(config) -> tuple[str, ...]:
-  """The keys the train step reads for this config: BATCH_KEYS (+ the weighted regions)."""
-  return BATCH_KEYS + tuple(region_loss_weights(config))
-
-
 TOKEN_KEYS = ("input_ids", "attention_mask")
+# With train.prompt_pool_size > 0 the batch carries the frozen tower's token states of its
+# prompts (``training.prompt_pool.TextStateCache``) in place of input_ids.
+TEXT_STATES_KEY = "text_states"
+
+
+def batch_keys(config) -> tuple[str, ...]:
+  """The keys the train step reads for this config: BATCH_KEYS (+ the weighted regions);
+  with a prompt pool, text_states replaces input_ids."""
+  keys = BATCH_KEYS
+  if pool_enabled(config):
+    keys = tuple(TEXT_STATES_KEY if k == "input_ids" else k for k in keys)
+  return keys + tuple(region_loss_weights(config))
 
 
 def batch_spec(config, batch_size: int | None = None) -> dict:
@@ -74,8 +84,9 @@ def batch_spec(config, batch_size: int | None = None) -> dict:
   the train-step benchmark (synthetic host batches) all read it. ``batch_size`` defaults to
   ``config.train.batch_size`` (global). Shapes: x_tgt, x_mask, x_ref (B, S, S, 3) float32;
   audio_mel (B, W, n_mels) float32 (W: ``audio.window_length``); emotion, prompt_emotion
-  (B, 8) float32; input_ids, attention_mask (B, L) int32 (L: text.max_length); the weighted
-  regions (B, S, S) float32 in {0, 1}.
+  (B, 8) float32; input_ids, attention_mask (B, L) int32 (L: text.max_length); with a
+  prompt pool, text_states (B, L, D) float32 (D: the text tower's width) instead of
+  input_ids; the weighted regions (B, S, S) float32 in {0, 1}.
   """
   b = int(config.train.batch_size if batch_size is None else batch_size)
   s, length = int(config.data.image_size), int(config.text.max_length)
@@ -89,6 +100,9 @@ def batch_spec(config, batch_size: int | None = None) -> dict:
     "input_ids": (b, length),
     "attention_mask": (b, length),
   }
+  if pool_enabled(config):
+    _, tcfg, _, _ = read_text_config(config.text.path or None, kind=config.text.encoder)
+    shapes[TEXT_STATES_KEY] = (b, length, int(tcfg.hidden_size))
   shapes.update({key: (b, s, s) for key in region_loss_weights(config)})
   return {
     k: jax.ShapeDtypeStruct(shapes[k], jnp.int32 if k in TOKEN_KEYS else jnp.float32)
@@ -136,9 +150,12 @@ def make_loss_fn(model, vae, text_module, schedule: sched.Schedule, config) -> C
     eps = jax.random.normal(r_eps, z0.shape, z0.dtype)
     z_t = sched.q_sample(schedule, z0, t, eps)
     target = sched.training_target(schedule, z0, eps, t)
-    hidden = text_hidden_states(
-      text_module, frozen["text"], batch["input_ids"], batch["attention_mask"]
-    )
+    if TEXT_STATES_KEY in batch:  # computed once per pooled prompt, outside the step
+      hidden = jax.lax.stop_gradient(batch[TEXT_STATES_KEY])
+    else:
+      hidden = text_hidden_states(
+        text_module, frozen["text"], batch["input_ids"], batch["attention_mask"]
+      )
     drop = jax.random.bernoulli(r_drop, tc.p_uncond, (b,))
     use_text = ~jax.random.bernoulli(r_expl, tc.p_explicit, (b,))
     pred, logits = model.apply(
@@ -208,6 +225,7 @@ __all__ = [
   "text_hidden_states",
   "BATCH_KEYS",
   "TOKEN_KEYS",
+  "TEXT_STATES_KEY",
   "MOUTH_KEY",
   "EYES_KEY",
   "batch_keys",
