@@ -68,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 64 FED prompts per clip label whose frozen text states are computed once
   # (training/prompt_pool.py), instead of the text tower inside every diffusion step.
   c.train.prompt_pool_size = 64
+  c.train.cache_reference_latents = True
   if mode == "quick":
     c.data.synthetic_size = "tiny"
     c.eib.steps = 600

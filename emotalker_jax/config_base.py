@@ -170,6 +170,9 @@ def get_config() -> ml_collections.ConfigDict:
   # text states are computed once instead of in every step; 0: a fresh FED prompt per
   # example through the text tower inside the step.
   c.train.prompt_pool_size = 0
+  # True: each reference frame's latent is computed once and passed in
+  # (training/frozen_cache.py) instead of encoding x_ref in every step.
+  c.train.cache_reference_latents = False
   c.train.autoencoder_checkpoint = ""  # dir with params.safetensors ('' -> random init + warning)
   c.train.eib_checkpoint = ""  # `emotalker eib-train` folder to initialise the EIB ('' -> fresh)
 

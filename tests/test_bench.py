@@ -322,6 +322,22 @@ def test_train_step_bench_remat_on_off(repo_root):
 
 
 @pytest.mark.slow
+def test_train_step_bench_compares_the_frozen_networks_in_and_out_of_the_step(repo_root):
+  """--compare-frozen-inputs: the variant with the text tower and the reference encoding
+  inside the step does their forwards on top of the cached variant's work (more FLOPs)."""
+  config = tiny(repo_root, "--config.train.batch_size=8")
+  r = bench.run_train_step_bench(
+    config, remat=(False,), steps=2, warmup=1, matmul_n=512, compare_frozen_inputs=True
+  )
+  fi = r["frozen_inputs"]
+  in_step, cached = fi["in_step"], fi["cached"]
+  assert in_step is r["remat"]["off"]  # tiny caches nothing: its measured row is in_step
+  assert in_step["flops_per_step"] > cached["flops_per_step"] > 0
+  assert fi["step_ratio_in_step_over_cached"] == pytest.approx(in_step["step_s"] / cached["step_s"])
+  assert math.isfinite(cached["final_loss"])
+
+
+@pytest.mark.slow
 def test_sampler_inductor_matches_eager(repo_root):
   config = tiny(repo_root)
   r = bench.run_sampler_bench(

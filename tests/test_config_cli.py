@@ -57,7 +57,9 @@ def test_demo_modes_are_tiny_and_the_demo_model_with_their_step_counts(repo_root
   steps = {"eib.steps", "eib.fed_size", "eib.finetune_layers"} | {
     "autoencoder_train.steps",
     "train.steps",
-    "train.prompt_pool_size",  # where the text states are computed, not what is trained
+    # where the frozen networks' outputs are computed, not what is trained
+    "train.prompt_pool_size",
+    "train.cache_reference_latents",
     "name",
   }
   assert {k for k in tiny if tiny[k] != quick[k]} <= steps  # quick's eib.steps may be tiny's
@@ -86,6 +88,7 @@ def test_demo_modes_are_tiny_and_the_demo_model_with_their_step_counts(repo_root
   assert (quick["demo.eval_frames"], full["demo.eval_frames"]) == (2, 4)
   assert full["demo.eval_sweep_frames"] == 1
   assert quick["train.prompt_pool_size"] == full["train.prompt_pool_size"] == 64
+  assert quick["train.cache_reference_latents"] and full["train.cache_reference_latents"]
   with pytest.raises(ValueError, match="nope"):
     load_config(str(repo_root / "configs/demo.py:nope"))
 

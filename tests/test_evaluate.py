@@ -167,6 +167,31 @@ def test_oracle_scores_high(oracle_result):
   assert r["n_identities"] == 2
 
 
+def test_identity_split_by_the_drawn_expression_recomposes_the_identity_figure(oracle_result):
+  """Per (identity, non-neutral prompt) unit: identity = acc * drawn + (1 - acc) * missed
+  (the frames the judge reads as the asked emotion, and the others); neutral's column and
+  units without such frames are undefined and counted."""
+  r, _ = oracle_result
+  u = r["details"]["single"]["units"]
+  acc, sim = np.asarray(u["emotion_accuracy"]), np.asarray(u["identity_similarity"])
+  drawn = np.asarray(u["identity_similarity_expression_drawn"], np.float64)
+  missed = np.asarray(u["identity_similarity_expression_missed"], np.float64)
+  assert np.isnan(drawn[:, 0]).all() and np.isnan(missed[:, 0]).all()  # neutral
+  recomposed = np.where(acc == 1, drawn, np.where(acc == 0, missed, 0.0))
+  both = (acc > 0) & (acc < 1)
+  recomposed[both] = (acc * drawn + (1 - acc) * missed)[both]
+  np.testing.assert_allclose(recomposed[:, 1:], sim[:, 1:], rtol=1e-6)
+  assert (
+    np.isnan(drawn[:, 1:]).sum()
+    == (acc[:, 1:] == 0).sum()
+    == r["n_undefined"]["identity_similarity_expression_drawn"]
+  )
+  assert r["identity_similarity_expression_drawn"] == pytest.approx(np.nanmean(drawn))
+  assert r["identity_similarity_expression_drawn"] >= 0.85  # the oracle draws and keeps
+  lo, hi = r["identity_similarity_expression_drawn_ci"]
+  assert lo <= r["identity_similarity_expression_drawn"] <= hi
+
+
 def test_the_challenging_split_is_judged_with_the_same_keys_and_its_own_ground_truth(
   judge, oracle_result
 ):
@@ -340,6 +365,13 @@ def test_copier_keeps_identity_but_shows_no_emotion(judge, sources):
     math.isnan(x) for x in r["intensity_spearman_ci"]
   )
   assert r["flicker"] == 0.0 and r["identity_similarity_ci"] == [pytest.approx(1.0, abs=1e-5)] * 2
+  # A copied portrait is read the same in every frame: each non-neutral unit is wholly
+  # drawn or wholly missed, and the missed frames are the portrait itself.
+  n = r["n_undefined"]
+  assert (
+    n["identity_similarity_expression_drawn"] + n["identity_similarity_expression_missed"] == 14
+  )
+  assert r["identity_similarity_expression_missed"] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_wrong_identity_scores_lower(judge, sources, oracle_result):

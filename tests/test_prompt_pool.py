@@ -1,5 +1,5 @@
-"""training/prompt_pool.py: the pooled FED prompts and the cache of their frozen text states
-(the train step fed those states: tests/test_training.py)."""
+"""training/prompt_pool.py: the pooled FED prompts (their cached text states:
+tests/test_frozen_cache.py; the train step fed them: tests/test_training.py)."""
 
 import os
 import pickle
@@ -11,7 +11,7 @@ import pytest
 
 from emotalker_jax import fed
 from emotalker_jax.training import prompt_pool
-from tests.test_training import small_config, text  # noqa: F401 (the fixture)
+from tests.test_training import small_config
 
 MIXED = np.array([0, 0.6, 0, 0.3, 0, 0, 0, 0], np.float32)  # mostly angry, a little disgusted
 
@@ -56,25 +56,3 @@ def test_pool_size_is_checked():
   assert prompt_pool.prompt_fn_from_config(small_config()) is None
   fn = prompt_pool.prompt_fn_from_config(small_config(**{"train.prompt_pool_size": 5}))
   assert fn.pool_size == 5
-
-
-def test_cache_gives_the_towers_states_and_encodes_each_prompt_once(text):  # noqa: F811
-  """Reference: TextEncoder.encode (the tower on the unpadded batch). Each distinct prompt
-  is a miss once; an LRU bound evicts, and an evicted prompt comes back the same."""
-  prompts = ["very happy", "a little sad", "very happy", "at the funeral of an old friend"]
-  want_h, want_m = text.encode(prompts)
-  cache = prompt_pool.TextStateCache(text)
-  h, m = cache(prompts)
-  np.testing.assert_array_equal(m, np.asarray(want_m))
-  np.testing.assert_allclose(h, np.asarray(want_h), rtol=1e-5, atol=1e-5)
-  assert (cache.misses, cache.hits, len(cache)) == (3, 1, 3)
-  h2, _ = cache(prompts[::-1])
-  np.testing.assert_array_equal(h2, h[::-1])
-  assert (cache.misses, cache.hits) == (3, 5)
-  per_entry = text.max_length * text.hidden_size * 4
-  small = prompt_pool.TextStateCache(text, max_bytes=2 * per_entry)
-  small(prompts[:2])
-  small(prompts[3:])  # evicts "very happy", the least recently used
-  assert len(small) == 2 and "very happy" not in small._cache
-  h3, _ = small(["very happy"])
-  np.testing.assert_allclose(h3[0], h[0], rtol=1e-5, atol=1e-5)

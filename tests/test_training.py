@@ -64,6 +64,9 @@ def host_batch(i: int, nan: bool = False) -> dict:
     emotion=np.eye(8, dtype=np.float32)[r.integers(0, 8, B)],
     prompt_emotion=np.eye(8, dtype=np.float32)[r.integers(0, 8, B)] * 0.7,
     prompt=PROMPTS[r.permutation(B)],
+    # x_ref's provenance, as the pipeline gives it (cached reference latents are keyed by it)
+    ref_clip_id=i * B + np.arange(B)[::-1],
+    ref_frame=np.zeros((B,), np.int64),
     batch_index=np.full((B,), i),
   )
 
@@ -311,30 +314,42 @@ def test_mouth_loss_weight_is_a_weighted_mean(trainer):
     step_lib.batch_keys(small_config(**{"train.eyes_loss_weight": -0.5}))
 
 
-def test_step_on_cached_states_equals_the_step_on_tokens(trainer, text):  # noqa: F811
-  """The pooled trainer's batch carries text_states (no input_ids); its loss and metrics
-  equal the tokens path's, where the tower runs inside the step (same params and rng)."""
+def test_step_on_cached_frozen_outputs_equals_the_step_computing_them(trainer, text):  # noqa: F811
+  """With a prompt pool and cached reference latents the batch carries text_states and z_ref
+  (no input_ids, no x_ref); the loss and metrics equal those of the step that runs the text
+  tower and encodes x_ref itself (same params, batch and rng)."""
   tr, init = trainer
-  from emotalker_jax.training import prompt_pool
+  from emotalker_jax.training import frozen_cache
   from emotalker_jax.training import step as step_lib
 
-  cfg = small_config(**{"train.prompt_pool_size": 4})
-  pooled = dataclasses.replace(tr, config=cfg, text_states=prompt_pool.TextStateCache(text))
+  cfg = small_config(**{"train.prompt_pool_size": 4, "train.cache_reference_latents": True})
+  cached = dataclasses.replace(
+    tr,
+    config=cfg,
+    text_states=frozen_cache.TextStateCache(text),
+    reference_latents=frozen_cache.ReferenceLatentCache(tr.vae, tr.frozen["vae"], 32),
+  )
   hb = host_batch(0)
-  tok_batch, pool_batch = tr.device_batch(hb), pooled.device_batch(hb)
-  assert set(pool_batch) == set(step_lib.batch_keys(cfg))
-  assert step_lib.TEXT_STATES_KEY in pool_batch and "input_ids" not in pool_batch
+  full_batch, cached_batch = tr.device_batch(hb), cached.device_batch(hb)
+  assert set(cached_batch) == set(step_lib.batch_keys(cfg))
+  for gone, new in (("input_ids", step_lib.TEXT_STATES_KEY), ("x_ref", step_lib.REF_LATENT_KEY)):
+    assert new in cached_batch and gone not in cached_batch
   rng = jax.random.PRNGKey(11)
   losses = []
-  for c, b in ((tr.config, tok_batch), (cfg, pool_batch)):
+  for c, b in ((tr.config, full_batch), (cfg, cached_batch)):
     fn = step_lib.make_loss_fn(tr.model, tr.vae, tr.text.module, tr.schedule, c)
     losses.append({k: float(v) for k, v in fn(init.params, tr.frozen, b, rng)[1].items()})
   for k in losses[0]:
     np.testing.assert_allclose(losses[1][k], losses[0][k], rtol=1e-4, err_msg=k)
-  # batch_spec: the states' width is the configured tower's (text.path '': MiniLM, 384).
+  # batch_spec: the states' width is the configured tower's (text.path '': MiniLM, 384),
+  # the latents' the autoencoder's (f = 4 here).
   spec = step_lib.batch_spec(cfg)
   assert spec[step_lib.TEXT_STATES_KEY].shape == (8, int(cfg.text.max_length), 384)
-  assert spec[step_lib.TEXT_STATES_KEY].dtype == np.float32
+  assert spec[step_lib.REF_LATENT_KEY].shape == (8, 8, 8, 4)
+  assert spec[step_lib.TEXT_STATES_KEY].dtype == spec[step_lib.REF_LATENT_KEY].dtype == np.float32
+  # A loader without the reference ids is refused with the fix.
+  with pytest.raises(ValueError, match="cache_reference_latents=False"):
+    cached.device_batch({k: v for k, v in hb.items() if k != "ref_clip_id"})
 
 
 def test_joint_eib_loss_uses_the_configured_ce_weight(trainer):

@@ -428,6 +428,28 @@ def render_report(docs: Sequence[tuple[str, dict]]) -> str:
         )
       )
   out.append("")
+  compared = [(r, top) for _n, r, top in tables["train-step"] if r.get("frozen_inputs")]
+  if compared:
+    out.append("### Train step: the frozen networks inside the step vs their outputs passed in\n")
+    head = ["machine", "config", "dtype", "remat", "in the step ms", "passed in ms", "ratio"]
+    out.append(_row(head + ["FLOPs in the step / passed in", "command"]))
+    out.append(_row(["---"] * 9))
+    for r, top in compared:
+      fi = r["frozen_inputs"]
+      out.append(
+        _row(
+          base(top)
+          + [
+            fi["remat"],
+            _spread(fi["in_step"].get("step_time")),
+            _spread(fi["cached"].get("step_time")),
+            _fmt(fi["step_ratio_in_step_over_cached"]),
+            f"{_si(fi['in_step']['flops_per_step'])} / {_si(fi['cached']['flops_per_step'])}",
+            _cmd(top),
+          ]
+        )
+      )
+    out.append("")
 
   out.append("### Compile time (s: trace+lower+compile, cold caches, min over rounds)\n")
   out.append(

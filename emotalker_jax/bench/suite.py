@@ -47,6 +47,7 @@ def run_one(what: str, config, opts: dict, progress=None, prior: dict | None = N
       warmup=opts["warmup"],
       batch=opts.get("train_batch"),
       matmul_n=opts.get("matmul_n"),
+      compare_frozen_inputs=bool(opts.get("compare_frozen_inputs", False)),
       progress=progress,
     )
   if what == "compile":

@@ -32,6 +32,7 @@ from emotalker_jax.emotions import EMOTIONS
 from emotalker_jax.models.text_encoder import load_text_encoder
 from emotalker_jax.training import loop
 from emotalker_jax.training.step import (
+  REF_LATENT_KEY,
   TEXT_STATES_KEY,
   TOKEN_KEYS,
   batch_spec,
@@ -91,6 +92,19 @@ def device_peak_bytes() -> int | None:
   return int(v) if v is not None else None
 
 
+# The pool size measured by ``compare_frozen_inputs`` when the config has none (the step's
+# cost does not depend on it: the states arrive as an input either way).
+PROMPT_POOL_COMPARED = 64
+
+
+def cached_frozen_inputs(config) -> bool:
+  """Whether the config passes in both frozen outputs (pooled text states and reference
+  latents); a config with only one of them is compared against neither."""
+  return int(config.train.get("prompt_pool_size", 0)) > 0 and bool(
+    config.train.get("cache_reference_latents", False)
+  )
+
+
 def synthetic_train_batch(config, batch: int, seed: int = 0) -> dict:
   """A host batch of ``training.step.batch_spec(config)`` (what the pipeline yields): random
   frames in [-1, 1], audio features, Dirichlet emotion labels, {0, 1} region boxes and
@@ -100,6 +114,11 @@ def synthetic_train_batch(config, batch: int, seed: int = 0) -> dict:
   out = {"prompt": np.array([f"a little {EMOTIONS[i]}" for i in emo.argmax(1)])}
   for key, spec in batch_spec(config, batch).items():
     if key in TOKEN_KEYS or key == TEXT_STATES_KEY:  # device_batch makes them from prompts
+      continue
+    if key == REF_LATENT_KEY:  # device_batch encodes the reference frames, by their ids
+      s = spec.shape[0], int(config.data.image_size), int(config.data.image_size), 3
+      out["x_ref"] = r.uniform(-1, 1, s).astype(np.float32)
+      out["ref_clip_id"], out["ref_frame"] = np.arange(batch), np.zeros(batch, np.int64)
       continue
     if key in ("emotion", "prompt_emotion"):
       out[key] = emo
@@ -189,10 +208,17 @@ def run_train_step_bench(
   warmup: int = 1,
   batch: int | None = None,
   matmul_n: int | None = None,
+  compare_frozen_inputs: bool = False,
   progress=None,
 ) -> dict:
   """The jitted train step of ``training.loop.build_trainer`` on a synthetic batch, per remat
   setting (remat on first: device peak memory is a process-wide high-water mark).
+
+  ``compare_frozen_inputs``: also the first remat setting with the frozen networks' inputs
+  the other way, so ``frozen_inputs`` holds both, measured in this run: 'in_step' (the text
+  tower and the reference frames' encoding inside the step: train.prompt_pool_size 0,
+  cache_reference_latents False) and 'cached' (both passed in, ``training/frozen_cache.py``;
+  a pool of PROMPT_POOL_COMPARED when the config has none), and their ratios.
 
   FLOPs/step are XLA's count for the (per-device) compiled step; roofline fraction is
   achieved / a dense matmul timed alternately with the steps; peak memory is the device's
@@ -219,6 +245,29 @@ def run_train_step_bench(
   default = variants.get("on" if bool(config.unet.remat) else "off") or next(
     iter(variants.values())
   )
+  frozen_inputs = None
+  if compare_frozen_inputs:
+    cached = cached_frozen_inputs(config)
+    first = "on" if remat[0] else "off"
+    other = with_overrides(
+      config,
+      **{
+        "unet.remat": bool(remat[0]),
+        "train.prompt_pool_size": 0 if cached else PROMPT_POOL_COMPARED,
+        "train.cache_reference_latents": not cached,
+      },
+    )
+    measured = _train_variant(
+      other, text, steps=steps, warmup=warmup, mm_fn=mm_fn, mm_flops=mm_flops, progress=progress
+    )
+    fast, slow = (variants[first], measured) if cached else (measured, variants[first])
+    frozen_inputs = {
+      "remat": first,
+      "in_step": slow,
+      "cached": fast,
+      "step_ratio_in_step_over_cached": slow["step_s"] / fast["step_s"],
+      "flops_ratio_in_step_over_cached": slow["flops_per_step"] / fast["flops_per_step"],
+    }
   return {
     "benchmark": "train_step",
     "batch": int(config.train.batch_size),
@@ -231,4 +280,5 @@ def run_train_step_bench(
     "roofline_fraction": default["roofline_fraction"],
     "mfu": default["mfu"],
     "remat": variants,
+    "frozen_inputs": frozen_inputs,
   }

@@ -70,6 +70,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     help="train-step: UNet remat settings to measure (default both)",
   )
   p.add_argument(
+    "--compare-frozen-inputs",
+    action="store_true",
+    help="train-step: also measure the frozen networks' outputs the other way (the text "
+    "tower and the reference frames' encoding inside the step vs passed in: "
+    "train.prompt_pool_size, train.cache_reference_latents), side by side in this run",
+  )
+  p.add_argument(
     "--train-batch",
     type=int,
     default=None,
@@ -190,6 +197,8 @@ def command_string(args) -> str:
       parts += ["--torch-compile-backend", args.torch_compile_backend]
   if w in ("train-step", "all") and args.remat != "both":
     parts += ["--remat", args.remat]
+  if w in ("train-step", "all") and args.compare_frozen_inputs:
+    parts.append("--compare-frozen-inputs")
   if w in ("train-step", "pipeline", "gpu", "all") and args.train_batch:
     parts += ["--train-batch", str(args.train_batch)]
   if w in ("unet", "train-step", "gpu", "all") and args.matmul_n:
@@ -252,6 +261,15 @@ def _print_summary(what: str, r: dict) -> None:
         f"roofline {v['roofline_fraction']:.3f}, peak memory "
         f"{v['peak_memory_bytes'] / 2**20:.0f} MiB"
         + (f", MFU {v['mfu']:.3f}" if v.get("mfu") else "")
+      )
+    fi = r.get("frozen_inputs")
+    if fi:
+      print(
+        f"train-step frozen networks (remat={fi['remat']}): inside the step "
+        f"{fi['in_step']['step_s'] * 1e3:.4g} ms, outputs passed in "
+        f"{fi['cached']['step_s'] * 1e3:.4g} ms: ratio "
+        f"{fi['step_ratio_in_step_over_cached']:.3f} (FLOPs "
+        f"{fi['flops_ratio_in_step_over_cached']:.3f})"
       )
   elif what == "compile":
     tot = r.get("total_compile_s", {})
@@ -334,6 +352,7 @@ def run(args) -> int:
     compile_backend=args.torch_compile_backend,
     remat={"both": (True, False), "on": (True,), "off": (False,)}[args.remat],
     train_batch=args.train_batch,
+    compare_frozen_inputs=args.compare_frozen_inputs,
     matmul_n=args.matmul_n,
     compile_steps=tuple(args.compile_steps),
     compile_repeats=args.compile_repeats,

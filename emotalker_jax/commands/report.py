@@ -234,6 +234,11 @@ CHALLENGING_ROWS = (
   ("identity_similarity_no_constraint", "identity, constraint off"),
   ("identity_similarity_constraint_gain", "constraint gain (paired)"),
   ("identity_similarity_ground_truth", "identity of the ground truth (ceiling)"),
+  (
+    "identity_similarity_expression_drawn",
+    "identity, frames read as the asked emotion (non-neutral prompts)",
+  ),
+  ("identity_similarity_expression_missed", "identity, the other frames (non-neutral prompts)"),
   ("emotion_accuracy", "emotion accuracy"),
   ("ceiling_emotion_accuracy_ground_truth", "emotion accuracy of the ground truth (ceiling)"),
   ("ceiling_emotion_accuracy_autoencoder", "emotion accuracy after the autoencoder (ceiling)"),

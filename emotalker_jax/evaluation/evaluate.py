@@ -365,6 +365,10 @@ class _Runner:
     return out
 
 
+def _nanmean(units: np.ndarray) -> float:
+  return float(np.nanmean(units)) if np.isfinite(units).any() else float("nan")
+
+
 def _single(
   run: _Runner,
   use_text: bool = True,
@@ -375,10 +379,16 @@ def _single(
   """One condition per emotion (``prompts[e]`` names emotion e, MEAD order) for every
   source: top-1 accuracy (per frame) and identity similarity to the source portrait; with
   ``ground_truth`` also the identity similarity of the benchmark's rendering of each
-  prompt's label on the same clip (the ceiling). 'units': (identities, prompts) arrays."""
+  prompt's label on the same clip (the ceiling). 'units': (identities, prompts) arrays.
+
+  Identity split by what was drawn (non-neutral prompts): the frames the judge reads as the
+  asked emotion ('identity_similarity_expression_drawn') and the others ('..._missed'), so
+  a high identity figure can be told apart from frames that copy the neutral portrait
+  (units nan where a unit has no such frame; neutral's column is nan)."""
   preds, targets = [], []
   n_id, n_p = len(run.sources), len(prompts)
   acc_u, sim_u, sim_gt_u = np.zeros((n_id, n_p)), np.zeros((n_id, n_p)), np.zeros((n_id, n_p))
+  drawn_u, missed_u = np.full((n_id, n_p), np.nan), np.full((n_id, n_p), np.nan)
   for i, src in enumerate(run.sources):
     emb_src = run.source_embedding(src)
     for e, prompt in enumerate(prompts):
@@ -389,8 +399,12 @@ def _single(
       p = run.judge.predict(f)
       preds.append(p["intensities"])
       targets.append(np.repeat(one_hot(EMOTIONS[e])[None], len(f), 0))
-      acc_u[i, e] = float(np.mean(np.argmax(p["intensities"], -1) == e))
-      sim_u[i, e] = float(np.mean(metrics.cosine(p["embedding"], emb_src)))
+      hit = np.argmax(p["intensities"], -1) == e
+      sim = metrics.cosine(p["embedding"], emb_src)
+      acc_u[i, e], sim_u[i, e] = float(np.mean(hit)), float(np.mean(sim))
+      if EMOTIONS[e] != "neutral":
+        drawn_u[i, e] = float(np.mean(sim[hit])) if hit.any() else np.nan
+        missed_u[i, e] = float(np.mean(sim[~hit])) if (~hit).any() else np.nan
       if ground_truth:
         r = run.renderings(src, single_prompt_label(EMOTIONS[e]), len(f))
         sim_gt_u[i, e] = float(np.mean(metrics.cosine(r["embedding"], emb_src)))
@@ -404,7 +418,14 @@ def _single(
     "identity_similarity_per_identity": {
       s.identity: float(sim_u[i].mean()) for i, s in enumerate(run.sources)
     },
-    "units": {"emotion_accuracy": acc_u.tolist(), "identity_similarity": sim_u.tolist()},
+    "identity_similarity_expression_drawn": _nanmean(drawn_u),
+    "identity_similarity_expression_missed": _nanmean(missed_u),
+    "units": {
+      "emotion_accuracy": acc_u.tolist(),
+      "identity_similarity": sim_u.tolist(),
+      "identity_similarity_expression_drawn": drawn_u.tolist(),
+      "identity_similarity_expression_missed": missed_u.tolist(),
+    },
   }
   if ground_truth:
     out["identity_similarity_ground_truth"] = float(sim_gt_u.mean())
@@ -573,6 +594,8 @@ def evaluate(
     "identity_similarity_ground_truth": single["identity_similarity_ground_truth"],
     "identity_similarity_constraint_gain": single["identity_similarity"]
     - nc["identity_similarity"],
+    "identity_similarity_expression_drawn": single["identity_similarity_expression_drawn"],
+    "identity_similarity_expression_missed": single["identity_similarity_expression_missed"],
     "mixed_intensity_error": mixed["mixed_intensity_error"],
     "mixed_intensity_error_ground_truth": mixed["mixed_intensity_error_ground_truth"],
     "intensity_spearman_frames": sw["intensity_spearman_frames"],
@@ -605,6 +628,10 @@ def evaluate(
     "mixed_intensity_error": 0,
     "identity_similarity": 0,
     "identity_similarity_no_constraint": 0,
+    "identity_similarity_expression_drawn": _n_nan(single, "identity_similarity_expression_drawn"),
+    "identity_similarity_expression_missed": _n_nan(
+      single, "identity_similarity_expression_missed"
+    ),
     "intensity_spearman": n_sweep("per_emotion"),
     "intensity_spearman_frames": n_sweep("per_emotion_frames"),
     "intensity_spearman_ground_truth": n_sweep("per_emotion_ground_truth"),
@@ -622,6 +649,13 @@ def evaluate(
     }
   )
   return out
+
+
+def _n_nan(part: dict, key: str) -> int:
+  """Units of a non-neutral prompt whose value is undefined (no such frame)."""
+  u = np.asarray(part["units"][key], np.float64)
+  cols = [e for e, name in enumerate(EMOTIONS) if name != "neutral" and e < u.shape[1]]
+  return int(np.isnan(u[:, cols]).sum())
 
 
 def ablation_variants(gen) -> list[tuple[str, dict]]:

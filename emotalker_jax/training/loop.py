@@ -43,13 +43,15 @@ from emotalker_jax.diffusion import schedule as sched
 from emotalker_jax.models.autoencoder import build_autoencoder
 from emotalker_jax.models.emotalker import EmoTalker, init_emotalker
 from emotalker_jax.models.text_encoder import load_text_encoder
-from emotalker_jax.training import prompt_pool
+from emotalker_jax.training import frozen_cache, prompt_pool
 from emotalker_jax.training import state as state_lib
 from emotalker_jax.training.step import (
+  REF_LATENT_KEY,
   TEXT_STATES_KEY,
   TOKEN_KEYS,
   batch_keys,
   batch_spec,
+  cache_reference_latents,
   jit_train_step,
   make_train_step,
 )
@@ -84,8 +86,10 @@ class Trainer:
   frozen: dict
   frozen_shardings: Any
   step_fn: Any
-  # train.prompt_pool_size > 0: the pooled prompts' frozen token states (prompt_pool).
-  text_states: prompt_pool.TextStateCache | None = None
+  # train.prompt_pool_size > 0: the pooled prompts' frozen token states; and with
+  # train.cache_reference_latents, the reference frames' latents (training/frozen_cache.py).
+  text_states: frozen_cache.TextStateCache | None = None
+  reference_latents: frozen_cache.ReferenceLatentCache | None = None
   compiled: bool = dataclasses.field(default=False, repr=False)
 
   def device_batch(self, host_batch: dict) -> dict:
@@ -94,8 +98,19 @@ class Trainer:
     batch = {
       k: np.asarray(host_batch[k], np.float32)
       for k in batch_keys(self.config)
-      if k not in TOKEN_KEYS and k != TEXT_STATES_KEY
+      if k not in TOKEN_KEYS and k not in (TEXT_STATES_KEY, REF_LATENT_KEY)
     }
+    if self.reference_latents is not None:
+      missing = [k for k in ("ref_clip_id", "ref_frame", "x_ref") if k not in host_batch]
+      if missing:
+        raise ValueError(
+          f"train.cache_reference_latents needs the pipeline's {', '.join(missing)} in the "
+          "batch (input_pipeline.pipeline.MakeExample gives them); set "
+          "--config.train.cache_reference_latents=False for another loader"
+        )
+      batch[REF_LATENT_KEY] = self.reference_latents(
+        host_batch["ref_clip_id"], host_batch["ref_frame"], host_batch["x_ref"]
+      )
     if self.text_states is not None:
       batch[TEXT_STATES_KEY], batch["attention_mask"] = self.text_states(prompts)
     else:
@@ -179,7 +194,13 @@ def build_trainer(
     frozen,
     frozen_shardings,
     step_fn,
-    prompt_pool.TextStateCache(text) if prompt_pool.pool_enabled(config) else None,
+    frozen_cache.TextStateCache(text) if prompt_pool.pool_enabled(config) else None,
+    (
+      # the process-local params (not the mesh's): each process computes its own misses
+      frozen_cache.ReferenceLatentCache(vae, vae_params, int(config.data.image_size))
+      if cache_reference_latents(config)
+      else None
+    ),
   )
 
 
@@ -348,7 +369,9 @@ def train(
   shard of the data and saves its own iterator state.
 
   Returns {'step', 'stopped_by' ('done' | 'max_steps' | 'SIGTERM' | 'SIGINT'), 'last'
-  (the last logged metrics)}. Raises NonFiniteLossError on a NaN/Inf loss.
+  (the last logged metrics)}, and per frozen cache in use ('prompt_pool',
+  'reference_latents') its counts: computed by the frozen network, reused, cached.
+  Raises NonFiniteLossError on a NaN/Inf loss.
   """
   tc = config.train
   workdir = checkpoints.as_path(workdir)
@@ -432,7 +455,15 @@ def train(
       mngr.close()
     finally:
       writer.close()
-  return {"step": int(jax.device_get(trainer.state.step)), "stopped_by": stopped_by, "last": last}
+  out = {"step": int(jax.device_get(trainer.state.step)), "stopped_by": stopped_by, "last": last}
+  for name, cache in (
+    ("prompt_pool", trainer.text_states),
+    ("reference_latents", trainer.reference_latents),
+  ):
+    if cache is not None:  # inputs computed by the frozen network this run / reused
+      out[name] = {"computed": cache.misses, "reused": cache.hits, "cached": len(cache)}
+      log.info("%s: %d computed, %d reused", name, cache.misses, cache.hits)
+  return out
 
 
 def _preemption_service_on() -> bool:

@@ -10,9 +10,9 @@ so the same strings recur and their token states are computed once:
   label. Prompt j of label s is ``fed.describe(s, rng(seed, digest(s), j))``: a pure
   function of (seed, s, j), so every process, grain worker and resumed run draws the same
   strings, and the example's own rng picks j.
-- ``TextStateCache`` (the trainer's): prompts -> the frozen tower's token states, each
-  distinct string encoded once (LRU-bounded by ``max_bytes``; an evicted string is
-  recomputed to the same states), so the step reads ``text_states`` instead of tokens.
+- ``training.frozen_cache.TextStateCache`` (the trainer's): prompts -> the frozen tower's
+  token states, each distinct string encoded once, so the step reads ``text_states``
+  instead of tokens.
 
 The training distribution changes only in how many paraphrases each label has (P instead
 of FED's open-ended supply); labels, mixtures and strengths are unchanged.
@@ -20,11 +20,8 @@ of FED's open-ended supply); labels, mixtures and strengths are unchanged.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from emotalker_jax import fed
@@ -32,7 +29,6 @@ from emotalker_jax.emotions import NUM_EMOTIONS
 
 # Labels are keyed to this many decimals (clip labels lie on the benchmark's grids).
 LABEL_DECIMALS = 3
-DEFAULT_CACHE_BYTES = 2 << 30
 
 
 def label_digest(s: np.ndarray) -> int:
@@ -80,70 +76,8 @@ def pool_enabled(config) -> bool:
   return p > 0
 
 
-class TextStateCache:
-  """prompts -> (token states (B, L, D) float32, attention_mask (B, L) int32) of a frozen
-  ``models.text_encoder.TextEncoder``, each distinct prompt run through the tower once.
-
-  Misses are encoded together, padded to a power of two (>= 8) rows so a few compiled
-  shapes serve every batch. ``hits`` / ``misses`` count prompts (for the loop's log and
-  the tests). Memory: L * D * 4 bytes per cached prompt (49 KiB for MiniLM at L = 32).
-  """
-
-  def __init__(self, text, max_bytes: int = DEFAULT_CACHE_BYTES):
-    self.text = text
-    per_entry = int(text.max_length) * int(text.hidden_size) * 4
-    self.max_entries = max(1, int(max_bytes) // per_entry)
-    self._cache: collections.OrderedDict[str, tuple[np.ndarray, np.ndarray]] = (
-      collections.OrderedDict()
-    )
-    self._apply = None
-    self.hits = self.misses = 0
-
-  def __len__(self) -> int:
-    return len(self._cache)
-
-  def _encode(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    tok = self.text.tokenize(prompts)
-    n = len(prompts)
-    rows = max(8, 1 << (n - 1).bit_length())
-    ids = np.full((rows, tok["input_ids"].shape[1]), self.text.pad_id, np.int32)
-    mask = np.zeros_like(ids)
-    ids[:n], mask[:n] = tok["input_ids"], tok["attention_mask"]
-    mask[n:, 0] = 1  # filler rows: one token, so no row is empty
-    if self._apply is None:
-      module = self.text.module
-
-      def apply(params, ids, mask):
-        out = module.apply({"params": params}, ids, mask)
-        return (out[0] if isinstance(out, tuple) else out).astype(jnp.float32)
-
-      self._apply = jax.jit(apply)
-    states = np.asarray(self._apply(self.text.params, ids, mask))[:n]
-    return states, tok["attention_mask"]
-
-  def __call__(self, prompts) -> tuple[np.ndarray, np.ndarray]:
-    prompts = [str(p) for p in prompts]
-    new = list(dict.fromkeys(p for p in prompts if p not in self._cache))
-    self.misses += len(new)  # a prompt twice in one batch is encoded once
-    self.hits += len(prompts) - len(new)
-    if new:
-      states, masks = self._encode(new)
-      for p, h, m in zip(new, states, masks, strict=True):
-        self._cache[p] = (h, m)
-    out_h, out_m = [], []
-    for p in prompts:
-      h, m = self._cache[p]
-      self._cache.move_to_end(p)
-      out_h.append(h)
-      out_m.append(m)
-    while len(self._cache) > self.max_entries:
-      self._cache.popitem(last=False)
-    return np.stack(out_h), np.stack(out_m).astype(np.int32)
-
-
 __all__ = [
   "PooledFedPrompt",
-  "TextStateCache",
   "label_digest",
   "pool_enabled",
   "prompt_fn_from_config",

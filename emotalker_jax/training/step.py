@@ -3,7 +3,8 @@
 Batch (batch axis first; ``parallel.shard_batch`` puts it on the mesh): ``batch_spec``
 gives every key's shape and dtype: frames in [-1, 1], the audio window, the clip's and the
 prompt's emotion labels, the prompt's tokens (with ``train.prompt_pool_size`` > 0: their
-frozen token states, ``training.prompt_pool``), and the weighted regions.
+frozen token states, ``training.prompt_pool``), and the weighted regions;
+``training.frozen_cache`` says which frozen outputs the trainer may pass in instead.
 Frozen params (replicated): {'vae': autoencoder params, 'text': text-encoder params}.
 
 Per step, from ``fold_in(state.rng, state.step)`` (so a resumed run draws the same
@@ -11,7 +12,8 @@ randomness): t ~ U{0..T-1}, eps ~ N(0, I), the conditioning-dropout mask (p_unco
 emotion tokens become the learned null set, for classifier-free guidance) and the
 explicit-intensity mask (p_explicit: the emotion tokens come from the label vector s,
 which trains the ``--emotion`` path). The latents are the autoencoder's posterior means,
-computed in the step (the autoencoder is frozen).
+computed in the step (the autoencoder is frozen), the reference frame's from the batch
+when ``train.cache_reference_latents``.
 """
 
 from __future__ import annotations
@@ -64,17 +66,27 @@ def region_loss_weights(config) -> dict[str, float]:
 
 TOKEN_KEYS = ("input_ids", "attention_mask")
 # With train.prompt_pool_size > 0 the batch carries the frozen tower's token states of its
-# prompts (``training.prompt_pool.TextStateCache``) in place of input_ids.
+# prompts (``training.frozen_cache.TextStateCache``) in place of input_ids.
 TEXT_STATES_KEY = "text_states"
+# With train.cache_reference_latents the batch carries the reference frames' latents
+# (``training.frozen_cache.ReferenceLatentCache``) in place of x_ref.
+REF_LATENT_KEY = "z_ref"
+
+
+def cache_reference_latents(config) -> bool:
+  return bool(config.train.get("cache_reference_latents", False))
 
 
 def batch_keys(config) -> tuple[str, ...]:
   """The keys the train step reads for this config: BATCH_KEYS (+ the weighted regions);
-  with a prompt pool, text_states replaces input_ids."""
-  keys = BATCH_KEYS
+  with a prompt pool text_states replaces input_ids, with cached reference latents z_ref
+  replaces x_ref."""
+  swap = {}
   if pool_enabled(config):
-    keys = tuple(TEXT_STATES_KEY if k == "input_ids" else k for k in keys)
-  return keys + tuple(region_loss_weights(config))
+    swap["input_ids"] = TEXT_STATES_KEY
+  if cache_reference_latents(config):
+    swap["x_ref"] = REF_LATENT_KEY
+  return tuple(swap.get(k, k) for k in BATCH_KEYS) + tuple(region_loss_weights(config))
 
 
 def batch_spec(config, batch_size: int | None = None) -> dict:
@@ -86,7 +98,8 @@ def batch_spec(config, batch_size: int | None = None) -> dict:
   audio_mel (B, W, n_mels) float32 (W: ``audio.window_length``); emotion, prompt_emotion
   (B, 8) float32; input_ids, attention_mask (B, L) int32 (L: text.max_length); with a
   prompt pool, text_states (B, L, D) float32 (D: the text tower's width) instead of
-  input_ids; the weighted regions (B, S, S) float32 in {0, 1}.
+  input_ids; with cached reference latents, z_ref (B, S/f, S/f, C) float32 instead of x_ref;
+  the weighted regions (B, S, S) float32 in {0, 1}.
   """
   b = int(config.train.batch_size if batch_size is None else batch_size)
   s, length = int(config.data.image_size), int(config.text.max_length)
@@ -103,6 +116,9 @@ def batch_spec(config, batch_size: int | None = None) -> dict:
   if pool_enabled(config):
     _, tcfg, _, _ = read_text_config(config.text.path or None, kind=config.text.encoder)
     shapes[TEXT_STATES_KEY] = (b, length, int(tcfg.hidden_size))
+  if cache_reference_latents(config):
+    f = 2 ** (len(config.autoencoder.block_out_channels) - 1)
+    shapes[REF_LATENT_KEY] = (b, s // f, s // f, int(config.autoencoder.latent_channels))
   shapes.update({key: (b, s, s) for key in region_loss_weights(config)})
   return {
     k: jax.ShapeDtypeStruct(shapes[k], jnp.int32 if k in TOKEN_KEYS else jnp.float32)
@@ -143,9 +159,14 @@ def make_loss_fn(model, vae, text_module, schedule: sched.Schedule, config) -> C
   def loss_fn(params, frozen, batch, rng):
     r_t, r_eps, r_drop, r_expl, r_dropout = jax.random.split(rng, 5)
     b = batch["x_tgt"].shape[0]
-    images = jnp.concatenate([batch["x_tgt"], batch["x_mask"], batch["x_ref"]], axis=0)
-    z = jax.lax.stop_gradient(encode_to_latent(vae, frozen["vae"], images))
-    z0, z_mask, z_ref = jnp.split(z, 3, axis=0)
+    if REF_LATENT_KEY in batch:  # the reference frames' latents, computed once per frame
+      images = jnp.concatenate([batch["x_tgt"], batch["x_mask"]], axis=0)
+      z = jax.lax.stop_gradient(encode_to_latent(vae, frozen["vae"], images))
+      (z0, z_mask), z_ref = jnp.split(z, 2, axis=0), jax.lax.stop_gradient(batch[REF_LATENT_KEY])
+    else:
+      images = jnp.concatenate([batch["x_tgt"], batch["x_mask"], batch["x_ref"]], axis=0)
+      z = jax.lax.stop_gradient(encode_to_latent(vae, frozen["vae"], images))
+      z0, z_mask, z_ref = jnp.split(z, 3, axis=0)
     t = jax.random.randint(r_t, (b,), 0, T)
     eps = jax.random.normal(r_eps, z0.shape, z0.dtype)
     z_t = sched.q_sample(schedule, z0, t, eps)
@@ -226,6 +247,8 @@ __all__ = [
   "BATCH_KEYS",
   "TOKEN_KEYS",
   "TEXT_STATES_KEY",
+  "REF_LATENT_KEY",
+  "cache_reference_latents",
   "MOUTH_KEY",
   "EYES_KEY",
   "batch_keys",
