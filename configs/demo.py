@@ -21,7 +21,16 @@ sweep (1 frame per cell). Measured with this config (one unshared `make demo` at
 39:51 wall; synthesis 98 s, EIB 167 s, judge 116 s, autoencoder 269 s, diffusion 1436 s,
 figures 37 s, evaluation 261 s. That leaves ~40 s below the 40.5 minutes (45 less 10 %),
 and this machine kind's speed varies by a quarter from run to run: the next cut must come
-from a faster step, not from fewer steps.
+from a faster step, not from fewer steps. Hence train.prompt_pool_size (64 FED prompts per
+clip label) and train.cache_reference_latents: the text tower and E(x_ref) leave the step
+(`emotalker bench train-step --config configs/demo.py:full --train-batch 8 --remat off
+--compare-frozen-inputs`: 325 -> 276 ms, ratio 1.18, FLOPs 1.94x). One unshared `make demo`
+at 32f0b97 (the pool only, its misses padded to 8 rows, on a slower day: EIB and judge
+stages 11 % above a11a949's) took 40:22 of stages, 40:28 wall, its diffusion stage as
+long as a11a949's (1436 s): with 64 prompts for each of ~211 labels about a third of the
+draws were new prompts, so nearly every step still ran the tower on 8 padded rows. Misses
+are now padded to a power of two only, and the reference latents are cached too; no full
+demo has been timed with both yet.
 
 Why f=2: the judge reads the emotion of f=4 reconstructions (8x8x4 latents) of held-out
 ground-truth frames with top-1 0.67 / mixed top-2 0.50, against 0.98 / 0.96 for f=2
