@@ -26,7 +26,7 @@ def test_cache_gives_the_towers_states_and_encodes_each_prompt_once(text):  # no
   small = frozen_cache.TextStateCache(text, max_bytes=2 * per_entry)
   small(prompts[:2])
   small(prompts[3:])  # evicts "very happy", the least recently used
-  assert len(small) == 2 and "very happy" not in small._cache
+  assert len(small) == 2 and "very happy" not in small
   h3, _ = small(["very happy"])
   np.testing.assert_allclose(h3[0], h[0], rtol=1e-5, atol=1e-5)
 

@@ -144,6 +144,7 @@ class StandIn:
     from emotalker_jax import parallel
 
     self.config, self.mesh, self.served = config, mesh, []
+    self.text_states = self.reference_latents = None  # Trainer's frozen caches: none here
     self.progress_file, self.sleep_s = progress_file, sleep_s
     rep, shard = parallel.replicated(mesh), NamedSharding(mesh, P("data"))
     self.state_shardings = LinState(step=rep, w=shard, m=shard)

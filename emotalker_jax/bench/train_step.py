@@ -31,11 +31,13 @@ from emotalker_jax.bench.common import (
 from emotalker_jax.emotions import EMOTIONS
 from emotalker_jax.models.text_encoder import load_text_encoder
 from emotalker_jax.training import loop
+from emotalker_jax.training.prompt_pool import pool_enabled
 from emotalker_jax.training.step import (
   REF_LATENT_KEY,
   TEXT_STATES_KEY,
   TOKEN_KEYS,
   batch_spec,
+  cache_reference_latents,
   region_loss_weights,
 )
 
@@ -100,9 +102,7 @@ PROMPT_POOL_COMPARED = 64
 def cached_frozen_inputs(config) -> bool:
   """Whether the config passes in both frozen outputs (pooled text states and reference
   latents); a config with only one of them is compared against neither."""
-  return int(config.train.get("prompt_pool_size", 0)) > 0 and bool(
-    config.train.get("cache_reference_latents", False)
-  )
+  return pool_enabled(config) and cache_reference_latents(config)
 
 
 def synthetic_train_batch(config, batch: int, seed: int = 0) -> dict:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Hashable, Sequence
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from emotalker_jax.models.autoencoder import encode_to_latent
+from emotalker_jax.training.step import text_hidden_states
 
 DEFAULT_CACHE_BYTES = 2 << 30
 
@@ -80,13 +82,8 @@ class TextStateCache(FrozenCache):
   def __init__(self, text, max_bytes: int = DEFAULT_CACHE_BYTES):
     super().__init__(int(text.max_length) * int(text.hidden_size) * 4, max_bytes)
     self.text = text
-    module = text.module
-
-    def apply(params, ids, mask):
-      out = module.apply({"params": params}, ids, mask)
-      return (out[0] if isinstance(out, tuple) else out).astype(jnp.float32)
-
-    self._apply = jax.jit(apply)
+    # the step's own reading of the tower (tuple outputs, float32), jitted once here
+    self._apply = jax.jit(functools.partial(text_hidden_states, text.module))
 
   def _compute(self, prompts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     tok = self.text.tokenize(prompts)

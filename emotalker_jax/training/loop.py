@@ -457,9 +457,8 @@ def train(
       writer.close()
   out = {"step": int(jax.device_get(trainer.state.step)), "stopped_by": stopped_by, "last": last}
   for name, cache in (
-    # getattr: loop.train also drives stand-in trainers (tests) that cache nothing
-    ("prompt_pool", getattr(trainer, "text_states", None)),
-    ("reference_latents", getattr(trainer, "reference_latents", None)),
+    ("prompt_pool", trainer.text_states),
+    ("reference_latents", trainer.reference_latents),
   ):
     if cache is not None:  # inputs computed by the frozen network this run / reused
       out[name] = {"computed": cache.misses, "reused": cache.hits, "cached": len(cache)}

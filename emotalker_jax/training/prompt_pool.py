@@ -65,8 +65,9 @@ class PooledFedPrompt:
 def prompt_fn_from_config(config):
   """The training loader's prompt_fn: PooledFedPrompt when train.prompt_pool_size > 0,
   else None (the pipeline's default: a fresh FED prompt per example)."""
-  p = int(config.train.get("prompt_pool_size", 0))
-  return PooledFedPrompt(p, seed=int(config.seed)) if p > 0 else None
+  if not pool_enabled(config):
+    return None
+  return PooledFedPrompt(int(config.train.prompt_pool_size), seed=int(config.seed))
 
 
 def pool_enabled(config) -> bool:

@@ -159,14 +159,12 @@ def make_loss_fn(model, vae, text_module, schedule: sched.Schedule, config) -> C
   def loss_fn(params, frozen, batch, rng):
     r_t, r_eps, r_drop, r_expl, r_dropout = jax.random.split(rng, 5)
     b = batch["x_tgt"].shape[0]
-    if REF_LATENT_KEY in batch:  # the reference frames' latents, computed once per frame
-      images = jnp.concatenate([batch["x_tgt"], batch["x_mask"]], axis=0)
-      z = jax.lax.stop_gradient(encode_to_latent(vae, frozen["vae"], images))
-      (z0, z_mask), z_ref = jnp.split(z, 2, axis=0), jax.lax.stop_gradient(batch[REF_LATENT_KEY])
-    else:
-      images = jnp.concatenate([batch["x_tgt"], batch["x_mask"], batch["x_ref"]], axis=0)
-      z = jax.lax.stop_gradient(encode_to_latent(vae, frozen["vae"], images))
-      z0, z_mask, z_ref = jnp.split(z, 3, axis=0)
+    # x_ref is encoded here unless its latent (computed once per frame) is in the batch
+    cached_ref = REF_LATENT_KEY in batch
+    frames = [batch["x_tgt"], batch["x_mask"]] + ([] if cached_ref else [batch["x_ref"]])
+    z = jax.lax.stop_gradient(encode_to_latent(vae, frozen["vae"], jnp.concatenate(frames)))
+    z0, z_mask, *rest = jnp.split(z, len(frames), axis=0)
+    z_ref = jax.lax.stop_gradient(batch[REF_LATENT_KEY]) if cached_ref else rest[0]
     t = jax.random.randint(r_t, (b,), 0, T)
     eps = jax.random.normal(r_eps, z0.shape, z0.dtype)
     z_t = sched.q_sample(schedule, z0, t, eps)
