@@ -75,6 +75,7 @@ class RenderingGenerator:
     self,
     sources,
     wrong_identity: bool = False,
+    drift_without_constraint: bool = False,
     copy: bool = False,
     power: float = 1.0,
     secondary: float = 1.0,
@@ -82,7 +83,9 @@ class RenderingGenerator:
     """power: draws every intensity but the strongest, m, as m (s / m) ** power (power 2:
     a faint emotion beside a strong one is drawn too faint, as by the demo model);
     secondary: draws every intensity below the strongest ``secondary`` times as strong
-    (at most m): 2 exaggerates a mixture's faint part without changing its top 2."""
+    (at most m): 2 exaggerates a mixture's faint part without changing its top 2;
+    drift_without_constraint: with the identity constraint off (strength 0) it renders
+    the next source's identity, the identity loss the constraint exists to prevent."""
     self.power, self.secondary = power, secondary
     self.config = tiny.get_config()
     # The renderer's identity vector of each source (a challenging one included).
@@ -90,6 +93,9 @@ class RenderingGenerator:
     if wrong_identity:
       params = params[1:] + params[:1]
     self.params = {s.portrait.tobytes(): u for s, u in zip(sources, params)}
+    drifted = params[1:] + params[:1]
+    self.drifted = {s.portrait.tobytes(): u for s, u in zip(sources, drifted)}
+    self.drift_without_constraint = drift_without_constraint
     self.copy = copy
     self.calls = []
     # An untrained autoencoder: the harness's ceiling part decodes through it.
@@ -116,8 +122,10 @@ class RenderingGenerator:
     s = np.where(s < s.max(), np.minimum(s * self.secondary, s.max()), s)
     motion = face_model.Motion.still(n)
     motion.mouth_open = audio_lib.mouth_opening(audio_lib.frame_rms(audio)).astype(np.float32)
+    constraint = kw.get("constraint")
+    drift = self.drift_without_constraint and constraint is not None and constraint.strength == 0
     out = renderer.render(
-      self.params[portrait.tobytes()],
+      (self.drifted if drift else self.params)[portrait.tobytes()],
       face_model.expression_controls(np.repeat(s[None], n, 0)),
       motion,
       32,
@@ -382,11 +390,38 @@ def test_wrong_identity_scores_lower(judge, sources, oracle_result):
   )  # measured -0.01 vs 0.94
 
 
+def test_identity_lost_without_the_constraint_shows_in_the_constraint_off_figures(
+  judge, sources, oracle_result
+):
+  """A generator that draws every expression right but, with the constraint off, another
+  identity: the constraint-on figures are the oracle's, the constraint-off ones (overall and
+  on the frames read as the asked emotion) fall, and the paired gain says by how much."""
+  gen = RenderingGenerator(sources, drift_without_constraint=True)
+  r = ev.evaluate(gen, judge, sources, SETTINGS, log=lambda m: None)
+  oracle = oracle_result[0]
+  for key in ("identity_similarity", "identity_similarity_expression_drawn", "emotion_accuracy"):
+    assert r[key] == pytest.approx(oracle[key], rel=1e-6), key
+  assert r["identity_similarity_no_constraint"] < oracle["identity_similarity"] - 0.3
+  drawn_off = r["identity_similarity_expression_drawn_no_constraint"]
+  assert drawn_off < r["identity_similarity_expression_drawn"] - 0.3
+  units = np.asarray(
+    r["details"]["single_no_constraint"]["units"]["identity_similarity_expression_drawn"]
+  )
+  assert drawn_off == pytest.approx(np.nanmean(units))
+  assert r["n_undefined"]["identity_similarity_expression_drawn_no_constraint"] == int(
+    np.isnan(units[:, 1:]).sum()
+  )
+  lo, hi = r["identity_similarity_expression_drawn_no_constraint_ci"]
+  assert lo <= drawn_off <= hi
+  gain = r["identity_similarity"] - r["identity_similarity_no_constraint"]
+  assert r["identity_similarity_constraint_gain"] == pytest.approx(gain) and gain > 0.3
+
+
 def test_outputs_are_strict_json_with_the_fixed_keys(tmp_path, judge, sources, oracle_result):
   gen = RenderingGenerator(sources, copy=True)
   r = ev.evaluate(gen, judge, sources, dataclasses.replace(SETTINGS, frames=1), log=lambda m: None)
   rows = ev.run_ablations(
-    RenderingGenerator(sources),
+    RenderingGenerator(sources, drift_without_constraint=True),
     judge,
     sources,
     dataclasses.replace(SETTINGS, frames=1),
@@ -394,7 +429,20 @@ def test_outputs_are_strict_json_with_the_fixed_keys(tmp_path, judge, sources, o
   )
   names = [row["variant"] for row in rows]
   assert names[0] == "default" and "init noise" in names and "mask lower_face" in names
-  assert {"constraint strength 0", "constraint strength 1"} <= set(names)
+  assert {"constraint strength 0", "constraint strength 1", ev.NO_CONSTRAINT_AT_ALL} <= set(names)
+  # Only the variants without the constraint render another identity: their paired change
+  # against the default is clearly negative, every other row's is exactly 0.
+  for row in rows:
+    lo, hi = row["identity_change_vs_default_ci"]
+    assert lo <= row["identity_change_vs_default"] <= hi
+    for key in ("emotion_accuracy", "identity_similarity"):
+      assert row[f"{key}_ci"][0] <= row[key] <= row[f"{key}_ci"][1]
+    if row["constraint_strength"] == 0:
+      assert hi < -0.3, row
+    else:
+      assert row["identity_change_vs_default"] == pytest.approx(0.0, abs=1e-6), row
+  table = eval_results.markdown(r, rows, {})
+  assert f"| {ev.NO_CONSTRAINT_AT_ALL} | " in table and "identity change vs default" in table
   paths = eval_results.write_outputs(str(tmp_path), r, rows, {"checkpoint": "x"})
   with open(paths["metrics"]) as fh:
     saved = json.load(fh, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
@@ -705,6 +753,23 @@ def test_report_renders_the_challenging_split_and_keeps_its_files(tmp_path):
   )
   assert "strength 1, m_face 0.5 (r)" in text and "10008: beard, glasses, skin" in text
   assert report.challenging_markdown(str(tmp_path), test) == ""  # nothing published
+  ablation = {
+    "variant": "no identity constraint (init noise, strength 0)",
+    "emotion_accuracy": 0.5,
+    "emotion_accuracy_ci": [0.4, 0.6],
+    "identity_similarity": 0.8,
+    "identity_similarity_ci": [0.75, 0.85],
+    "identity_change_vs_default": -0.1,
+    "identity_change_vs_default_ci": [-0.12, -0.08],
+    "identity_similarity_expression_drawn": None,
+  }
+  (results / "ablations_challenging.json").write_text(json.dumps([ablation]))
+  text = report.challenging_markdown(str(results), test)
+  assert "### Ablations, challenging" in text
+  assert (
+    "| no identity constraint (init noise, strength 0) | 0.500 [0.400, 0.600] | "
+    "0.800 [0.750, 0.850] | -0.100 [-0.120, -0.080] | - |" in text
+  )
   # The test split judged by the same judge replaces metrics.json's column; another judge's
   # figures are refused rather than set side by side.
   ch["meta"]["judge"] = "wide"
@@ -726,6 +791,7 @@ def test_report_renders_the_challenging_split_and_keeps_its_files(tmp_path):
     "metrics_challenging.json",
     "constraint_sweep_challenging_dev.json",
     "metrics_challenging_in_distribution.json",
+    "ablations_challenging.json",
   } <= set(os.listdir(results))
 
 

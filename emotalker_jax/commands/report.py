@@ -40,6 +40,9 @@ KEPT_FILES = (
   "constraint_sweep_challenging_dev.json",
   "constraint_sweep_challenging.json",
   "mixtures_ablation.json",
+  # `emotalker eval --ablations` rows of those two runs (the Z_T / z_hat_t halves included)
+  "ablations_challenging.json",
+  "ablations_challenging_in_distribution.json",
 )
 STAGES = (
   ("synth", "synthetic benchmark (`emotalker synth`)"),
@@ -239,6 +242,15 @@ CHALLENGING_ROWS = (
     "identity, frames read as the asked emotion (non-neutral prompts)",
   ),
   ("identity_similarity_expression_missed", "identity, the other frames (non-neutral prompts)"),
+  (
+    "identity_similarity_expression_drawn_no_constraint",
+    "identity, frames read as the asked emotion, constraint off",
+  ),
+  (
+    "identity_similarity_expression_missed_no_constraint",
+    "identity, the other frames, constraint off",
+  ),
+  ("emotion_accuracy_no_constraint", "emotion accuracy, constraint off"),
   ("emotion_accuracy", "emotion accuracy"),
   ("ceiling_emotion_accuracy_ground_truth", "emotion accuracy of the ground truth (ceiling)"),
   ("ceiling_emotion_accuracy_autoencoder", "emotion accuracy after the autoencoder (ceiling)"),
@@ -321,6 +333,20 @@ def challenging_markdown(results: str, metrics: dict) -> str:
       + _v(ch, "identity_similarity_no_constraint")
       + ") is not below the in-distribution figure.",
     ]
+  for name, title in (
+    ("ablations_challenging_in_distribution.json", "in distribution (test split)"),
+    ("ablations_challenging.json", "challenging"),
+  ):
+    rows = _load(results, name)
+    if rows:
+      from emotalker_jax.evaluation.results import ablations_table
+
+      lines += [
+        "",
+        f"### Ablations, {title} (`emotalker eval --ablations`, docs/results/{name})",
+        "",
+        *ablations_table(rows),
+      ]
   for name, d in sweeps:
     if d is None:
       continue

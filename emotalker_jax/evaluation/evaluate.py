@@ -596,6 +596,12 @@ def evaluate(
     - nc["identity_similarity"],
     "identity_similarity_expression_drawn": single["identity_similarity_expression_drawn"],
     "identity_similarity_expression_missed": single["identity_similarity_expression_missed"],
+    "identity_similarity_expression_drawn_no_constraint": nc[
+      "identity_similarity_expression_drawn"
+    ],
+    "identity_similarity_expression_missed_no_constraint": nc[
+      "identity_similarity_expression_missed"
+    ],
     "mixed_intensity_error": mixed["mixed_intensity_error"],
     "mixed_intensity_error_ground_truth": mixed["mixed_intensity_error_ground_truth"],
     "intensity_spearman_frames": sw["intensity_spearman_frames"],
@@ -632,6 +638,12 @@ def evaluate(
     "identity_similarity_expression_missed": _n_nan(
       single, "identity_similarity_expression_missed"
     ),
+    "identity_similarity_expression_drawn_no_constraint": _n_nan(
+      nc, "identity_similarity_expression_drawn"
+    ),
+    "identity_similarity_expression_missed_no_constraint": _n_nan(
+      nc, "identity_similarity_expression_missed"
+    ),
     "intensity_spearman": n_sweep("per_emotion"),
     "intensity_spearman_frames": n_sweep("per_emotion_frames"),
     "intensity_spearman_ground_truth": n_sweep("per_emotion_ground_truth"),
@@ -658,6 +670,9 @@ def _n_nan(part: dict, key: str) -> int:
   return int(np.isnan(u[:, cols]).sum())
 
 
+NO_CONSTRAINT_AT_ALL = "no identity constraint (init noise, strength 0)"
+
+
 def ablation_variants(gen) -> list[tuple[str, dict]]:
   """(name, generate kwargs) for each ablation; 'default' first."""
   base = _constraint(gen)
@@ -670,6 +685,10 @@ def ablation_variants(gen) -> list[tuple[str, dict]]:
       )
   other_init = "noise" if base.init == "inversion" else "inversion"
   out.append((f"init {other_init}", {"constraint": dataclasses.replace(base, init=other_init)}))
+  # Neither half of the Z_T / z_hat_t constraint: sampled from noise, nothing pulled back.
+  out.append(
+    (NO_CONSTRAINT_AT_ALL, {"constraint": dataclasses.replace(base, init="noise", strength=0.0)})
+  )
   for g in (1.0, 4.0):
     if abs(g - g0) > 1e-9:
       out.append((f"guidance {g:g}", {"guidance": g}))
@@ -700,16 +719,31 @@ def run_ablations(
       done["constraint strength 0"] = result["details"]["single_no_constraint"]
   rows = []
   variants = ablation_variants(gen)
+  ci = lambda v: metrics.bootstrap_ci(v, n_boot=st.n_boot, seed=st.seed)  # noqa: E731
   for k, (name, kw) in enumerate(variants):
     t = time.perf_counter()
     use_text = kw.pop("use_text", True)
     r = done.get(name) or _single(_Runner(gen, judge, sources, st), use_text=use_text, **kw)
+    done.setdefault(name, r)
     c = kw.get("constraint", base)
+    units = {key: np.asarray(v, np.float64) for key, v in r["units"].items()}
+    # paired with the default: the same (identity, prompt) units
+    gain = units["identity_similarity"] - np.asarray(
+      done["default"]["units"]["identity_similarity"], np.float64
+    )
     rows.append(
       {
         "variant": name,
         "emotion_accuracy": r["emotion_accuracy"],
+        "emotion_accuracy_ci": ci(units["emotion_accuracy"]),
         "identity_similarity": r["identity_similarity"],
+        "identity_similarity_ci": ci(units["identity_similarity"]),
+        "identity_change_vs_default": float(gain.mean()),
+        "identity_change_vs_default_ci": ci(gain),
+        "identity_similarity_expression_drawn": r["identity_similarity_expression_drawn"],
+        "identity_similarity_expression_drawn_ci": ci(
+          units["identity_similarity_expression_drawn"]
+        ),
         "constraint_strength": float(c.strength),
         "init": c.init,
         "guidance": float(

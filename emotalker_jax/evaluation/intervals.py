@@ -43,6 +43,8 @@ CI_KEYS = (
   "identity_similarity_constraint_gain",
   "identity_similarity_expression_drawn",
   "identity_similarity_expression_missed",
+  "identity_similarity_expression_drawn_no_constraint",
+  "identity_similarity_expression_missed_no_constraint",
   "lip_sync_correlation",
   "lip_sync_ground_truth_frames",
   "flicker",
@@ -68,6 +70,12 @@ def intervals(parts: dict, strengths: Sequence[float], n_boot: int, seed: int) -
     - u("single_no_constraint", "identity_similarity"),
     "identity_similarity_expression_drawn": u("single", "identity_similarity_expression_drawn"),
     "identity_similarity_expression_missed": u("single", "identity_similarity_expression_missed"),
+    "identity_similarity_expression_drawn_no_constraint": u(
+      "single_no_constraint", "identity_similarity_expression_drawn"
+    ),
+    "identity_similarity_expression_missed_no_constraint": u(
+      "single_no_constraint", "identity_similarity_expression_missed"
+    ),
     "mixed_top2_accuracy": u("mixed", "mixed_top2_accuracy"),
     "mixed_intensity_error": u("mixed", "mixed_intensity_error"),
     "mixed_intensity_error_ground_truth": u("mixed", "mixed_intensity_error_ground_truth"),

@@ -137,6 +137,17 @@ def target_met(result: dict, key: str) -> bool | None:
   return bool(v >= float(TARGETS[key].split()[1]))
 
 
+def ablation_cell(row: dict, key: str) -> str:
+  """'0.912 [0.900, 0.925]' from an ablation row's figure and its ``<key>_ci`` (rows written
+  before the intervals existed have none: the figure alone; '-' where it is missing)."""
+  v, ci = row.get(key), row.get(f"{key}_ci")
+  if v is None:
+    return "-"
+  if ci and None not in ci:
+    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+  return f"{v:.3f}"
+
+
 def _fmt(v, digits: int = 3) -> str:
   if v is None or (isinstance(v, float) and math.isnan(v)):
     return "undefined"
@@ -176,6 +187,29 @@ def headline_table(result: dict, keys: Sequence[str] = REPORT_KEYS) -> list[str]
       + f" | {ceil_s} | "
       f"{TARGETS.get(k, '')} | {'' if met is None else ('yes' if met else 'no')} |"
     )
+  return lines
+
+
+def ablations_table(rows: Sequence[dict]) -> list[str]:
+  """Markdown lines of the single-prompt ablation table (``evaluate.run_ablations`` rows):
+  each figure with its 95 % interval, the identity change paired with the default."""
+  lines = [
+    "Intervals: 95 % bootstrap over (identity, prompt) units; the identity change is paired "
+    "with the default on the same units; 'drawn': the frames the judge reads as the asked "
+    "emotion (non-neutral prompts).",
+    "",
+    "| variant | emotion accuracy | identity similarity | identity change vs default "
+    "| identity, drawn frames |",
+    "|---|---|---|---|---|",
+  ]
+  keys = (
+    "emotion_accuracy",
+    "identity_similarity",
+    "identity_change_vs_default",
+    "identity_similarity_expression_drawn",
+  )
+  for r in rows:
+    lines.append(f"| {r['variant']} | " + " | ".join(ablation_cell(r, k) for k in keys) + " |")
   return lines
 
 
@@ -258,17 +292,7 @@ def markdown(result: dict, ablations: Sequence[dict] | None, meta: dict) -> str:
       f"{_fmt(sw['per_emotion_frames_ground_truth'][e], 2)}])"
     )
   if ablations:
-    lines += [
-      "",
-      "## Ablations (single prompts)",
-      "",
-      "| variant | emotion accuracy | identity similarity |",
-      "|---|---|---|",
-    ]
-    for r in ablations:
-      lines.append(
-        f"| {r['variant']} | {r['emotion_accuracy']:.3f} | {r['identity_similarity']:.3f} |"
-      )
+    lines += ["", "## Ablations (single prompts)", "", *ablations_table(ablations)]
     lines += ["", "![trade-off](tradeoff.png)"]
   return "\n".join(lines) + "\n"
 
