@@ -29,8 +29,16 @@ at 32f0b97 (the pool only, its misses padded to 8 rows, on a slower day: EIB and
 stages 11 % above a11a949's) took 40:22 of stages, 40:28 wall, its diffusion stage as
 long as a11a949's (1436 s): with 64 prompts for each of ~211 labels about a third of the
 draws were new prompts, so nearly every step still ran the tower on 8 padded rows. Misses
-are now padded to a power of two only, and the reference latents are cached too; no full
-demo has been timed with both yet.
+are now padded to a power of two only, and the reference latents are cached too. With
+both (one unshared `make demo` at 3f041d4, 4500 steps, on a fast day: synthesis 66 s
+against 101 s at 32f0b97) the demo took 29:07 wall and its diffusion stage 958 s (4.9
+steps/s at the end; prompt pool 9185 states computed, 26815 reused; reference latents 4098
+computed, 31902 reused), so the steps it bought are spent on training: 5500 diffusion
+steps. One unshared `make demo` with 5500 (ebf76d1 + this setting) took 33:52 wall: synthesis
+80 s, EIB 187 s, judge 113 s, autoencoder 232 s, diffusion 1179 s, figures 32 s, evaluation
+203 s; against 4500 steps (3f041d4) single-prompt emotion 0.984 [0.953, 1.000] vs 0.875
+[0.812, 0.938], paraphrases 0.641 vs 0.500, mixed top-2 0.562 vs 0.430 (inside the noise),
+lip sync 0.546 vs 0.116.
 
 Why f=2: the judge reads the emotion of f=4 reconstructions (8x8x4 latents) of held-out
 ground-truth frames with top-1 0.67 / mixed top-2 0.50, against 0.98 / 0.96 for f=2
@@ -97,7 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eib.steps = 1500
     c.eib.fed_size = 24000
     c.autoencoder_train.steps = 900
-    c.train.steps = 4500
+    c.train.steps = 5500
     c.demo.eval_frames = 4
     c.demo.eval_sweep_frames = 1  # the sweep is 35 cells per identity: 1 frame each
     c.demo.calib_identities = 3
