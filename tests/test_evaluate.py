@@ -763,9 +763,18 @@ def test_report_renders_the_challenging_split_and_keeps_its_files(tmp_path):
     "identity_change_vs_default_ci": [-0.12, -0.08],
     "identity_similarity_expression_drawn": None,
   }
-  (results / "ablations_challenging.json").write_text(json.dumps([ablation]))
+  default = {"variant": "default", "emotion_accuracy": 0.4, "identity_similarity": 0.9}
+  (results / "ablations_challenging.json").write_text(json.dumps([default, ablation]))
   text = report.challenging_markdown(str(results), test)
   assert "### Ablations, challenging" in text
+  # in distribution 0.95 - 0.80 = 0.15 without either half; recovered 0.10 (paired) = 67 %
+  assert "0.1500 below the in-distribution figure" in text
+  assert "recovers 0.1000 [0.0800, 0.1200] (paired), 67% of it" in text
+  assert "(the constraint costs -0.100)." in text
+  in_dist = {**ablation, "identity_similarity": 0.6, "identity_similarity_ci": [0.5, 0.7]}
+  (results / "ablations_challenging_in_distribution.json").write_text(json.dumps([in_dist]))
+  text = report.challenging_markdown(str(results), test)
+  assert "In distribution the same reading gives 0.600 [0.500, 0.700]." in text
   assert (
     "| no identity constraint (init noise, strength 0) | 0.500 [0.400, 0.600] | "
     "0.800 [0.750, 0.850] | -0.100 [-0.120, -0.080] | - |" in text

@@ -259,6 +259,46 @@ CHALLENGING_ROWS = (
 )
 
 
+def _no_constraint_at_all_lines(results: str, metrics: dict, ch: dict | None) -> list[str]:
+  """The drop and its recovery under the other reading of "without the constraint":
+  neither half (fresh noise, strength 0), from the published challenging ablation row."""
+  from emotalker_jax.evaluation.evaluate import NO_CONSTRAINT_AT_ALL
+  from emotalker_jax.evaluation.results import ablation_cell
+
+  rows = {r["variant"]: r for r in _load(results, "ablations_challenging.json") or []}
+  off, default = rows.get(NO_CONSTRAINT_AT_ALL), rows.get("default")
+  if ch is None or off is None or default is None:
+    return []
+  drop = metrics.get("identity_similarity", float("nan")) - off["identity_similarity"]
+  gain = -off["identity_change_vs_default"]
+  lo, hi = off["identity_change_vs_default_ci"]
+  cost = default["emotion_accuracy"] - off["emotion_accuracy"]
+  same = {
+    r["variant"]: r for r in _load(results, "ablations_challenging_in_distribution.json") or []
+  }
+  in_dist = (
+    " In distribution the same reading gives "
+    + ablation_cell(same[NO_CONSTRAINT_AT_ALL], "identity_similarity")
+    + "."
+    if NO_CONSTRAINT_AT_ALL in same
+    else ""
+  )
+  verdict = (
+    f"the default constraint recovers {gain:.4f} [{-hi:.4f}, {-lo:.4f}] (paired), "
+    f"{gain / drop:.0%} of it"
+    if drop > 0
+    else "no drop"
+  )
+  return [
+    "",
+    f"Without either half of the constraint ({NO_CONSTRAINT_AT_ALL}) the challenging identity "
+    f"is {ablation_cell(off, 'identity_similarity')}: "
+    f"{drop:.4f} below the in-distribution figure; {verdict}; its emotion accuracy is "
+    f"{ablation_cell(off, 'emotion_accuracy')} against the default's "
+    f"{ablation_cell(default, 'emotion_accuracy')} (the constraint costs {cost:+.3f})." + in_dist,
+  ]
+
+
 def challenging_markdown(results: str, metrics: dict) -> str:
   """RESULTS.md's section on the challenging identities, from metrics_challenging.json and
   the constraint sweeps (empty when none was published)."""
@@ -333,14 +373,15 @@ def challenging_markdown(results: str, metrics: dict) -> str:
       + _v(ch, "identity_similarity_no_constraint")
       + ") is not below the in-distribution figure.",
     ]
+  from emotalker_jax.evaluation.results import ablations_table
+
+  lines += _no_constraint_at_all_lines(results, metrics, ch)
   for name, title in (
     ("ablations_challenging_in_distribution.json", "in distribution (test split)"),
     ("ablations_challenging.json", "challenging"),
   ):
     rows = _load(results, name)
     if rows:
-      from emotalker_jax.evaluation.results import ablations_table
-
       lines += [
         "",
         f"### Ablations, {title} (`emotalker eval --ablations`, docs/results/{name})",
