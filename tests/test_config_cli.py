@@ -83,7 +83,7 @@ def test_demo_modes_are_tiny_and_the_demo_model_with_their_step_counts(repo_root
     full["autoencoder_train.steps"],
     full["train.steps"],
     full["sampler.steps"],
-  ) == (1500, 24000, 900, 4500, 10)
+  ) == (1500, 24000, 900, 5500, 10)
   assert full["autoencoder.block_out_channels"] == (32, 64)  # f=2
   assert (quick["demo.eval_frames"], full["demo.eval_frames"]) == (2, 4)
   assert full["demo.eval_sweep_frames"] == 1
