@@ -170,8 +170,10 @@ class StandIn:
 
     idx = np.asarray(host_batch).reshape(-1)
     self.served.append([int(i) for i in idx])
-    if self.progress_file:
-      pathlib.Path(self.progress_file).write_text(str(len(self.served)))
+    if self.progress_file:  # replaced atomically: the test polls it from another process
+      tmp = pathlib.Path(f"{self.progress_file}.tmp")
+      tmp.write_text(str(len(self.served)))
+      os.replace(tmp, self.progress_file)
     time.sleep(self.sleep_s)
     x, y = features(idx)
     return parallel.shard_batch({"x": x, "y": y}, self.mesh)
