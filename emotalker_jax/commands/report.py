@@ -226,10 +226,9 @@ def _load(results: str, name: str):
 
 
 def _v(d: dict, k: str) -> str:
-  v, ci = d.get(k), d.get(f"{k}_ci")
-  if v is None:
-    return "-"
-  return f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+  from emotalker_jax.evaluation.results import ablation_cell
+
+  return ablation_cell(d, k)
 
 
 CHALLENGING_ROWS = (

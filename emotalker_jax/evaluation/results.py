@@ -138,8 +138,8 @@ def target_met(result: dict, key: str) -> bool | None:
 
 
 def ablation_cell(row: dict, key: str) -> str:
-  """'0.912 [0.900, 0.925]' from an ablation row's figure and its ``<key>_ci`` (rows written
-  before the intervals existed have none: the figure alone; '-' where it is missing)."""
+  """'0.912 [0.900, 0.925]' from a figure of ``row`` (an ablation row, a metrics.json) and
+  its ``<key>_ci``: the figure alone without a defined interval, '-' where it is missing."""
   v, ci = row.get(key), row.get(f"{key}_ci")
   if v is None:
     return "-"
