@@ -144,6 +144,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.sampler.constraint.until = 0.6  # fraction of steps the constraint acts on
   c.sampler.constraint.m_face = 0.0  # mask value inside the face region
   c.sampler.constraint.init = "inversion"  # 'inversion' | 'noise'
+  # with init 'inversion': the start is sqrt(1 - rho) Z_T + sqrt(rho) eps (0 = Z_T itself)
+  c.sampler.constraint.init_noise = 0.0
 
   # ---- training -----------------------------------------------------------------------
   c.train = ml_collections.ConfigDict()

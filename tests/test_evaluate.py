@@ -675,6 +675,68 @@ def test_constraint_sweep_rows_against_a_generator_whose_answer_is_known(judge, 
   assert md.count("\n| ") == len(rows) + 1  # header + one line per row
 
 
+class StartNoiseGenerator(RenderingGenerator):
+  """Frames (1 - a) oracle + a drifted, a = rho (1 - strength) with rho the start's noise
+  fraction (1 for init 'noise'): a fresh-noise start forgets the identity unless the pull
+  toward the inverted trajectory holds it, so every row of a sweep over both halves of the
+  constraint has a known answer."""
+
+  def generate(self, portrait, audio, prompt=None, intensities=None, **kw):
+    c = kw["constraint"]
+    rho = 1.0 if c.init == "noise" else float(c.init_noise)
+    a = rho * (1.0 - float(c.strength))
+    self.drift_without_constraint = False
+    own, info = super().generate(portrait, audio, prompt, intensities, **kw)
+    self.drift_without_constraint = True
+    other, _ = super().generate(
+      portrait,
+      audio,
+      prompt,
+      intensities,
+      **{**kw, "constraint": dataclasses.replace(c, strength=0.0)},
+    )
+    out = (1.0 - a) * own.astype(np.float64) + a * other.astype(np.float64)
+    return np.round(out).astype(np.uint8), info
+
+
+def test_constraint_sweep_over_the_start_noise_and_the_choice_against_the_default(judge, sources):
+  from emotalker_jax.evaluation import constraint_sweep as cs
+
+  quick = dataclasses.replace(SETTINGS, frames=1)
+  gen = StartNoiseGenerator(sources)
+  gen.config.sampler.constraint.init_noise = 0.0
+  rows = cs.sweep(gen, judge, sources, quick, [0.0, 1.0], [1.0], [0.0, 0.5], log=lambda m: None)
+  assert [(r["init_noise"], r["strength"]) for r in rows] == [
+    (1.0, 0.0),  # no constraint at all: noise start, no pull (a = 1, the drifted identity)
+    (0.0, 0.0),
+    (0.0, 1.0),
+    (0.5, 0.0),
+    (0.5, 1.0),
+  ]
+  none, z_t_only, both, half, half_pulled = rows
+  # a = 0 rows are the oracle's frames: the same figures, whatever rho and strength gave a = 0
+  for r in (both, half_pulled):
+    assert r["identity_similarity"] == pytest.approx(z_t_only["identity_similarity"], abs=1e-9)
+  gain = z_t_only["identity_gain"]
+  assert gain > 0.3 and z_t_only["identity_gain_ci"][0] > 0.3  # the drifted identity is far
+  assert gain == pytest.approx(
+    z_t_only["identity_similarity"] - none["identity_similarity"], abs=1e-9
+  )
+  # a = 0.5: halfway frames, identity strictly between the drifted and the oracle's
+  assert 0.05 < half["identity_gain"] < gain - 0.05
+  # Every a = 0 row gains the same; the default (rho 0, strength 1, m_face 1) is kept
+  # because no row beats it outside the noise, and with no default the first best is taken.
+  default = {"init_noise": 0.0, "strength": 1.0, "m_face": 1.0}
+  assert cs.choose(rows, default=default) is both
+  assert cs.choose(rows) is z_t_only
+  # A default that is not in the sweep, or one the best row beats outside the noise
+  # (a = 0.5 against a = 0), gives way to the best row.
+  assert cs.choose(rows, default={"init_noise": 0.25, "strength": 0.0, "m_face": 0.0}) is z_t_only
+  assert cs.choose(rows, default={"init_noise": 0.5, "strength": 0.0, "m_face": 0.0}) is z_t_only
+  md = cs.markdown(rows, "t")
+  assert "| 0.5 | 0 | - |" in md and "| 1 | 0 | - |" in md
+
+
 def test_choose_takes_the_largest_identity_gain_within_the_emotion_budget():
   from emotalker_jax.evaluation import constraint_sweep as cs
 
@@ -749,9 +811,12 @@ def test_report_renders_the_challenging_split_and_keeps_its_files(tmp_path):
   assert "Drop without the constraint" in text and "0.1000" in text and "60%" in text
   assert "| constraint gain (paired) | - | 0.060 [0.050, 0.070] |" in text
   assert (
-    "| 1 | 0.5 | 0.875 [0.800, 0.950] | 0.9000 [0.850, 0.950] | +0.0500 [0.040, 0.060] |" in text
+    "| 0 | 1 | 0.5 | 0.875 [0.800, 0.950] | 0.9000 [0.850, 0.950] | +0.0500 [0.040, 0.060] |"
+    in text
   )
-  assert "strength 1, m_face 0.5 (r)" in text and "10008: beard, glasses, skin" in text
+  assert (
+    "init_noise 0, strength 1, m_face 0.5 (r)" in text and "10008: beard, glasses, skin" in text
+  )
   assert report.challenging_markdown(str(tmp_path), test) == ""  # nothing published
   ablation = {
     "variant": "no identity constraint (init noise, strength 0)",
@@ -770,7 +835,7 @@ def test_report_renders_the_challenging_split_and_keeps_its_files(tmp_path):
   # in distribution 0.95 - 0.80 = 0.15 without either half; recovered 0.10 (paired) = 67 %
   assert "0.1500 below the in-distribution figure" in text
   assert "recovers 0.1000 [0.0800, 0.1200] (paired), 67% of it" in text
-  assert "(the constraint costs -0.100)." in text
+  assert "(the constraint's emotion cost: +0.100)." in text
   in_dist = {**ablation, "identity_similarity": 0.6, "identity_similarity_ci": [0.5, 0.7]}
   (results / "ablations_challenging_in_distribution.json").write_text(json.dumps([in_dist]))
   text = report.challenging_markdown(str(results), test)

@@ -140,6 +140,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     metavar="M_FACES",
     help="comma-separated m_face values for --constraint-sweep (default: the checkpoint's)",
   )
+  sw.add_argument(
+    "--init-noise-sweep",
+    default=None,
+    metavar="RHOS",
+    help="comma-separated start noise fractions for --constraint-sweep, e.g. 0,0.25,0.5 "
+    "(sqrt(1 - rho) Z_T + sqrt(rho) eps; default: the checkpoint's "
+    "sampler.constraint.init_noise)",
+  )
 
 
 def _data_dir(args, config) -> str | None:
@@ -346,9 +354,15 @@ def _run_sweep(args, gen, judge, sources, st, out: str, where: str) -> int:
   m_faces = (
     [float(c.m_face)] if args.m_face_sweep is None else _floats(args.m_face_sweep, "--m-face-sweep")
   )
+  rhos = (
+    None if args.init_noise_sweep is None else _floats(args.init_noise_sweep, "--init-noise-sweep")
+  )
   t0 = time.perf_counter()
-  rows = cs.sweep(gen, judge, sources, st, strengths, m_faces, log=log_stderr)
-  best = cs.choose(rows)
+  rows = cs.sweep(gen, judge, sources, st, strengths, m_faces, rhos, log=log_stderr)
+  default = {k: float(c.get(k, 0.0)) for k in cs.SETTING_KEYS}
+  if str(c.init) == "noise":
+    default["init_noise"] = 1.0
+  best = cs.choose(rows, default=default, n_boot=st.n_boot, seed=st.seed)
   doc = {
     "split": args.split,
     "data": where,
@@ -359,6 +373,7 @@ def _run_sweep(args, gen, judge, sources, st, out: str, where: str) -> int:
     "constraint": dict(c),
     "rows": rows,
     "chosen": {
+      "init_noise": None if best is None else best["init_noise"],
       "strength": None if best is None else best["strength"],
       "m_face": None if best is None else best["m_face"],
       "rule": cs.CHOICE_RULE,

@@ -271,7 +271,7 @@ def _no_constraint_at_all_lines(results: str, metrics: dict, ch: dict | None) ->
   drop = metrics.get("identity_similarity", float("nan")) - off["identity_similarity"]
   gain = -off["identity_change_vs_default"]
   lo, hi = off["identity_change_vs_default_ci"]
-  cost = default["emotion_accuracy"] - off["emotion_accuracy"]
+  cost = off["emotion_accuracy"] - default["emotion_accuracy"]  # > 0: the constraint costs
   same = {
     r["variant"]: r for r in _load(results, "ablations_challenging_in_distribution.json") or []
   }
@@ -294,7 +294,8 @@ def _no_constraint_at_all_lines(results: str, metrics: dict, ch: dict | None) ->
     f"is {ablation_cell(off, 'identity_similarity')}: "
     f"{drop:.4f} below the in-distribution figure; {verdict}; its emotion accuracy is "
     f"{ablation_cell(off, 'emotion_accuracy')} against the default's "
-    f"{ablation_cell(default, 'emotion_accuracy')} (the constraint costs {cost:+.3f})." + in_dist,
+    f"{ablation_cell(default, 'emotion_accuracy')} (the constraint's emotion cost: {cost:+.3f})."
+    + in_dist,
   ]
 
 
@@ -400,7 +401,8 @@ def challenging_markdown(results: str, metrics: dict) -> str:
       c = d["chosen"]
       lines += [
         "",
-        f"Chosen on this split: strength {c['strength']:g}, m_face {c['m_face']:g} ({c['rule']})."
+        f"Chosen on this split: init_noise {c.get('init_noise', 0.0):g}, strength "
+        f"{c['strength']:g}, m_face {c['m_face']:g} ({c['rule']})."
         if c.get("strength") is not None
         else f"No setting chosen on this split ({c['rule']}): the default stays.",
       ]

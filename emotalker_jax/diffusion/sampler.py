@@ -101,7 +101,11 @@ class ConstraintConfig:
   face; used by ``latent_mask_from_face_mask``), schedule ('constant' | 'linear' | 'cosine'
   decay of lambda_t over the constrained steps), until (fraction of the sampling steps the
   constraint acts on, from the first), init ('inversion': start from Z_T | 'noise': from
-  fresh noise). schedule/until/init are static (part of the pytree structure).
+  fresh noise), init_noise (rho; with init='inversion' the fraction of the start's
+  variance that is fresh noise: sqrt(1 - rho) Z_T + sqrt(rho) eps, so 0 is Z_T itself and 1
+  the same start as init='noise'; see ``start_latent``). schedule/until/init/init_noise
+  are static (part of the pytree structure: whether a start needs an rng key is known
+  when tracing).
   """
 
   strength: float = 0.5
@@ -109,16 +113,19 @@ class ConstraintConfig:
   schedule: str = flax.struct.field(pytree_node=False, default="linear")
   until: float = flax.struct.field(pytree_node=False, default=0.6)
   init: str = flax.struct.field(pytree_node=False, default="inversion")
+  init_noise: float = flax.struct.field(pytree_node=False, default=0.0)
 
   @classmethod
   def from_config(cls, cfg: Any) -> ConstraintConfig:
-    """From ``config.sampler.constraint`` (keys strength, schedule, until, m_face, init)."""
+    """From ``config.sampler.constraint`` (keys strength, schedule, until, m_face, init,
+    init_noise; a checkpoint written before init_noise existed reads it as 0)."""
     c = cls(
       strength=float(cfg.strength),
       m_face=float(cfg.m_face),
       schedule=str(cfg.schedule),
       until=float(cfg.until),
       init=str(cfg.init),
+      init_noise=float(cfg.get("init_noise", 0.0)),
     )
     return c.validate()
 
@@ -137,7 +144,7 @@ class ConstraintConfig:
       raise ValueError(
         f"constraint until={self.until}: must be a fraction in [0, 1] (sampler.constraint.until)"
       )
-    for name in ("strength", "m_face"):
+    for name in ("strength", "m_face", "init_noise"):
       v = getattr(self, name)
       if isinstance(v, (int, float)) and not 0.0 <= float(v) <= 1.0:
         raise ValueError(f"constraint {name}={v}: must be in [0, 1] (sampler.constraint.{name})")
@@ -454,15 +461,27 @@ def invert_source(
 def start_latent(
   z_T: jnp.ndarray, constraint: ConstraintConfig | None, rng: jax.Array | None
 ) -> jnp.ndarray:
-  """Where sampling starts (``constraint.init``): 'inversion' (or no constraint) -> the
-  inverted Z_T itself; 'noise' -> N(0, I) of Z_T's shape (1, h, w, C) drawn from ``rng``,
-  shared by all frames (the constraint still pulls toward the inverted trajectory)."""
-  init = "inversion" if constraint is None else constraint.init
-  if init == "noise":
-    if rng is None:
-      raise ValueError("constraint init='noise' needs an rng key (--seed)")
-    return jax.random.normal(rng, z_T.shape, jnp.float32)
-  return z_T
+  """Where sampling starts (``constraint.init``), shared by all frames of a clip.
+
+  'inversion' (or no constraint) -> sqrt(1 - rho) Z_T + sqrt(rho) eps with rho =
+  ``constraint.init_noise`` and eps ~ N(0, I) of Z_T's shape (1, h, w, C) drawn from
+  ``rng``: rho = 0 is the inverted Z_T itself, rho = 1 pure noise. The weights keep the
+  variance of two unit-variance independent parts, so any rho is a start at level T.
+  'noise' -> eps (rho = 1). The ẑ_t half of the constraint (``strength``) is separate: it
+  still pulls toward the inverted trajectory.
+  """
+  if constraint is None:
+    return z_T
+  rho = 1.0 if constraint.init == "noise" else float(constraint.init_noise)
+  if rho == 0.0:
+    return z_T
+  if rng is None:
+    raise ValueError(
+      f"a start with fresh noise (constraint init={constraint.init!r}, init_noise={rho}) "
+      "needs an rng key (--seed)"
+    )
+  eps = jax.random.normal(rng, z_T.shape, jnp.float32)
+  return math.sqrt(1.0 - rho) * jnp.asarray(z_T, jnp.float32) + math.sqrt(rho) * eps
 
 
 def sample_frames(

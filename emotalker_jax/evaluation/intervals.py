@@ -30,6 +30,7 @@ CEILING_KEYS = tuple(dict.fromkeys(CEILINGS.values()))
 # The keys with a 95 % bootstrap interval ``<key>_ci`` (over (identity, prompt) units).
 CI_KEYS = (
   "emotion_accuracy",
+  "emotion_accuracy_no_constraint",
   "mixed_top2_accuracy",
   "mixed_intensity_error",
   "mixed_intensity_error_ground_truth",
@@ -62,6 +63,7 @@ def intervals(parts: dict, strengths: Sequence[float], n_boot: int, seed: int) -
   u = lambda part, key: np.asarray(parts[part]["units"][key], np.float64)  # noqa: E731
   units = {
     "emotion_accuracy": u("single", "emotion_accuracy"),
+    "emotion_accuracy_no_constraint": u("single_no_constraint", "emotion_accuracy"),
     "identity_similarity": u("single", "identity_similarity"),
     "identity_similarity_ground_truth": u("single", "identity_similarity_ground_truth"),
     "identity_similarity_no_constraint": u("single_no_constraint", "identity_similarity"),

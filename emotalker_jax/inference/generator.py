@@ -710,6 +710,7 @@ class Generator:
         "schedule": constraint.schedule,
         "until": float(constraint.until),
         "init": constraint.init,
+        "init_noise": float(constraint.init_noise),
       },
       "batch_frames": bsz,
       "devices": self.batch_devices,
