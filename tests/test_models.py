@@ -198,8 +198,60 @@ def test_mean_context_embedding_is_a_per_example_time_bias(tiny, tiny_unet):
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
   cfg = tiny.unet.to_dict()
   cfg["context_embedding"] = "max"
-  with pytest.raises(ValueError, match=r"context_embedding='max'.*\('none', 'mean'\)"):
+  with pytest.raises(
+    ValueError, match=r"context_embedding='max'.*\('none', 'mean', 'emotion_tokens'\)"
+  ):
     UNetSpec.from_config(cfg)
+
+
+def test_emotion_token_embedding_reads_only_the_emotion_tokens(tiny, tiny_unet):
+  """unet.context_embedding='emotion_tokens' adds Dense(concat of the K emotion tokens) to
+  the time embedding: for one example the same as adding it to time_embedding.linear_2's
+  bias of the plain UNet (the reference), and build_unet places the slice after the
+  audio tokens."""
+  import dataclasses
+
+  from emotalker_jax.models.unet import build_unet
+
+  model, variables, fwd = tiny_unet
+  cfg = tiny.copy_and_resolve_references()
+  cfg.unet.context_embedding = "emotion_tokens"
+  built = build_unet(cfg)
+  assert built.spec.context_slice == (cfg.audio.tokens_per_frame, cfg.eib.num_emotions)
+  first, count = 1, 2  # a slice that fits _batch's short context
+  emo_model = UNet(
+    dataclasses.replace(model.spec, context_embedding="emotion_tokens", context_slice=(1, 2))
+  )
+  x, t, c = _batch(model.spec, batch=1)
+  assert c.shape[1] >= first + count + 1
+  d = model.spec.cross_attention_dim
+  temb_dim = 4 * model.spec.block_out_channels[0]
+  abstract = jax.eval_shape(lambda: init_unet(emo_model, jax.random.key(0), context_len=c.shape[1]))
+  kshape = nn.meta.unbox(abstract["params"]["context_embedding"]["kernel"]).shape
+  assert kshape == (count * d, temb_dim)
+  r = np.random.default_rng(8)
+  kernel = (r.standard_normal(kshape) / np.sqrt(count * d)).astype(np.float32)
+  bias = (0.1 * r.standard_normal(temb_dim)).astype(np.float32)
+  params = {
+    "params": {**variables["params"], "context_embedding": {"kernel": kernel, "bias": bias}}
+  }
+  out = np.asarray(jax.jit(emo_model.apply)(params, x, t, c))
+  shift = np.asarray(c[0, first : first + count]).reshape(-1) @ kernel + bias
+  te = variables["params"]["time_embedding"]
+  folded = {
+    "params": {
+      **variables["params"],
+      "time_embedding": {
+        **te,
+        "linear_2": {**te["linear_2"], "bias": te["linear_2"]["bias"] + shift},
+      },
+    }
+  }
+  # Two compiled programs (XLA may fuse them differently): float32 round-off only.
+  np.testing.assert_allclose(out, np.asarray(fwd(folded, x, t, c)), rtol=1e-5, atol=1e-5)
+  assert np.abs(out - np.asarray(fwd(variables, x, t, c))).max() > 1e-2
+  with pytest.raises(ValueError, match="needs context_slice"):
+    UNet(dataclasses.replace(model.spec, context_embedding="emotion_tokens")).apply(params, x, t, c)
 
 
 # ---- bad input --------------------------------------------------------------------------

@@ -16,7 +16,12 @@ context, ``temb += Dense(mean_L(context))`` (``context_embedding`` kernel (D, 4 
 way SDXL adds its pooled text embedding. The emotion tokens e_k = s_k B_k + b_k enter
 that sum linearly, so every ResNet block sees each intensity additively; through
 cross-attention alone a softmax over tokens decides how much of a faint emotion beside a
-strong one reaches a pixel.
+strong one reaches a pixel. With "emotion_tokens" the read is of the emotion tokens
+alone, flattened: ``temb += Dense(concat_k e_k)`` (kernel (K D, 4 C0)), so each emotion
+has its own weights and nothing else in the context dilutes it (the mean divides the K
+emotion tokens among the audio and text tokens). ``context_slice`` = (first, K) says where
+they are in the context; ``build_unet`` sets it from the config ([audio tokens; emotion
+tokens; text tokens], ``models/conditioner.assemble_context``).
 
 Heads follow diffusers exactly, naming quirk included: when ``num_attention_heads`` is
 None, ``attention_head_dim`` is the number of *heads* per block (SD-1.5's
@@ -55,7 +60,7 @@ Dtype = Any
 
 DOWN_TYPES = ("CrossAttnDownBlock2D", "DownBlock2D")
 UP_TYPES = ("CrossAttnUpBlock2D", "UpBlock2D")
-CONTEXT_EMBEDDINGS = ("none", "mean")
+CONTEXT_EMBEDDINGS = ("none", "mean", "emotion_tokens")
 
 
 def _get(cfg, key, default=None):
@@ -100,6 +105,7 @@ class UNetSpec:
   freq_shift: float = 0.0
   norm_eps: float = 1e-5
   context_embedding: str = "none"
+  context_slice: tuple[int, int] | None = None  # (first, count) of the emotion tokens
 
   @property
   def num_down(self) -> int:
@@ -351,6 +357,19 @@ class UNet(nn.Module):
       temb = temb + dense(temb.shape[-1], ("embed", "mlp"), name="context_embedding", **kw)(
         jnp.mean(context, axis=1)
       )
+    elif s.context_embedding == "emotion_tokens":
+      if s.context_slice is None:
+        raise ValueError(
+          "unet.context_embedding='emotion_tokens' needs context_slice (first, count) of the "
+          "emotion tokens; build the UNet with build_unet(config)"
+        )
+      first, count = s.context_slice
+      if first + count > context.shape[1]:
+        raise ValueError(
+          f"context_slice {s.context_slice} does not fit a context of {context.shape[1]} tokens"
+        )
+      emo = context[:, first : first + count].reshape(b, -1)  # (B, K D)
+      temb = temb + dense(temb.shape[-1], ("embed", "mlp"), name="context_embedding", **kw)(emo)
 
     x = sample.astype(self.dtype)
     x = nn.with_logical_constraint(x, IMAGE_AXES)
@@ -409,9 +428,16 @@ class UNet(nn.Module):
 
 
 def build_unet(config) -> UNet:
-  """The UNet of a full config (uses ``config.unet`` and ``config.dtype``/``param_dtype``)."""
+  """The UNet of a full config (uses ``config.unet`` and ``config.dtype``/``param_dtype``;
+  with context_embedding 'emotion_tokens' also ``config.audio.tokens_per_frame`` and
+  ``config.eib.num_emotions``, where the emotion tokens sit in the context)."""
+  spec = UNetSpec.from_config(config.unet)
+  if spec.context_embedding == "emotion_tokens":
+    spec = dataclasses.replace(
+      spec, context_slice=(int(config.audio.tokens_per_frame), int(config.eib.num_emotions))
+    )
   return UNet(
-    config=UNetSpec.from_config(config.unet),
+    config=spec,
     dtype=jnp.dtype(config.dtype),
     param_dtype=jnp.dtype(config.param_dtype),
   )
