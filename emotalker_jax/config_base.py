@@ -111,7 +111,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.unet.use_linear_projection = False
   c.unet.dropout = 0.0
   c.unet.remat = False
-  # 'mean': temb += Dense(mean of the context tokens), see models/unet.py
+  # 'mean': temb += Dense(mean of the context tokens); 'emotion_tokens': temb += Dense(the
+  # K emotion tokens, concatenated), an intensity path into every ResNet block (models/unet.py)
   c.unet.context_embedding = "none"
 
   # ---- diffusion + sampler ------------------------------------------------------------
