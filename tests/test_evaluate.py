@@ -683,7 +683,7 @@ class StartNoiseGenerator(RenderingGenerator):
 
   def generate(self, portrait, audio, prompt=None, intensities=None, **kw):
     c = kw["constraint"]
-    rho = 1.0 if c.init == "noise" else float(c.init_noise)
+    rho = c.start_noise
     a = rho * (1.0 - float(c.strength))
     self.drift_without_constraint = False
     own, info = super().generate(portrait, audio, prompt, intensities, **kw)

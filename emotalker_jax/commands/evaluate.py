@@ -344,6 +344,7 @@ def _floats(text: str, flag: str) -> list[float]:
 def _run_sweep(args, gen, judge, sources, st, out: str, where: str) -> int:
   """--constraint-sweep: ``constraint_sweep.sweep`` -> OUT/constraint_sweep.json / .md."""
   from emotalker_jax.checkpoints import atomic_output
+  from emotalker_jax.diffusion import sampler
   from emotalker_jax.evaluation import constraint_sweep as cs
   from emotalker_jax.evaluation.evaluate import log_stderr
   from emotalker_jax.evaluation.results import nan_to_none
@@ -359,9 +360,8 @@ def _run_sweep(args, gen, judge, sources, st, out: str, where: str) -> int:
   )
   t0 = time.perf_counter()
   rows = cs.sweep(gen, judge, sources, st, strengths, m_faces, rhos, log=log_stderr)
-  default = {k: float(c.get(k, 0.0)) for k in cs.SETTING_KEYS}
-  if str(c.init) == "noise":
-    default["init_noise"] = 1.0
+  cc = sampler.ConstraintConfig.from_config(c)
+  default = {"init_noise": cc.start_noise, "strength": cc.strength, "m_face": cc.m_face}
   best = cs.choose(rows, default=default, n_boot=st.n_boot, seed=st.seed)
   doc = {
     "split": args.split,

@@ -225,12 +225,6 @@ def _load(results: str, name: str):
     return json.load(fh)
 
 
-def _v(d: dict, k: str) -> str:
-  from emotalker_jax.evaluation.results import ablation_cell
-
-  return ablation_cell(d, k)
-
-
 CHALLENGING_ROWS = (
   ("identity_similarity", "identity, default constraint"),
   ("identity_similarity_no_constraint", "identity, constraint off"),
@@ -303,6 +297,7 @@ def challenging_markdown(results: str, metrics: dict) -> str:
   """RESULTS.md's section on the challenging identities, from metrics_challenging.json and
   the constraint sweeps (empty when none was published)."""
   from emotalker_jax.evaluation import constraint_sweep as cs
+  from emotalker_jax.evaluation.results import ablation_cell, ablations_table
 
   ch = _load(results, "metrics_challenging.json")
   same_judge = _load(results, "metrics_challenging_in_distribution.json")
@@ -358,7 +353,10 @@ def challenging_markdown(results: str, metrics: dict) -> str:
       "| figure | in distribution (test split) | challenging |",
       "|---|---|---|",
     ]
-    lines += [f"| {label} | {_v(metrics, k)} | {_v(ch, k)} |" for k, label in CHALLENGING_ROWS]
+    lines += [
+      f"| {label} | {ablation_cell(metrics, k)} | {ablation_cell(ch, k)} |"
+      for k, label in CHALLENGING_ROWS
+    ]
     drop = metrics.get("identity_similarity", float("nan")) - ch.get(
       "identity_similarity_no_constraint", float("nan")
     )
@@ -370,11 +368,9 @@ def challenging_markdown(results: str, metrics: dict) -> str:
       f"{gain / drop:.0%} of it."
       if drop > 0
       else "No drop: the challenging identity without the constraint ("
-      + _v(ch, "identity_similarity_no_constraint")
+      + ablation_cell(ch, "identity_similarity_no_constraint")
       + ") is not below the in-distribution figure.",
     ]
-  from emotalker_jax.evaluation.results import ablations_table
-
   lines += _no_constraint_at_all_lines(results, metrics, ch)
   for name, title in (
     ("ablations_challenging_in_distribution.json", "in distribution (test split)"),

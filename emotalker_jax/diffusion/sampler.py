@@ -115,6 +115,11 @@ class ConstraintConfig:
   init: str = flax.struct.field(pytree_node=False, default="inversion")
   init_noise: float = flax.struct.field(pytree_node=False, default=0.0)
 
+  @property
+  def start_noise(self) -> float:
+    """The start's noise fraction rho in effect: 1 for init='noise', else init_noise."""
+    return 1.0 if self.init == "noise" else float(self.init_noise)
+
   @classmethod
   def from_config(cls, cfg: Any) -> ConstraintConfig:
     """From ``config.sampler.constraint`` (keys strength, schedule, until, m_face, init,
@@ -472,7 +477,7 @@ def start_latent(
   """
   if constraint is None:
     return z_T
-  rho = 1.0 if constraint.init == "noise" else float(constraint.init_noise)
+  rho = constraint.start_noise
   if rho == 0.0:
     return z_T
   if rng is None:

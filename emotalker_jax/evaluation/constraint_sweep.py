@@ -36,7 +36,7 @@ def _row(c, r: dict, base: dict | None, n_boot: int, seed: int):
   acc = np.asarray(r["units"]["emotion_accuracy"], np.float64)
   sim = np.asarray(r["units"]["identity_similarity"], np.float64)
   row = {
-    "init_noise": 1.0 if c.init == "noise" else float(c.init_noise),
+    "init_noise": c.start_noise,
     "strength": float(c.strength),
     "m_face": float(c.m_face),
     "emotion_accuracy": float(acc.mean()),

@@ -338,6 +338,24 @@ class UNet(nn.Module):
         f"UNet timesteps must have shape ({sample.shape[0]},) or be a scalar; got {t}"
       )
 
+  def _context_read(self, context):
+    """What ``context_embedding`` reads of the context (B, L, D): 'mean' -> (B, D), the
+    mean over tokens; 'emotion_tokens' -> (B, K D), the K emotion tokens concatenated."""
+    s = self.spec
+    if s.context_embedding == "mean":
+      return jnp.mean(context, axis=1)
+    if s.context_slice is None:
+      raise ValueError(
+        "unet.context_embedding='emotion_tokens' needs context_slice (first, count) of the "
+        "emotion tokens; build the UNet with build_unet(config)"
+      )
+    first, count = s.context_slice
+    if first + count > context.shape[1]:
+      raise ValueError(
+        f"context_slice {s.context_slice} does not fit a context of {context.shape[1]} tokens"
+      )
+    return context[:, first : first + count].reshape(context.shape[0], -1)
+
   @nn.compact
   def __call__(self, sample, timesteps, context, train: bool = False):
     s = self.spec
@@ -353,23 +371,10 @@ class UNet(nn.Module):
     temb = timestep_embedding(t, s.block_out_channels[0], s.flip_sin_to_cos, s.freq_shift)
     temb = TimestepEmbedding(4 * s.block_out_channels[0], name="time_embedding", **kw)(temb)
     context = context.astype(self.dtype)
-    if s.context_embedding == "mean":
+    if s.context_embedding != "none":
       temb = temb + dense(temb.shape[-1], ("embed", "mlp"), name="context_embedding", **kw)(
-        jnp.mean(context, axis=1)
+        self._context_read(context)
       )
-    elif s.context_embedding == "emotion_tokens":
-      if s.context_slice is None:
-        raise ValueError(
-          "unet.context_embedding='emotion_tokens' needs context_slice (first, count) of the "
-          "emotion tokens; build the UNet with build_unet(config)"
-        )
-      first, count = s.context_slice
-      if first + count > context.shape[1]:
-        raise ValueError(
-          f"context_slice {s.context_slice} does not fit a context of {context.shape[1]} tokens"
-        )
-      emo = context[:, first : first + count].reshape(b, -1)  # (B, K D)
-      temb = temb + dense(temb.shape[-1], ("embed", "mlp"), name="context_embedding", **kw)(emo)
 
     x = sample.astype(self.dtype)
     x = nn.with_logical_constraint(x, IMAGE_AXES)
